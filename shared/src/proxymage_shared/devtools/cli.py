@@ -1,0 +1,67 @@
+"""`proxymage-dev`: the project's developer and operator commands (topics, synthetic PACS data).
+
+Settings come from the environment and `PROXYMAGE_ENV_FILE` like the services' (the Makefile points it at
+deploy/local/local.env).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from proxymage_shared.devtools.seed_pacs import store_studies
+from proxymage_shared.devtools.synthetic import PATIENTS, large_study, synthetic_studies
+from proxymage_shared.kafka import ensure_topics
+from proxymage_shared.settings import DicomPeer, ServiceSettings, load_settings
+from proxymage_shared.topics import topic_specs
+
+app = typer.Typer(help="Proxymage developer and operator commands.", no_args_is_help=True)
+
+
+class DevSettings(ServiceSettings):
+    service_name: str = "dev"
+    mirc: DicomPeer = DicomPeer(ae_title="MIRC", host="127.0.0.1", port=11112)
+    dev_ae_title: str = "PM_DEV"
+
+
+@app.command()
+def topics(
+    partitions: Annotated[int, typer.Option(help="Partitions of each topic.")] = 6,
+    replication_factor: Annotated[int, typer.Option(help="Replicas of each partition (3 in production).")] = 1,
+    prefix: Annotated[str | None, typer.Option(help="Topic name prefix (default: PROXYMAGE_TOPIC_PREFIX).")] = None,
+) -> None:
+    """Creates every contract topic and its dead-letter topic (idempotent)."""
+    settings = load_settings(DevSettings)
+    specs = topic_specs(partitions, prefix=settings.topic_prefix if prefix is None else prefix)
+    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, specs, replication_factor=replication_factor))
+    typer.echo(f"{len(created)} topic(s) created, {len(specs) - len(created)} already there")
+    for name in created:
+        typer.echo(f"  + {name}")
+
+
+@app.command("seed-pacs")
+def seed_pacs(
+    seed: Annotated[int, typer.Option(help="Same seed, same patients, studies and UIDs.")] = 42,
+    large_study_instances: Annotated[
+        int, typer.Option(help="Also store one CT study of this many 512x512 slices (0: none).")
+    ] = 0,
+) -> None:
+    """Stores the synthetic patients' studies into MIRC by C-STORE."""
+    settings = load_settings(DevSettings)
+    studies = list(synthetic_studies(seed))
+    if large_study_instances:
+        studies.append(large_study(seed, large_study_instances))
+    report = store_studies(studies, settings.mirc, settings.dev_ae_title)
+    typer.echo(
+        f"stored {report.instances} instance(s) of {report.studies} stud(ies) for {len(PATIENTS)} synthetic "
+        f"patient records into {settings.mirc.ae_title} at {settings.mirc.host}:{settings.mirc.port}"
+        + (f"; {report.failed} FAILED" if report.failed else "")
+    )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

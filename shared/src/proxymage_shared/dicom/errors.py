@@ -1,0 +1,25 @@
+"""DICOM failures, split as everywhere in Proxymage into transient (retry later) and permanent."""
+
+from __future__ import annotations
+
+from proxymage_shared.errors import PermanentError, TransientError
+
+
+class DicomUnavailableError(TransientError):
+    """The peer could not be reached, refused or dropped the association, or timed out."""
+
+
+class DicomTransientError(TransientError):
+    """The peer answered with a status that may change later (out of resources, unable to process)."""
+
+
+class DicomPermanentError(PermanentError):
+    """The peer refused the request itself (e.g. unknown move destination): retrying cannot help."""
+
+
+class MalformedAnswerError(TransientError):
+    """The peer's answer could not be decoded. Transient: the PACS may be fixed; the caller reports it."""
+
+
+class IncompleteMoveError(TransientError):
+    """The move ended, but not every instance arrived: never treat the study as complete."""

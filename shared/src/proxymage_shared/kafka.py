@@ -1,0 +1,311 @@
+"""Kafka through FastStream: the broker factory, at-least-once consumers and the dead-letter helper.
+
+Processing semantics (ARCHITECTURE.md):
+- the offset is committed only after the handler's effects are durable: subscribers use
+  `AckPolicy.NACK_ON_ERROR` (commit after success; on an unexpected exception, seek back so the message is
+  delivered again) and never auto-commit;
+- a message that is not a valid event, raises `PermanentError`, or keeps failing after bounded retries is
+  published, original bytes and key unchanged, to `<topic>.dlq` with headers naming the reason, the
+  original topic/partition/offset and the service; then its offset is committed. One poison message never
+  blocks a partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from pydantic import ValidationError
+
+from proxymage_shared import metrics
+from proxymage_shared.errors import PermanentError
+from proxymage_shared.events import Event
+from proxymage_shared.logging import get_logger
+from proxymage_shared.settings import KafkaSecurity, ServiceSettings
+from proxymage_shared.topics import TopicSpec, dead_letter_topic
+
+log = get_logger(__name__)
+
+E = TypeVar("E", bound=Event)
+
+# Dead-letter headers (strings; Kafka stores them as UTF-8 bytes).
+DLQ_REASON: Final = "x-dlq-reason"
+DLQ_KIND: Final = "x-dlq-kind"
+DLQ_TOPIC: Final = "x-dlq-original-topic"
+DLQ_PARTITION: Final = "x-dlq-original-partition"
+DLQ_OFFSET: Final = "x-dlq-original-offset"
+DLQ_SERVICE: Final = "x-dlq-service"
+DLQ_AT: Final = "x-dlq-at"
+MAX_REASON_LENGTH: Final = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where a consumed message came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+
+
+Handler = Callable[[E, Delivery], Awaitable[None]]
+
+
+def _security(settings: KafkaSecurity) -> BaseSecurity | None:
+    if settings.protocol == "PLAINTEXT":
+        return None
+    use_ssl = settings.protocol in ("SSL", "SASL_SSL")
+    context: ssl.SSLContext | None = None
+    if use_ssl:
+        context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if settings.ssl_certfile:
+            context.load_cert_chain(
+                str(settings.ssl_certfile), str(settings.ssl_keyfile) if settings.ssl_keyfile else None
+            )
+    if settings.protocol == "SSL":
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    username = settings.sasl_username or ""
+    password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+    sasl = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    mechanism = sasl[settings.sasl_mechanism or "PLAIN"]
+    return mechanism(username=username, password=password, ssl_context=context, use_ssl=use_ssl)
+
+
+def create_broker(settings: ServiceSettings, **overrides: Any) -> KafkaBroker:
+    """A broker whose producer waits for all in-sync replicas and never creates topics implicitly."""
+    options: dict[str, Any] = {
+        "client_id": f"proxymage-{settings.service_name}",
+        "acks": "all",
+        "enable_idempotence": True,
+        "allow_auto_create_topics": False,
+        "security": _security(settings.kafka_security),
+        "graceful_timeout": 10.0,
+        "request_timeout_ms": 15_000,
+    }
+    options.update(overrides)
+    return KafkaBroker(settings.kafka_bootstrap_servers, **options)
+
+
+def validation_reason(error: ValidationError) -> str:
+    """A validation error in words, without the offending values (they may be patient data)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False, include_context=False):
+        location = ".".join(str(part) for part in item["loc"]) or "(message)"
+        parts.append(f"{location}: {item['msg']}")
+    return "invalid event: " + "; ".join(parts)
+
+
+async def dead_letter(
+    broker: KafkaBroker,
+    *,
+    service: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes,
+    reason: str,
+    kind: str,
+    original_headers: dict[str, str] | None = None,
+) -> None:
+    """Publishes the original bytes to `<topic>.dlq` and waits for the broker's acknowledgement."""
+    headers = dict(original_headers or {})
+    headers.update(
+        {
+            DLQ_REASON: reason[:MAX_REASON_LENGTH],
+            DLQ_KIND: kind,
+            DLQ_TOPIC: topic,
+            DLQ_PARTITION: str(partition),
+            DLQ_OFFSET: str(offset),
+            DLQ_SERVICE: service,
+            DLQ_AT: dt.datetime.now(dt.UTC).isoformat(),
+        }
+    )
+    await broker.publish(value, topic=dead_letter_topic(topic), key=key, headers=headers)
+    metrics.DEAD_LETTERS.labels(topic, kind).inc()
+    log.warning("dead_lettered", topic=topic, partition=partition, offset=offset, kind=kind, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded in-place retries of a failing handler: capped exponential backoff with full jitter."""
+
+    max_attempts: int = 5
+    base_seconds: float = 0.5
+    max_seconds: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (1-based)."""
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> RetryPolicy:
+        return cls(
+            settings.handler_max_attempts,
+            settings.handler_retry_base_seconds,
+            settings.handler_retry_max_seconds,
+        )
+
+
+def _decode_headers(raw: Any) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in raw or ():
+        if isinstance(value, bytes):
+            headers[name] = value.decode("utf-8", errors="replace")
+    return headers
+
+
+def subscribe(
+    broker: KafkaBroker,
+    settings: ServiceSettings,
+    topic: str,
+    model: type[E],
+    handler: Handler[E],
+    *,
+    retry: RetryPolicy | None = None,
+    group_suffix: str = "",
+) -> None:
+    """Registers `handler` for every valid `model` event on `topic` (already prefixed by the caller).
+
+    The handler runs with at-least-once delivery: it must be idempotent (ARCHITECTURE.md). Invalid messages
+    and permanent failures are dead-lettered at once; transient failures are retried in place up to
+    `retry.max_attempts`, then dead-lettered. Only a failure to dead-letter (Kafka itself down) or
+    cancellation leaves the offset uncommitted, so the message is delivered again.
+    """
+    policy = retry or RetryPolicy.from_settings(settings)
+    group_id = f"{settings.consumer_group()}.{topic.removeprefix(settings.topic_prefix)}{group_suffix}"
+
+    async def consume(message: KafkaMessage) -> None:
+        record = message.raw_message
+        assert not isinstance(record, tuple)  # batch consumers are not used here
+        delivery = Delivery(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key.decode("utf-8", errors="replace") if isinstance(record.key, bytes) else None,
+        )
+        body: bytes = message.body
+
+        async def park(reason: str, kind: str) -> None:
+            await dead_letter(
+                broker,
+                service=settings.service_name,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key if isinstance(record.key, bytes) else None,
+                value=body,
+                reason=reason,
+                kind=kind,
+                original_headers=_decode_headers(record.headers),
+            )
+            metrics.EVENTS_HANDLED.labels(topic, "dead_lettered").inc()
+
+        try:
+            event = model.model_validate_json(body)
+        except ValidationError as error:
+            await park(validation_reason(error), "invalid_event")
+            return
+
+        started = time.perf_counter()
+        attempt = 1
+        while True:
+            try:
+                await handler(event, delivery)
+            except PermanentError as error:
+                await park(f"{type(error).__name__}: {error}", "permanent_error")
+                return
+            except Exception as error:
+                if attempt >= policy.max_attempts:
+                    await park(
+                        f"gave up after {attempt} attempts: {type(error).__name__}: {error}",
+                        "retries_exhausted",
+                    )
+                    return
+                metrics.HANDLER_RETRIES.labels(topic).inc()
+                log.warning(
+                    "handler_retry",
+                    topic=topic,
+                    event_id=str(event.event_id),
+                    attempt=attempt,
+                    error=type(error).__name__,
+                )
+                await asyncio.sleep(policy.delay(attempt))
+                attempt += 1
+            else:
+                metrics.EVENTS_HANDLED.labels(topic, "ok").inc()
+                metrics.HANDLER_SECONDS.labels(topic).observe(time.perf_counter() - started)
+                return
+
+    consume.__name__ = f"consume_{model.__name__}"
+    broker.subscriber(
+        topic,
+        group_id=group_id,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest",
+        title=f"{topic}:{settings.service_name}",
+        description=(model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else None,
+    )(consume)
+
+
+async def publish_event(broker: KafkaBroker, topic: str, key: str, event: Event) -> None:
+    """Publishes one event as UTF-8 JSON keyed by its business id, and waits for the acknowledgement."""
+    await broker.publish(
+        event.to_kafka_value(),
+        topic=topic,
+        key=key.encode(),
+        headers={"content-type": "application/json", "x-event-type": type(event).__name__},
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    specs: list[TopicSpec],
+    *,
+    replication_factor: int = 1,
+    timeout_ms: int = 15_000,
+) -> list[str]:
+    """Creates the topics that do not exist yet and returns their names. Idempotent."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        if not missing:
+            return []
+        new_topics = [
+            NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=replication_factor,
+                topic_configs=spec.config(),
+            )
+            for spec in missing
+        ]
+        response = await admin.create_topics(new_topics, timeout_ms=timeout_ms)
+        failures = [
+            f"{name}: error {code} {message or ''}".strip()
+            for name, code, *rest in response.topic_errors
+            for message in (rest[0] if rest else None,)
+            if code not in (0, TopicAlreadyExistsError.errno)  # already there (a concurrent creator) is fine
+        ]
+        if failures:
+            raise RuntimeError("could not create topics: " + "; ".join(failures))
+        return [spec.name for spec in missing]
+    finally:
+        await admin.close()

@@ -1,0 +1,134 @@
+"""The life of a service process: health server first, then Kafka and MongoDB, then wait for SIGTERM.
+
+Dependencies may be down when a service starts (or go down later): the process stays up, `/readyz` says
+why it is not ready, and start-up is retried with capped backoff. SIGTERM/SIGINT stop it cleanly: the
+broker finishes (or gives back) in-flight messages, then connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
+
+from proxymage_shared import mongo
+from proxymage_shared.health import HealthServer, ReadinessCheck, create_health_app
+from proxymage_shared.kafka import create_broker, ensure_topics
+from proxymage_shared.logging import get_logger
+from proxymage_shared.settings import ServiceSettings
+from proxymage_shared.topics import topic_specs
+
+log = get_logger(__name__)
+
+Hook = Callable[[], Awaitable[None]]
+START_RETRY_MAX_SECONDS = 10.0
+
+
+@dataclass
+class Service:
+    """What a composition root hands to `run_service`."""
+
+    settings: ServiceSettings
+    broker: KafkaBroker
+    mongo_client: AsyncMongoClient[mongo.Document]
+    readiness_checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
+    # Run once Kafka and MongoDB are reachable (e.g. create indexes); retried with the connection.
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+    create_topics: bool = True
+    topic_partitions: int = 6
+
+
+def build_service(
+    settings: ServiceSettings,
+    *,
+    readiness_checks: Mapping[str, ReadinessCheck] | None = None,
+    on_start: list[Hook] | None = None,
+    on_stop: list[Hook] | None = None,
+) -> Service:
+    """The parts every service has: a Kafka broker and its MongoDB client (not connected yet)."""
+    client, _ = mongo.service_database(settings)
+    return Service(
+        settings=settings,
+        broker=create_broker(settings),
+        mongo_client=client,
+        readiness_checks=dict(readiness_checks or {}),
+        on_start=list(on_start or []),
+        on_stop=list(on_stop or []),
+    )
+
+
+async def _broker_ready(broker: KafkaBroker) -> bool:
+    return await broker.ping(timeout=1.5)
+
+
+async def _start_dependencies(service: Service) -> None:
+    settings = service.settings
+    if service.create_topics:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            topic_specs(service.topic_partitions, prefix=settings.topic_prefix),
+        )
+    if not await mongo.ping(service.mongo_client):
+        raise ConnectionError("MongoDB does not answer")
+    for hook in service.on_start:
+        await hook()
+    await service.broker.start()
+
+
+async def run_service(service: Service, stop: asyncio.Event | None = None) -> None:
+    """Runs until `stop` is set or the process gets SIGTERM/SIGINT."""
+    settings = service.settings
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+
+    checks: dict[str, ReadinessCheck] = {
+        "kafka": lambda: _broker_ready(service.broker),
+        "mongo": lambda: mongo.ping(service.mongo_client),
+        **service.readiness_checks,
+    }
+    health = HealthServer(create_health_app(settings.service_name, checks), settings.health_host, settings.health_port)
+    await health.start()
+    log.info("health_listening", host=settings.health_host, port=health.port)
+
+    started = False
+    try:
+        delay = 0.5
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                await _start_dependencies(service)
+            except Exception as error:
+                log.warning("start_retry", error=type(error).__name__, detail=str(error)[:300], retry_in=delay)
+                with contextlib.suppress(Exception):
+                    await service.broker.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, START_RETRY_MAX_SECONDS)
+            else:
+                started = True
+                log.info("started", seconds=round(time.monotonic() - began, 3))
+                break
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        if started:
+            await service.broker.stop()
+        for hook in service.on_stop:
+            with contextlib.suppress(Exception):
+                await hook()
+        await service.mongo_client.close()
+        await health.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
+        log.info("stopped")

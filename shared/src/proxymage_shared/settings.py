@@ -1,0 +1,86 @@
+"""Settings shared by every service (pydantic-settings, environment prefix `PROXYMAGE_`).
+
+Values come from the environment, then from the dotenv file named by `PROXYMAGE_ENV_FILE` (the local stack
+points it at `deploy/local/local.env`, the same file its scripts source). Nested values use `__`, e.g.
+`PROXYMAGE_MIRC__PORT=11112`. Secrets may be given as files (`*_file` settings) so they stay out of the
+environment of other processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _env_file() -> str | None:
+    return os.environ.get("PROXYMAGE_ENV_FILE") or None
+
+
+class DicomPeer(BaseModel):
+    """A remote DICOM application entity (a PACS or the viewer's store)."""
+
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class KafkaSecurity(BaseModel):
+    """Kafka client security, as aiokafka names it. PLAINTEXT is for the loopback stack only."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+
+class ServiceSettings(BaseSettings):
+    """The base of every service's settings: Kafka, MongoDB, logging, health server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROXYMAGE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    service_name: str = "proxymage"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security: KafkaSecurity = KafkaSecurity()
+    # Isolates a deployment's (or a test's) topics and consumer groups from another's on the same cluster.
+    topic_prefix: str = ""
+    mongo_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017/")
+    mongo_database: str = ""
+    log_level: LogLevel = "INFO"
+    log_json: bool = True
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=0, ge=0, le=65535)
+    # Bounded in-handler retries of transient failures before a message is dead-lettered.
+    handler_max_attempts: int = Field(default=5, ge=1)
+    handler_retry_base_seconds: float = Field(default=0.5, gt=0)
+    handler_retry_max_seconds: float = Field(default=10.0, gt=0)
+
+    def database_name(self) -> str:
+        return self.mongo_database or f"proxymage_{self.service_name.replace('-', '_')}"
+
+    def topic(self, name: str) -> str:
+        return self.topic_prefix + name
+
+    def consumer_group(self) -> str:
+        return f"{self.topic_prefix}proxymage.{self.service_name}"
+
+
+S = TypeVar("S", bound="ServiceSettings")
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Builds settings from the environment and the env file; `overrides` win (tests use them)."""
+    return cls(_env_file=_env_file(), **overrides)
