@@ -1,0 +1,75 @@
+# Proxymage — `make demo` runs the system with a demo scenario; `make test` runs every test.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export UV_PYTHON_DOWNLOADS := never
+include deploy/local/local.env
+export PROXYMAGE_ENV_FILE := $(CURDIR)/deploy/local/local.env
+UV ?= uv
+PYTEST_ARGS ?=
+STACK := deploy/local/stack.sh
+SERVICES := deploy/local/services.sh
+
+.PHONY: help install up down status services test unit lint format topics seed demo
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## Install uv (if missing) and the Python workspace from uv.lock
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+	@echo "workspace installed in .venv"
+
+up: install ## Install and start Kafka, FerretDB, Orthanc MIRC + VIEWER and SMTP on 127.0.0.1
+	@bash $(STACK) up
+
+down: ## Stop the services and every server the stack started
+	@bash $(SERVICES) stop
+	@bash $(STACK) down
+
+status: ## Show each server's and service's state
+	@bash $(STACK) status
+	@bash $(SERVICES) status
+
+topics: install ## Create every topic and its dead-letter topic (idempotent)
+	@$(UV) run --frozen proxymage-dev topics
+
+seed: install ## Store the synthetic patients' studies into MIRC
+	@$(UV) run --frozen proxymage-dev seed-pacs --seed 42
+
+services: install ## Start the four services in the background
+	@bash $(SERVICES) start
+
+test: install ## Run every test against the real servers (starts the stack, stops it after; KEEP_STACK=1 keeps it)
+	@bash $(STACK) up
+	@status=0; $(UV) run --frozen pytest $(PYTEST_ARGS) || status=$$?; \
+	  if [ -z "$${KEEP_STACK:-}" ]; then bash $(SERVICES) stop; bash $(STACK) down; fi; \
+	  exit $$status
+
+unit: install ## Run the unit tests only (no servers)
+	@$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: install ## ruff check, ruff format --check, mypy --strict on every src/, uv lock --check
+	@$(UV) lock --check --quiet
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen mypy --strict shared/src services/identity-matcher/src services/study-fetcher/src \
+	  services/expert-notifier/src services/gateway/src
+
+format: install ## Apply ruff's fixes and formatting
+	@$(UV) run --frozen ruff check --fix .
+	@$(UV) run --frozen ruff format .
+
+demo: up ## Start everything, seed MIRC and the services, and print where everything is (until `make down`)
+	@$(UV) run --frozen proxymage-dev topics
+	@$(UV) run --frozen proxymage-dev seed-pacs --seed 42
+	@bash $(SERVICES) start
+	@echo
+	@bash $(STACK) status
+	@bash $(SERVICES) status
+	@echo
+	@echo "Orthanc MIRC (regional PACS):  http://127.0.0.1:$(PROXYMAGE_LOCAL_MIRC_HTTP_PORT)/app/explorer.html"
+	@echo "Orthanc VIEWER (viewer store): http://127.0.0.1:$(PROXYMAGE_LOCAL_VIEWER_HTTP_PORT)/app/explorer.html"
+	@echo "Received e-mails:              var/smtp/mailbox/"
+	@echo "Everything keeps running until: make down"
