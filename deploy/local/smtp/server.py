@@ -357,9 +357,12 @@ class MailboxHandler:
         scripted = self._script.answer("data", rcpts)
         if scripted is not None:
             log.info(
-                "%s message from <%s> to %s, %d bytes -> %s (script, not stored)",
-                _peer(session), envelope.mail_from, rcpts, size, scripted,
-            )  # fmt: skip
+                "%s message from <%s> to %s -> %s (script, not stored)",
+                _peer(session),
+                envelope.mail_from,
+                rcpts,
+                scripted,
+            )
             return scripted
         name = self._store(session, envelope)
         log.info(

@@ -1,0 +1,129 @@
+"""The DICOM client against the real Orthanc instances: C-ECHO, patient- and study-level C-FIND on MIRC,
+C-MOVE of a seeded study MIRC -> VIEWER with the instance count checked on VIEWER, and failures."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from prometheus_client import REGISTRY
+from proxymage_shared.devtools.synthetic import PATIENTS, SyntheticStudy
+from proxymage_shared.dicom import (
+    DicomClient,
+    DicomTimeouts,
+    DicomUnavailableError,
+    MoveProgress,
+    patient_query,
+    study_query,
+)
+from proxymage_shared.errors import ProxymageError
+from proxymage_shared.settings import DicomPeer
+
+
+def requests_count(peer: str, operation: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "proxymage_dicom_requests_total", {"peer": peer, "operation": operation, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+@pytest.fixture
+def mirc_client(mirc: DicomPeer) -> DicomClient:
+    return DicomClient("PM_DEV", mirc, max_associations=2)
+
+
+async def test_echo_both_instances(mirc: DicomPeer, viewer: DicomPeer) -> None:
+    for peer in (mirc, viewer):
+        client = DicomClient("PM_DEV", peer)
+        await client.echo()
+        client.close()
+
+
+async def test_patient_level_find_decodes_accents_and_issuers(
+    mirc_client: DicomClient, seeded_studies: list[SyntheticStudy]
+) -> None:
+    before = requests_count("MIRC", "C-FIND", "ok")
+    found = await mirc_client.find_patients(patient_query(birth_date=dt.date(1956, 4, 12)))
+    assert requests_count("MIRC", "C-FIND", "ok") == before + 1
+    by_id = {record.patient_id: record for record in found}
+    assert set(by_id) == {"T0001", "B0042"}  # the same person under two issuers
+    assert by_id["T0001"].patient_name == "BÉRANGER-FICTIF^Hélène"
+    assert by_id["B0042"].patient_name == "BÉRANGER-FICTIF^Hélène"
+    assert by_id["T0001"].issuer == "CHU-FICTIF-TOURS"
+    assert by_id["B0042"].issuer == "CH-FICTIF-BLOIS"
+    assert by_id["T0001"].birth_date == dt.date(1956, 4, 12)
+    assert by_id["T0001"].sex == "F"
+
+    married = await mirc_client.find_patients(patient_query(birth_date=dt.date(1961, 9, 30)))
+    assert [(r.patient_name, r.birth_name) for r in married] == [
+        ("LEFAUX-EXEMPLE^Marie-Claire", "D'EXEMPLE^Marie-Claire")
+    ]
+
+    ligature = await mirc_client.find_patients(patient_query(birth_date=dt.date(1990, 7, 14)))
+    assert [r.patient_name for r in ligature] == ["SŒUR-EXEMPLE^Anaïs"]
+    mirc_client.close()
+
+
+async def test_study_level_find_lists_the_seeded_studies(
+    mirc_client: DicomClient, seeded_studies: list[SyntheticStudy]
+) -> None:
+    expected = {s.study_instance_uid: s for s in seeded_studies if s.patient.patient_id == "T0001"}
+    found = await mirc_client.find_studies(study_query(patient_id="T0001", issuer="CHU-FICTIF-TOURS"))
+    assert {record.study_instance_uid for record in found} == set(expected)
+    for record in found:
+        study = expected[record.study_instance_uid]
+        assert record.instances == len(study.instances)
+        assert record.series == study.series_count
+        assert record.date == study.date
+        assert set(record.modalities) == set(study.modalities)
+        assert record.description == study.description
+    mirc_client.close()
+
+
+async def test_move_a_study_to_the_viewer_and_count_its_instances_there(
+    mirc_client: DicomClient, viewer: DicomPeer, seeded_studies: list[SyntheticStudy]
+) -> None:
+    study = max(seeded_studies, key=lambda s: len(s.instances))
+    progress: list[MoveProgress] = []
+    result = await mirc_client.move_study(study.study_instance_uid, viewer.ae_title, progress.append)
+    assert result.complete
+    assert result.completed == len(study.instances)
+    assert result.failed == 0
+    assert progress, "pending responses report sub-operation progress"
+    assert all(p.total == len(study.instances) for p in progress)
+
+    viewer_client = DicomClient("PM_FETCHER", viewer)
+    on_viewer = await viewer_client.find_studies(study_query(study_instance_uid=study.study_instance_uid))
+    assert [record.instances for record in on_viewer] == [len(study.instances)]
+    viewer_client.close()
+    mirc_client.close()
+
+
+async def test_move_to_an_unknown_destination_fails_and_moves_nothing(
+    mirc_client: DicomClient, viewer: DicomPeer, seeded_studies: list[SyntheticStudy]
+) -> None:
+    # Orthanc answers 0xC000 here (not the standard's 0xA801), so the failure is classified transient.
+    study = next(s for s in seeded_studies if s.patient.key == PATIENTS[-1].key)
+    with pytest.raises(ProxymageError):
+        await mirc_client.move_study(study.study_instance_uid, "NOWHERE")
+    viewer_client = DicomClient("PM_FETCHER", viewer)
+    assert await viewer_client.find_studies(study_query(study_instance_uid=study.study_instance_uid)) == []
+    viewer_client.close()
+    mirc_client.close()
+
+
+async def test_unreachable_peer_is_a_transient_error(stack_env: dict[str, str]) -> None:
+    nobody = DicomPeer(ae_title="MIRC", host="127.0.0.1", port=1)
+    client = DicomClient("PM_DEV", nobody, timeouts=DicomTimeouts(connection=1, acse=1, dimse=2, network=2))
+    before = requests_count("MIRC", "C-FIND", "transient")
+    with pytest.raises(DicomUnavailableError):
+        await client.find_patients(patient_query(birth_date=dt.date(1956, 4, 12)))
+    assert requests_count("MIRC", "C-FIND", "transient") == before + 1
+    client.close()
+
+
+async def test_unknown_calling_ae_is_refused(mirc: DicomPeer) -> None:
+    client = DicomClient("INTRUDER", mirc)
+    with pytest.raises(DicomUnavailableError, match="rejected"):
+        await client.echo()
+    client.close()

@@ -1,0 +1,105 @@
+"""Every service starts for real (`python -m <package>`), reports ready with the stack up, reports *not*
+ready while Kafka or MongoDB is unreachable, and stops within 5 s on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from proxymage_shared.testing import ConditionTimeoutError
+
+SERVICES = ["identity_matcher", "study_fetcher", "expert_notifier", "gateway"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running(package: str, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    environment = {**os.environ, "PROXYMAGE_HEALTH_PORT": str(port), "PROXYMAGE_LOG_LEVEL": "INFO", **env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", package], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]] | None:
+    try:
+        response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+    except httpx.TransportError:
+        return None
+    return response.status_code, response.json()
+
+
+def wait_for(port: int, predicate: Any, timeout: float = 45.0) -> tuple[int, dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = readyz(port)
+        if last is not None and predicate(last):
+            return last
+        time.sleep(0.1)
+    raise ConditionTimeoutError(f"/readyz never satisfied the condition; last answer: {last}")
+
+
+def stop_within(process: subprocess.Popen[bytes], seconds: float) -> float:
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(seconds)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_service_starts_reports_ready_and_stops_on_sigterm(package: str, stack_env: dict[str, str]) -> None:
+    with running(package) as (process, port):
+        _, body = wait_for(port, lambda answer: answer[0] == 200)
+        assert body["ready"] is True
+        assert body["checks"]["kafka"] is True
+        assert body["checks"]["mongo"] is True
+        healthz = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert healthz.status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert metrics.status_code == 200
+        assert "proxymage_events_handled_total" in metrics.text
+        elapsed = stop_within(process, 5)
+        assert process.returncode == 0, process.stdout.read().decode() if process.stdout else ""
+        assert elapsed < 5
+
+
+@pytest.mark.parametrize(
+    ("dependency", "env"),
+    [
+        ("kafka", {"PROXYMAGE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}),
+        ("mongo", {"PROXYMAGE_MONGO_URL": "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500"}),
+    ],
+)
+def test_not_ready_while_a_dependency_is_unreachable(
+    dependency: str, env: dict[str, str], stack_env: dict[str, str]
+) -> None:
+    with running("gateway", **env) as (process, port):
+        status, body = wait_for(port, lambda answer: True)
+        assert status == 503
+        assert body["ready"] is False
+        assert body["checks"][dependency] is False
+        # Still alive, still stoppable.
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        assert stop_within(process, 5) < 5
+        assert process.returncode == 0
