@@ -9,6 +9,8 @@
 #   ferretdb.sh status    one status line
 #
 # Data lives in $PM_VAR/ferretdb/data (one SQLite file per database) and survives stop/start.
+# The binary serializes commands across connections (see ferretdb/main.go): FerretDB v1 alone
+# loses concurrent single-document updates that real MongoDB applies atomically.
 # Optional: PROXYMAGE_LOCAL_FERRETDB_LOG_LEVEL=debug|info|warn|error (default info).
 set -euo pipefail
 
@@ -57,14 +59,16 @@ fdb_wait() {
   # merely an open port. The probe is our own binary in -ping mode (no pymongo needed).
   until err="$("$FDB_BIN" -ping -listen-addr "$FDB_ADDR" -timeout 2s 2>&1)"; do
     if ! pm_running ferretdb; then
+      # A pid file left behind means it was started and died (pm_stop removes it): show why.
+      [ -e "$PM_RUN/ferretdb.pid" ] || pm_die "FerretDB is not running (start it: $0 start)"
       fdb_tail_log
-      pm_die "FerretDB is not running (exited, or never started)"
+      pm_die "FerretDB exited during start-up"
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       fdb_tail_log
       pm_die "FerretDB did not answer a ping on $FDB_ADDR within ${FDB_WAIT_SECONDS}s: $err"
     fi
-    sleep 0.2
+    sleep 0.05
   done
   pm_log "FerretDB ready at $PROXYMAGE_MONGO_URL"
 }

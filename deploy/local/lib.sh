@@ -8,6 +8,10 @@
 set -euo pipefail
 
 PM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Scripts may run under `uv run` (tests): drop virtualenv bin dirs from PATH, since pynetdicom installs
+# its own `echoscu`/`findscu`/`movescu` there, which would shadow dcmtk's tools that the scripts expect.
+PATH="$(printf '%s' "$PATH" | tr ':' '\n' | grep -v -e '/\.venv/bin$' -e "^${VIRTUAL_ENV:-/nonexistent}/bin$" | paste -sd: -)"
+export PATH
 set -a
 # shellcheck source=local.env
 . "$PM_ROOT/deploy/local/local.env"
@@ -23,10 +27,19 @@ pm_die() { pm_log "ERROR: $*"; exit 1; }
 
 pm_pid() { cat "$PM_RUN/$1.pid" 2>/dev/null || true; }
 
+# True while the pid is alive. An exited process that its parent has not reaped yet (state Z) counts as
+# gone: on some machines PID 1 reaps orphans only after a second or more.
+pm_alive() {
+  local pid="$1" state
+  kill -0 "$pid" 2>/dev/null || return 1
+  state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)"
+  [ "$state" != "Z" ]
+}
+
 pm_running() {
   local pid
   pid="$(pm_pid "$1")"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  [ -n "$pid" ] && pm_alive "$pid"
 }
 
 pm_start() {
@@ -45,13 +58,13 @@ pm_start() {
 pm_stop() {
   local name="$1" grace="${2:-20}" pid waited=0
   pid="$(pm_pid "$name")"
-  if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+  if [ -z "$pid" ] || ! pm_alive "$pid"; then
     rm -f "$PM_RUN/$name.pid"
     return 0
   fi
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   # Wait for the pid to be gone: Orthanc keeps its SQLite locked for a few seconds after SIGTERM.
-  while kill -0 "$pid" 2>/dev/null; do
+  while pm_alive "$pid"; do
     if [ "$waited" -ge $((grace * 10)) ]; then
       pm_log "$name did not stop within ${grace}s, killing it"
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true

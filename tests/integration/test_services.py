@@ -3,6 +3,7 @@ ready while Kafka or MongoDB is unreachable, and stops within 5 s on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,18 +29,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(package: str, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def running(package: str, log: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     environment = {**os.environ, "PROXYMAGE_HEALTH_PORT": str(port), "PROXYMAGE_LOG_LEVEL": "INFO", **env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", package], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    try:
-        yield process, port
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
+    with log.open("wb") as output:
+        process = subprocess.Popen(  # noqa: S603 - our own service
+            [sys.executable, "-m", package], env=environment, stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process, port
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(5)
 
 
 def readyz(port: int) -> tuple[int, dict[str, Any]] | None:
@@ -68,8 +71,11 @@ def stop_within(process: subprocess.Popen[bytes], seconds: float) -> float:
 
 
 @pytest.mark.parametrize("package", SERVICES)
-def test_service_starts_reports_ready_and_stops_on_sigterm(package: str, stack_env: dict[str, str]) -> None:
-    with running(package) as (process, port):
+def test_service_starts_reports_ready_and_stops_on_sigterm(
+    package: str, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "service.log"
+    with running(package, log) as (process, port):
         _, body = wait_for(port, lambda answer: answer[0] == 200)
         assert body["ready"] is True
         assert body["checks"]["kafka"] is True
@@ -80,8 +86,11 @@ def test_service_starts_reports_ready_and_stops_on_sigterm(package: str, stack_e
         assert metrics.status_code == 200
         assert "proxymage_events_handled_total" in metrics.text
         elapsed = stop_within(process, 5)
-        assert process.returncode == 0, process.stdout.read().decode() if process.stdout else ""
+        assert process.returncode == 0, log.read_text()
         assert elapsed < 5
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert {line["event"] for line in lines} >= {"health_listening", "started", "stopping", "stopped"}
+    assert all(line["service"] == package.replace("_", "-") for line in lines if "service" in line)
 
 
 @pytest.mark.parametrize(
@@ -92,9 +101,9 @@ def test_service_starts_reports_ready_and_stops_on_sigterm(package: str, stack_e
     ],
 )
 def test_not_ready_while_a_dependency_is_unreachable(
-    dependency: str, env: dict[str, str], stack_env: dict[str, str]
+    dependency: str, env: dict[str, str], stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    with running("gateway", **env) as (process, port):
+    with running("gateway", tmp_path / "gateway.log", **env) as (process, port):
         status, body = wait_for(port, lambda answer: True)
         assert status == 503
         assert body["ready"] is False

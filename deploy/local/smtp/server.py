@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import asyncio.sslproto as sslproto
 import contextlib
 import datetime as dt
 import hashlib
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException, syntax
 
 log = logging.getLogger("proxymage.smtp")
 
@@ -272,8 +273,23 @@ def _peer(session: Session | None) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+class _AlertingSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's server-side TLS layer, but one that sends the TLS alert of a failed handshake.
+
+    asyncio (3.11) closes the transport as soon as the handshake fails, without writing the alert
+    OpenSSL queued ("certificate required", "unknown ca"...): the client sees a bare connection
+    reset. Real relays send the alert, and clients report it (ssl.SSLError naming the alert):
+    flush it first, so that clients under test see what they would see in production."""
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            with contextlib.suppress(Exception):
+                self._process_outgoing()  # type: ignore[attr-defined]  # private asyncio API
+        super()._on_handshake_complete(handshake_exc)
+
+
 class ProxymageSMTP(SMTP):
-    """aiosmtpd's SMTP with connection open/close log lines."""
+    """aiosmtpd's SMTP with connection open/close log lines and TLS alerts on handshake failures."""
 
     _pm_opened = False
     _pm_closed = False
@@ -284,6 +300,30 @@ class ProxymageSMTP(SMTP):
         if not self._pm_opened:
             self._pm_opened = True
             log.info("%s connected", _peer(self.session))
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802 (aiosmtpd command name)
+        # aiosmtpd 1.4.6's smtp_STARTTLS, verbatim but for the TLS protocol class.
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if not self.tls_context:
+            await self.push("454 TLS not available")
+            return
+        await self.push("220 Ready to start TLS")
+        waiter = self.loop.create_future()
+        self._tls_protocol = _AlertingSSLProtocol(self.loop, self, self.tls_context, waiter, server_side=True)
+        self._original_transport = self.transport
+        assert self._original_transport is not None
+        self._original_transport.set_protocol(self._tls_protocol)
+        self.transport = self._tls_protocol._app_transport
+        self._tls_protocol.connection_made(self._original_transport)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            raise TLSSetupException() from error
 
     def connection_lost(self, error: Exception | None) -> None:
         # aiosmtpd calls this itself after a failed TLS handshake; log once.

@@ -298,14 +298,22 @@ async def ensure_topics(
             for spec in missing
         ]
         response = await admin.create_topics(new_topics, timeout_ms=timeout_ms)
-        failures = [
-            f"{name}: error {code} {message or ''}".strip()
-            for name, code, *rest in response.topic_errors
-            for message in (rest[0] if rest else None,)
-            if code not in (0, TopicAlreadyExistsError.errno)  # already there (a concurrent creator) is fine
-        ]
+        created: list[str] = []
+        failures: list[str] = []
+        for name, code, *rest in response.topic_errors:
+            if code == 0:
+                created.append(name)
+            elif code != TopicAlreadyExistsError.errno:  # already there (a concurrent creator): fine
+                failures.append(f"{name}: error {code} {rest[0] if rest else ''}".strip())
         if failures:
             raise RuntimeError("could not create topics: " + "; ".join(failures))
-        return [spec.name for spec in missing]
+        # Creation is acknowledged before every broker's metadata knows the topics: wait until it does,
+        # so that producers and consumers started next find them.
+        deadline = time.monotonic() + timeout_ms / 1000
+        while not {spec.name for spec in specs} <= set(await admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("topics created but not visible in the cluster metadata")
+            await asyncio.sleep(0.1)
+        return created
     finally:
         await admin.close()
