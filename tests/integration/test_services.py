@@ -33,7 +33,7 @@ def running(package: str, log: Path, **env: str) -> Iterator[tuple[subprocess.Po
     port = free_port()
     environment = {**os.environ, "PROXYMAGE_HEALTH_PORT": str(port), "PROXYMAGE_LOG_LEVEL": "INFO", **env}
     with log.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603 - our own service
+        process = subprocess.Popen(
             [sys.executable, "-m", package], env=environment, stdout=output, stderr=subprocess.STDOUT
         )
         try:
