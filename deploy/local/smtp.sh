@@ -80,13 +80,13 @@ cmd_start() {
 # a session that answers EHLO and NOOP: this also proves the server loaded its certificates.
 is_ready() {
   SMTP_HOST="$SMTP_HOST" SMTP_PORT="$SMTP_PORT" SMTP_CERTS="$SMTP_CERTS" \
-    timeout 10 "$SMTP_PY" - <<'EOF'
+    timeout 8 "$SMTP_PY" - <<'EOF'
 import os, smtplib, ssl, sys
 certs = os.environ["SMTP_CERTS"]
 ctx = ssl.create_default_context(cafile=f"{certs}/ca.pem")
 ctx.minimum_version = ssl.TLSVersion.TLSv1_2
 ctx.load_cert_chain(f"{certs}/client.pem", f"{certs}/client.key")
-with smtplib.SMTP(os.environ["SMTP_HOST"], int(os.environ["SMTP_PORT"]), local_hostname="probe.test", timeout=5) as s:
+with smtplib.SMTP(os.environ["SMTP_HOST"], int(os.environ["SMTP_PORT"]), local_hostname="probe.test", timeout=3) as s:
     s.ehlo()
     if not s.has_extn("starttls"):
         sys.exit("STARTTLS not advertised")
@@ -100,20 +100,22 @@ EOF
 cmd_wait() {
   [ -n "$(pm_pid "$SMTP_NAME")" ] || pm_die "$SMTP_NAME is not started (deploy/local/smtp.sh start)"
   venv_ok || pm_die "smtp: $SMTP_PY missing (deploy/local/smtp.sh install)"
-  local deadline=$((SECONDS + READY_SECONDS))
-  until is_ready >/dev/null 2>&1; do
+  local deadline=$((SECONDS + READY_SECONDS)) probe_err="$PM_RUN/$SMTP_NAME.probe.err"
+  until is_ready >/dev/null 2>"$probe_err"; do
     if ! pm_running "$SMTP_NAME"; then
       log_tail
+      rm -f "$probe_err"
       pm_die "$SMTP_NAME exited (see $PM_LOG/$SMTP_NAME.log)"
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       log_tail
-      pm_log "last probe error:"
-      is_ready >&2 || true
+      pm_log "last probe error: $(tail -n 1 "$probe_err")"
+      rm -f "$probe_err"
       pm_die "$SMTP_NAME not ready after ${READY_SECONDS}s ($SMTP_HOST:$SMTP_PORT, STARTTLS + client cert)"
     fi
     sleep 0.2
   done
+  rm -f "$probe_err"
   pm_log "$SMTP_NAME ready ($SMTP_HOST:$SMTP_PORT, STARTTLS + client certificate, mailbox $SMTP_DIR/mailbox)"
 }
 

@@ -17,9 +17,12 @@ Layout of ``--dir`` (default ``$PROXYMAGE_LOCAL_SMTP_DIR``, i.e. ``var/smtp``):
 
 * ``certs/``: ca.pem, server.pem, server.key (made by deploy/local/smtp/certs.sh);
 * ``mailbox/``: one accepted message = ``<UTC timestamp>-<n>.eml`` (the message bytes exactly as
-  received after DATA, dot-unstuffed, CRLF line endings, nothing added) plus ``<same name>.json``
-  (envelope and TLS facts, see ``_sidecar``). The .json is renamed into place before the .eml, each
-  from a temporary ``.*.tmp`` name: a reader that sees ``X.eml`` can read both files whole;
+  received after DATA, dot-unstuffed, line endings as sent, nothing added) plus ``<same name>.json``:
+  ``{"eml", "received_at", "peer", "helo", "mail_from", "mail_options", "rcpt_tos" (accepted
+  recipients only), "size", "tls_version", "tls_cipher", "client_cert": {"subject", "issuer",
+  "serial", "not_after", "sha256"}}`` with subject/issuer as ``O=...,CN=...``. The .json is renamed
+  into place before the .eml, each from a temporary ``.*.tmp`` name: a reader that sees ``X.eml``
+  can read both files whole. Timestamps sort chronologically (``20260131T120000.123456Z-000001``);
 * ``script.json``: optional failure script, re-read on every RCPT/DATA (see ``FailureScript``).
 
 Logs one line per connection event / transaction to stderr, never message bodies. SIGTERM/SIGINT
@@ -100,7 +103,7 @@ class FailureScript:
             {"match": "unknown@", "always": "550 5.1.1 user unknown"}
           ],
           "data": [
-            {"match": "slowdata@", "codes": ["452 4.3.1 insufficient storage"]}
+            {"match": "datafail@", "codes": ["452 4.3.1 insufficient storage"]}
           ]
         }
 
@@ -303,7 +306,8 @@ class ProxymageSMTP(SMTP):
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802 (aiosmtpd command name)
-        # aiosmtpd 1.4.6's smtp_STARTTLS, verbatim but for the TLS protocol class.
+        # aiosmtpd 1.4.6's smtp_STARTTLS, verbatim but for the TLS protocol class (recheck this copy
+        # if aiosmtpd is upgraded: connection_made/connection_lost rely on the same private fields).
         if arg:
             await self.push("501 Syntax: STARTTLS")
             return
@@ -414,7 +418,7 @@ class MailboxHandler:
         # A failed TLS handshake arrives here as aiosmtpd's TLSSetupException wrapping the SSLError
         # (no certificate, unknown CA...); aiosmtpd then closes the connection and ignores our reply.
         cause = error.__cause__ or error
-        if type(error).__name__ == "TLSSetupException":
+        if isinstance(error, TLSSetupException):
             log.warning("TLS handshake failed: %s", cause)
         else:
             log.error("error in SMTP session: %r", error, exc_info=error)
