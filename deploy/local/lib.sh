@@ -98,8 +98,8 @@ pm_status_line() {
   # pm_status_line NAME ADDRESS: prints "NAME up|down ADDRESS (pid N)"
   local name="$1" address="$2"
   if pm_running "$name"; then
-    printf '%-10s up    %-28s pid %s\n' "$name" "$address" "$(pm_pid "$name")"
+    printf '%-17s up    %-32s pid %s\n' "$name" "$address" "$(pm_pid "$name")"
   else
-    printf '%-10s down  %s\n' "$name" "$address"
+    printf '%-17s down  %s\n' "$name" "$address"
   fi
 }
