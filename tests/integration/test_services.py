@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from proxymage_shared.pytest_plugin import free_port
 from proxymage_shared.testing import ConditionTimeoutError
 
 SERVICES = ["identity_matcher", "study_fetcher", "expert_notifier", "gateway"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

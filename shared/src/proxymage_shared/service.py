@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
@@ -41,6 +42,8 @@ class Service:
     # Run once Kafka and MongoDB are reachable (e.g. create indexes); retried with the connection.
     on_start: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    # Long-running loops started once the service is up (e.g. durable retries), cancelled at stop.
+    background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     create_topics: bool = True
     topic_partitions: int = 6
 
@@ -51,6 +54,7 @@ def build_service(
     readiness_checks: Mapping[str, ReadinessCheck] | None = None,
     on_start: list[Hook] | None = None,
     on_stop: list[Hook] | None = None,
+    background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] | None = None,
 ) -> Service:
     """The parts every service has: a Kafka broker and its MongoDB client (not connected yet)."""
     client, _ = mongo.service_database(settings)
@@ -61,6 +65,7 @@ def build_service(
         readiness_checks=dict(readiness_checks or {}),
         on_start=list(on_start or []),
         on_stop=list(on_stop or []),
+        background=list(background or []),
     )
 
 
@@ -101,6 +106,7 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
     log.info("health_listening", host=settings.health_host, port=health.port)
 
     started = False
+    tasks: list[asyncio.Task[None]] = []
     try:
         delay = 0.5
         while not stop.is_set():
@@ -116,11 +122,15 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
                 delay = min(delay * 2, START_RETRY_MAX_SECONDS)
             else:
                 started = True
+                tasks = [asyncio.create_task(loop_(stop)) for loop_ in service.background]
                 log.info("started", seconds=round(time.monotonic() - began, 3))
                 break
         await stop.wait()
         log.info("stopping")
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if started:
             await service.broker.stop()
         for hook in service.on_stop:

@@ -146,8 +146,8 @@ class DicomClient:
         outcome, meaning = classify(status)
         message = f"{operation} on {self.peer.ae_title}: {meaning} (status 0x{status:04X})"
         if outcome is Outcome.PERMANENT:
-            raise DicomPermanentError(message)
-        raise DicomTransientError(message)
+            raise DicomPermanentError(message, status=status)
+        raise DicomTransientError(message, status=status)
 
     # --- one small method per DIMSE service ---------------------------------------------------------
 

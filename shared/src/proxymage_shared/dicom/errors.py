@@ -1,4 +1,8 @@
-"""DICOM failures, split as everywhere in Proxymage into transient (retry later) and permanent."""
+"""DICOM failures, split as everywhere in Proxymage into transient (retry later) and permanent.
+
+Errors raised for a DIMSE status carry it in `status`, so a caller can react to a specific refusal (e.g.
+narrow a C-FIND that the PACS refused as too large with 0xA700).
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,17 @@ class DicomUnavailableError(TransientError):
 class DicomTransientError(TransientError):
     """The peer answered with a status that may change later (out of resources, unable to process)."""
 
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class DicomPermanentError(PermanentError):
     """The peer refused the request itself (e.g. unknown move destination): retrying cannot help."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class MalformedAnswerError(TransientError):

@@ -1,0 +1,120 @@
+"""pytest fixtures for tests against the real local stack (deploy/local), registered for every package
+of the workspace through the `pytest11` entry point of proxymage-shared.
+
+`make test` starts the stack before pytest; `stack_env` makes sure it is up (starting what is missing
+through the same scripts) so that one test file can also be run on its own. Tests that use it are marked
+`integration`. Each test isolates itself: its own topic prefix, database and consumer groups.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from dotenv import dotenv_values
+
+from proxymage_shared.devtools.seed_pacs import store_studies
+from proxymage_shared.devtools.synthetic import SyntheticStudy, synthetic_studies
+from proxymage_shared.kafka import ensure_topics
+from proxymage_shared.settings import DicomPeer, ServiceSettings, load_settings
+from proxymage_shared.topics import topic_specs
+
+ROOT = Path(__file__).resolve().parents[3]
+ENV_FILE = ROOT / "deploy" / "local" / "local.env"
+STACK_FIXTURE = "stack_env"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("PROXYMAGE_ENV_FILE", str(ENV_FILE))
+    config.addinivalue_line("markers", "integration: talks to the real servers of deploy/local")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if STACK_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - the project's own scripts
+        ["bash", str(ROOT / "deploy" / "local" / script), *args],  # noqa: S607
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> dict[str, str]:
+    """The local stack's settings (deploy/local/local.env), with the stack started if it is not."""
+    result = run_script("stack.sh", "up")
+    if result.returncode != 0:
+        pytest.fail(f"the local stack did not start:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    return {key: value or "" for key, value in dotenv_values(ENV_FILE).items()}
+
+
+def _peer(stack_env: dict[str, str], name: str) -> DicomPeer:
+    return DicomPeer(
+        ae_title=stack_env[f"PROXYMAGE_{name}__AE_TITLE"],
+        host=stack_env[f"PROXYMAGE_{name}__HOST"],
+        port=int(stack_env[f"PROXYMAGE_{name}__PORT"]),
+    )
+
+
+@pytest.fixture(scope="session")
+def mirc(stack_env: dict[str, str]) -> DicomPeer:
+    return _peer(stack_env, "MIRC")
+
+
+@pytest.fixture(scope="session")
+def viewer(stack_env: dict[str, str]) -> DicomPeer:
+    return _peer(stack_env, "VIEWER")
+
+
+def orthanc(*args: str) -> None:
+    """deploy/local/orthanc.sh with `args` (e.g. "stop", "mirc"); fails the test if the script fails."""
+    result = run_script("orthanc.sh", *args, timeout=120)
+    if result.returncode != 0:
+        pytest.fail(f"orthanc.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def seeded_studies(mirc: DicomPeer) -> list[SyntheticStudy]:
+    """MIRC holds exactly the synthetic studies of seed 42; VIEWER starts empty."""
+    orthanc("reset", "all")
+    studies = list(synthetic_studies(42))
+    report = store_studies(studies, mirc, "PM_DEV")
+    assert report.failed == 0
+    return studies
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def test_settings(stack_env: dict[str, str], unique: str) -> ServiceSettings:
+    """Settings of a throwaway service: its own topic prefix (topics created) and database."""
+    settings = load_settings(
+        ServiceSettings,
+        service_name=f"it-{unique}",
+        topic_prefix=f"it-{unique}.",
+        mongo_database=f"it_{unique}",
+        handler_retry_base_seconds=0.05,
+        handler_retry_max_seconds=0.2,
+    )
+    await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(1, prefix=settings.topic_prefix))
+    return settings
