@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import random
 import ssl
 import time
@@ -95,6 +96,10 @@ def create_broker(settings: ServiceSettings, **overrides: Any) -> KafkaBroker:
         "security": _security(settings.kafka_security),
         "graceful_timeout": 10.0,
         "request_timeout_ms": 15_000,
+        # FastStream logs every message received/processed at INFO with its own handler: route it through
+        # our JSON logging instead, at DEBUG.
+        "logger": logging.getLogger("faststream.proxymage"),
+        "log_level": logging.DEBUG,
     }
     options.update(overrides)
     return KafkaBroker(settings.kafka_bootstrap_servers, **options)

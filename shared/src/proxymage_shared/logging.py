@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import structlog
 from pydantic import BaseModel
@@ -70,8 +70,12 @@ def mask_patient_data(_logger: Any, _method: str, event_dict: MutableMapping[str
     return event_dict
 
 
-def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
-    """Configures structlog (and the stdlib loggers of libraries) to write one JSON object per line."""
+def configure_logging(service: str, level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
+    """Configures structlog (and the stdlib loggers of libraries) to write one JSON object per line.
+
+    `stream` defaults to standard error (tests pass a file to inspect what a service logged).
+    """
+    output = stream or sys.stderr
     log_level = getattr(logging, level.upper(), logging.INFO)
     shared_processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -87,14 +91,14 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(log_level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(output),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
 
     # Libraries log through the stdlib: route them through the same masking and rendering.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(output)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared_processors, structlog.stdlib.add_logger_name],

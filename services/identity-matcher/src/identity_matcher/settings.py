@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from proxymage_shared.settings import DicomPeer, ServiceSettings
+from pydantic import Field
 
 __all__ = ["DicomPeer", "Settings"]
 
@@ -12,4 +13,16 @@ class Settings(ServiceSettings):
     health_port: int = 8101
     mirc: DicomPeer = DicomPeer(ae_title="MIRC", host="127.0.0.1", port=11112)
     calling_ae_title: str = "PM_IDENTITY"
-    mirc_max_associations: int = 4
+    mirc_max_associations: int = Field(default=4, ge=1)
+    # CONTRACT.md rule 2: a PACS may declare that PatientName's family component is the used name.
+    mirc_family_is_used_name: bool = False
+    # An answer this large is treated as capped by the PACS: the query is narrowed and sent again.
+    mirc_max_answers: int = Field(default=500, ge=1)
+    # In-handler tries of one resolution before it is reported as `error` and retried later.
+    pacs_attempts: int = Field(default=3, ge=1)
+    pacs_retry_base_seconds: float = Field(default=0.5, ge=0)
+    # Later retries of an `error` outcome, without anyone acting (the last delay repeats).
+    error_retry_delays_seconds: tuple[float, ...] = (15, 60, 300, 900, 1800)
+    error_retry_poll_seconds: float = Field(default=2.0, gt=0)
+    # A claimed retry is owned this long; an instance that died loses it after this.
+    retry_lease_seconds: float = Field(default=120.0, gt=0)

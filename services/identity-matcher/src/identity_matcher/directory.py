@@ -1,0 +1,75 @@
+"""The regional PACS as a patient directory: patient-level C-FIND on MIRC, narrowed when it must be."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from proxymage_shared.dicom import DicomClient, DicomTransientError, PatientRecord, patient_query
+from proxymage_shared.dicom.status import STATUSES
+from proxymage_shared.errors import TransientError
+from proxymage_shared.logging import get_logger
+
+from identity_matcher.query_plan import PatientKeys, QueryLevel
+
+log = get_logger(__name__)
+
+# PS3.4 §C.4.1.1.4: statuses with which a PACS refuses an answer it finds too large.
+REFUSED_AS_TOO_LARGE: Final = frozenset(code for code in (0xA700, 0xA701) if code in STATUSES)
+
+
+class AnswerTooLargeError(TransientError):
+    """Even the narrowest query was capped or refused by the PACS."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    records: tuple[PatientRecord, ...]
+    level: str  # which level of the plan answered (for logs and the outcome's reason)
+
+
+class PatientDirectory(Protocol):
+    async def find(self, plan: tuple[QueryLevel, ...], vigilance: tuple[PatientKeys, ...] = ()) -> Candidates: ...
+
+
+class MircDirectory:
+    """Runs a query plan on MIRC: the first level whose every query answers below the cap wins."""
+
+    def __init__(self, client: DicomClient, max_answers: int) -> None:
+        self._client = client
+        self._max_answers = max_answers
+
+    async def _query(self, keys: PatientKeys) -> list[PatientRecord] | None:
+        """The answers, or None when the PACS capped or refused them as too large."""
+        identifier = patient_query(birth_date=keys.birth_date, sex=keys.sex, patient_name=keys.name_pattern)
+        try:
+            records = await self._client.find_patients(identifier)
+        except DicomTransientError as error:
+            if error.status in REFUSED_AS_TOO_LARGE:
+                return None
+            raise
+        return None if len(records) >= self._max_answers else records
+
+    async def find(self, plan: tuple[QueryLevel, ...], vigilance: tuple[PatientKeys, ...] = ()) -> Candidates:
+        """The first level of `plan` that answers below the cap, plus the `vigilance` queries' answers."""
+        found = await self._first_complete_level(plan)
+        extra: list[PatientRecord] = []
+        for keys in vigilance:
+            extra.extend(await self._query(keys) or ())  # a capped vigilance answer is skipped
+        return Candidates(found.records + tuple(extra), found.level)
+
+    async def _first_complete_level(self, plan: tuple[QueryLevel, ...]) -> Candidates:
+        for level in plan:
+            if not level.queries:
+                continue
+            found: dict[tuple[str, str | None], PatientRecord] = {}
+            for keys in level.queries:
+                records = await self._query(keys)
+                if records is None:
+                    log.info("patient_query_narrowed", level=level.name)
+                    break
+                for record in records:
+                    found.setdefault((record.patient_id, record.issuer), record)
+            else:
+                return Candidates(tuple(found.values()), level.name)
+        raise AnswerTooLargeError("MIRC capped or refused every patient query, even the narrowest")
