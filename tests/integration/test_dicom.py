@@ -17,6 +17,7 @@ from proxymage_shared.dicom import (
     study_query,
 )
 from proxymage_shared.errors import ProxymageError
+from proxymage_shared.pytest_plugin import delete_from_orthanc
 from proxymage_shared.settings import DicomPeer
 
 
@@ -81,9 +82,10 @@ async def test_study_level_find_lists_the_seeded_studies(
 
 
 async def test_move_a_study_to_the_viewer_and_count_its_instances_there(
-    mirc_client: DicomClient, viewer: DicomPeer, seeded_studies: list[SyntheticStudy]
+    mirc_client: DicomClient, viewer: DicomPeer, seeded_studies: list[SyntheticStudy], stack_env: dict[str, str]
 ) -> None:
     study = max(seeded_studies, key=lambda s: len(s.instances))
+    delete_from_orthanc(stack_env, "VIEWER", study.study_instance_uid)
     progress: list[MoveProgress] = []
     result = await mirc_client.move_study(study.study_instance_uid, viewer.ae_title, progress.append)
     assert result.complete
@@ -100,10 +102,11 @@ async def test_move_a_study_to_the_viewer_and_count_its_instances_there(
 
 
 async def test_move_to_an_unknown_destination_fails_and_moves_nothing(
-    mirc_client: DicomClient, viewer: DicomPeer, seeded_studies: list[SyntheticStudy]
+    mirc_client: DicomClient, viewer: DicomPeer, seeded_studies: list[SyntheticStudy], stack_env: dict[str, str]
 ) -> None:
     # Orthanc answers 0xC000 here (not the standard's 0xA801), so the failure is classified transient.
     study = next(s for s in seeded_studies if s.patient.key == PATIENTS[-1].key)
+    delete_from_orthanc(stack_env, "VIEWER", study.study_instance_uid)
     with pytest.raises(ProxymageError):
         await mirc_client.move_study(study.study_instance_uid, "NOWHERE")
     viewer_client = DicomClient("PM_FETCHER", viewer)

@@ -316,6 +316,12 @@ def test_decode_ignores_an_equals_byte_inside_a_multibyte_run() -> None:
     assert decode_person_name(raw, ["", "ISO 2022 IR 87"]) == "ESSAI^予"
 
 
+def test_decode_reads_an_equals_byte_after_a_g1_designation_as_the_delimiter() -> None:
+    # ISO 2022 IR 149 designates KS X 1001 into G1 (8-bit bytes): a 0x3D that follows is the ASCII "=".
+    raw = b"\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=ESSAI^FICTIF"
+    assert decode_person_name(raw, ["", "ISO 2022 IR 149"]) == "洪^吉洞"
+
+
 def test_bytes_in_the_wrong_character_set_make_the_name_invalid() -> None:
     with pytest.warns(UserWarning, match="replacement characters"):
         decoded = decode_person_name("BÉRANGER-FICTIF".encode("latin-1"), ["ISO_IR 192"])

@@ -8,11 +8,14 @@ through the same scripts) so that one test file can also be run on its own. Test
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dotenv import dotenv_values
@@ -86,12 +89,31 @@ def orthanc(*args: str) -> None:
 
 @pytest.fixture(scope="session")
 def seeded_studies(mirc: DicomPeer) -> list[SyntheticStudy]:
-    """MIRC holds exactly the synthetic studies of seed 42; VIEWER starts empty."""
-    orthanc("reset", "all")
+    """MIRC holds the synthetic studies of seed 42 (stored again: idempotent, nothing is deleted, so
+    several test sessions may share the stack). Tests that need a study absent from VIEWER delete it
+    there first (`delete_from_orthanc`)."""
     studies = list(synthetic_studies(42))
     report = store_studies(studies, mirc, "PM_DEV")
-    assert report.failed == 0
+    assert report.failed == 0, f"{report.failed} instance(s) could not be stored into MIRC"
     return studies
+
+
+def orthanc_rest(stack_env: dict[str, str], instance: str, method: str, path: str, body: bytes | None = None) -> Any:
+    """Calls the REST API of the local Orthanc `instance` ("MIRC" or "VIEWER"); returns the parsed JSON."""
+    port = stack_env[f"PROXYMAGE_LOCAL_{instance}_HTTP_PORT"]
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        payload = response.read()
+    return json.loads(payload) if payload else None
+
+
+def delete_from_orthanc(stack_env: dict[str, str], instance: str, study_instance_uid: str) -> int:
+    """Deletes a study (by StudyInstanceUID) from a local Orthanc; returns how many were deleted."""
+    found = orthanc_rest(stack_env, instance, "POST", "/tools/lookup", study_instance_uid.encode())
+    studies = [item["ID"] for item in found or () if item.get("Type") == "Study"]
+    for orthanc_id in studies:
+        orthanc_rest(stack_env, instance, "DELETE", f"/studies/{orthanc_id}")
+    return len(studies)
 
 
 @pytest.fixture

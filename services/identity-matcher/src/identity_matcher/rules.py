@@ -54,7 +54,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeAlias, get_args
+from typing import Final, TypeAlias, get_args
 
 from proxymage_shared.dicom.results import PatientRecord, parse_da
 from proxymage_shared.events import IdentityTrait, NearMiss, NearMissKind, Patient
@@ -102,10 +102,11 @@ _SPACE_RUNS: Final = re.compile(r" {2,}")
 # A normalised name: words of A–Z, apostrophes and hyphens separated by single spaces, nothing around them.
 _NORMALISED_NAME: Final = re.compile(r"[A-Z'\-]+(?: [A-Z'\-]+)*")
 
-# ISO 2022 escape sequences (PS3.5 §6.1.2.5.3): ESC $ … designates a multi-byte set, ESC ( … a single-byte one.
+# ISO 2022 escape sequences (PS3.5 §6.1.2.5.3, ISO/IEC 2022 §13): ESC $ F and ESC $ ( F put a multi-byte set
+# into G0, whose 7-bit bytes may include 0x3D; ESC ( F puts a single-byte set back. G1 designations (ESC $ ) F,
+# ESC ) F, ESC - F) leave G0, hence the "=" delimiter, alone.
 _ESC: Final = 0x1B
-_MULTI_BYTE_DESIGNATION: Final = 0x24  # '$'
-_SINGLE_BYTE_G0_DESIGNATION: Final = 0x28  # '('
+_G1_TO_G3_DESIGNATIONS: Final = frozenset({b")", b"*", b"+", b"-", b".", b"/"})
 _GROUP_DELIMITER: Final = 0x3D  # '='
 
 
@@ -127,19 +128,16 @@ def decode_person_name(raw: bytes, character_sets: Sequence[str]) -> str:
 
 
 def _alphabetic_group_bytes(raw: bytes) -> bytes:
-    in_multi_byte_set = False
-    index = 0
-    while index < len(raw):
-        byte = raw[index]
-        if byte == _ESC and index + 1 < len(raw):
-            designation = raw[index + 1]
-            if designation == _MULTI_BYTE_DESIGNATION:
-                in_multi_byte_set = True
-            elif designation == _SINGLE_BYTE_G0_DESIGNATION:
-                in_multi_byte_set = False
-        elif byte == _GROUP_DELIMITER and not in_multi_byte_set:
+    multi_byte_g0 = False
+    for index, byte in enumerate(raw):
+        if byte == _ESC:
+            intermediates = raw[index + 1 : index + 3]
+            if intermediates[:1] == b"$":
+                multi_byte_g0 = intermediates[1:] not in _G1_TO_G3_DESIGNATIONS
+            elif intermediates[:1] == b"(":
+                multi_byte_g0 = False
+        elif byte == _GROUP_DELIMITER and not multi_byte_g0:
             return raw[:index]
-        index += 1
     return raw
 
 
@@ -486,7 +484,6 @@ def decide_prepared(dcc: PreparedDcc, candidate: PreparedCandidate) -> Decision:
     return _explain_mismatch(dcc, candidate)
 
 
-_Failure: TypeAlias = Literal["missing", "invalid", "different"]
 _SEPARATOR_LIKE_KINDS: Final[frozenset[NearMissKind]] = frozenset(
     {"separator", "apostrophe_or_space_removed", "truncated"}
 )
@@ -494,11 +491,17 @@ _SEPARATOR_LIKE_KINDS: Final[frozenset[NearMissKind]] = frozenset(
 _NEAR_MISSES: Final[dict[tuple[IdentityTrait, NearMissKind], NearMiss]] = {
     (trait, kind): NearMiss(trait=trait, kind=kind) for trait in TRAIT_ORDER for kind in get_args(NearMissKind)
 }
+_Difference: TypeAlias = tuple[IdentityTrait, NearMissKind]
 
 
 @functools.lru_cache(maxsize=4096)
-def _unmatched(failed_traits: tuple[IdentityTrait, ...], invalid: bool, near_miss: NearMiss | None) -> Decision:
-    return Decision(matched=False, near_miss=near_miss, failed_traits=failed_traits, invalid=invalid)
+def _unmatched(failed_traits: tuple[IdentityTrait, ...], invalid: bool, near_miss: _Difference | None) -> Decision:
+    return Decision(
+        matched=False,
+        near_miss=_NEAR_MISSES[near_miss] if near_miss is not None else None,
+        failed_traits=failed_traits,
+        invalid=invalid,
+    )
 
 
 def _explain_mismatch(dcc: PreparedDcc, candidate: PreparedCandidate) -> Decision:
@@ -534,34 +537,23 @@ def _failed_traits(dcc: PreparedDcc, candidate: PreparedCandidate) -> tuple[Iden
 
 def _near_miss(
     dcc: PreparedDcc, candidate: PreparedCandidate, failed_traits: tuple[IdentityTrait, ...]
-) -> NearMiss | None:
-    failures = {trait: _failure(trait, dcc, candidate) for trait in failed_traits}
-    differences: list[tuple[IdentityTrait, NearMissKind | None]] = []
-    names_in_wrong_fields = failures.get("birth_name") == "different" and _names_in_wrong_fields(dcc, candidate)
+) -> _Difference | None:
+    """The near miss to report, if the failing traits make one: each difference must be of a known kind, and
+    there must be one difference only, or several that are all separator-like (then the first is reported)."""
+    differences: list[_Difference] = []
+    names_in_wrong_fields = "birth_name" in failed_traits and _names_in_wrong_fields(dcc, candidate)
     if names_in_wrong_fields:
         differences.append(("birth_name", "birth_name_is_used_name"))
-    for trait, failure in failures.items():
-        if names_in_wrong_fields and trait in ("birth_name", "used_name"):
+    for trait in failed_traits:
+        if names_in_wrong_fields and (trait == "birth_name" or trait == "used_name"):
             continue
-        differences.append((trait, _kind(trait, failure, dcc, candidate)))
-
-    trait, kind = differences[0]
-    if kind is None:
-        return None
-    if len(differences) == 1 or all(other in _SEPARATOR_LIKE_KINDS for _, other in differences):
-        return _NEAR_MISSES[trait, kind]
-    return None
-
-
-def _failure(trait: IdentityTrait, dcc: PreparedDcc, candidate: PreparedCandidate) -> _Failure:
-    """How a failing trait fails: invalid on the DCC side, missing or invalid on the PACS side, or different."""
-    if trait in dcc.invalid_traits:
-        return "invalid"
-    if trait in candidate.missing:
-        return "missing"
-    if trait in candidate.invalid:
-        return "invalid"
-    return "different"
+        kind = _kind(trait, dcc, candidate)
+        if kind is None:
+            return None
+        differences.append((trait, kind))
+        if len(differences) > 1 and not all(other in _SEPARATOR_LIKE_KINDS for _, other in differences):
+            return None
+    return differences[0]
 
 
 def _names_in_wrong_fields(dcc: PreparedDcc, candidate: PreparedCandidate) -> bool:
@@ -569,7 +561,7 @@ def _names_in_wrong_fields(dcc: PreparedDcc, candidate: PreparedCandidate) -> bo
 
     Either the PACS's birth name is the DCC's used name (and the PACS has no used name, or has the DCC's birth
     name as used name), or the DCC gives no distinct used name and the PACS's used name is the DCC's birth name.
-    All the names involved must be valid and present.
+    All the names involved must be valid and present (an invalid or missing name is None).
     """
     pacs_birth, pacs_used = candidate.birth_name, candidate.used_name
     if pacs_birth is None or dcc.birth_name is None or "used_name" in candidate.invalid:
@@ -579,25 +571,28 @@ def _names_in_wrong_fields(dcc: PreparedDcc, candidate: PreparedCandidate) -> bo
     return not dcc.requires_used_name and pacs_used is not None and pacs_used == dcc.birth_name
 
 
-def _kind(
-    trait: IdentityTrait, failure: _Failure, dcc: PreparedDcc, candidate: PreparedCandidate
-) -> NearMissKind | None:
-    if failure == "missing":
+def _kind(trait: IdentityTrait, dcc: PreparedDcc, candidate: PreparedCandidate) -> NearMissKind | None:
+    """The kind of one failing trait: invalid on the DCC side, then missing or invalid on the PACS side, then the
+    kind of difference between two valid values (None when it is none of rule 6's kinds)."""
+    if trait in dcc.invalid_traits:
+        return "invalid"
+    if trait in candidate.missing:
         # A given component cut away entirely by a PACS at the PN length limit is a truncation, not an absence.
         return "truncated" if trait == "first_name" and trait in candidate.at_length_limit else "missing"
-    if failure == "invalid":
+    if trait in candidate.invalid:
         return "invalid"
     if trait == "birth_date":
         return _date_difference_kind(dcc.birth_date, candidate.birth_date) if candidate.birth_date else None
     if trait == "sex":
         return "one_edit"  # M on one side, F on the other: one character (see the module's docstring)
-    dcc_value, pacs_value = {
-        "birth_name": (dcc.birth_name, candidate.birth_name),
-        "used_name": (dcc.used_name, candidate.used_name),
-        "first_name": (dcc.first_name, candidate.first_name),
-    }[trait]
+    if trait == "birth_name":
+        dcc_value, pacs_value = dcc.birth_name, candidate.birth_name
+    elif trait == "used_name":
+        dcc_value, pacs_value = dcc.used_name, candidate.used_name
+    else:
+        dcc_value, pacs_value = dcc.first_name, candidate.first_name
     if dcc_value is None or pacs_value is None:
-        return None  # not reached: a "different" name is valid and present on both sides
+        return None  # not reached: a name that is neither invalid nor missing has a value on both sides
     return _name_difference_kind(dcc_value, pacs_value, pacs_at_length_limit=trait in candidate.at_length_limit)
 
 
@@ -611,10 +606,12 @@ def _name_difference_kind(dcc_value: str, pacs_value: str, *, pacs_at_length_lim
     `separator`: equal once each run of `-`/spaces is one separator. `apostrophe_or_space_removed`: equal once
     spaces, apostrophes and hyphens are removed. `truncated`: the PACS value is a proper prefix of the DCC's and
     was read from a PN group at the 64-character limit. `one_edit`: Levenshtein distance 1. Otherwise None.
+    (Names equal once separators are treated alike are also equal once separators are removed: the cheap
+    removal test goes first.)
     """
-    if _SEPARATOR_RUN.sub(" ", dcc_value) == _SEPARATOR_RUN.sub(" ", pacs_value):
-        return "separator"
     if dcc_value.translate(_WITHOUT_SEPARATORS) == pacs_value.translate(_WITHOUT_SEPARATORS):
+        if _SEPARATOR_RUN.sub(" ", dcc_value) == _SEPARATOR_RUN.sub(" ", pacs_value):
+            return "separator"
         return "apostrophe_or_space_removed"
     if pacs_at_length_limit and len(pacs_value) < len(dcc_value) and dcc_value.startswith(pacs_value):
         return "truncated"

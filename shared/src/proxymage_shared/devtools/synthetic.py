@@ -100,6 +100,13 @@ PATIENTS: Final[tuple[SyntheticPatient, ...]] = (
 )  # fmt: skip
 
 
+# The patient of benchmark studies: apart from PATIENTS so that tests listing their studies are unaffected.
+BENCH_PATIENT: Final = SyntheticPatient(
+    "bench", "owner of the large benchmark studies", "T9999", "CHU-FICTIF-TOURS", "BANC-ESSAI^Test", None,
+    "20000101", "M", LATIN1, 0,
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class SyntheticStudy:
     patient: SyntheticPatient
@@ -224,7 +231,7 @@ def synthetic_studies(
             yield SyntheticStudy(patient, study_uid, description, study_date, modalities, tuple(instances))
 
 
-def large_study(seed: int, instances: int, patient: SyntheticPatient = PATIENTS[0]) -> SyntheticStudy:
+def large_study(seed: int, instances: int, patient: SyntheticPatient = BENCH_PATIENT) -> SyntheticStudy:
     """One CT study of `instances` slices (e.g. 300 for retrieval benchmarks), 512x512 16-bit like a real CT."""
     rng = random.Random(f"{seed}:large:{instances}")  # noqa: S311 - reproducible test data
     study_uid = _uid(seed, "large", instances)
