@@ -16,6 +16,7 @@ ready() { curl -fsS --noproxy '*' -o /dev/null "http://127.0.0.1:$1/readyz"; }
 
 case "${1:-}" in
   start)
+    cd "$PM_ROOT"  # relative paths in local.env (certificates, ...) are relative to the repository
     [ -x "$python" ] || pm_die "no virtualenv at $PM_ROOT/.venv: run 'make install' first"
     for entry in "${services[@]}"; do
       IFS=: read -r name package port <<<"$entry"
