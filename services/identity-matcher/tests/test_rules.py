@@ -9,11 +9,13 @@ or a classic fictional one (D'ARTAGNAN, DE LA FONTAINE), or the DICOM standard's
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from dataclasses import dataclass
 
 import pytest
 from identity_matcher.rules import (
     PN_COMPONENT_GROUP_MAX_CHARS,
+    UNICODE_SPACES,
     CandidateTraits,
     DccIdentity,
     candidate_from_record,
@@ -303,6 +305,10 @@ def test_the_table_is_large_and_names_are_unique() -> None:
 )
 def test_normalise_name(raw: str, expected: str | None) -> None:
     assert normalise_name(raw) == expected
+
+
+def test_the_space_table_is_unicode_category_zs() -> None:
+    assert set(UNICODE_SPACES) == {chr(code) for code in range(0x110000) if unicodedata.category(chr(code)) == "Zs"}
 
 
 def test_decode_keeps_only_the_alphabetic_group() -> None:

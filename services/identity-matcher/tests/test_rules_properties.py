@@ -113,6 +113,31 @@ def test_normalisation_is_idempotent_and_yields_only_the_allowed_characters(raw:
         assert re.fullmatch(r"[A-Z'\-]+( [A-Z'\-]+)*", normalised)
 
 
+def contract_normalisation(value: str) -> str | None:
+    """CONTRACT.md rule 1 written step by step in its order, slowly: the reference for `normalise_name`."""
+    text = unicodedata.normalize("NFC", value)
+    text = text.strip()
+    text = "".join(" " if unicodedata.category(char) == "Zs" else char for char in text)
+    text = re.sub(" +", " ", text)
+    for apostrophe in "’ʼ´`":
+        text = text.replace(apostrophe, "'")
+    text = text.replace("\u2010", "-").replace("\u2011", "-")
+    text = text.upper()
+    decomposed = unicodedata.normalize("NFKD", text)
+    without_marks = "".join(char for char in decomposed if not unicodedata.category(char).startswith("M"))
+    if without_marks.count(" ") != text.count(" "):
+        return None  # the module's documented decision: a decomposition that brings a space is invalid
+    for ligature, letters in (("Œ", "OE"), ("œ", "OE"), ("Æ", "AE"), ("æ", "AE")):
+        without_marks = without_marks.replace(ligature, letters)
+    return without_marks if re.fullmatch(r"[A-Z'\-]+( [A-Z'\-]+)*", without_marks) else None
+
+
+@FAST
+@given(st.one_of(typed_names, st.text(max_size=24), st.text(alphabet=LETTERS + SEPARATORS + "¨\t0@ΑЕØ", max_size=24)))
+def test_normalisation_follows_the_contract_step_by_step(raw: str) -> None:
+    assert normalise_name(raw) == contract_normalisation(raw)
+
+
 @FAST
 @given(typed_names)
 def test_case_and_unicode_composition_never_change_a_name(raw: str) -> None:

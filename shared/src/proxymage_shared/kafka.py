@@ -184,6 +184,7 @@ def subscribe(
     *,
     retry: RetryPolicy | None = None,
     group_suffix: str = "",
+    concurrency: int | None = None,
 ) -> None:
     """Registers `handler` for every valid `model` event on `topic` (already prefixed by the caller).
 
@@ -261,6 +262,7 @@ def subscribe(
     broker.subscriber(
         topic,
         group_id=group_id,
+        max_workers=concurrency or settings.consumer_concurrency,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         title=f"{topic}:{settings.service_name}",

@@ -63,6 +63,8 @@ class ServiceSettings(BaseSettings):
     log_json: bool = True
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=0, ge=0, le=65535)
+    # Consumers per subscribed topic in one process (messages of different partitions handled concurrently).
+    consumer_concurrency: int = Field(default=4, ge=1, le=64)
     # Bounded in-handler retries of transient failures before a message is dead-lettered.
     handler_max_attempts: int = Field(default=5, ge=1)
     handler_retry_base_seconds: float = Field(default=0.5, gt=0)

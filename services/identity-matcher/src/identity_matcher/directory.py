@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -52,11 +53,14 @@ class MircDirectory:
 
     async def find(self, plan: tuple[QueryLevel, ...], vigilance: tuple[PatientKeys, ...] = ()) -> Candidates:
         """The first level of `plan` that answers below the cap, plus the `vigilance` queries' answers."""
-        found = await self._first_complete_level(plan)
-        extra: list[PatientRecord] = []
-        for keys in vigilance:
-            extra.extend(await self._query(keys) or ())  # a capped vigilance answer is skipped
-        return Candidates(found.records + tuple(extra), found.level)
+        # Independent queries run at once (the client's pool bounds the associations to MIRC).
+        main = asyncio.ensure_future(self._first_complete_level(plan))
+        try:
+            vigilant = await asyncio.gather(*(self._query(keys) for keys in vigilance))
+        finally:
+            found = await main
+        extra = tuple(record for answer in vigilant for record in answer or ())  # a capped answer is skipped
+        return Candidates(found.records + extra, found.level)
 
     async def _first_complete_level(self, plan: tuple[QueryLevel, ...]) -> Candidates:
         for level in plan:

@@ -9,7 +9,14 @@ from typing import Literal
 from proxymage_shared.dicom import PatientRecord
 from proxymage_shared.events import NearMiss, PacsPatientRef
 
-from identity_matcher.rules import DccIdentity, candidate_from_record, decide, normalise_name
+from identity_matcher.rules import (
+    DccIdentity,
+    candidate_from_record,
+    decide_prepared,
+    normalise_name,
+    prepare_candidate,
+    prepare_dcc,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,19 +30,19 @@ class Resolution:
 def dcc_side_problem(identity: DccIdentity) -> str | None:
     """Why the DCC's identity can never match (CONTRACT.md rules 1 and 3), or None.
 
-    Checked before any PACS query: a trait that is invalid after normalisation, or a sex other than M/F.
-    The reason names the trait, never its value.
+    Checked before any PACS query: a name that is invalid after normalisation, or a sex other than M/F.
+    The reason names the traits, never their values.
     """
-    for trait, value in (
-        ("birth_name", identity.birth_name),
-        ("first_name", identity.first_name),
-        ("used_name", identity.used_name),
-    ):
-        if value is not None and normalise_name(value) is None:
-            return f"invalid_trait: the DCC's {trait.replace('_', ' ')} has characters a name cannot have"
-    if identity.sex not in ("M", "F"):
-        return "invalid_trait: the DCC's sex is unknown; a strict match needs M or F"
-    return None
+    invalid = prepare_dcc(identity).invalid_traits
+    if not invalid:
+        return None
+    problems = [
+        "the DCC's sex is unknown; a strict match needs M or F"
+        if trait == "sex"
+        else f"the DCC's {trait.replace('_', ' ')} has characters a name cannot have"
+        for trait in sorted(invalid)
+    ]
+    return "invalid_trait: " + "; ".join(problems)
 
 
 def normalised_names(identity: DccIdentity) -> list[str]:
@@ -49,8 +56,10 @@ def resolve(
     """CONTRACT.md rule 5: every matching PACS patient is linked; rule 6: near misses reported, never linked."""
     linked: dict[tuple[str, str], PacsPatientRef] = {}
     near: set[tuple[str, str]] = set()
+    prepared = prepare_dcc(identity)
     for record in records:
-        decision = decide(identity, candidate_from_record(record, family_is_used_name=family_is_used_name))
+        candidate = candidate_from_record(record, family_is_used_name=family_is_used_name)
+        decision = decide_prepared(prepared, prepare_candidate(candidate))
         if decision.matched:
             linked[(record.patient_id, record.issuer or "")] = PacsPatientRef(
                 patient_id=record.patient_id, issuer=record.issuer

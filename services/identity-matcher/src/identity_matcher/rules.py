@@ -64,6 +64,7 @@ from pydicom.valuerep import PN_DELIMS
 __all__ = [
     "PN_COMPONENT_GROUP_MAX_CHARS",
     "TRAIT_ORDER",
+    "UNICODE_SPACES",
     "CandidateTraits",
     "DccIdentity",
     "Decision",
@@ -87,8 +88,13 @@ _NAME_TRAITS: Final[tuple[IdentityTrait, ...]] = ("birth_name", "used_name", "fi
 
 # --- Rule 1: decoding and normalisation ---------------------------------------------------------------------
 
-_TYPOGRAPHIC_TO_ASCII: Final = str.maketrans(
+# Unicode's space separators (general category Zs, Unicode 15): each one is a space for rule 1.
+UNICODE_SPACES: Final = "\u0020\u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
+# Rule 1's character replacements before uppercasing. They map single characters to single characters and none
+# yields another's source, so one translation does the spaces, apostrophes and hyphens steps at once.
+_SPACES_APOSTROPHES_HYPHENS: Final = str.maketrans(
     {
+        **dict.fromkeys(UNICODE_SPACES, " "),
         "\u2019": "'",  # ’ right single quotation mark
         "\u02bc": "'",  # ʼ modifier letter apostrophe
         "\u00b4": "'",  # ´ acute accent
@@ -99,6 +105,7 @@ _TYPOGRAPHIC_TO_ASCII: Final = str.maketrans(
 )
 _LIGATURES: Final = str.maketrans({"Œ": "OE", "œ": "OE", "Æ": "AE", "æ": "AE"})
 _SPACE_RUNS: Final = re.compile(r" {2,}")
+_COMBINING_DIACRITICAL_MARKS: Final = re.compile("[\u0300-\u036f]")  # the marks NFKD gives Latin letters
 # A normalised name: words of A–Z, apostrophes and hyphens separated by single spaces, nothing around them.
 _NORMALISED_NAME: Final = re.compile(r"[A-Z'\-]+(?: [A-Z'\-]+)*")
 
@@ -165,13 +172,13 @@ def normalise_name(value: str) -> str | None:
 
 def _normalise_name_in_full(value: str) -> str | None:
     text = unicodedata.normalize("NFC", value).strip()
-    text = "".join(" " if unicodedata.category(char) == "Zs" else char for char in text)
-    text = _SPACE_RUNS.sub(" ", text)
-    text = text.translate(_TYPOGRAPHIC_TO_ASCII).upper()
+    # Replacing the spaces before collapsing runs, and the apostrophes and hyphens in the same pass, is the
+    # contract's order: the replacements are independent one-character mappings.
+    text = _SPACE_RUNS.sub(" ", text.translate(_SPACES_APOSTROPHES_HYPHENS)).upper()
     spaces = text.count(" ")
-    text = "".join(
-        char for char in unicodedata.normalize("NFKD", text) if not unicodedata.category(char).startswith("M")
-    )
+    text = _COMBINING_DIACRITICAL_MARKS.sub("", unicodedata.normalize("NFKD", text))
+    if not text.isascii():  # any other combining mark (general category M) is dropped too
+        text = "".join(char for char in text if char.isascii() or not unicodedata.category(char).startswith("M"))
     if text.count(" ") != spaces:
         return None  # a compatibility character decomposed to a space: not a letter, so invalid
     text = text.translate(_LIGATURES)
