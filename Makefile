@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 STACK := deploy/local/stack.sh
 SERVICES := deploy/local/services.sh
 
-.PHONY: help install up down status services test unit lint format topics seed demo
+.PHONY: help install up down status services test unit lint format topics seed demo bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ test: install ## Run every test against the real servers (starts the stack, stop
 
 unit: install ## Run the unit tests only (no servers)
 	@$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
+
+bench: up ## Measure the figures the issues name (identity rules, latencies, retrieval vs movescu)
+	@$(UV) run --frozen python -m identity_matcher.bench
 
 lint: install ## ruff check, ruff format --check, mypy --strict on every src/, uv lock --check
 	@$(UV) lock --check --quiet

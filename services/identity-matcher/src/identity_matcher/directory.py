@@ -6,10 +6,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from proxymage_shared.dicom import DicomClient, DicomTransientError, PatientRecord, patient_query
+from proxymage_shared.dicom import DicomTransientError, PatientRecord, patient_query
 from proxymage_shared.dicom.status import STATUSES
 from proxymage_shared.errors import TransientError
 from proxymage_shared.logging import get_logger
+from pydicom.dataset import Dataset
 
 from identity_matcher.query_plan import PatientKeys, QueryLevel
 
@@ -33,10 +34,16 @@ class PatientDirectory(Protocol):
     async def find(self, plan: tuple[QueryLevel, ...], vigilance: tuple[PatientKeys, ...] = ()) -> Candidates: ...
 
 
+class PatientFinder(Protocol):
+    """What the directory needs of a DICOM client (`DicomClient.find_patients`)."""
+
+    async def find_patients(self, identifier: Dataset) -> list[PatientRecord]: ...
+
+
 class MircDirectory:
     """Runs a query plan on MIRC: the first level whose every query answers below the cap wins."""
 
-    def __init__(self, client: DicomClient, max_answers: int) -> None:
+    def __init__(self, client: PatientFinder, max_answers: int) -> None:
         self._client = client
         self._max_answers = max_answers
 
