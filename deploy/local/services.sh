@@ -9,7 +9,7 @@ services=(
   "identity-matcher:identity_matcher:$PROXYMAGE_LOCAL_IDENTITY_MATCHER_HEALTH_PORT"
   "study-fetcher:study_fetcher:$PROXYMAGE_LOCAL_STUDY_FETCHER_HEALTH_PORT"
   "expert-notifier:expert_notifier:$PROXYMAGE_LOCAL_EXPERT_NOTIFIER_HEALTH_PORT"
-  "gateway:gateway:$PROXYMAGE_LOCAL_GATEWAY_HEALTH_PORT"
+  "gateway:gateway:$PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT"
 )
 
 ready() { curl -fsS --noproxy '*' -o /dev/null "http://127.0.0.1:$1/readyz"; }

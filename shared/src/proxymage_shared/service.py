@@ -17,6 +17,7 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
+from starlette.applications import Starlette
 
 from proxymage_shared import mongo
 from proxymage_shared.health import HealthServer, ReadinessCheck, create_health_app
@@ -46,6 +47,9 @@ class Service:
     background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     create_topics: bool = True
     topic_partitions: int = 6
+    # Serve more than health on the HTTP port: given the health app, return the app to serve
+    # (the gateway mounts its REST API, SSE and console beside /healthz, /readyz and /metrics).
+    http_app: Callable[[Starlette], Starlette] | None = None
 
 
 def build_service(
