@@ -68,6 +68,7 @@ demo: up ## Start everything, seed MIRC and the services, and print where everyt
 	@$(UV) run --frozen proxymage-dev topics
 	@$(UV) run --frozen proxymage-dev seed-pacs --seed 42
 	@bash $(SERVICES) start
+	@$(UV) run --frozen proxymage-dev demo-scenario
 	@echo
 	@bash $(STACK) status
 	@bash $(SERVICES) status

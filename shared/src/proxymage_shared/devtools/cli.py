@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from proxymage_shared.devtools.scenario import publish_scenario
 from proxymage_shared.devtools.seed_pacs import store_studies
 from proxymage_shared.devtools.synthetic import PATIENTS, large_study, synthetic_studies
 from proxymage_shared.kafka import ensure_topics
@@ -61,6 +62,15 @@ def seed_pacs(
     )
     if report.failed:
         raise typer.Exit(1)
+
+
+@app.command("demo-scenario")
+def demo_scenario() -> None:
+    """Publishes the demo scenario on Kafka as the DCC would (RCP, meeting with experts, three patients)."""
+    settings = load_settings(DevSettings)
+    events = asyncio.run(publish_scenario(settings.kafka_bootstrap_servers, settings.topic_prefix))
+    for topic, key, _ in events:
+        typer.echo(f"  published {topic} {key}")
 
 
 def main() -> None:
