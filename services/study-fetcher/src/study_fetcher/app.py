@@ -1,26 +1,153 @@
-"""Composition root of the study-fetcher service: settings, adapters, subscribers, lifespan.
+"""Composition root of the study-fetcher: settings, adapters, subscribers, retrieval workers, housekeeping.
 
-Catalogues studies and moves selected ones MIRC -> viewer store (handlers: issue 4).
+Consumes `identity.resolved.v1`, `dcc.imaging-refresh.v1`, `dcc.studies-selected.v1`, `dcc.study-removed.v1`;
+publishes `imaging.catalogued.v1` and `imaging.study-status.v1`. No internal topics: due jobs live in MongoDB
+and are claimed with leases by `mirc_max_associations` workers per instance, so retries never block a
+partition and instances share the work however the consumer group's partitions are spread.
 """
 
 from __future__ import annotations
 
-from proxymage_shared.dicom import DicomClient, echo_check
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+
+from proxymage_shared import topics
+from proxymage_shared.dicom import DicomClient, DicomTimeouts, echo_check
+from proxymage_shared.events import (
+    IdentityResolved,
+    ImagingCatalogued,
+    ImagingRefresh,
+    StudiesSelected,
+    StudyRemoved,
+    StudyStatusChanged,
+)
+from proxymage_shared.kafka import publish_event, subscribe
+from proxymage_shared.logging import get_logger
 from proxymage_shared.service import Service, build_service
 
+from study_fetcher import domain
+from study_fetcher.handlers import Catalogue, CatalogueOptions, Handlers, JobUpdater, RetrievalOptions, utc_now
+from study_fetcher.pacs import DicomPacs, OrthancRest
 from study_fetcher.settings import Settings
+from study_fetcher.store import EnrolmentStore, JobStore, TransferStore
+from study_fetcher.worker import Retriever, WorkerOptions
+
+log = get_logger(__name__)
 
 
-def build(settings: Settings) -> Service:
-    mirc = DicomClient(settings.calling_ae_title, settings.mirc, max_associations=settings.mirc_max_associations)
-    viewer = DicomClient(settings.calling_ae_title, settings.viewer, max_associations=2)
+def build(settings: Settings, *, instance_id: str | None = None) -> Service:
+    timeouts = DicomTimeouts(dimse=settings.dimse_timeout_seconds, network=settings.dimse_timeout_seconds)
+    mirc = DicomClient(
+        settings.calling_ae_title, settings.mirc, max_associations=settings.mirc_max_associations, timeouts=timeouts
+    )
+    viewer = DicomClient(
+        settings.calling_ae_title, settings.viewer, max_associations=settings.viewer_max_associations, timeouts=timeouts
+    )
+    service = build_service(settings, readiness_checks={"mirc": echo_check(mirc), "viewer": echo_check(viewer)})
+    database = service.mongo_client[settings.database_name()]
+    enrolments, jobs, transfers = EnrolmentStore(database), JobStore(database), TransferStore(database)
+    owner = instance_id or uuid.uuid4().hex
+    lease = dt.timedelta(seconds=settings.lease_seconds)
+    pacs = DicomPacs(mirc, viewer, settings.destination())
+    purge = (
+        OrthancRest(
+            settings.viewer_rest_url,
+            settings.viewer_rest_username,
+            settings.viewer_rest_password.get_secret_value() if settings.viewer_rest_password else None,
+        )
+        if settings.viewer_rest_url
+        else None
+    )
+    status_topic = settings.topic(topics.STUDY_STATUS)
+    catalogue_topic = settings.topic(topics.IMAGING_CATALOGUED)
+
+    async def publish_status(event: StudyStatusChanged) -> None:
+        await publish_event(service.broker, status_topic, event.enrolment_id, event)
+
+    async def publish_catalogue(event: ImagingCatalogued) -> None:
+        await publish_event(service.broker, catalogue_topic, event.enrolment_id, event)
+
+    updater = JobUpdater(jobs, publish_status, domain.RetrievalPolicy(settings.retry_schedule()), utc_now)
+    catalogue = Catalogue(
+        enrolments,
+        pacs,
+        publish_catalogue,
+        CatalogueOptions(
+            display_names=dict(settings.pacs_display_names), retries=settings.retry_schedule(), lease=lease
+        ),
+    )
+    retriever = Retriever(
+        jobs=jobs,
+        transfers=transfers,
+        updater=updater,
+        pacs=pacs,
+        options=WorkerOptions(
+            lease=lease,
+            transfer_wait=dt.timedelta(seconds=settings.transfer_wait_seconds),
+            progress_interval_seconds=settings.progress_interval_seconds,
+        ),
+        owner=owner,
+    )
+    handlers = Handlers(
+        enrolments=enrolments,
+        jobs=jobs,
+        transfers=transfers,
+        updater=updater,
+        catalogue=catalogue,
+        purge=purge,
+        options=RetrievalOptions(
+            deadline_after_meeting=settings.deadline_after_meeting,
+            timezone=settings.timezone(),
+            purge_removed=settings.purge_removed_from_viewer,
+            lease=lease,
+        ),
+        owner=owner,
+        wake=retriever.wake.set,
+    )
+    subscribe(
+        service.broker,
+        settings,
+        settings.topic(topics.IDENTITY_RESOLVED),
+        IdentityResolved,
+        handlers.on_identity_resolved,
+    )
+    subscribe(service.broker, settings, settings.topic(topics.IMAGING_REFRESH), ImagingRefresh, handlers.on_refresh)
+    subscribe(service.broker, settings, settings.topic(topics.STUDIES_SELECTED), StudiesSelected, handlers.on_selected)
+    subscribe(service.broker, settings, settings.topic(topics.STUDY_REMOVED), StudyRemoved, handlers.on_removed)
+
+    async def housekeeping(stop: asyncio.Event) -> None:
+        """Re-publishes unacknowledged job versions and retries failed catalogues, every poll."""
+        while not stop.is_set():
+            try:
+                older_than = utc_now() - dt.timedelta(seconds=settings.republish_after_seconds)
+                if republished := await updater.republish_pending(older_than):
+                    log.info("status_republished", count=republished)
+                await catalogue.retry_due()
+            except Exception as error:
+                log.warning("housekeeping_failed", error=type(error).__name__, detail=str(error)[:300])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.poll_seconds)
+
+    async def ensure_indexes() -> None:
+        await enrolments.ensure_indexes()
+        await jobs.ensure_indexes()
 
     async def close_clients() -> None:
         mirc.close()
         viewer.close()
+        if purge is not None:
+            await purge.close()
 
-    return build_service(
-        settings,
-        readiness_checks={"mirc": echo_check(mirc), "viewer": echo_check(viewer)},
-        on_stop=[close_clients],
-    )
+    service.on_start.append(ensure_indexes)
+    service.on_stop.append(close_clients)
+    service.background.append(housekeeping)
+    for _ in range(settings.mirc_max_associations):
+
+        async def run_worker(stop: asyncio.Event) -> None:
+            await retriever.loop(stop, settings.poll_seconds)
+
+        service.background.append(run_worker)
+    log.debug("fetcher_built", owner=owner, workers=settings.mirc_max_associations)
+    return service

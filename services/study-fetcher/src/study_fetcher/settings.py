@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import zoneinfo
+
+from proxymage_shared.retry import BackoffSchedule
 from proxymage_shared.settings import DicomPeer, ServiceSettings
+from pydantic import Field, SecretStr, model_validator
 
 __all__ = ["DicomPeer", "Settings"]
 
@@ -13,5 +18,54 @@ class Settings(ServiceSettings):
     mirc: DicomPeer = DicomPeer(ae_title="MIRC", host="127.0.0.1", port=11112)
     viewer: DicomPeer = DicomPeer(ae_title="VIEWER", host="127.0.0.1", port=11113)
     calling_ae_title: str = "PM_FETCHER"
-    # At most this many concurrent associations to MIRC per fetcher instance.
-    mirc_max_associations: int = 4
+    # The C-MOVE destination: the viewer store's AE title as MIRC knows it (default: `viewer.ae_title`).
+    move_destination_ae_title: str | None = Field(default=None, min_length=1, max_length=16)
+    # At most this many concurrent associations to MIRC per fetcher instance; as many retrieval workers.
+    mirc_max_associations: int = Field(default=4, ge=1, le=64)
+    viewer_max_associations: int = Field(default=2, ge=1, le=64)
+    # Seconds to wait for each DIMSE response (a C-MOVE sends one per stored instance).
+    dimse_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    # The "PACS" column when MIRC does not return InstitutionName: IssuerOfPatientID -> display name.
+    pacs_display_names: dict[str, str] = Field(default_factory=dict)
+
+    # Retrieval retries (ARCHITECTURE.md): delays after failed attempt 1, 2, ...; the last one repeats.
+    retry_delays_seconds: tuple[float, ...] = (15, 60, 300, 900, 1800)
+    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    # Deadline = midnight starting the meeting day (in `deadline_timezone`) + this (default: end of that day).
+    deadline_after_meeting: dt.timedelta = dt.timedelta(days=1)
+    deadline_timezone: str = "Europe/Paris"
+    # A claimed job (and the study transfer it runs) is owned this long, renewed while the work goes on;
+    # the job of an instance that died is taken over once it expires.
+    lease_seconds: float = Field(default=60.0, gt=0)
+    # How often idle workers look for due jobs (a selection or refresh handled here wakes them at once).
+    poll_seconds: float = Field(default=1.0, gt=0)
+    # A job whose study is being moved for another enrolment looks again after at most this long.
+    transfer_wait_seconds: float = Field(default=1.0, gt=0)
+    # At most one progress update per study per this many seconds.
+    progress_interval_seconds: float = Field(default=0.5, gt=0)
+    # An event written but not acknowledged by Kafka (crash in between) is published again after this.
+    republish_after_seconds: float = Field(default=10.0, gt=0)
+
+    # Removal: also delete the study from the viewer store (Orthanc REST) when no live job uses it.
+    purge_removed_from_viewer: bool = False
+    viewer_rest_url: str | None = None  # e.g. http://127.0.0.1:8042
+    viewer_rest_username: str | None = None
+    viewer_rest_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        BackoffSchedule(self.retry_delays_seconds, self.retry_jitter)  # raises on an invalid schedule
+        zoneinfo.ZoneInfo(self.deadline_timezone)  # raises on an unknown zone
+        if self.purge_removed_from_viewer and not self.viewer_rest_url:
+            raise ValueError("purge_removed_from_viewer needs viewer_rest_url")
+        return self
+
+    def retry_schedule(self) -> BackoffSchedule:
+        return BackoffSchedule(self.retry_delays_seconds, self.retry_jitter)
+
+    def timezone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.deadline_timezone)
+
+    def destination(self) -> str:
+        return self.move_destination_ae_title or self.viewer.ae_title

@@ -1,0 +1,416 @@
+"""Use cases of the study-fetcher's Kafka consumers: events in, durable state and outcome events out.
+
+Handlers never wait for a PACS move: they record jobs and wake the retrieval workers (worker.py), so a
+partition is never blocked by a retrieval. Every handler is idempotent: the enrolment document records the
+latest identity, selection and refresh handled (and whether their effects are complete), job transitions
+are conditional writes keyed by (enrolment, study), and outcome events carry ids derived from what they
+describe, so a replay changes nothing and a redelivery after a crash finishes the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from prometheus_client import Counter
+from proxymage_shared.dicom import DicomUnavailableError, MalformedAnswerError
+from proxymage_shared.errors import ProxymageError, TransientError
+from proxymage_shared.events import (
+    IdentityResolved,
+    ImagingCatalogued,
+    ImagingRefresh,
+    PacsPatientRef,
+    StudiesSelected,
+    StudyRemoved,
+    StudyStatusChanged,
+)
+from proxymage_shared.events import Progress as ProgressModel
+from proxymage_shared.kafka import Delivery
+from proxymage_shared.logging import get_logger
+from proxymage_shared.retry import BackoffSchedule
+
+from study_fetcher import domain
+from study_fetcher.catalogue import build_listing
+from study_fetcher.pacs import Pacs, ViewerPurge, ViewerStoreUnavailableError
+from study_fetcher.store import Acceptance, EnrolmentStore, JobStore, StoredJob, TransferStore, job_key, ms
+
+log = get_logger(__name__)
+
+STATUS_NAMESPACE: Final = uuid.UUID("4f0d7a55-31c2-4d8e-a9a3-1b6f0e2c7d41")
+CATALOGUE_NAMESPACE: Final = uuid.UUID("c3e8b1f2-5a47-4b0e-8d6c-9e2a1f3b5c70")
+
+CATALOGUES: Final = Counter("proxymage_fetcher_catalogues_total", "Catalogues published, by status.", ["status"])
+STATUS_CHANGES: Final = Counter(
+    "proxymage_fetcher_status_changes_total", "Retrieval job versions published, by state.", ["state"]
+)
+PURGES: Final = Counter("proxymage_fetcher_purges_total", "Removed studies purged from the viewer store.", ["outcome"])
+
+PublishStatus = Callable[[StudyStatusChanged], Awaitable[None]]
+PublishCatalogue = Callable[[ImagingCatalogued], Awaitable[None]]
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ConcurrentUpdateError(TransientError):
+    """A job kept changing under us; the consumer retries the event."""
+
+
+def status_event(stored: StoredJob) -> StudyStatusChanged:
+    """The published form of one job version; its id is derived from (job, version): re-publishing after a
+    crash sends the same event."""
+    job = stored.job
+    return StudyStatusChanged(
+        event_id=uuid.uuid5(STATUS_NAMESPACE, f"{stored.key}:{job.version}"),
+        occurred_at=stored.updated_at,
+        enrolment_id=stored.enrolment_id,
+        study_instance_uid=stored.study_instance_uid,
+        status=job.state,
+        version=job.version,
+        progress=ProgressModel(done=job.progress.done, total=job.progress.total) if job.progress else None,
+        attempts=job.attempts,
+        next_attempt_at=job.next_attempt_at,
+        reason=job.reason,
+    )
+
+
+class JobUpdater:
+    """Applies state-machine inputs to stored jobs (re-reading on concurrent writes) and publishes every new
+    version. Shared by the handlers and the retrieval workers."""
+
+    def __init__(self, jobs: JobStore, publish: PublishStatus, policy: domain.RetrievalPolicy, clock: Clock) -> None:
+        self._jobs = jobs
+        self._publish = publish
+        self._policy = policy
+        self._clock = clock
+
+    async def apply(self, stored: StoredJob, event: domain.Input) -> tuple[StoredJob, bool]:
+        """The job after `event` and whether it changed. The write is conditional on the revision read."""
+        current = stored
+        for _ in range(20):
+            new = domain.transition(current.job, event, self._policy)
+            if new is None:
+                return current, False
+            saved = await self._jobs.save(current, new, ms(self._clock()))
+            if saved is not None:
+                if new.version != current.job.version:
+                    await self.publish(saved)
+                return saved, True
+            reread = await self._jobs.get(current.key)
+            if reread is None:  # pragma: no cover - jobs are never deleted
+                return current, False
+            current = reread
+        raise ConcurrentUpdateError(f"job {stored.key} kept changing")
+
+    async def publish(self, stored: StoredJob) -> None:
+        await self._publish(status_event(stored))
+        await self._jobs.mark_published(stored.key, stored.job.version)
+        STATUS_CHANGES.labels(stored.job.state).inc()
+        log.info(
+            "study_status",
+            enrolment_id=stored.enrolment_id,
+            study_uid=stored.study_instance_uid,
+            status=stored.job.state,
+            version=stored.job.version,
+            attempts=stored.job.attempts,
+            reason=stored.job.reason,
+        )
+
+    async def republish_pending(self, older_than: dt.datetime) -> int:
+        """Publishes versions written but not acknowledged (the process stopped in between)."""
+        pending = await self._jobs.unpublished(older_than)
+        for stored in pending:
+            await self.publish(stored)
+        return len(pending)
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueOptions:
+    display_names: dict[str, str] = field(default_factory=dict)
+    retries: BackoffSchedule = field(default_factory=BackoffSchedule)
+    lease: dt.timedelta = dt.timedelta(minutes=2)
+
+
+class Catalogue:
+    """Lists every study of an enrolment's linked PACS patients (one study-level C-FIND per patient)."""
+
+    def __init__(
+        self,
+        enrolments: EnrolmentStore,
+        pacs: Pacs,
+        publish: PublishCatalogue,
+        options: CatalogueOptions,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._enrolments = enrolments
+        self._pacs = pacs
+        self._publish = publish
+        self._options = options
+        self._clock = clock
+
+    async def list_studies(
+        self, enrolment_id: str, patients: tuple[PacsPatientRef, ...], trigger: str, *, previous_failures: int
+    ) -> ImagingCatalogued:
+        """Queries MIRC, publishes the catalogue (or an error with a reason) and records the outcome; an error
+        is retried later on the backoff schedule, without anyone acting."""
+        event_id = uuid.uuid5(CATALOGUE_NAMESPACE, f"{enrolment_id}:{trigger}:{previous_failures}")
+        reason: str | None = None
+        try:
+            answers = [(patient, await self._pacs.studies_of(patient)) for patient in patients]
+            listing = build_listing(answers, self._options.display_names)
+        except DicomUnavailableError:
+            reason = domain.PACS_UNREACHABLE
+        except MalformedAnswerError as error:
+            reason = f"the PACS gave an answer that could not be read: {error}"
+        except ProxymageError as error:
+            reason = f"the PACS could not list the studies: {error}"
+        now = self._clock()
+        if reason is None:
+            outcome = ImagingCatalogued(
+                event_id=event_id, occurred_at=now, enrolment_id=enrolment_id, status="listed", studies=listing.studies
+            )
+            failures, due_at = 0, None
+            if listing.dropped:
+                log.warning("catalogue_answers_dropped", enrolment_id=enrolment_id, dropped=listing.dropped)
+        else:
+            failures = previous_failures + 1
+            due_at = self._options.retries.next_attempt_at(now, failures)
+            outcome = ImagingCatalogued(
+                event_id=event_id,
+                occurred_at=now,
+                enrolment_id=enrolment_id,
+                status="error",
+                reason=f"{reason}; next automatic try at {due_at:%Y-%m-%d %H:%M:%S} UTC",
+            )
+        await self._publish(outcome)
+        await self._enrolments.catalogue_outcome(enrolment_id, failed_attempts=failures, due_at=due_at, now=now)
+        CATALOGUES.labels(outcome.status).inc()
+        log.info(
+            "catalogue_published",
+            enrolment_id=enrolment_id,
+            event_id=str(event_id),
+            status=outcome.status,
+            studies=len(outcome.studies),
+            pacs_patients=len(patients),
+            reason=reason,
+        )
+        return outcome
+
+    async def publish_empty(self, enrolment_id: str, trigger: str) -> None:
+        """No linked patient (any more): an empty listing replaces whatever was listed before."""
+        await self._publish(
+            ImagingCatalogued(
+                event_id=uuid.uuid5(CATALOGUE_NAMESPACE, f"{enrolment_id}:{trigger}:0"),
+                occurred_at=self._clock(),
+                enrolment_id=enrolment_id,
+                status="listed",
+            )
+        )
+        await self._enrolments.catalogue_outcome(enrolment_id, failed_attempts=0, due_at=None, now=self._clock())
+        CATALOGUES.labels("listed").inc()
+
+    async def retry_due(self) -> int:
+        """Lists again every enrolment whose catalogue failed and is due; returns how many."""
+        handled = 0
+        while (enrolment := await self._enrolments.claim_due_catalogue(self._clock(), self._options.lease)) is not None:
+            handled += 1
+            if enrolment.identity_status != "matched" or not enrolment.pacs_patients:
+                await self._enrolments.catalogue_outcome(
+                    enrolment.enrolment_id, failed_attempts=0, due_at=None, now=self._clock()
+                )
+                continue
+            await self.list_studies(
+                enrolment.enrolment_id,
+                enrolment.pacs_patients,
+                f"retry:{enrolment.catalogue_attempts}",
+                previous_failures=enrolment.catalogue_attempts,
+            )
+        return handled
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalOptions:
+    deadline_after_meeting: dt.timedelta = dt.timedelta(days=1)
+    timezone: dt.tzinfo = dt.UTC
+    purge_removed: bool = False
+    lease: dt.timedelta = dt.timedelta(minutes=1)
+
+
+class Handlers:
+    """The Kafka handlers: identity -> catalogue; selection/removal/refresh -> jobs (then the workers)."""
+
+    def __init__(
+        self,
+        *,
+        enrolments: EnrolmentStore,
+        jobs: JobStore,
+        transfers: TransferStore,
+        updater: JobUpdater,
+        catalogue: Catalogue,
+        purge: ViewerPurge | None,
+        options: RetrievalOptions,
+        owner: str,
+        wake: Callable[[], None],
+        clock: Clock = utc_now,
+    ) -> None:
+        self._enrolments = enrolments
+        self._jobs = jobs
+        self._transfers = transfers
+        self._updater = updater
+        self._catalogue = catalogue
+        self._purge = purge
+        self._options = options
+        self._owner = owner
+        self._wake = wake
+        self._clock = clock
+
+    def _deadline(self, meeting_date: dt.date | None) -> dt.datetime | None:
+        if meeting_date is None:
+            return None
+        return ms(domain.deadline_for(meeting_date, self._options.deadline_after_meeting, self._options.timezone))
+
+    # --- catalogue ---------------------------------------------------------------------------------------
+
+    async def on_identity_resolved(self, event: IdentityResolved, delivery: Delivery) -> None:
+        if event.status == "error":
+            log.info("identity_error_ignored", enrolment_id=event.enrolment_id, event_id=str(event.event_id))
+            return  # the identity-matcher retries and publishes again
+        acceptance = await self._enrolments.accept_identity(
+            event.enrolment_id,
+            str(event.event_id),
+            ms(event.occurred_at),
+            status=event.status,
+            meeting_date=event.meeting_date,
+            pacs_patients=event.pacs_patients,
+        )
+        log.info(
+            "identity_received",
+            enrolment_id=event.enrolment_id,
+            event_id=str(event.event_id),
+            status=event.status,
+            acceptance=acceptance.value,
+        )
+        if acceptance in (Acceptance.DUPLICATE, Acceptance.STALE):
+            return
+        deadline = self._deadline(event.meeting_date)
+        if deadline is not None:
+            await self._jobs.set_deadline(event.enrolment_id, deadline)
+        if event.status == "matched" and event.pacs_patients:
+            await self._catalogue.list_studies(
+                event.enrolment_id, event.pacs_patients, str(event.event_id), previous_failures=0
+            )
+        else:
+            await self._catalogue.publish_empty(event.enrolment_id, str(event.event_id))
+        await self._enrolments.identity_done(event.enrolment_id, str(event.event_id))
+
+    async def on_refresh(self, event: ImagingRefresh, delivery: Delivery) -> None:
+        acceptance = await self._enrolments.accept_refresh(
+            event.enrolment_id, str(event.event_id), ms(event.occurred_at)
+        )
+        log.info(
+            "refresh_received",
+            enrolment_id=event.enrolment_id,
+            event_id=str(event.event_id),
+            acceptance=acceptance.value,
+        )
+        if acceptance in (Acceptance.DUPLICATE, Acceptance.STALE):
+            return
+        now = ms(self._clock())
+        for stored in await self._jobs.of_enrolment(event.enrolment_id):
+            await self._updater.apply(stored, domain.Refresh(now))
+        self._wake()
+        enrolment = await self._enrolments.get(event.enrolment_id)
+        if enrolment is not None and enrolment.identity_status == "matched" and enrolment.pacs_patients:
+            await self._catalogue.list_studies(
+                event.enrolment_id, enrolment.pacs_patients, str(event.event_id), previous_failures=0
+            )
+        await self._enrolments.refresh_done(event.enrolment_id, str(event.event_id))
+
+    # --- retrieval jobs ----------------------------------------------------------------------------------
+
+    async def on_selected(self, event: StudiesSelected, delivery: Delivery) -> None:
+        at = ms(event.occurred_at)
+        acceptance = await self._enrolments.accept_selection(event.enrolment_id, str(event.event_id), at)
+        log.info(
+            "selection_received",
+            enrolment_id=event.enrolment_id,
+            event_id=str(event.event_id),
+            studies=len(event.study_instance_uids),
+            acceptance=acceptance.value,
+        )
+        if acceptance in (Acceptance.DUPLICATE, Acceptance.STALE):
+            return
+        enrolment = await self._enrolments.get(event.enrolment_id)
+        deadline = self._deadline(enrolment.meeting_date if enrolment else None)
+        selected = dict.fromkeys(event.study_instance_uids)
+        existing = {stored.study_instance_uid: stored for stored in await self._jobs.of_enrolment(event.enrolment_id)}
+        now = ms(self._clock())
+        for uid in selected:
+            stored = existing.get(uid)
+            if stored is None:
+                created = await self._jobs.insert(event.enrolment_id, uid, domain.new_job(at, deadline), now)
+                if created is not None:
+                    await self._updater.publish(created)
+                    continue
+                stored = await self._jobs.get(job_key(event.enrolment_id, uid))
+                if stored is None:  # pragma: no cover - jobs are never deleted
+                    raise ConcurrentUpdateError("job vanished")
+            await self._updater.apply(stored, domain.Select(at))
+        self._wake()
+        for uid, stored in existing.items():
+            if uid not in selected:
+                _, removed = await self._updater.apply(stored, domain.Remove(at))
+                if removed:
+                    await self._purge_if_unused(uid)
+        await self._enrolments.selection_done(event.enrolment_id, str(event.event_id))
+
+    async def on_removed(self, event: StudyRemoved, delivery: Delivery) -> None:
+        at = ms(event.occurred_at)
+        uid = event.study_instance_uid
+        key = job_key(event.enrolment_id, uid)
+        stored = await self._jobs.get(key)
+        if stored is None:
+            # Never selected (yet): remember the removal so that an older selection arriving late is ignored.
+            created = await self._jobs.insert(event.enrolment_id, uid, domain.removed_tombstone(at), ms(self._clock()))
+            log.info("removal_received", enrolment_id=event.enrolment_id, study_uid=uid, applied=False)
+            if created is not None:
+                return
+            stored = await self._jobs.get(key)
+            if stored is None:  # pragma: no cover - jobs are never deleted
+                raise ConcurrentUpdateError("job vanished")
+        _, removed = await self._updater.apply(stored, domain.Remove(at))
+        log.info("removal_received", enrolment_id=event.enrolment_id, study_uid=uid, applied=removed)
+        if removed:
+            await self._purge_if_unused(uid)
+
+    async def _purge_if_unused(self, study_instance_uid: str) -> None:
+        """Deletes the study from the viewer store when no live job uses it (setting, default off). Done under
+        the study's transfer lease, so no move of it runs meanwhile."""
+        if not self._options.purge_removed or self._purge is None:
+            return
+        now = self._clock()
+        transfer = await self._transfers.claim(study_instance_uid, self._owner, now, self._options.lease)
+        if transfer is None:
+            PURGES.labels("in_use").inc()
+            return  # a move of the study is running: some job uses it
+        try:
+            if await self._jobs.live_users(study_instance_uid, domain.LIVE_STATES):
+                PURGES.labels("in_use").inc()
+                return
+            try:
+                deleted = await asyncio.wait_for(self._purge.delete_study(study_instance_uid), 60)
+            except (ViewerStoreUnavailableError, TimeoutError) as error:
+                PURGES.labels("error").inc()
+                log.warning("purge_failed", study_uid=study_instance_uid, error=str(error))
+                return
+            await self._transfers.forget_verification(study_instance_uid, self._owner)
+            PURGES.labels("deleted").inc()
+            log.info("study_purged", study_uid=study_instance_uid, deleted=deleted)
+        finally:
+            await self._transfers.release(study_instance_uid, self._owner, verified_instances=None, now=self._clock())

@@ -1,0 +1,458 @@
+"""The fetcher's state in its own MongoDB database (`proxymage_fetcher`): three collections.
+
+- `jobs`: one document per (enrolment, StudyInstanceUID), `_id` = "<enrolment_id>|<uid>" (a BusinessId
+  cannot contain `|`). The domain fields (state, version, attempts...) plus scheduling and ownership:
+  `due_at` (when a worker may start it), `lease_owner`/`lease_until` (the worker running it), `revision`
+  (every write is conditional on it: optimistic concurrency without transactions), `unpublished` (the
+  current version is not yet acknowledged by Kafka: a crash between the write and the publication is
+  repaired by re-publishing, the single-document version of an outbox).
+- `transfers`: one document per StudyInstanceUID: the lease of the worker moving it (so two enrolments
+  selecting the same study cause one move), a move counter and the last verified complete move.
+- `enrolments`: what the catalogue needs (linked PACS patients, meeting date) and the latest selection,
+  identity and refresh handled, so stale or replayed events change nothing.
+
+Everything is a single-document insert or conditional update, on MongoDB and FerretDB alike (no `$expr`,
+no TTL index, no positional updates; unique keys only through `_id` and `insert_one`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from proxymage_shared.events import PacsPatientRef
+from proxymage_shared.mongo import Document
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from study_fetcher.domain import Job, Progress, State
+
+# "Not leased": a lease that expired long ago (comparisons with $lte need a value, not null).
+FREE: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def ms(value: dt.datetime) -> dt.datetime:
+    """MongoDB keeps milliseconds: every time we compare with a stored one is truncated the same way."""
+    value = value.astimezone(dt.UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def job_key(enrolment_id: str, study_instance_uid: str) -> str:
+    return f"{enrolment_id}|{study_instance_uid}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    key: str
+    enrolment_id: str
+    study_instance_uid: str
+    job: Job
+    revision: int
+    lease_owner: str | None
+    lease_until: dt.datetime
+    updated_at: dt.datetime
+
+
+def _opt_time(value: Any) -> dt.datetime | None:
+    return value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else None
+
+
+def _job_fields(job: Job) -> Document:
+    return {
+        "state": job.state,
+        "version": job.version,
+        "attempts": job.attempts,
+        "next_attempt_at": job.next_attempt_at,
+        "deadline": job.deadline,
+        "reason": job.reason,
+        "progress": None if job.progress is None else {"done": job.progress.done, "total": job.progress.total},
+        "selected_at": job.selected_at,
+        "removed_at": job.removed_at,
+    }
+
+
+def _stored(doc: Document) -> StoredJob:
+    progress = doc.get("progress")
+    state: State = doc["state"]
+    job = Job(
+        state=state,
+        version=int(doc["version"]),
+        attempts=int(doc["attempts"]),
+        next_attempt_at=_opt_time(doc.get("next_attempt_at")),
+        deadline=_opt_time(doc.get("deadline")),
+        reason=doc.get("reason"),
+        progress=Progress(int(progress["done"]), int(progress["total"])) if progress else None,
+        selected_at=doc["selected_at"].astimezone(dt.UTC),
+        removed_at=_opt_time(doc.get("removed_at")),
+    )
+    return StoredJob(
+        key=doc["_id"],
+        enrolment_id=doc["enrolment_id"],
+        study_instance_uid=doc["study_uid"],
+        job=job,
+        revision=int(doc["revision"]),
+        lease_owner=doc.get("lease_owner"),
+        lease_until=doc["lease_until"].astimezone(dt.UTC),
+        updated_at=doc["updated_at"].astimezone(dt.UTC),
+    )
+
+
+def _due_at(job: Job, now: dt.datetime, lease_until: dt.datetime) -> dt.datetime | None:
+    """When a worker may (re)start the job: queued at once, waiting at its next attempt, retrieving when its
+    lease expires (take-over); never for the final states."""
+    if job.state == "queued":
+        return now
+    if job.state == "not_yet_available":
+        return job.next_attempt_at or now
+    if job.state == "retrieving":
+        return lease_until
+    return None
+
+
+class JobStore:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._jobs: AsyncCollection[Document] = database["jobs"]
+
+    async def ensure_indexes(self) -> None:
+        await self._jobs.create_index([("due_at", ASCENDING)])
+        await self._jobs.create_index([("study_uid", ASCENDING), ("state", ASCENDING)])
+        await self._jobs.create_index([("enrolment_id", ASCENDING)])
+        await self._jobs.create_index([("unpublished", ASCENDING), ("updated_at", ASCENDING)])
+
+    async def get(self, key: str) -> StoredJob | None:
+        doc = await self._jobs.find_one({"_id": key})
+        return _stored(doc) if doc else None
+
+    async def of_enrolment(self, enrolment_id: str) -> list[StoredJob]:
+        return [_stored(doc) async for doc in self._jobs.find({"enrolment_id": enrolment_id})]
+
+    async def of_study(self, study_instance_uid: str) -> list[StoredJob]:
+        return [_stored(doc) async for doc in self._jobs.find({"study_uid": study_instance_uid})]
+
+    async def live_users(self, study_instance_uid: str, states: Iterable[str]) -> int:
+        return await self._jobs.count_documents({"study_uid": study_instance_uid, "state": {"$in": list(states)}})
+
+    async def insert(self, enrolment_id: str, study_instance_uid: str, job: Job, now: dt.datetime) -> StoredJob | None:
+        """Creates the job; None if it exists already (a concurrent or earlier handler created it)."""
+        doc: Document = {
+            "_id": job_key(enrolment_id, study_instance_uid),
+            "enrolment_id": enrolment_id,
+            "study_uid": study_instance_uid,
+            **_job_fields(job),
+            "revision": 1,
+            "due_at": _due_at(job, now, FREE),
+            "lease_owner": None,
+            "lease_until": FREE,
+            "waiting": False,
+            "unpublished": job.version > 0,
+            "updated_at": now,
+        }
+        try:
+            await self._jobs.insert_one(doc)
+        except DuplicateKeyError:
+            return None
+        return _stored(doc)
+
+    async def save(self, stored: StoredJob, job: Job, now: dt.datetime) -> StoredJob | None:
+        """Writes `job` if nobody changed the document since `stored` was read; None otherwise (re-read)."""
+        fields = {
+            **_job_fields(job),
+            "revision": stored.revision + 1,
+            "due_at": _due_at(job, now, stored.lease_until),
+            "updated_at": now,
+        }
+        if job.version != stored.job.version:
+            fields["unpublished"] = True
+        doc = await self._jobs.find_one_and_update(
+            {"_id": stored.key, "revision": stored.revision},
+            {"$set": fields},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _stored(doc) if doc else None
+
+    async def set_deadline(self, enrolment_id: str, deadline: dt.datetime) -> None:
+        await self._jobs.update_many(
+            {"enrolment_id": enrolment_id, "deadline": {"$ne": deadline}},
+            {"$set": {"deadline": deadline}, "$inc": {"revision": 1}},
+        )
+
+    # --- work distribution ---------------------------------------------------------------------------------
+
+    async def claim_due(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> StoredJob | None:
+        """Takes the most overdue job that no live worker holds (queued, waiting and due, or retrieving
+        under an expired lease)."""
+        doc = await self._jobs.find_one_and_update(
+            {
+                "state": {"$in": ["queued", "not_yet_available", "retrieving"]},
+                "due_at": {"$lte": now},
+                "lease_until": {"$lte": now},
+            },
+            {"$set": {"lease_owner": owner, "lease_until": now + lease, "waiting": False}, "$inc": {"revision": 1}},
+            sort=[("due_at", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+        return _stored(doc) if doc else None
+
+    async def claim_companions(
+        self, study_instance_uid: str, owner: str, now: dt.datetime, lease: dt.timedelta
+    ) -> list[StoredJob]:
+        """Takes every other unheld job waiting for the same study, due or not: one move serves them all."""
+        claimed: list[StoredJob] = []
+        candidates = self._jobs.find(
+            {
+                "study_uid": study_instance_uid,
+                "state": {"$in": ["queued", "not_yet_available", "retrieving"]},
+                "lease_until": {"$lte": now},
+            }
+        )
+        async for candidate in candidates:
+            doc = await self._jobs.find_one_and_update(
+                {"_id": candidate["_id"], "lease_until": {"$lte": now}},
+                {"$set": {"lease_owner": owner, "lease_until": now + lease, "waiting": False}, "$inc": {"revision": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc:
+                claimed.append(_stored(doc))
+        return claimed
+
+    async def renew(self, keys: list[str], owner: str, until: dt.datetime) -> int:
+        result = await self._jobs.update_many(
+            {"_id": {"$in": keys}, "lease_owner": owner, "state": "retrieving"},
+            {"$set": {"lease_until": until, "due_at": until}},
+        )
+        result_other = await self._jobs.update_many(
+            {"_id": {"$in": keys}, "lease_owner": owner, "state": {"$ne": "retrieving"}},
+            {"$set": {"lease_until": until}},
+        )
+        return result.modified_count + result_other.modified_count
+
+    async def release(self, keys: list[str], owner: str) -> None:
+        await self._jobs.update_many(
+            {"_id": {"$in": keys}, "lease_owner": owner}, {"$set": {"lease_owner": None, "lease_until": FREE}}
+        )
+
+    async def postpone(self, key: str, owner: str, due_at: dt.datetime) -> None:
+        """Gives a claimed job back, to be looked at again at `due_at` or when its study's transfer ends."""
+        await self._jobs.update_one(
+            {"_id": key, "lease_owner": owner},
+            {"$set": {"lease_owner": None, "lease_until": FREE, "due_at": due_at, "waiting": True}},
+        )
+
+    async def wake_waiters(self, study_instance_uid: str, now: dt.datetime) -> None:
+        await self._jobs.update_many(
+            {"study_uid": study_instance_uid, "waiting": True}, {"$set": {"due_at": now, "waiting": False}}
+        )
+
+    # --- publication (outbox) -----------------------------------------------------------------------------
+
+    async def mark_published(self, key: str, version: int) -> None:
+        await self._jobs.update_one({"_id": key, "version": version}, {"$set": {"unpublished": False}})
+
+    async def unpublished(self, older_than: dt.datetime, limit: int = 100) -> list[StoredJob]:
+        cursor = self._jobs.find({"unpublished": True, "updated_at": {"$lte": older_than}}).limit(limit)
+        return [_stored(doc) async for doc in cursor]
+
+
+class TransferStore:
+    """One document per study: who moves it now (lease), how many moves were made, the last verified one."""
+
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._transfers: AsyncCollection[Document] = database["transfers"]
+
+    async def claim(
+        self, study_instance_uid: str, owner: str, now: dt.datetime, lease: dt.timedelta
+    ) -> Document | None:
+        """The transfer document, leased to `owner`; None while another worker holds it."""
+        doc = await self._transfers.find_one_and_update(
+            {"_id": study_instance_uid, "lease_until": {"$lte": now}},
+            {"$set": {"lease_owner": owner, "lease_until": now + lease}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            return doc
+        fresh: Document = {
+            "_id": study_instance_uid,
+            "lease_owner": owner,
+            "lease_until": now + lease,
+            "moves": 0,
+            "verified_instances": None,
+            "verified_at": None,
+        }
+        try:
+            await self._transfers.insert_one(fresh)
+        except DuplicateKeyError:
+            return None
+        return fresh
+
+    async def renew(self, study_instance_uid: str, owner: str, until: dt.datetime) -> None:
+        await self._transfers.update_one(
+            {"_id": study_instance_uid, "lease_owner": owner}, {"$set": {"lease_until": until}}
+        )
+
+    async def count_move(self, study_instance_uid: str, owner: str, now: dt.datetime) -> None:
+        await self._transfers.update_one(
+            {"_id": study_instance_uid, "lease_owner": owner},
+            {
+                "$inc": {"moves": 1},
+                "$set": {"last_move_at": now, "moved_by": owner, "verified_instances": None, "verified_at": None},
+            },
+        )
+
+    async def release(
+        self, study_instance_uid: str, owner: str, *, verified_instances: int | None, now: dt.datetime
+    ) -> None:
+        fields: Document = {"lease_owner": None, "lease_until": FREE}
+        if verified_instances is not None:
+            fields.update({"verified_instances": verified_instances, "verified_at": now})
+        await self._transfers.update_one({"_id": study_instance_uid, "lease_owner": owner}, {"$set": fields})
+
+    async def forget_verification(self, study_instance_uid: str, owner: str) -> None:
+        await self._transfers.update_one(
+            {"_id": study_instance_uid, "lease_owner": owner},
+            {"$set": {"verified_instances": None, "verified_at": None}},
+        )
+
+    async def get(self, study_instance_uid: str) -> Document | None:
+        return await self._transfers.find_one({"_id": study_instance_uid})
+
+
+class Acceptance(enum.Enum):
+    NEW = "new"  # newer than what we handled: act on it
+    RESUME = "resume"  # the same event, its effects possibly incomplete (redelivery after a crash): act again
+    DUPLICATE = "duplicate"  # the same event, fully handled: nothing to do
+    STALE = "stale"  # older than what we handled: nothing to do
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    enrolment_id: str
+    meeting_date: dt.date | None
+    identity_status: str | None
+    pacs_patients: tuple[PacsPatientRef, ...]
+    catalogue_attempts: int
+
+
+def _enrolment(doc: Document) -> Enrolment:
+    meeting_date = doc.get("meeting_date")
+    return Enrolment(
+        enrolment_id=doc["_id"],
+        meeting_date=dt.date.fromisoformat(meeting_date) if meeting_date else None,
+        identity_status=doc.get("identity_status"),
+        pacs_patients=tuple(PacsPatientRef(**patient) for patient in doc.get("pacs_patients") or ()),
+        catalogue_attempts=int(doc.get("catalogue_attempts") or 0),
+    )
+
+
+class EnrolmentStore:
+    """Per enrolment: linked patients, meeting date, and which identity/selection/refresh was handled."""
+
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self._enrolments: AsyncCollection[Document] = database["enrolments"]
+
+    async def ensure_indexes(self) -> None:
+        await self._enrolments.create_index([("catalogue_due_at", ASCENDING)])
+
+    async def get(self, enrolment_id: str) -> Enrolment | None:
+        doc = await self._enrolments.find_one({"_id": enrolment_id})
+        return _enrolment(doc) if doc else None
+
+    async def _accept(
+        self, enrolment_id: str, kind: str, event_id: str, at: dt.datetime, fields: Document
+    ) -> Acceptance:
+        """Records event `event_id` (time `at`) as the enrolment's latest of `kind`, unless it is not newer.
+
+        `<kind>_done` tells whether the effects of the recorded event are complete (set by `done`)."""
+        id_field, at_field, done_field = f"{kind}_event_id", f"{kind}_at", f"{kind}_done"
+        update = {**fields, id_field: event_id, at_field: at, done_field: False}
+        for _ in range(5):  # a concurrent writer may change the document between our read and write
+            current = await self._enrolments.find_one({"_id": enrolment_id})
+            if current is None:
+                try:
+                    await self._enrolments.insert_one({"_id": enrolment_id, **update})
+                except DuplicateKeyError:
+                    continue
+                return Acceptance.NEW
+            if current.get(id_field) == event_id:
+                return Acceptance.DUPLICATE if current.get(done_field) else Acceptance.RESUME
+            previous = current.get(at_field)
+            if previous is not None and previous.astimezone(dt.UTC) >= at:
+                return Acceptance.STALE
+            replaced = await self._enrolments.update_one(
+                {"_id": enrolment_id, id_field: current.get(id_field)}, {"$set": update}
+            )
+            if replaced.matched_count:
+                return Acceptance.NEW
+        return Acceptance.STALE
+
+    async def _done(self, enrolment_id: str, kind: str, event_id: str) -> None:
+        await self._enrolments.update_one(
+            {"_id": enrolment_id, f"{kind}_event_id": event_id}, {"$set": {f"{kind}_done": True}}
+        )
+
+    async def accept_identity(
+        self,
+        enrolment_id: str,
+        event_id: str,
+        at: dt.datetime,
+        *,
+        status: str,
+        meeting_date: dt.date,
+        pacs_patients: tuple[PacsPatientRef, ...],
+    ) -> Acceptance:
+        return await self._accept(
+            enrolment_id,
+            "identity",
+            event_id,
+            at,
+            {
+                "identity_status": status,
+                "meeting_date": meeting_date.isoformat(),
+                "pacs_patients": [patient.model_dump() for patient in pacs_patients],
+            },
+        )
+
+    async def identity_done(self, enrolment_id: str, event_id: str) -> None:
+        await self._done(enrolment_id, "identity", event_id)
+
+    async def accept_selection(self, enrolment_id: str, event_id: str, at: dt.datetime) -> Acceptance:
+        return await self._accept(enrolment_id, "selection", event_id, at, {})
+
+    async def selection_done(self, enrolment_id: str, event_id: str) -> None:
+        await self._done(enrolment_id, "selection", event_id)
+
+    async def accept_refresh(self, enrolment_id: str, event_id: str, at: dt.datetime) -> Acceptance:
+        return await self._accept(enrolment_id, "refresh", event_id, at, {})
+
+    async def refresh_done(self, enrolment_id: str, event_id: str) -> None:
+        await self._done(enrolment_id, "refresh", event_id)
+
+    # --- catalogue retries -------------------------------------------------------------------------------
+
+    async def catalogue_outcome(
+        self, enrolment_id: str, *, failed_attempts: int, due_at: dt.datetime | None, now: dt.datetime
+    ) -> None:
+        """After a catalogue: `failed_attempts` consecutive failures so far, retried at `due_at` (None: done)."""
+        await self._enrolments.update_one(
+            {"_id": enrolment_id},
+            {
+                "$set": {
+                    "catalogue_attempts": failed_attempts,
+                    "catalogue_due_at": due_at,
+                    "catalogue_lease_until": FREE,
+                    "catalogued_at": now,
+                }
+            },
+        )
+
+    async def claim_due_catalogue(self, now: dt.datetime, lease: dt.timedelta) -> Enrolment | None:
+        doc = await self._enrolments.find_one_and_update(
+            {"catalogue_due_at": {"$lte": now}, "catalogue_lease_until": {"$lte": now}},
+            {"$set": {"catalogue_lease_until": now + lease}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _enrolment(doc) if doc else None

@@ -1,0 +1,275 @@
+"""Retrieval workers: claim a due job, move its study MIRC -> viewer store once for every job waiting for it,
+verify, record and publish the outcome.
+
+One attempt, for the study S of a claimed job:
+1. claim S's transfer (lease): if another worker is moving S, give the job back until that move ends;
+2. claim every other unheld job waiting for S (other enrolments), start them all (`retrieving`);
+3. study-level C-FIND on MIRC: absent -> `not yet in MIRC`; MIRC's instance count is the target;
+4. if an earlier verified move of S is recorded and the viewer store still holds all of it: available;
+5. otherwise C-MOVE S to the viewer store (progress from the pending responses, throttled), then a
+   study-level C-FIND on the viewer store: `available` only if no sub-operation failed and the viewer store
+   holds at least MIRC's instance count (domain.assess_move);
+6. record the outcome for every job of the attempt, release the leases, wake jobs that waited for S.
+
+Leases are renewed while the attempt runs; a worker that dies loses them after `lease` and another instance
+takes the jobs over. All job writes are conditional (store.JobStore.save), so a removal during a move wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import re
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from prometheus_client import Counter, Histogram
+from proxymage_shared.dicom import (
+    DicomPermanentError,
+    DicomTransientError,
+    DicomUnavailableError,
+    IncompleteMoveError,
+    MoveProgress,
+)
+from proxymage_shared.dicom.status import classify
+from proxymage_shared.errors import ProxymageError
+from proxymage_shared.logging import get_logger
+from proxymage_shared.mongo import Document
+
+from study_fetcher import domain
+from study_fetcher.handlers import Clock, JobUpdater, utc_now
+from study_fetcher.pacs import Pacs
+from study_fetcher.store import JobStore, StoredJob, TransferStore, ms
+
+log = get_logger(__name__)
+
+MOVES: Final = Counter(
+    "proxymage_fetcher_moves_total",
+    "Study transfers: C-MOVEs started (moved) and earlier verified moves reused (reused).",
+    ["kind"],
+)
+ATTEMPTS: Final = Counter("proxymage_fetcher_attempts_total", "Retrieval attempts, by outcome state.", ["outcome"])
+ATTEMPT_SECONDS: Final = Histogram(
+    "proxymage_fetcher_attempt_seconds",
+    "Duration of one retrieval attempt (claim to recorded outcome), by outcome.",
+    ["outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+_INCOMPLETE_COUNTS: Final = re.compile(r"(\d+) completed, (\d+) failed")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    lease: dt.timedelta = dt.timedelta(minutes=1)
+    transfer_wait: dt.timedelta = dt.timedelta(seconds=1)
+    progress_interval_seconds: float = 0.5
+
+
+def _incomplete(error: IncompleteMoveError) -> domain.MoveReport:
+    found = _INCOMPLETE_COUNTS.search(str(error))
+    if found is None:
+        return domain.MoveReport(completed=0, failed=1)
+    return domain.MoveReport(completed=int(found.group(1)), failed=max(int(found.group(2)), 1))
+
+
+class Retriever:
+    def __init__(
+        self,
+        *,
+        jobs: JobStore,
+        transfers: TransferStore,
+        updater: JobUpdater,
+        pacs: Pacs,
+        options: WorkerOptions,
+        owner: str,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._jobs = jobs
+        self._transfers = transfers
+        self._updater = updater
+        self._pacs = pacs
+        self._options = options
+        self._owner = owner
+        self._clock = clock
+        self.wake = asyncio.Event()
+
+    def _now(self) -> dt.datetime:
+        return ms(self._clock())
+
+    async def run_once(self) -> bool:
+        """Runs one due job (with every job waiting for the same study); False when none is due."""
+        now = self._now()
+        claimed = await self._jobs.claim_due(self._owner, now, self._options.lease)
+        if claimed is None:
+            return False
+        uid = claimed.study_instance_uid
+        transfer = await self._transfers.claim(uid, self._owner, now, self._options.lease)
+        if transfer is None:
+            # Another worker is moving this study for another enrolment: its end wakes this job.
+            await self._jobs.postpone(claimed.key, self._owner, now + self._options.transfer_wait)
+            return True
+        keys = [claimed.key]
+        verified: int | None = None
+        try:
+            members = [claimed, *await self._jobs.claim_companions(uid, self._owner, now, self._options.lease)]
+            keys = [member.key for member in members]
+            verified = await self._attempt(uid, members, transfer)
+        finally:
+            released_at = self._now()
+            await self._jobs.release(keys, self._owner)
+            await self._transfers.release(uid, self._owner, verified_instances=verified, now=released_at)
+            await self._jobs.wake_waiters(uid, released_at)
+        return True
+
+    async def _attempt(self, uid: str, members: list[StoredJob], transfer: Document) -> int | None:
+        started = time.perf_counter()
+        latest: dict[str, StoredJob] = {}
+        for member in members:
+            stored, applied = await self._updater.apply(member, domain.Start(self._now()))
+            if applied:
+                latest[member.key] = stored
+        if not latest:
+            return None  # removed (or taken) meanwhile: nothing to do
+        heartbeat = asyncio.create_task(self._heartbeat(uid, list(latest)))
+        try:
+            outcome = await self._retrieve(uid, transfer, latest)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        for key, stored in list(latest.items()):
+            latest[key], _ = await self._updater.apply(stored, outcome)
+        name = type(outcome).__name__.lower()
+        ATTEMPTS.labels(name).inc()
+        ATTEMPT_SECONDS.labels(name).observe(time.perf_counter() - started)
+        log.info(
+            "retrieval_attempt",
+            study_uid=uid,
+            jobs=len(latest),
+            outcome=name,
+            reason=getattr(outcome, "reason", None),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return outcome.instances if isinstance(outcome, domain.Verified) else None
+
+    async def _retrieve(self, uid: str, transfer: Document, latest: dict[str, StoredJob]) -> domain.Outcome:
+        try:
+            in_mirc = await self._pacs.in_mirc(uid)
+        except DicomUnavailableError:
+            return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
+        except ProxymageError as error:
+            return domain.Retry(self._now(), f"the PACS could not be queried: {error}")
+        if in_mirc is None:
+            return domain.Retry(self._now(), domain.NOT_IN_MIRC)
+
+        recorded = transfer.get("verified_instances")
+        if recorded is not None:
+            try:
+                in_viewer = await self._pacs.in_viewer(uid)
+            except ProxymageError:
+                in_viewer = None
+            reused = domain.assess_reuse(
+                int(recorded), in_mirc.instances, in_viewer.instances if in_viewer is not None else None
+            )
+            if reused is not None:
+                MOVES.labels("reused").inc()
+                return reused
+
+        await self._transfers.count_move(uid, self._owner, self._now())
+        MOVES.labels("moved").inc()
+        progress = _ProgressRelay(self._updater, latest, self._options.progress_interval_seconds)
+        relay = asyncio.create_task(progress.run())
+        try:
+            completed = await self._pacs.move(uid, progress.report)
+        except IncompleteMoveError as error:
+            return domain.assess_move(_incomplete(error), in_mirc.instances, None, self._now())
+        except DicomPermanentError as error:
+            meaning = classify(error.status)[1] if error.status is not None else str(error)
+            return domain.Refused(f"MIRC {meaning}")
+        except DicomUnavailableError:
+            return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
+        except DicomTransientError as error:
+            status = f" (status 0x{error.status:04X})" if error.status is not None else ""
+            return domain.Retry(self._now(), f"MIRC could not perform the move{status}")
+        except ProxymageError as error:
+            return domain.Retry(self._now(), f"MIRC could not perform the move: {error}")
+        finally:
+            await progress.close(relay)
+
+        try:
+            in_viewer = await self._pacs.in_viewer(uid)
+        except ProxymageError:
+            return domain.Retry(self._now(), domain.VIEWER_UNREACHABLE)
+        return domain.assess_move(
+            domain.MoveReport(completed=completed, failed=0),
+            in_mirc.instances,
+            in_viewer.instances if in_viewer is not None else None,
+            self._now(),
+        )
+
+    async def _heartbeat(self, uid: str, keys: list[str]) -> None:
+        period = max(self._options.lease.total_seconds() / 3, 0.05)
+        while True:
+            await asyncio.sleep(period)
+            until = self._now() + self._options.lease
+            try:
+                await self._jobs.renew(keys, self._owner, until)
+                await self._transfers.renew(uid, self._owner, until)
+            except Exception as error:  # the next beat tries again; the lease may lapse meanwhile
+                log.warning("lease_renewal_failed", study_uid=uid, error=type(error).__name__)
+
+    async def loop(self, stop: asyncio.Event, poll_seconds: float) -> None:
+        """One worker: runs due jobs back to back, else waits for a wake-up (a handler) or the next poll."""
+        while not stop.is_set():
+            try:
+                busy = await self.run_once()
+            except Exception as error:
+                log.warning("retrieval_round_failed", error=type(error).__name__, detail=str(error)[:300])
+                busy = False
+            if busy:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), poll_seconds)
+            self.wake.clear()
+
+
+class _ProgressRelay:
+    """Turns the move's pending responses into `retrieving` versions with progress, at most one per interval."""
+
+    def __init__(self, updater: JobUpdater, latest: dict[str, StoredJob], interval_seconds: float) -> None:
+        self._updater = updater
+        self._latest = latest
+        self._interval = interval_seconds
+        self._progress: MoveProgress | None = None
+        self._signal = asyncio.Event()
+        self._finished = asyncio.Event()
+
+    def report(self, progress: MoveProgress) -> None:
+        """Called on the event loop for each pending C-MOVE response."""
+        self._progress = progress
+        self._signal.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._signal.wait()
+            self._signal.clear()
+            if self._finished.is_set():
+                return
+            progress = self._progress
+            if progress is not None:
+                done = progress.completed + progress.warning
+                for key, stored in list(self._latest.items()):
+                    self._latest[key], _ = await self._updater.apply(stored, domain.Progressed(done, progress.total))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), self._interval)
+
+    async def close(self, task: asyncio.Task[None]) -> None:
+        """Stops the relay after the update in flight (never mid-write), so the final state comes last."""
+        self._finished.set()
+        self._signal.set()
+        try:
+            await task
+        except Exception as error:
+            log.warning("progress_update_failed", error=type(error).__name__)

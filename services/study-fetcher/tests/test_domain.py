@@ -1,0 +1,238 @@
+"""The retrieval state machine (pure): the state table, and properties over arbitrary input sequences."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from proxymage_shared.retry import BackoffSchedule
+from study_fetcher import domain
+from study_fetcher.domain import (
+    Job,
+    MoveReport,
+    Progressed,
+    Refresh,
+    Refused,
+    Remove,
+    Retry,
+    Select,
+    Start,
+    Verified,
+    assess_move,
+    assess_reuse,
+    new_job,
+    transition,
+)
+
+T0 = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+POLICY = domain.RetrievalPolicy(BackoffSchedule((15, 60, 300, 900, 1800), jitter=0.2), random.Random(7))
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def step(job: Job, *events: domain.Input) -> Job:
+    for event in events:
+        new = transition(job, event, POLICY)
+        assert new is not None, f"{event} does not apply to {job.state}"
+        job = new
+    return job
+
+
+def test_happy_path_versions_and_progress() -> None:
+    job = new_job(at(0), deadline=at(86400))
+    assert (job.state, job.version) == ("queued", 1)
+    job = step(job, Start(at(1)))
+    assert (job.state, job.version, job.attempts) == ("retrieving", 2, 1)
+    job = step(job, Progressed(10, 40))
+    assert job.progress == domain.Progress(10, 40)
+    assert transition(job, Progressed(10, 40), POLICY) is None  # same progress: nothing to publish
+    job = step(job, Verified(40))
+    assert (job.state, job.version, job.progress, job.reason) == ("available", 4, domain.Progress(40, 40), None)
+
+
+def test_retry_follows_the_backoff_schedule_and_stops_at_the_deadline() -> None:
+    job = step(new_job(at(0), deadline=at(100)), Start(at(1)), Retry(at(2), domain.NOT_IN_MIRC))
+    assert job.state == "not_yet_available"
+    assert job.reason == "not yet in MIRC"
+    assert job.next_attempt_at is not None
+    assert at(2 + 15 * 0.8) <= job.next_attempt_at <= at(2 + 15 * 1.2)
+    # Further retries are capped by the deadline, so the last try runs at it...
+    job = step(job, Start(at(20)), Retry(at(21), "PACS unreachable"), Start(at(80)), Retry(at(81), "PACS unreachable"))
+    assert job.next_attempt_at == at(100)
+    # ...and a failure at (or after) the deadline is final.
+    job = step(job, Start(at(100)), Retry(at(100), "PACS unreachable"))
+    assert job.state == "failed"
+    assert job.reason == "deadline passed: PACS unreachable"
+    assert transition(job, Refresh(at(101)), POLICY) is None  # too late even for a refresh
+
+
+def test_refused_is_failed_and_a_refresh_before_the_deadline_requeues() -> None:
+    job = step(new_job(at(0), deadline=at(1000)), Start(at(1)), Refused("MIRC refused: move destination unknown"))
+    assert (job.state, job.reason) == ("failed", "MIRC refused: move destination unknown")
+    job = step(job, Refresh(at(2)))
+    assert (job.state, job.reason, job.attempts) == ("queued", None, 1)
+
+
+def test_refresh_makes_a_waiting_job_due_now() -> None:
+    job = step(new_job(at(0), None), Start(at(1)), Retry(at(2), domain.NOT_IN_MIRC))
+    job = step(job, Refresh(at(3)))
+    assert (job.state, job.next_attempt_at) == ("not_yet_available", at(3))
+    assert transition(job, Refresh(at(4)), POLICY) is None  # already due
+
+
+def test_takeover_of_a_running_job_is_a_new_attempt() -> None:
+    job = step(new_job(at(0), None), Start(at(1)), Progressed(5, 300), Start(at(70)))
+    assert (job.state, job.attempts, job.progress) == ("retrieving", 2, None)
+
+
+def test_removal_and_reselection_follow_event_times() -> None:
+    job = step(new_job(at(0), None), Start(at(1)), Verified(3))
+    removed = step(job, Remove(at(10)))
+    assert removed.state == "removed"
+    # A move finishing late, a replayed (older) selection, a refresh: still removed.
+    assert transition(removed, Verified(3), POLICY) is None
+    assert transition(removed, Select(at(5)), POLICY) is None
+    assert transition(removed, Refresh(at(11)), POLICY) is None
+    # A newer selection brings it back as a new retrieval.
+    again = step(removed, Select(at(20)))
+    assert (again.state, again.version) == ("queued", removed.version + 1)
+    # A removal older than that selection is ignored.
+    assert transition(again, Remove(at(15)), POLICY) is None
+
+
+def test_newer_selection_of_a_live_job_is_bookkeeping_only() -> None:
+    job = new_job(at(0), None)
+    newer = step(job, Select(at(5)))
+    assert (newer.state, newer.version, newer.selected_at) == ("queued", 1, at(5))
+    assert transition(newer, Select(at(5)), POLICY) is None
+
+
+def test_tombstone_blocks_an_older_selection() -> None:
+    tombstone = domain.removed_tombstone(at(10))
+    assert transition(tombstone, Select(at(5)), POLICY) is None
+    job = step(tombstone, Select(at(11)))
+    assert (job.state, job.version) == ("queued", 1)
+
+
+def test_assess_move() -> None:
+    complete = MoveReport(completed=40, failed=0)
+    assert assess_move(complete, 40, 40, at(0)) == Verified(40)
+    assert assess_move(complete, 40, 41, at(0)) == Verified(41)
+    partial = assess_move(complete, 40, 37, at(0))
+    assert isinstance(partial, Retry)
+    assert partial.reason == "move incomplete: the viewer store holds 37 of 40 instances"
+    failed = assess_move(MoveReport(completed=37, failed=3), 40, 40, at(0))
+    assert isinstance(failed, Retry)
+    assert failed.reason == "move incomplete: 3 of 40 instances failed"
+    absent = assess_move(complete, 40, None, at(0))
+    assert isinstance(absent, Retry)
+    # MIRC without NumberOfStudyRelatedInstances: the move's own count is the target.
+    assert assess_move(complete, None, 40, at(0)) == Verified(40)
+    assert isinstance(assess_move(MoveReport(0, 0), None, 0, at(0)), Retry)
+
+
+def test_assess_reuse() -> None:
+    assert assess_reuse(40, 40, 40) == Verified(40)
+    assert assess_reuse(None, 40, 40) is None  # no verified move recorded
+    assert assess_reuse(40, 41, 40) is None  # MIRC has more now: move again
+    assert assess_reuse(40, 40, None) is None  # the viewer store lost it (purged)
+
+
+def test_deadline_is_the_end_of_the_meeting_day_in_the_network_time_zone() -> None:
+    from zoneinfo import ZoneInfo
+
+    deadline = domain.deadline_for(dt.date(2026, 12, 2), dt.timedelta(days=1), ZoneInfo("Europe/Paris"))
+    assert deadline == dt.datetime(2026, 12, 2, 23, 0, tzinfo=dt.UTC)
+
+
+# --- properties ------------------------------------------------------------------------------------------------
+
+seconds = st.integers(min_value=0, max_value=200_000)
+inputs = st.one_of(
+    st.builds(lambda s: Select(at(s)), seconds),
+    st.builds(lambda s: Remove(at(s)), seconds),
+    st.builds(lambda s: Refresh(at(s)), seconds),
+    st.builds(lambda s: Start(at(s)), seconds),
+    st.builds(lambda d, t: Progressed(d, t), st.integers(0, 500), st.integers(0, 500)),
+    st.builds(lambda n: Verified(n), st.integers(1, 500)),
+    st.builds(lambda s, r: Retry(at(s), r), seconds, st.sampled_from([domain.NOT_IN_MIRC, domain.PACS_UNREACHABLE])),
+    st.builds(lambda r: Refused(r), st.just("MIRC refused: move destination unknown")),
+)
+deadlines = st.one_of(st.none(), st.builds(at, seconds))
+VISIBLE = ("state", "attempts", "progress", "next_attempt_at", "reason")
+
+
+def visible(job: Job) -> tuple[object, ...]:
+    return tuple(getattr(job, name) for name in VISIBLE)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.builds(at, seconds), deadlines, st.lists(inputs, max_size=40))
+def test_properties_over_arbitrary_sequences(
+    selected: dt.datetime, deadline: dt.datetime | None, events: list[domain.Input]
+) -> None:
+    job = new_job(selected, deadline)
+    for event in events:
+        new = transition(job, event, POLICY)
+        if new is None:
+            continue
+        # Versions: +1 exactly when something a consumer sees changes, else unchanged (never decreasing).
+        if visible(new) != visible(job):
+            assert new.version == job.version + 1
+        else:
+            assert new.version == job.version
+        # Nothing leaves `removed` but a selection newer than the removal.
+        if job.state == "removed":
+            assert isinstance(event, Select)
+            assert job.removed_at is not None
+            assert event.at > job.removed_at
+            assert new.state == "queued"
+        # `available` only from a verified complete move, reported while retrieving.
+        if new.state == "available" and job.state != "available":
+            assert isinstance(event, Verified)
+            assert job.state == "retrieving"
+        # `failed` only for a refusal or once the deadline has passed.
+        if new.state == "failed" and job.state != "failed":
+            assert isinstance(event, Refused) or (
+                isinstance(event, Retry) and job.deadline is not None and event.now >= job.deadline
+            )
+        # A waiting job is always due again no later than its deadline.
+        if new.state == "not_yet_available" and new.deadline is not None:
+            assert new.next_attempt_at is not None
+            assert new.next_attempt_at <= new.deadline
+        assert dataclasses.replace(new) == new
+        job = new
+
+
+@given(st.builds(at, seconds), st.lists(inputs, max_size=30))
+def test_removed_absorbs_everything_but_a_newer_selection(removed_at: dt.datetime, events: list[domain.Input]) -> None:
+    job = domain.removed_tombstone(removed_at)
+    job = dataclasses.replace(job, version=5)
+    for event in events:
+        new = transition(job, event, POLICY)
+        if isinstance(event, Select) and event.at > removed_at:
+            assert new is not None
+            assert new.state == "queued"
+        else:
+            assert new is None
+
+
+@given(
+    st.integers(0, 1000),
+    st.integers(0, 1000),
+    st.one_of(st.none(), st.integers(0, 1000)),
+    st.one_of(st.none(), st.integers(0, 1000)),
+)
+def test_assess_move_never_verifies_a_partial_study(
+    completed: int, failed: int, mirc: int | None, viewer: int | None
+) -> None:
+    outcome = assess_move(MoveReport(completed, failed), mirc, viewer, T0)
+    if isinstance(outcome, Verified):
+        assert failed == 0
+        assert viewer is not None
+        assert viewer >= (mirc if mirc is not None else completed) > 0

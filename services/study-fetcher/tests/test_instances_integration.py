@@ -1,0 +1,127 @@
+"""Several fetcher instances: work shared by two instances (each study moved once), and a fetcher killed
+with SIGKILL in the middle of a move (a second one takes the job over once the lease expires)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from proxymage_shared.devtools.synthetic import large_study
+from proxymage_shared.pytest_plugin import ROOT, free_port
+from proxymage_shared.settings import DicomPeer
+from proxymage_shared.testing import eventually
+
+from .conftest import FETCH_PATIENT, SENSITIVE, absent_from_viewer, fresh_studies, store, viewer_instances
+
+# A fixed seed: the 300-instance study (150 MB) is stored into MIRC once and reused by later runs.
+KILL_STUDY_SEED = 90_411
+
+
+async def test_two_fetchers_ten_studies_each_moved_once(deployment, mirc: DicomPeer, stack_env: dict[str, str]) -> None:
+    studies = fresh_studies(10)
+    await store(studies, mirc)
+    harness, start = await deployment()
+    await start()
+    await start()
+    uids = [s.study_instance_uid for s in studies]
+    # Ten enrolments, each selecting two neighbouring studies: every study is wanted by two enrolments,
+    # whose events land on different partitions, so on either instance.
+    selections = {f"enr-pair-{k}": [uids[k], uids[(k + 1) % 10]] for k in range(10)}
+    for enrolment, chosen in selections.items():
+        await harness.select(enrolment, chosen)
+    for enrolment, chosen in selections.items():
+        for uid in chosen:
+            await harness.wait_status(enrolment, uid, "available", timeout=60)
+    for study in studies:
+        transfer = await harness.transfer(study.study_instance_uid)
+        assert transfer is not None
+        assert transfer["moves"] == 1, f"{study.study_instance_uid} moved {transfer['moves']} times"
+        assert viewer_instances(stack_env, study.study_instance_uid) == len(study.instances)
+    for enrolment, chosen in selections.items():
+        for uid in chosen:
+            statuses = [s.status for s in harness.of(enrolment, uid)]
+            assert statuses.count("available") == 1
+
+
+def _spawn(harness_settings_prefix: str, database: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PROXYMAGE_TOPIC_PREFIX": harness_settings_prefix,
+        "PROXYMAGE_MONGO_DATABASE": database,
+        "PROXYMAGE_HEALTH_PORT": str(port),
+        "PROXYMAGE_LEASE_SECONDS": "3",
+        "PROXYMAGE_POLL_SECONDS": "0.2",
+        "PROXYMAGE_TRANSFER_WAIT_SECONDS": "0.5",
+        "PROXYMAGE_RETRY_DELAYS_SECONDS": "[0.5, 1.0]",
+        "PROXYMAGE_LOG_LEVEL": "DEBUG",
+    }
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "study_fetcher"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+
+
+async def _ready(port: int) -> bool:
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 200
+
+
+async def test_fetcher_killed_mid_move_is_taken_over(
+    deployment, mirc: DicomPeer, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    study = large_study(KILL_STUDY_SEED, 300, FETCH_PATIENT)
+    await store([study], mirc)
+    absent_from_viewer(stack_env, study)
+    uid = study.study_instance_uid
+    harness, _ = await deployment()
+    prefix, database = harness.settings.topic_prefix, harness.settings.database_name()
+    log_path = tmp_path / "processes.log"
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        first_port = free_port()
+        processes.append(_spawn(prefix, database, first_port, log_path))
+        await eventually(lambda: _ready(first_port), 60, "the first fetcher to be ready")
+        await harness.select("enr-kill", [uid])
+
+        async def moving() -> bool:
+            return any(
+                s.status == "retrieving" and s.progress is not None and 0 < s.progress.done < s.progress.total
+                for s in harness.of("enr-kill", uid)
+            )
+
+        await eventually(moving, 60, "the move to be under way")
+        processes[0].send_signal(signal.SIGKILL)
+        await asyncio.to_thread(processes[0].wait, 10)
+        latest = harness.latest("enr-kill", uid)
+        assert latest is not None
+        assert latest.status == "retrieving", "killed in the middle of the move"
+
+        second_port = free_port()
+        processes.append(_spawn(prefix, database, second_port, log_path))
+        available = await harness.wait_status("enr-kill", uid, "available", timeout=90)
+        assert available.attempts == 2  # the second fetcher's attempt, after the lease expired
+        assert viewer_instances(stack_env, uid) == 300
+        transfer = await harness.transfer(uid)
+        assert transfer is not None
+        assert transfer["moves"] == 2
+        versions = [s.version for s in harness.of("enr-kill", uid)]
+        assert len(versions) == len(set(versions))
+        assert max(versions) == available.version
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(process.wait, 30)
+    logged = log_path.read_text()
+    assert '"event": "retrieval_attempt"' in logged
+    leaked = [value for value in SENSITIVE if value.upper() in logged.upper()]
+    assert leaked == [], f"patient data in the service's logs: {leaked}"
