@@ -52,6 +52,7 @@ unit: install ## Run the unit tests only (no servers)
 
 bench: up ## Measure the figures the issues name (identity rules, latencies, retrieval vs movescu)
 	@$(UV) run --frozen python -m identity_matcher.bench
+	@$(UV) run --frozen python -m study_fetcher.bench
 
 lint: install ## ruff check, ruff format --check, mypy --strict on every src/, uv lock --check
 	@$(UV) lock --check --quiet
