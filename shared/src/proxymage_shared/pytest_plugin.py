@@ -14,10 +14,12 @@ import socket
 import subprocess
 import urllib.request
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from dotenv import dotenv_values
 
 from proxymage_shared.devtools.seed_pacs import store_studies
@@ -33,6 +35,9 @@ STACK_FIXTURE = "stack_env"
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PROXYMAGE_ENV_FILE", str(ENV_FILE))
+    # Every test creates its own topics: few partitions each keeps the single local broker's memory small
+    # (services started by tests, in-process or as subprocesses, inherit this).
+    os.environ.setdefault("PROXYMAGE_TOPIC_PARTITIONS", "2")
     config.addinivalue_line("markers", "integration: talks to the real servers of deploy/local")
 
 
@@ -117,8 +122,20 @@ def delete_from_orthanc(stack_env: dict[str, str], instance: str, study_instance
 
 
 @pytest.fixture
-def unique() -> str:
-    return uuid.uuid4().hex[:10]
+async def unique(stack_env: dict[str, str]) -> AsyncIterator[str]:
+    """A short id for the test's topic prefix, databases and business ids. The test's topics (every topic
+    whose name contains it) are deleted afterwards, so the local broker does not accumulate partitions."""
+    value = uuid.uuid4().hex[:10]
+    yield value
+    bootstrap = stack_env["PROXYMAGE_KAFKA_BOOTSTRAP_SERVERS"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        doomed = [name for name in await admin.list_topics() if value in name]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
 
 
 def free_port() -> int:

@@ -46,7 +46,6 @@ class Service:
     # Long-running loops started once the service is up (e.g. durable retries), cancelled at stop.
     background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
     create_topics: bool = True
-    topic_partitions: int = 6
     # Serve more than health on the HTTP port: given the health app, return the app to serve
     # (the gateway mounts its REST API, SSE and console beside /healthz, /readyz and /metrics).
     http_app: Callable[[Starlette], Starlette] | None = None
@@ -82,7 +81,7 @@ async def _start_dependencies(service: Service) -> None:
     if service.create_topics:
         await ensure_topics(
             settings.kafka_bootstrap_servers,
-            topic_specs(service.topic_partitions, prefix=settings.topic_prefix),
+            topic_specs(settings.topic_partitions, prefix=settings.topic_prefix),
         )
     if not await mongo.ping(service.mongo_client):
         raise ConnectionError("MongoDB does not answer")

@@ -57,6 +57,9 @@ class ServiceSettings(BaseSettings):
     kafka_security: KafkaSecurity = KafkaSecurity()
     # Isolates a deployment's (or a test's) topics and consumer groups from another's on the same cluster.
     topic_prefix: str = ""
+    # Partitions of the topics a service creates at start when they are missing (`proxymage-dev topics` in
+    # production, with the cluster's replication factor).
+    topic_partitions: int = Field(default=6, ge=1, le=256)
     mongo_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017/")
     mongo_database: str = ""
     log_level: LogLevel = "INFO"
