@@ -1,22 +1,79 @@
-"""Composition root of the expert-notifier service: settings, adapters, subscribers, lifespan.
+"""Composition root of the expert-notifier: settings, adapters, subscribers, sender and maintenance loops.
 
-Sends expertise e-mails over SMTP with STARTTLS and a client certificate (handlers: issue 5).
+Consumes `dcc.meeting-experts.v1`, `dcc.patient-enrolled.v1`, `dcc.studies-selected.v1`; sends e-mails over
+SMTP with STARTTLS and a client certificate; publishes `expertise.notification.v1`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import email.utils
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+from proxymage_shared import topics
+from proxymage_shared.events import ExpertiseNotification, MeetingExperts, PatientEnrolled, StudiesSelected
+from proxymage_shared.kafka import publish_event, subscribe
+from proxymage_shared.retry import BackoffSchedule
 from proxymage_shared.service import Service, build_service
 
+from expert_notifier.handlers import Notifier, NotifierOptions
+from expert_notifier.message import MailSettings, default_message_id_domain
 from expert_notifier.settings import Settings
+from expert_notifier.smtp import SmtpSender
+from expert_notifier.store import NotifierStore
 
 
 def build(settings: Settings) -> Service:
-    async def smtp_reachable() -> bool:
-        _, writer = await asyncio.open_connection(settings.smtp.host, settings.smtp.port)
-        writer.close()
-        await writer.wait_closed()
-        return True
+    sender = SmtpSender(settings.smtp)
+    # Readiness: the relay answers EHLO, STARTTLS succeeds with our certificate and a command after it.
+    service = build_service(settings, readiness_checks={"smtp": sender.probe})
+    store = NotifierStore(service.mongo_client[settings.database_name()])
+    outcome_topic = settings.topic(topics.EXPERTISE_NOTIFICATION)
 
-    return build_service(settings, readiness_checks={"smtp": smtp_reachable})
+    async def publish(outcome: ExpertiseNotification) -> None:
+        await publish_event(service.broker, outcome_topic, outcome.enrolment_id, outcome)
+
+    _, envelope_from = email.utils.parseaddr(settings.mail_from)
+    notifier = Notifier(
+        store,
+        sender,
+        publish,
+        NotifierOptions(
+            mail=MailSettings(
+                mail_from=settings.mail_from,
+                reply_to=settings.reply_to,
+                registration_url=settings.dcc_registration_url,
+                message_id_domain=settings.message_id_domain or default_message_id_domain(settings.mail_from),
+            ),
+            envelope_from=envelope_from,
+            allowed_domains=settings.smtp.allowed_domains,
+            give_up_days_after_meeting=settings.give_up_days_after_meeting,
+            retries=BackoffSchedule(settings.retry_delays_seconds),
+            lease=dt.timedelta(seconds=settings.send_lease_seconds),
+            retention=dt.timedelta(days=settings.enrolment_retention_days),
+            republish_after=dt.timedelta(seconds=settings.republish_after_seconds),
+        ),
+    )
+    subscribe(
+        service.broker, settings, settings.topic(topics.MEETING_EXPERTS), MeetingExperts, notifier.on_meeting_experts
+    )
+    subscribe(service.broker, settings, settings.topic(topics.PATIENT_ENROLLED), PatientEnrolled, notifier.on_enrolled)
+    subscribe(service.broker, settings, settings.topic(topics.STUDIES_SELECTED), StudiesSelected, notifier.on_selected)
+
+    async def maintenance(stop: asyncio.Event) -> None:
+        await notifier.maintenance_loop(stop, settings.maintenance_interval_seconds)
+
+    service.on_start.append(store.ensure_indexes)
+    for _ in range(settings.send_workers):
+        service.background.append(_send_worker(notifier, settings.send_poll_seconds))
+    service.background.append(maintenance)
+    return service
+
+
+def _send_worker(notifier: Notifier, poll_seconds: float) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    async def run(stop: asyncio.Event) -> None:
+        await notifier.send_loop(stop, poll_seconds)
+
+    return run

@@ -1,0 +1,172 @@
+"""The secure-mail adapter: aiosmtplib with STARTTLS required, TLS 1.2+, a client certificate, a CA bundle.
+
+There is no fallback to clear text: `start_tls=True` makes aiosmtplib fail when the relay does not offer
+STARTTLS, and the message is only given after the TLS session is up. Every failure is classified once,
+here (after adit's split of DICOM errors):
+
+| failure                                                          | kind            | what happens         |
+|------------------------------------------------------------------|-----------------|----------------------|
+| TLS handshake / certificate (ssl.SSLError anywhere in the cause  | `configuration` | reported, retried    |
+| chain: no or untrusted client certificate, server certificate    |                 | (an operator fixes   |
+| not trusted), STARTTLS not offered, 530 "STARTTLS first",        |                 | it; never in clear)  |
+| certificate/key files unreadable                                 |                 |                      |
+| connection refused/reset/lost, timeouts, any 4xx (421 included)  | `transient`     | retried with backoff |
+| any 5xx, recipient refused with 5xx                              | `permanent`     | `failed`, the reply  |
+
+One message has one recipient (each expert's text is addressed to them), so a refused recipient is that
+notification's failure; if a relay returns a partial refusal without raising, the refused address is read
+from the per-recipient answers all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from email.message import EmailMessage
+from typing import Final
+
+import aiosmtplib
+
+from expert_notifier.domain import SendFailure
+from expert_notifier.settings import SmtpEndpoint
+
+MAX_REPLY: Final = 300
+CONFIGURATION_CODES: Final = frozenset({530, 538})  # "must issue STARTTLS first", "encryption required"
+
+
+class SmtpSendError(Exception):
+    def __init__(self, failure: SendFailure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+def _reply(code: int, message: str) -> str:
+    return f"{code} {' '.join(message.split())}"[:MAX_REPLY]
+
+
+def _ssl_cause(error: BaseException) -> ssl.SSLError | None:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _by_code(code: int, message: str, what: str) -> SendFailure:
+    reply = _reply(code, message)
+    if code in CONFIGURATION_CODES:
+        return SendFailure("configuration", f"the secure-mail relay requires TLS: {what} refused ({reply})")
+    if 400 <= code < 500:
+        return SendFailure("transient", f"the secure-mail relay answered {reply} ({what})")
+    return SendFailure("permanent", f"the secure-mail relay refused the {what}: {reply}")
+
+
+def classify(error: BaseException) -> SendFailure:
+    """The kind of an SMTP failure and a reason for users (server replies, never message content)."""
+    if isinstance(error, SmtpSendError):
+        return error.failure
+    tls = _ssl_cause(error)
+    if tls is not None:
+        detail = getattr(tls, "reason", None) or type(tls).__name__
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            detail = f"server certificate not trusted ({tls.verify_message})"
+        return SendFailure("configuration", f"TLS with the secure-mail relay failed: {detail}")
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        refusals = [(r.code, r.message) for r in error.recipients]
+        code, message = refusals[0] if refusals else (550, "recipient refused")
+        return _by_code(code, message, "recipient")
+    if isinstance(error, aiosmtplib.SMTPSenderRefused):
+        return _by_code(error.code, error.message, "sender")
+    if isinstance(error, aiosmtplib.SMTPDataError):
+        return _by_code(error.code, error.message, "message")
+    if isinstance(error, aiosmtplib.SMTPConnectResponseError):
+        return _by_code(error.code, error.message, "connection")
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        return _by_code(error.code, error.message, "command")
+    if isinstance(error, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPConnectTimeoutError | TimeoutError):
+        return SendFailure("transient", "the secure-mail relay did not answer in time")
+    if isinstance(error, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected | ConnectionError):
+        return SendFailure("transient", f"the secure-mail relay is unreachable ({' '.join(str(error).split())})")
+    if isinstance(error, aiosmtplib.SMTPNotSupported) or (
+        isinstance(error, aiosmtplib.SMTPException) and "STARTTLS" in str(error).upper()
+    ):
+        return SendFailure("configuration", f"the secure-mail relay does not offer STARTTLS: not sent ({error})")
+    if isinstance(error, OSError):
+        return SendFailure("transient", f"network error talking to the secure-mail relay ({type(error).__name__})")
+    return SendFailure("transient", f"unexpected error while sending ({type(error).__name__})")
+
+
+def tls_context(endpoint: SmtpEndpoint) -> ssl.SSLContext:
+    """Verifies the relay against `ca_file` (or the system CAs), offers the client certificate, TLS 1.2+."""
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=str(endpoint.ca_file) if endpoint.ca_file else None
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if endpoint.client_cert_file is not None:
+        context.load_cert_chain(
+            str(endpoint.client_cert_file), str(endpoint.client_key_file) if endpoint.client_key_file else None
+        )
+    return context
+
+
+class SmtpSender:
+    def __init__(self, endpoint: SmtpEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def _client(self) -> aiosmtplib.SMTP:
+        try:
+            context = tls_context(self._endpoint)
+        except (OSError, ssl.SSLError) as error:
+            raise SmtpSendError(
+                SendFailure("configuration", f"TLS certificate, key or CA file unusable ({type(error).__name__})")
+            ) from error
+        return aiosmtplib.SMTP(
+            hostname=self._endpoint.host,
+            port=self._endpoint.port,
+            start_tls=True,
+            tls_context=context,
+            timeout=self._endpoint.command_timeout_seconds,
+            # Not aiosmtplib's default (socket.getfqdn(): a DNS lookup on every connection).
+            local_hostname=self._endpoint.helo_name or socket.gethostname(),
+        )
+
+    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> None:
+        """Sends `message` to `recipient` only; raises `SmtpSendError` (classified) unless the relay accepted it.
+
+        Once DATA got its 250 the message is the relay's: nothing after that (QUIT failing, the deadline
+        passing) may turn it into a failure, or it would be sent again.
+        """
+        client = self._client()
+        try:
+            try:
+                async with asyncio.timeout(self._endpoint.message_timeout_seconds):
+                    await client.connect()
+                    refused, _ = await client.send_message(message, sender=sender, recipients=[recipient])
+            except Exception as error:
+                raise SmtpSendError(classify(error)) from error
+            if refused:
+                code, text = next(iter(refused.values()))
+                raise SmtpSendError(_by_code(code, text, "recipient"))
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._endpoint.command_timeout_seconds):
+                    await client.quit()
+        finally:
+            client.close()
+
+    async def probe(self) -> bool:
+        """Readiness: connect, EHLO, STARTTLS with our certificate, NOOP (the first command the relay checks
+        the certificate on), QUIT."""
+        client = self._client()
+        try:
+            await client.connect()
+            await client.noop()
+            with contextlib.suppress(aiosmtplib.SMTPException):
+                await client.quit()
+        finally:
+            client.close()
+        return True
