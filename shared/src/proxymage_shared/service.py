@@ -104,7 +104,10 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
         "mongo": lambda: mongo.ping(service.mongo_client),
         **service.readiness_checks,
     }
-    health = HealthServer(create_health_app(settings.service_name, checks), settings.health_host, settings.health_port)
+    app = create_health_app(settings.service_name, checks)
+    if service.http_app is not None:
+        app = service.http_app(app)
+    health = HealthServer(app, settings.health_host, settings.health_port)
     await health.start()
     log.info("health_listening", host=settings.health_host, port=health.port)
 

@@ -1,14 +1,95 @@
-"""Composition root of the gateway service: settings, adapters, subscribers, lifespan.
+"""Composition root of the gateway service: settings, adapters, subscribers, the HTTP app, lifespan.
 
-Projects outcome topics into the read model and serves REST/SSE (issue 6).
+One HTTP port serves the REST API and SSE (`/api/v1/...`), the documents (`/docs`, `/openapi.json`,
+`/asyncapi`, `/asyncapi.json`), the operator console and the health endpoints (`/healthz`, `/readyz`,
+`/metrics`). Consumes every outcome topic and the DCC topics it shows (ARCHITECTURE.md "Topics") into the
+read model; publishes nothing but the DCC's commands.
 """
 
 from __future__ import annotations
 
-from proxymage_shared.service import Service, build_service
+import datetime as dt
+from zoneinfo import ZoneInfo
 
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse
+from proxymage_shared.events import INBOUND_EVENT_TYPES, OUTCOME_EVENT_TYPES, Event
+from proxymage_shared.kafka import publish_event, subscribe
+from proxymage_shared.service import Service, build_service
+from starlette.applications import Starlette
+
+from gateway import console
+from gateway.api import ApiContext, create_api
+from gateway.asyncapi import CONSUMED_TOPICS, asyncapi_html, asyncapi_json, specification
+from gateway.audit import Auditor
+from gateway.auth import TokenVerifier
+from gateway.hub import Hub
+from gateway.live import Projector
 from gateway.settings import Settings
+from gateway.store import ReadModelStore
+from gateway.viewer import ViewerLinks
+
+EVENT_TYPES: dict[str, type[Event]] = {**INBOUND_EVENT_TYPES, **OUTCOME_EVENT_TYPES}
+
+
+def _attach(api: FastAPI, health: Starlette) -> FastAPI:
+    """The gateway's app, with the health app's routes (/healthz, /readyz, /metrics) added to it."""
+    api.router.routes.extend(health.routes)
+    return api
 
 
 def build(settings: Settings) -> Service:
-    return build_service(settings)
+    service = build_service(settings)
+    store = ReadModelStore(service.mongo_client[settings.database_name()])
+    hub = Hub(settings.sse_buffer_size, settings.sse_max_streams)
+    links = ViewerLinks(settings.viewer_url_template)
+    projector = Projector(store, hub, links)
+    for topic in CONSUMED_TOPICS:
+        subscribe(
+            service.broker,
+            settings,
+            settings.topic(topic),
+            EVENT_TYPES[topic],
+            projector.handle,
+            group_suffix=settings.consumer_group_suffix,
+        )
+
+    async def publish(topic: str, key: str, event: Event) -> None:
+        await publish_event(service.broker, settings.topic(topic), key, event)
+
+    zone = ZoneInfo(settings.timezone)
+    auditor = Auditor(store.record_audit, settings.audit_batch_size)
+    api = create_api(
+        ApiContext(
+            store=store,
+            hub=hub,
+            verifier=TokenVerifier(settings.api_tokens),
+            auditor=auditor,
+            links=links,
+            publish=publish,
+            today=lambda: dt.datetime.now(zone).date(),
+            now=lambda: dt.datetime.now(dt.UTC),
+            heartbeat_seconds=settings.sse_heartbeat_seconds,
+            page_size=settings.meetings_page_size,
+        )
+    )
+    spec = specification(settings.kafka_bootstrap_servers)
+
+    @api.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi_document() -> JSONResponse:
+        return JSONResponse(asyncapi_json(spec))
+
+    @api.get("/asyncapi", include_in_schema=False)
+    async def asyncapi_page() -> HTMLResponse:
+        return HTMLResponse(asyncapi_html(spec))
+
+    console.mount(api)
+
+    async def close_streams() -> None:
+        hub.close()
+
+    service.http_app = lambda health: _attach(api, health)
+    service.on_start.append(store.ensure_indexes)
+    service.on_stop.append(close_streams)
+    service.background.append(auditor.run)
+    return service

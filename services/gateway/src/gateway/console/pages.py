@@ -1,0 +1,292 @@
+"""Routes of the console: login/logout (the token cookie) and the HTML pages.
+
+Authentication stays the API's job: the pages themselves are public shells without data, and the script
+sends the user back to the login page when the API answers 401. The login only stores the token the user
+typed in an HttpOnly, SameSite=Strict cookie, which the API accepts like a bearer token; no script can read it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import uuid
+from pathlib import Path
+from typing import Final
+from urllib.parse import parse_qs, quote, urlsplit
+
+import jinja2
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from gateway.auth import COOKIE_NAME
+from gateway.console import labels
+
+COOKIE_MAX_AGE_SECONDS: Final = 12 * 3600  # a working day: the cookie does not outlive the meeting
+PREFIX: Final = "/console"
+HOME: Final = PREFIX + "/"
+LOGIN: Final = PREFIX + "/login"
+
+_HERE = Path(__file__).parent
+STATIC_DIR: Final = _HERE / "static"
+TEMPLATES_DIR: Final = _HERE / "templates"
+
+# The DCC's business ids (proxymage_shared.events.BusinessId): anything else cannot name a page.
+_BUSINESS_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+# What a token may contain so that it travels in a cookie unquoted (RFC 6265 cookie-octets, minus oddities).
+_TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
+_MAX_FORM_BYTES: Final = 8192
+_PREFILL_FIELDS: Final = ("meeting_id", "rcp_id", "meeting_title", "meeting_date", "centre")
+
+# Pages run only our own script and style; no framing (clickjacking), no referrer to the viewer.
+_SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",  # Origin stays on our own form posts (checked at login)
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def _static_versions() -> dict[str, str]:
+    """A content hash per static file, appended to its URL so a new release is never served from cache."""
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:12] for path in STATIC_DIR.iterdir() if path.is_file()
+    }
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    versions = _static_versions()
+
+    def static(name: str) -> str:
+        return f"{PREFIX}/static/{name}?v={versions.get(name, '0')}"
+
+    environment.globals.update(
+        static=static,
+        modality_labels=labels.MODALITY_LABELS,
+        date_filter_labels=labels.DATE_FILTER_LABELS,
+        sex_labels=labels.SEX_LABELS,
+        consent_sentence=labels.CONSENT_SENTENCE,
+        script_labels=labels.script_labels(),
+    )
+    return environment
+
+
+def is_business_id(value: str) -> bool:
+    return _BUSINESS_ID.fullmatch(value) is not None
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after login: only a console page of this site (no open redirect)."""
+    if not value:
+        return HOME
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not parts.path.startswith(HOME) or "\\" in value:
+        return HOME
+    return value
+
+
+def _same_origin(request: Request) -> bool:
+    """A form post from another site is refused (login CSRF); browsers send Origin on every POST."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        return {}
+    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items() if values}
+
+
+class _Pages:
+    def __init__(self) -> None:
+        self.environment = _environment()
+
+    def render(self, name: str, status_code: int = 200, **context: object) -> HTMLResponse:
+        context.setdefault("nav", True)
+        context.setdefault("section", "")
+        context.setdefault("rcp_id", "")
+        context.setdefault("meeting_id", "")
+        context.setdefault("enrolment_id", "")
+        html = self.environment.get_template(name).render(**context)
+        return HTMLResponse(html, status_code=status_code, headers=_SECURITY_HEADERS)
+
+    def not_found(self) -> HTMLResponse:
+        return self.render("not_found.html", status_code=404, page="not-found", title="Page introuvable")
+
+
+def _router(pages: _Pages) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/")
+    async def root() -> Response:
+        return RedirectResponse(HOME, status_code=303)
+
+    @router.get(PREFIX)
+    async def console_root() -> Response:
+        return RedirectResponse(HOME, status_code=303)
+
+    @router.get(LOGIN)
+    async def login(request: Request) -> Response:
+        params = request.query_params
+        message = "Aucune session valide (absente, expirée ou jeton refusé) : saisissez votre jeton d'accès."
+        return pages.render(
+            "login.html",
+            page="login",
+            title="Connexion",
+            nav=False,
+            next=safe_next(params.get("next")),
+            error=message if params.get("expired") else "",
+        )
+
+    @router.post(PREFIX + "/session")
+    async def open_session(request: Request) -> Response:
+        if not _same_origin(request):
+            return Response("Origine refusée", status_code=403, media_type="text/plain; charset=utf-8")
+        form = await _form(request)
+        token = form.get("token", "").strip()
+        target = safe_next(form.get("next"))
+        if _TOKEN.fullmatch(token) is None:
+            return pages.render(
+                "login.html",
+                status_code=400,
+                page="login",
+                title="Connexion",
+                nav=False,
+                next=target,
+                error="Saisissez le jeton d'accès qui vous a été remis (lettres, chiffres et . _ ~ + / = -).",
+            )
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE_NAME,
+            token,
+            max_age=COOKIE_MAX_AGE_SECONDS,
+            path="/",
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    @router.post(PREFIX + "/logout")
+    async def close_session(request: Request) -> Response:
+        if not _same_origin(request):
+            return Response("Origine refusée", status_code=403, media_type="text/plain; charset=utf-8")
+        response = RedirectResponse(LOGIN, status_code=303)
+        response.delete_cookie(
+            COOKIE_NAME, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict"
+        )
+        return response
+
+    @router.get(HOME)
+    async def home() -> Response:
+        return pages.render("home.html", page="home", title="Accueil", section="home")
+
+    @router.get(PREFIX + "/rcps/")
+    async def rcp_settings_blank() -> Response:
+        return pages.render("rcp_settings.html", page="rcp-settings", title="Paramètres imagerie", section="rcp")
+
+    @router.get(PREFIX + "/rcps/{rcp_id}")
+    async def rcp_settings(rcp_id: str) -> Response:
+        if not is_business_id(rcp_id):
+            return pages.not_found()
+        return pages.render(
+            "rcp_settings.html", page="rcp-settings", title="Paramètres imagerie", section="rcp", rcp_id=rcp_id
+        )
+
+    @router.get(PREFIX + "/meetings/")
+    async def meetings(request: Request) -> Response:
+        meeting_id = request.query_params.get("meeting_id", "").strip()
+        if meeting_id and is_business_id(meeting_id):
+            return RedirectResponse(f"{PREFIX}/meetings/{quote(meeting_id)}", status_code=303)
+        return pages.render(
+            "meetings.html", page="meetings", title="Déroulement", section="meetings", unknown=bool(meeting_id)
+        )
+
+    @router.get(PREFIX + "/meetings/new")
+    async def meeting_details_blank() -> Response:
+        return pages.render("meeting_details.html", page="meeting-details", title="Réunion", section="details")
+
+    @router.get(PREFIX + "/meetings/{meeting_id}/details")
+    async def meeting_details(meeting_id: str) -> Response:
+        if not is_business_id(meeting_id):
+            return pages.not_found()
+        return pages.render(
+            "meeting_details.html", page="meeting-details", title="Réunion", section="details", meeting_id=meeting_id
+        )
+
+    @router.get(PREFIX + "/meetings/{meeting_id}")
+    async def meeting(meeting_id: str) -> Response:
+        if not is_business_id(meeting_id):
+            return pages.not_found()
+        return pages.render(
+            "meeting.html", page="meeting", title="Déroulement", section="meetings", meeting_id=meeting_id
+        )
+
+    @router.get(PREFIX + "/meetings/{meeting_id}/patients/{enrolment_id}")
+    async def meeting_patient(meeting_id: str, enrolment_id: str) -> Response:
+        if not (is_business_id(meeting_id) and is_business_id(enrolment_id)):
+            return pages.not_found()
+        return pages.render(
+            "meeting.html",
+            page="meeting",
+            title="Déroulement",
+            section="meetings",
+            meeting_id=meeting_id,
+            enrolment_id=enrolment_id,
+        )
+
+    @router.get(PREFIX + "/enrolments/new")
+    async def new_enrolment(request: Request) -> Response:
+        prefill = {name: request.query_params.get(name, "")[:500] for name in _PREFILL_FIELDS}
+        return pages.render(
+            "enrolment_new.html",
+            page="enrolment-new",
+            title="Inscription d'un patient",
+            section="enrol",
+            prefill=prefill,
+            new_enrolment_id=f"enr-{uuid.uuid4().hex[:12]}",
+            today=dt.date.today().isoformat(),
+        )
+
+    @router.get(PREFIX + "/enrolments/")
+    async def open_enrolment(request: Request) -> Response:
+        enrolment_id = request.query_params.get("enrolment_id", "").strip()
+        if is_business_id(enrolment_id):
+            return RedirectResponse(f"{PREFIX}/enrolments/{quote(enrolment_id)}", status_code=303)
+        return RedirectResponse(HOME, status_code=303)
+
+    @router.get(PREFIX + "/enrolments/{enrolment_id}")
+    async def enrolment(enrolment_id: str) -> Response:
+        if not is_business_id(enrolment_id):
+            return pages.not_found()
+        return pages.render(
+            "enrolment.html",
+            page="enrolment",
+            title="Fiche d'inscription",
+            section="enrol",
+            enrolment_id=enrolment_id,
+        )
+
+    return router
+
+
+def mount(app: FastAPI) -> None:
+    """Adds the console to the gateway's app: `/` -> `/console/`, the pages, and `/console/static/`."""
+    app.mount(PREFIX + "/static", StaticFiles(directory=STATIC_DIR), name="console-static")
+    app.include_router(_router(_Pages()))

@@ -1,0 +1,925 @@
+/* Proxymage console: reads the gateway's JSON API, listens to its SSE streams, sends its commands.
+ *
+ * Plain JavaScript for current Chrome, Firefox, Edge and Safari 16: no build step, no library.
+ * Authentication is the HttpOnly cookie set at login (sent by fetch and EventSource on same-origin
+ * requests); this script never sees the token. A 401 sends the user back to the login page.
+ * Every value from the API is written with textContent (never innerHTML): data stays inert.
+ */
+(function () {
+  'use strict';
+
+  const LABELS = JSON.parse(document.getElementById('console-labels').textContent);
+  const BODY = document.body;
+  const API = '/api/v1';
+  // Event names of the gateway's SSE streams (one per kind of change); any of them means "reload".
+  const SSE_EVENTS = [
+    'message', 'enrolment', 'meeting', 'identity', 'catalogue', 'selection', 'removal', 'study-status',
+    'expertise', 'experts', 'rcp-settings', 'resync', 'update', 'change',
+  ];
+
+  // ---------------------------------------------------------------------------------------------------
+  // Small helpers
+
+  function h(tag, attrs) {
+    const node = document.createElement(tag);
+    if (attrs) {
+      Object.keys(attrs).forEach(function (name) {
+        const value = attrs[name];
+        if (value === null || value === undefined || value === false) return;
+        if (name === 'class') node.className = value;
+        else if (name === 'text') node.textContent = String(value);
+        else if (name.slice(0, 2) === 'on') node.addEventListener(name.slice(2), value);
+        else node.setAttribute(name, value === true ? '' : String(value));
+      });
+    }
+    for (let index = 2; index < arguments.length; index += 1) append(node, arguments[index]);
+    return node;
+  }
+
+  function append(node, child) {
+    if (child === null || child === undefined || child === false) return;
+    if (Array.isArray(child)) child.forEach(function (item) { append(node, item); });
+    else node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+
+  function byId(id) { return document.getElementById(id); }
+
+  function frDate(iso) {
+    if (typeof iso !== 'string') return '';
+    const match = /^(\d{4})-(\d{2})-(\d{2})/.exec(iso);
+    return match ? match[3] + '/' + match[2] + '/' + match[1] : iso;
+  }
+
+  function frDateTime(iso) {
+    const moment = new Date(iso);
+    if (Number.isNaN(moment.getTime())) return '';
+    return moment.toLocaleString('fr-FR', { dateStyle: 'short', timeStyle: 'short' });
+  }
+
+  function frTime(iso) {
+    const moment = new Date(iso);
+    if (Number.isNaN(moment.getTime())) return '';
+    return moment.toLocaleTimeString('fr-FR', { hour: '2-digit', minute: '2-digit' });
+  }
+
+  function plural(count, singular, pluralForm) { return count + ' ' + (count > 1 ? pluralForm : singular); }
+
+  // Only web addresses become links: a `javascript:` URL from a misconfigured template never runs.
+  function safeUrl(value) {
+    if (typeof value !== 'string' || value === '') return null;
+    try {
+      const url = new URL(value, location.href);
+      return url.protocol === 'http:' || url.protocol === 'https:' ? url.href : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function path() {
+    return '/' + Array.prototype.map.call(arguments, function (part) { return encodeURIComponent(part); }).join('/');
+  }
+
+  function showAlert(message) {
+    const box = byId('alerte');
+    box.textContent = message;
+    box.hidden = !message;
+  }
+
+  function setStatus(message, kind) {
+    const status = byId('form-status');
+    if (!status) return;
+    status.textContent = message;
+    status.className = 'status' + (kind ? ' status-' + kind : '');
+  }
+
+  // Runs `task` once now, and once more after it if it was asked again meanwhile (never two at a time).
+  function serialised(task) {
+    let running = false;
+    let again = false;
+    let timer = null;
+    async function run() {
+      if (running) { again = true; return; }
+      running = true;
+      try {
+        do { again = false; await task(); } while (again);
+      } catch (error) {
+        reportError(error);
+      } finally {
+        running = false;
+      }
+    }
+    return function soon() {
+      if (timer !== null) return;
+      timer = setTimeout(function () { timer = null; run(); }, 80);
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // API
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  function toLogin() {
+    const next = location.pathname + location.search;
+    location.assign('/console/login?expired=1&next=' + encodeURIComponent(next));
+  }
+
+  function describeError(status, data) {
+    let detail = data && (data.message || data.detail || data.error);
+    if (Array.isArray(detail)) {
+      detail = detail.map(function (item) {
+        const where = Array.isArray(item.loc) ? item.loc.slice(1).join('.') : '';
+        return (where ? where + ' : ' : '') + (item.msg || '');
+      }).join(' ; ');
+    }
+    detail = typeof detail === 'string' ? detail : '';
+    if (status === 403) return 'Votre jeton ne permet pas cette action (accès en lecture seule).';
+    if (status === 404) return 'Introuvable : cet identifiant est inconnu de Proxymage.';
+    if (status === 422 || status === 400) return 'Saisie refusée : ' + (detail || 'vérifiez les champs.');
+    return 'La passerelle Proxymage a répondu une erreur (' + status + ')' + (detail ? ' : ' + detail : '.');
+  }
+
+  async function api(method, url, payload) {
+    const init = { method: method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (payload !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(payload);
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (error) {
+      throw new ApiError(0, 'La passerelle Proxymage ne répond pas : vérifiez la connexion puis réessayez.');
+    }
+    if (response.status === 401) {
+      toLogin();
+      throw new ApiError(401, 'Session expirée.');
+    }
+    const text = await response.text();
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch (error) { data = null; }
+    }
+    if (!response.ok) throw new ApiError(response.status, describeError(response.status, data));
+    return data;
+  }
+
+  function reportError(error) {
+    if (error instanceof ApiError && error.status === 401) return;
+    showAlert(error && error.message ? error.message : String(error));
+  }
+
+  // Reloads on every event of the stream, and when it (re)connects; reconnects with backoff if the
+  // browser gives up (e.g. the gateway restarted), reloading then too so that a 401 reaches the login.
+  function live(url, reload) {
+    let source = null;
+    let delay = 1000;
+    function connect() {
+      source = new EventSource(url);
+      source.addEventListener('open', function () { delay = 1000; reload(); });
+      SSE_EVENTS.forEach(function (name) { source.addEventListener(name, reload); });
+      source.addEventListener('error', function () {
+        if (source.readyState !== EventSource.CLOSED) return;
+        reload();
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 15000);
+      });
+    }
+    connect();
+    window.addEventListener('pagehide', function () { if (source) source.close(); });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Filters (§4.1): the same fields on the RCP page and in the Imaging tab's "Filtres" panel
+
+  function filterInputs(prefix) {
+    return {
+      modalities: Array.prototype.slice.call(document.querySelectorAll('input[id^="' + prefix + '-modality-"]')),
+      kinds: Array.prototype.slice.call(document.querySelectorAll('input[name="' + prefix + '-date-kind"]')),
+      from: byId(prefix + '-date-from'),
+      to: byId(prefix + '-date-to'),
+      months: byId(prefix + '-months'),
+    };
+  }
+
+  function invalid(input, message) {
+    input.setCustomValidity(message);
+    input.reportValidity();
+    input.addEventListener('input', function clear() {
+      input.setCustomValidity('');
+      input.removeEventListener('input', clear);
+    });
+    return null;
+  }
+
+  // The filters as CONTRACT.md spells them, or null (with the field's message shown) when incomplete.
+  function readFilters(prefix) {
+    const inputs = filterInputs(prefix);
+    const modalities = inputs.modalities.filter(function (box) { return box.checked; })
+      .map(function (box) { return box.value; });
+    const chosen = inputs.kinds.filter(function (radio) { return radio.checked; })[0];
+    const kind = chosen ? chosen.value : 'none';
+    if (kind === 'between') {
+      if (!inputs.from.value) return invalid(inputs.from, 'Indiquez la première date.');
+      if (!inputs.to.value) return invalid(inputs.to, 'Indiquez la dernière date.');
+      if (inputs.from.value > inputs.to.value) return invalid(inputs.to, 'La dernière date précède la première.');
+      return { modalities: modalities, date_filter: { kind: 'between', from: inputs.from.value, to: inputs.to.value } };
+    }
+    if (kind === 'within_months') {
+      const months = Number(inputs.months.value);
+      if (!Number.isInteger(months) || months < 1 || months > 1200) {
+        return invalid(inputs.months, 'Indiquez un nombre de mois entre 1 et 1200.');
+      }
+      return { modalities: modalities, date_filter: { kind: 'within_months', months: months } };
+    }
+    return { modalities: modalities, date_filter: { kind: 'none' } };
+  }
+
+  function writeFilters(prefix, filters) {
+    if (!filters) return;
+    const inputs = filterInputs(prefix);
+    const wanted = filters.modalities || [];
+    inputs.modalities.forEach(function (box) { box.checked = wanted.indexOf(box.value) >= 0; });
+    const dateFilter = filters.date_filter || { kind: 'none' };
+    inputs.kinds.forEach(function (radio) { radio.checked = radio.value === dateFilter.kind; });
+    inputs.from.value = dateFilter.from || '';
+    inputs.to.value = dateFilter.to || '';
+    inputs.months.value = dateFilter.months ? String(dateFilter.months) : '';
+  }
+
+  function describeFilters(filters) {
+    if (!filters) return 'Tous les examens (aucun filtre).';
+    const modalities = filters.modalities && filters.modalities.length
+      ? 'modalités ' + filters.modalities.join(', ')
+      : 'toutes les modalités';
+    const dateFilter = filters.date_filter || { kind: 'none' };
+    let dates = 'sans filtre de date';
+    if (dateFilter.kind === 'between') dates = 'examens du ' + frDate(dateFilter.from) + ' au ' + frDate(dateFilter.to);
+    if (dateFilter.kind === 'within_months') dates = 'examens de moins de ' + dateFilter.months + ' mois';
+    return 'Filtres appliqués : ' + modalities + ' ; ' + dates + '. Les examens sélectionnés restent toujours listés.';
+  }
+
+  // Query parameters overriding the RCP's defaults (CONTRACT.md "Gateway REST").
+  function filterQuery(filters) {
+    const query = new URLSearchParams();
+    if (filters === 'all') {
+      query.set('all', 'true');
+      return query;
+    }
+    if (!filters) return query;
+    if (filters.modalities.length) query.set('modalities', filters.modalities.join(','));
+    else query.set('modalities', '');
+    const dateFilter = filters.date_filter;
+    if (dateFilter.kind === 'between') {
+      query.set('date_from', dateFilter.from);
+      query.set('date_to', dateFilter.to);
+    } else if (dateFilter.kind === 'within_months') {
+      query.set('within_months', String(dateFilter.months));
+    } else if (filters.modalities.length) {
+      // No query parameter says "no date filter" while keeping a modality filter: a range covering every
+      // dated study stands in for it (undated studies are then hidden, unless selected).
+      query.set('date_from', '1900-01-01');
+      query.set('date_to', '9999-12-31');
+    }
+    if (!filters.modalities.length && dateFilter.kind === 'none') return filterQuery('all');
+    return query;
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Identity outcome (§2): matched, no consent, or not found with what to check in the DCC
+
+  function renderIdentity(box, identity, note, catalogue) {
+    const status = identity && identity.status ? identity.status : 'pending';
+    box.className = 'identity identity-' + status;
+    box.replaceChildren();
+    let title = LABELS.identity[status] || status;
+    if (status === 'matched' && typeof identity.pacs_patients === 'number') {
+      title += ' (' + plural(identity.pacs_patients, 'dossier PACS', 'dossiers PACS') + ')';
+    }
+    append(box, h('p', { class: 'identity-title' }, h('strong', { text: title })));
+    const detail = note || LABELS.identity_detail[status];
+    if (detail) append(box, h('p', { text: detail }));
+    if (identity && identity.reason && status === 'error') append(box, h('p', { class: 'reason', text: identity.reason }));
+    if (status === 'matched' && catalogue && catalogue.status === 'pending') {
+      append(box, h('p', { text: 'Recherche des examens du patient dans MIRC en cours…' }));
+    }
+    if (status === 'matched' && catalogue && catalogue.status === 'error') {
+      append(box, h('p', { class: 'reason', text: 'La liste des examens n\'a pas pu être obtenue de MIRC'
+        + (catalogue.reason ? ' : ' + catalogue.reason : '.') + ' Utiliser « Rafraîchir » plus tard.' }));
+    }
+    const misses = identity && Array.isArray(identity.near_misses) ? identity.near_misses : [];
+    if (status === 'unmatched' && misses.length) {
+      append(box, h('p', { text: 'Pistes à vérifier dans le DCC (un patient de MIRC diffère sur un seul trait) :' }));
+      append(box, h('ul', { class: 'hints' }, misses.map(function (miss) {
+        return h('li', { text: LABELS.hints[miss.trait + '/' + miss.kind] || LABELS.hint_fallback });
+      })));
+    }
+  }
+
+  function retrievalOf(study) { return study.retrieval || { status: 'not_requested' }; }
+
+  function stateText(study) {
+    if (!study.selected) return '';
+    return LABELS.retrieval[retrievalOf(study).status] || retrievalOf(study).status;
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // The Imaging tab of an enrolment (§5, §6): studies after filters, check boxes, expertise, Validate
+
+  function selectionTab(enrolmentId) {
+    const table = byId('studies');
+    const rows = table.querySelector('tbody');
+    const expertise = byId('expertise');
+    const panel = byId('filters-panel');
+    const toggle = byId('btn-filters');
+    const tab = {
+      enrolmentId: enrolmentId,
+      data: null,
+      picked: null, // the user's ticks (null until the first load or tick)
+      expertiseTouched: false,
+      overrides: null, // null: the RCP's filters; 'all'; or filters read from the panel
+      onLoaded: null,
+    };
+
+    tab.reload = serialised(async function () {
+      if (!tab.enrolmentId) return;
+      const query = filterQuery(tab.overrides).toString();
+      let data;
+      try {
+        data = await api('GET', API + path('enrolments', tab.enrolmentId) + (query ? '?' + query : ''));
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) {
+          renderIdentity(byId('identity'), null, 'Inscription en cours d\'enregistrement par Proxymage…');
+          return;
+        }
+        throw error;
+      }
+      showAlert('');
+      tab.data = data;
+      render();
+      if (tab.onLoaded) tab.onLoaded(data);
+    });
+
+    function selectedOnServer() {
+      return (tab.data.studies || []).filter(function (study) { return study.selected; })
+        .map(function (study) { return study.study_instance_uid; });
+    }
+
+    function render() {
+      const data = tab.data;
+      renderIdentity(byId('identity'), data.identity, null, data.catalogue);
+      if (tab.picked === null) tab.picked = new Set(selectedOnServer());
+      if (!tab.expertiseTouched) expertise.checked = Boolean(data.expertise && data.expertise.requested);
+      byId('filters-summary').textContent = tab.overrides === 'all'
+        ? describeFilters(null)
+        : describeFilters(tab.overrides || data.filters);
+      if (panel.hidden) writeFilters('f', tab.overrides && tab.overrides !== 'all' ? tab.overrides : data.filters);
+      const studies = data.studies || [];
+      rows.replaceChildren();
+      studies.forEach(function (study) {
+        const uid = study.study_instance_uid;
+        const when = frDate(study.date);
+        const box = h('input', {
+          type: 'checkbox',
+          value: uid,
+          'aria-label': 'Sélectionner l\'examen ' + (study.description || 'sans description') + (when ? ' du ' + when : ''),
+          onchange: function (event) {
+            if (event.target.checked) tab.picked.add(uid); else tab.picked.delete(uid);
+          },
+        });
+        box.checked = tab.picked.has(uid);
+        rows.append(h('tr', { 'data-uid': uid, class: study.selected ? 'selected' : null },
+          h('td', null, box),
+          h('td', { text: study.description || '' }),
+          h('td', { text: study.pacs || '' }),
+          h('td', { text: when }),
+          h('td', { text: (study.modalities || []).join('/') }),
+          h('td', { class: 'number', text: study.images === null || study.images === undefined ? '' : study.images }),
+          h('td', { class: 'number', text: study.series === null || study.series === undefined ? '' : study.series }),
+          h('td', { class: 'state', text: stateText(study) })));
+      });
+      byId('studies-empty').hidden = studies.length > 0;
+      table.hidden = studies.length === 0;
+    }
+
+    expertise.addEventListener('change', function () { tab.expertiseTouched = true; });
+
+    toggle.addEventListener('click', function () {
+      const open = panel.hidden;
+      panel.hidden = !open;
+      toggle.setAttribute('aria-expanded', String(open));
+      if (open) {
+        const first = panel.querySelector('input');
+        if (first) first.focus();
+      }
+    });
+
+    function closePanel() {
+      panel.hidden = true;
+      toggle.setAttribute('aria-expanded', 'false');
+      toggle.focus();
+    }
+
+    byId('filters-ok').addEventListener('click', function () {
+      const filters = readFilters('f');
+      if (!filters) return;
+      tab.overrides = filters;
+      closePanel();
+      tab.reload();
+    });
+    byId('filters-rcp').addEventListener('click', function () {
+      tab.overrides = null;
+      closePanel();
+      tab.reload();
+    });
+    byId('filters-all').addEventListener('click', function () {
+      tab.overrides = 'all';
+      closePanel();
+      tab.reload();
+    });
+
+    tab.selection = function () {
+      return {
+        study_instance_uids: Array.from(tab.picked || []),
+        expertise_requested: expertise.checked,
+      };
+    };
+
+    tab.listen = function (id) {
+      tab.enrolmentId = id;
+      live(API + path('enrolments', id, 'events'), tab.reload);
+      tab.reload();
+    };
+    return tab;
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Pages
+
+  const pages = {};
+
+  pages['rcp-settings'] = function () {
+    const form = byId('rcp-form');
+    const rcpId = BODY.dataset.rcpId;
+    if (rcpId) {
+      // Pre-fills the form when the gateway offers the RCP's current settings (not in the v1 contract).
+      api('GET', API + path('rcps', rcpId)).then(function (rcp) {
+        const settings = rcp && (rcp.settings || rcp);
+        if (!settings) return;
+        if (settings.title) byId('title').value = settings.title;
+        if (settings.centre) byId('centre').value = settings.centre;
+        if (settings.imaging) writeFilters('rcp', settings.imaging);
+      }).catch(function () { /* a new RCP: nothing to pre-fill */ });
+    }
+    form.addEventListener('submit', async function (event) {
+      event.preventDefault();
+      if (!form.reportValidity()) return;
+      const imaging = readFilters('rcp');
+      if (!imaging) return;
+      const id = byId('rcp_id').value.trim();
+      const payload = { rcp_id: id, title: byId('title').value.trim(), centre: byId('centre').value.trim(), imaging: imaging };
+      setStatus('Enregistrement…');
+      try {
+        await api('PUT', API + path('rcps', id, 'imaging-settings'), payload);
+        setStatus('Paramètres imagerie enregistrés pour la RCP « ' + payload.title + ' ». '
+          + 'Ils seront appliqués par défaut lors de l\'inscription d\'un dossier.', 'ok');
+        showAlert('');
+      } catch (error) {
+        setStatus('');
+        reportError(error);
+      }
+    });
+  };
+
+  function expertOf(role) {
+    const name = byId(role + '-name');
+    const email = byId(role + '-email');
+    name.setCustomValidity('');
+    email.setCustomValidity('');
+    const nameValue = name.value.trim();
+    const emailValue = email.value.trim();
+    if (!nameValue && !emailValue) return { value: null };
+    if (!nameValue) return { error: invalid(name, 'Indiquez le nom du médecin, ou videz aussi son adresse.') };
+    if (!emailValue) return { error: invalid(email, 'Indiquez l\'adresse de messagerie sécurisée du médecin.') };
+    return { value: { name: nameValue, email: emailValue } };
+  }
+
+  function writeExpert(role, expert) {
+    byId(role + '-name').value = expert ? expert.name || '' : '';
+    byId(role + '-email').value = expert ? expert.email || '' : '';
+  }
+
+  function prefillQuery(meeting) {
+    const query = new URLSearchParams();
+    query.set('meeting_id', meeting.meeting_id);
+    query.set('rcp_id', meeting.rcp_id || '');
+    query.set('meeting_title', meeting.title || '');
+    query.set('meeting_date', meeting.date || '');
+    query.set('centre', meeting.centre || '');
+    return query.toString();
+  }
+
+  pages['meeting-details'] = function () {
+    const form = byId('meeting-form');
+    const meetingId = BODY.dataset.meetingId;
+    if (meetingId) {
+      // Pre-fills from what the gateway knows of the meeting, when it offers it.
+      api('GET', API + path('meetings', meetingId)).then(function (meeting) {
+        const details = meeting && (meeting.experts || meeting);
+        if (!details) return;
+        ['rcp_id', 'title', 'date', 'centre'].forEach(function (field) {
+          if (details[field]) byId(field).value = details[field];
+        });
+        if ('on_call_radiologist' in details) writeExpert('radiologist', details.on_call_radiologist);
+        if ('on_call_nuclear_physician' in details) writeExpert('nuclear', details.on_call_nuclear_physician);
+      }).catch(function () { /* unknown meeting: a blank form */ });
+    }
+    form.addEventListener('submit', async function (event) {
+      event.preventDefault();
+      if (!form.reportValidity()) return;
+      const radiologist = expertOf('radiologist');
+      if (radiologist.error === null) return;
+      const nuclear = expertOf('nuclear');
+      if (nuclear.error === null) return;
+      if (!form.reportValidity()) return;
+      const id = byId('meeting_id').value.trim();
+      const payload = {
+        meeting_id: id,
+        rcp_id: byId('rcp_id').value.trim(),
+        title: byId('title').value.trim(),
+        date: byId('date').value,
+        centre: byId('centre').value.trim(),
+        on_call_radiologist: radiologist.value,
+        on_call_nuclear_physician: nuclear.value,
+      };
+      setStatus('Enregistrement…');
+      try {
+        await api('PUT', API + path('meetings', id, 'experts'), payload);
+        setStatus('Experts d\'astreinte enregistrés pour la réunion du ' + frDate(payload.date) + '.', 'ok');
+        showAlert('');
+        byId('link-enrol').href = '/console/enrolments/new?' + prefillQuery(payload);
+        byId('link-meeting').href = '/console/meetings/' + encodeURIComponent(id);
+        byId('meeting-links').hidden = false;
+      } catch (error) {
+        setStatus('');
+        reportError(error);
+      }
+    });
+  };
+
+  pages['enrolment-new'] = function () {
+    const form = byId('enrolment-form');
+    const consent = byId('consent');
+    const imaging = byId('imagerie');
+    const tab = selectionTab(null);
+    let posted = null; // the enrolment payload last published (JSON), to re-publish a corrected identity
+    let listening = null;
+
+    function value(id) { return byId(id).value.trim(); }
+
+    function payload() {
+      return {
+        enrolment_id: value('enrolment_id'),
+        meeting_id: value('meeting_id'),
+        rcp_id: value('rcp_id'),
+        meeting_title: value('meeting_title'),
+        meeting_date: byId('meeting_date').value,
+        centre: value('centre'),
+        patient: {
+          birth_name: value('birth_name'),
+          used_name: value('used_name') || null,
+          first_name: value('first_name'),
+          birth_date: byId('birth_date').value,
+          sex: byId('sex').value,
+        },
+        consent: consent.checked,
+        requested_by: { name: value('requested_by') },
+      };
+    }
+
+    // Publishes the enrolment unless the same one already was; true when the gateway accepted it.
+    async function ensureEnrolled() {
+      const current = payload();
+      const text = JSON.stringify(current);
+      if (text === posted) return true;
+      await api('POST', API + '/enrolments', current);
+      posted = text;
+      byId('enrolment_id').readOnly = true;
+      if (current.consent && listening !== current.enrolment_id) {
+        listening = current.enrolment_id;
+        tab.listen(current.enrolment_id);
+      }
+      return true;
+    }
+
+    async function consentChanged() {
+      imaging.hidden = !consent.checked;
+      if (!consent.checked) return;
+      if (!form.checkValidity()) {
+        renderIdentity(byId('identity'), { status: 'pending' },
+          'Complétez l\'identité du patient et la réunion, puis cliquez sur « Rafraîchir » pour rechercher ses examens.');
+        form.reportValidity();
+        return;
+      }
+      renderIdentity(byId('identity'), { status: 'pending' });
+      try {
+        await ensureEnrolled();
+      } catch (error) {
+        reportError(error);
+      }
+    }
+
+    consent.addEventListener('change', consentChanged);
+
+    byId('btn-refresh').addEventListener('click', async function () {
+      if (!form.reportValidity()) return;
+      try {
+        const before = posted;
+        await ensureEnrolled();
+        if (before === posted) {
+          await api('POST', API + path('enrolments', value('enrolment_id'), 'refresh'));
+          setStatus('Nouvelle recherche des examens demandée.', 'ok');
+        } else {
+          setStatus('Identité transmise : recherche des examens en cours.', 'ok');
+        }
+        tab.reload();
+      } catch (error) {
+        reportError(error);
+      }
+    });
+
+    form.addEventListener('submit', async function (event) {
+      event.preventDefault();
+      if (!form.reportValidity()) return;
+      setStatus('Enregistrement de l\'inscription…');
+      try {
+        await ensureEnrolled();
+        const data = payload();
+        if (data.consent) {
+          await api('PUT', API + path('enrolments', data.enrolment_id, 'selection'), tab.selection());
+        }
+        setStatus('Inscription validée.', 'ok');
+        location.assign('/console/meetings/' + encodeURIComponent(data.meeting_id)
+          + '/patients/' + encodeURIComponent(data.enrolment_id));
+      } catch (error) {
+        setStatus('');
+        reportError(error);
+      }
+    });
+  };
+
+  pages.enrolment = function () {
+    const form = byId('selection-form');
+    const enrolmentId = BODY.dataset.enrolmentId;
+    const tab = selectionTab(enrolmentId);
+    tab.onLoaded = function (data) {
+      if (!data.meeting_id) return;
+      byId('link-meeting').href = '/console/meetings/' + encodeURIComponent(data.meeting_id)
+        + '/patients/' + encodeURIComponent(enrolmentId);
+      const meeting = data.meeting || {};
+      byId('enrolment-meeting').textContent = (data.patient ? patientName(data) + ' — ' : '')
+        + (meeting.title || 'Réunion ' + data.meeting_id) + (meeting.date ? ' du ' + frDate(meeting.date) : '');
+    };
+    tab.listen(enrolmentId);
+    byId('btn-refresh').addEventListener('click', async function () {
+      try {
+        await api('POST', API + path('enrolments', enrolmentId, 'refresh'));
+        setStatus('Nouvelle recherche des examens demandée.', 'ok');
+      } catch (error) {
+        reportError(error);
+      }
+    });
+    form.addEventListener('submit', async function (event) {
+      event.preventDefault();
+      setStatus('Enregistrement de la sélection…');
+      try {
+        await api('PUT', API + path('enrolments', enrolmentId, 'selection'), tab.selection());
+        setStatus('Sélection enregistrée : les examens sont récupérés pour la réunion.', 'ok');
+        showAlert('');
+      } catch (error) {
+        setStatus('');
+        reportError(error);
+      }
+    });
+  };
+
+  // ---------------------------------------------------------------------------------------------------
+  // Déroulement (§7): a meeting's patients, and one patient's selected studies with their state
+
+  function patientName(entry) {
+    const patient = entry.patient;
+    if (patient && (patient.birth_name || patient.first_name)) {
+      const birth = (patient.birth_name || '').toUpperCase();
+      const family = patient.used_name ? patient.used_name.toUpperCase() + ' (' + birth + ')' : birth;
+      return family + ' ' + (patient.first_name || '');
+    }
+    return entry.enrolment_id;
+  }
+
+  function summaryText(entry) {
+    const parts = [];
+    const identity = entry.identity_status || (entry.identity && entry.identity.status);
+    if (identity) parts.push(LABELS.identity[identity] || identity);
+    const states = entry.studies && typeof entry.studies === 'object' ? entry.studies : null;
+    if (states && states.selected) {
+      const available = (states.by_status && states.by_status.available) || 0;
+      parts.push(available + '/' + plural(states.selected, 'examen disponible', 'examens disponibles'));
+    }
+    return parts.join(' — ');
+  }
+
+  function trashIcon() {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('width', '18');
+    svg.setAttribute('height', '18');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('focusable', 'false');
+    const shape = document.createElementNS(ns, 'path');
+    shape.setAttribute('d', 'M9 3h6l1 2h4v2H4V5h4l1-2zm-3 6h12l-1 12H7L6 9zm4 2v8h2v-8h-2zm4 0v8h2v-8h-2z');
+    shape.setAttribute('fill', 'currentColor');
+    svg.append(shape);
+    return svg;
+  }
+
+  function studyCard(study, onRemove) {
+    const retrieval = retrievalOf(study);
+    const status = retrieval.status;
+    const label = (study.description || 'Examen sans description') + (study.date ? ' du ' + frDate(study.date) : '');
+    const state = h('div', { class: 'study-state' });
+    const viewer = safeUrl(retrieval.viewer_url);
+    if (status === 'available' && viewer) {
+      append(state, h('a', {
+        class: 'viewer-link', href: viewer, target: '_blank', rel: 'noopener noreferrer',
+        'aria-label': 'Visuel disponible : ouvrir ' + label + ' dans la visionneuse (nouvel onglet)',
+      }, 'Visuel disponible'));
+    } else {
+      append(state, h('p', { class: 'state-label', text: LABELS.retrieval[status] || status }));
+      const planned = status === 'not_yet_available' && retrieval.next_attempt_at;
+      if (LABELS.retrieval_detail[status] && !planned) {
+        append(state, h('p', { class: 'hint', text: LABELS.retrieval_detail[status] }));
+      }
+      if (retrieval.reason) append(state, h('p', { class: 'reason', text: retrieval.reason }));
+      const progress = retrieval.progress;
+      if (status === 'retrieving' && progress && progress.total > 0) {
+        const done = Math.min(progress.done, progress.total);
+        append(state, h('div', { class: 'progress' },
+          h('progress', { max: progress.total, value: done, 'aria-label': 'Progression de la récupération' }),
+          h('span', { text: done + ' / ' + plural(progress.total, 'image', 'images') })));
+      }
+      if (planned) {
+        append(state, h('p', { class: 'hint', text: 'Prochaine tentative automatique vers ' + frTime(retrieval.next_attempt_at) + '.' }));
+      }
+    }
+    return h('li', { class: 'study state-' + status, 'data-uid': study.study_instance_uid },
+      h('div', { class: 'study-head' },
+        h('span', { class: 'date', text: frDate(study.date) }),
+        h('span', { class: 'modalities', text: (study.modalities || []).join('/') }),
+        h('span', { class: 'description', text: study.description || '' }),
+        h('span', { class: 'pacs', text: study.pacs || '' })),
+      state,
+      h('button', {
+        type: 'button', class: 'trash', title: 'Retirer cet examen',
+        'aria-label': 'Retirer l\'examen ' + label,
+        onclick: function (event) { onRemove(study, label, event.currentTarget); },
+      }, trashIcon()));
+  }
+
+  pages.meeting = function () {
+    const meetingId = BODY.dataset.meetingId;
+    const enrolmentId = BODY.dataset.enrolmentId;
+    const list = byId('patients');
+
+    const reloadPatients = serialised(async function () {
+      let data;
+      try {
+        data = await api('GET', API + path('meetings', meetingId, 'enrolments'));
+      } catch (error) {
+        if (!(error instanceof ApiError && error.status === 404)) throw error;
+        data = { enrolments: [] }; // not known yet: the list fills in as the DCC's events arrive
+      }
+      const entries = Array.isArray(data) ? data : (data && (data.enrolments || data.patients)) || [];
+      const meeting = data && !Array.isArray(data) ? data : null;
+      if (meeting && meeting.title) {
+        byId('meeting-title').textContent = meeting.title + (meeting.date ? ' du ' + frDate(meeting.date) : '');
+      }
+      list.replaceChildren();
+      entries.forEach(function (entry) {
+        const href = '/console/meetings/' + encodeURIComponent(meetingId) + '/patients/' + encodeURIComponent(entry.enrolment_id);
+        list.append(h('li', null,
+          h('a', { href: href, 'aria-current': entry.enrolment_id === enrolmentId ? 'page' : null },
+            h('span', { class: 'patient-name', text: patientName(entry) }),
+            h('span', { class: 'patient-summary', text: summaryText(entry) }))));
+      });
+      byId('patients-empty').hidden = entries.length > 0;
+    });
+
+    live(API + path('meetings', meetingId, 'events'), reloadPatients);
+    reloadPatients();
+    if (!enrolmentId) return;
+
+    const removing = new Set();
+    const lastStatus = new Map();
+    async function remove(study, label, button) {
+      if (!window.confirm('Retirer l\'examen « ' + label + ' » de la liste de la réunion ?')) return;
+      button.disabled = true;
+      removing.add(study.study_instance_uid);
+      try {
+        await api('DELETE', API + path('enrolments', enrolmentId, 'studies', study.study_instance_uid));
+        showAlert('');
+      } catch (error) {
+        removing.delete(study.study_instance_uid);
+        button.disabled = false;
+        reportError(error);
+      }
+    }
+
+    const reloadPatient = serialised(async function () {
+      let data;
+      try {
+        data = await api('GET', API + path('enrolments', enrolmentId));
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) {
+          renderIdentity(byId('identity'), null, 'Inscription en cours d\'enregistrement par Proxymage…');
+          return;
+        }
+        throw error;
+      }
+      renderIdentity(byId('identity'), data.identity, null, data.catalogue);
+      byId('patient-name').textContent = data.patient ? patientName(data) : '';
+      const expertise = data.expertise || {};
+      const notes = (expertise.notifications || []).map(function (note) {
+        return (LABELS.roles[note.role] || 'Expert') + ' : ' + (LABELS.notifications[note.status] || note.status)
+          + (note.at ? ' le ' + frDateTime(note.at) : '');
+      });
+      byId('expertise-summary').textContent = expertise.requested
+        ? 'Demande d\'expertise' + (notes.length ? ' — ' + notes.join(' ; ') : ' en cours d\'envoi.')
+        : '';
+      const shown = (data.studies || []).filter(function (study) {
+        return study.selected && retrievalOf(study).status !== 'removed';
+      });
+      const loaded = byId('loaded-studies');
+      // Screen readers hear what changed (a study became viewable), not the whole list again.
+      const news = shown.filter(function (study) {
+        const status = retrievalOf(study).status;
+        const before = lastStatus.get(study.study_instance_uid);
+        lastStatus.set(study.study_instance_uid, status);
+        return before !== undefined && before !== status && status === 'available';
+      });
+      if (news.length) {
+        byId('announcer').textContent = news.map(function (study) {
+          return 'Visuel disponible : ' + (study.description || 'examen') + (study.date ? ' du ' + frDate(study.date) : '');
+        }).join(' ; ');
+      }
+      loaded.replaceChildren();
+      shown.forEach(function (study) {
+        const card = studyCard(study, remove);
+        if (removing.has(study.study_instance_uid)) {
+          card.querySelector('button.trash').disabled = true;
+          append(card.querySelector('.study-state'), h('p', { class: 'hint', text: 'Retrait en cours…' }));
+        }
+        loaded.append(card);
+      });
+      byId('loaded-empty').hidden = shown.length > 0;
+      showAlert('');
+    });
+
+    byId('btn-refresh').addEventListener('click', async function () {
+      try {
+        await api('POST', API + path('enrolments', enrolmentId, 'refresh'));
+        reloadPatient();
+      } catch (error) {
+        reportError(error);
+      }
+    });
+    live(API + path('enrolments', enrolmentId, 'events'), reloadPatient);
+    reloadPatient();
+  };
+
+  function knownMeetings() {
+    const box = byId('known-meetings');
+    if (!box) return;
+    // Lists the meetings the gateway knows, when it offers such a list (not in the v1 contract).
+    api('GET', API + '/meetings').then(function (data) {
+      const meetings = Array.isArray(data) ? data : (data && data.meetings) || [];
+      if (!meetings.length) return;
+      box.replaceChildren(h('h2', { text: 'Réunions connues de Proxymage' }), h('ul', { class: 'meeting-list' },
+        meetings.map(function (meeting) {
+          const title = (meeting.title || meeting.meeting_id) + (meeting.date ? ' du ' + frDate(meeting.date) : '');
+          return h('li', null, h('a', { href: '/console/meetings/' + encodeURIComponent(meeting.meeting_id), text: title }));
+        })));
+    }).catch(function () { /* no list: the id field is enough */ });
+  }
+
+  pages.home = knownMeetings;
+  pages.meetings = knownMeetings;
+
+  const start = pages[BODY.dataset.page];
+  if (start) start();
+}());

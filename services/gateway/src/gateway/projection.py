@@ -1,0 +1,201 @@
+"""The read model's projection, pure: every consumed event becomes one `Patch` of one document.
+
+A patch sets one part of one document (e.g. `identity`, or `retrieval.<study>` of an enrolment) together
+with an `order` key, and applies only if the stored part's `order` is lower. Order keys:
+
+| part                                                        | order key                          |
+|-------------------------------------------------------------|------------------------------------|
+| enrolment, identity, catalogue, selection, removals.<study> | `occurred_at`, then `event_id`     |
+| meeting details, RCP settings                               | `occurred_at`, then `event_id`     |
+| retrieval.<study>, notifications.<role>                     | the job's `version`, then the same |
+
+So each part only moves forward, and the final document is the same whatever the order of delivery or the
+number of replays (the property tests check it). The store runs each patch as one conditional upsert; the
+in-memory `apply_patch` below is its exact counterpart (used by the tests and to describe the semantics).
+
+Documents hold JSON values only (strings for dates), so the in-memory and stored forms are the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from proxymage_shared.events import (
+    Event,
+    ExpertiseNotification,
+    IdentityResolved,
+    ImagingCatalogued,
+    MeetingExperts,
+    PatientEnrolled,
+    RcpSettings,
+    StudiesSelected,
+    StudyRemoved,
+    StudyStatusChanged,
+)
+
+Json = Any  # a JSON value (dict/list/str/int/float/bool/None), as stored in MongoDB
+Collection = Literal["enrolments", "meetings", "rcps"]
+ENROLMENTS: Final = "enrolments"
+MEETINGS: Final = "meetings"
+RCPS: Final = "rcps"
+ORDER: Final = "order"
+
+
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """Set `value` at `path` of document `key` in `collection` if the stored `order` there is lower."""
+
+    collection: Collection
+    key: str
+    path: str  # dotted, at most two levels: "identity" or "retrieval.<study key>"
+    order: str
+    value: dict[str, Json]
+    kind: str  # what changed, for live updates ("identity", "study-status", ...)
+
+    def stored_value(self) -> dict[str, Json]:
+        return {**self.value, ORDER: self.order}
+
+
+def study_key(study_instance_uid: str) -> str:
+    """A field name for a UID: MongoDB reads dots as paths; UIDs are digits and dots only, so `_` is safe."""
+    return study_instance_uid.replace(".", "_")
+
+
+def _utc_text(moment: dt.datetime) -> str:
+    # Fixed width (microseconds always present, UTC): text order is time order.
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_order(event: Event) -> str:
+    return f"{_utc_text(event.occurred_at)}|{event.event_id}"
+
+
+def versioned_order(version: int, event: Event) -> str:
+    return f"{version:015d}|{event_order(event)}"
+
+
+def _stamp(event: Event) -> dict[str, Json]:
+    return {"event_id": str(event.event_id), "occurred_at": _utc_text(event.occurred_at)}
+
+
+def patches(event: Event) -> list[Patch]:
+    """The patches one event makes (an event the gateway does not project makes none)."""
+    if isinstance(event, PatientEnrolled):
+        facts = event.model_dump(mode="json", exclude={"event_id", "occurred_at"})
+        return [
+            Patch(
+                ENROLMENTS, event.enrolment_id, "enrolment", event_order(event), {**facts, **_stamp(event)}, "enrolment"
+            ),
+            Patch(
+                MEETINGS,
+                event.meeting_id,
+                "enrolment_details",
+                event_order(event),
+                {
+                    "rcp_id": event.rcp_id,
+                    "title": event.meeting_title,
+                    "date": event.meeting_date.isoformat(),
+                    "centre": event.centre,
+                    **_stamp(event),
+                },
+                "meeting",
+            ),
+        ]
+    if isinstance(event, IdentityResolved):
+        value = event.model_dump(mode="json", exclude={"event_id", "occurred_at", "enrolment_id"})
+        return [
+            Patch(
+                ENROLMENTS, event.enrolment_id, "identity", event_order(event), {**value, **_stamp(event)}, "identity"
+            )
+        ]
+    if isinstance(event, ImagingCatalogued):
+        value = event.model_dump(mode="json", exclude={"event_id", "occurred_at", "enrolment_id"})
+        return [
+            Patch(
+                ENROLMENTS, event.enrolment_id, "catalogue", event_order(event), {**value, **_stamp(event)}, "catalogue"
+            )
+        ]
+    if isinstance(event, StudiesSelected):
+        value = event.model_dump(mode="json", exclude={"event_id", "occurred_at", "enrolment_id"})
+        return [
+            Patch(
+                ENROLMENTS, event.enrolment_id, "selection", event_order(event), {**value, **_stamp(event)}, "selection"
+            )
+        ]
+    if isinstance(event, StudyRemoved):
+        return [
+            Patch(
+                ENROLMENTS,
+                event.enrolment_id,
+                f"removals.{study_key(event.study_instance_uid)}",
+                event_order(event),
+                {"study_instance_uid": event.study_instance_uid, **_stamp(event)},
+                "removal",
+            )
+        ]
+    if isinstance(event, StudyStatusChanged):
+        value = event.model_dump(mode="json", exclude={"event_id", "occurred_at", "enrolment_id"})
+        return [
+            Patch(
+                ENROLMENTS,
+                event.enrolment_id,
+                f"retrieval.{study_key(event.study_instance_uid)}",
+                versioned_order(event.version, event),
+                {**value, **_stamp(event)},
+                "study-status",
+            )
+        ]
+    if isinstance(event, ExpertiseNotification):
+        value = event.model_dump(mode="json", exclude={"event_id", "occurred_at", "enrolment_id"})
+        return [
+            Patch(
+                ENROLMENTS,
+                event.enrolment_id,
+                f"notifications.{event.role or 'none'}",
+                versioned_order(event.version, event),
+                {**value, **_stamp(event)},
+                "expertise",
+            )
+        ]
+    if isinstance(event, MeetingExperts):
+        value = event.model_dump(mode="json", exclude={"event_id", "occurred_at"})
+        return [Patch(MEETINGS, event.meeting_id, "experts", event_order(event), {**value, **_stamp(event)}, "experts")]
+    if isinstance(event, RcpSettings):
+        value = event.model_dump(mode="json", by_alias=True, exclude={"event_id", "occurred_at"})
+        return [Patch(RCPS, event.rcp_id, "settings", event_order(event), {**value, **_stamp(event)}, "rcp-settings")]
+    return []
+
+
+def get_path(document: dict[str, Json] | None, path: str) -> dict[str, Json] | None:
+    node: Json = document
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node if isinstance(node, dict) else None
+
+
+def supersedes(patch: Patch, document: dict[str, Json] | None) -> bool:
+    """True when `patch` is newer than what `document` holds at its path (or nothing is there)."""
+    current = get_path(document, patch.path)
+    return current is None or str(current.get(ORDER, "")) < patch.order
+
+
+def apply_patch(document: dict[str, Json] | None, patch: Patch) -> dict[str, Json]:
+    """The document after `patch` (a new dict; the input is not modified). Mirrors the store's update."""
+    result: dict[str, Json] = copy.deepcopy(document) if document is not None else {"_id": patch.key}
+    if not supersedes(patch, result):
+        return result
+    *parents, leaf = patch.path.split(".")
+    node = result
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = patch.stored_value()
+    return result

@@ -1,0 +1,49 @@
+"""Links to the viewer for available studies, from a URL template (setting `viewer_url_template`).
+
+Placeholders (values URL-quoted): `{study_instance_uid}`; `{patient_id}`, the PACS PatientID the study was
+catalogued under; `{orthanc_study_id}`, the id Orthanc gives the study. Orthanc (1.10, `Toolbox::
+ComputeSHA1` on "PatientID|StudyInstanceUID") names a study by the SHA-1 of that string written as five
+groups of eight hex digits, so the link needs no request to the viewer's store; C-MOVE keeps the PatientID.
+
+Examples:
+- local Orthanc explorer (default): `http://127.0.0.1:18043/app/explorer.html#study?uuid={orthanc_study_id}`
+- MedDREAM: `https://meddream.example.org/meddream/?study={study_instance_uid}`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from urllib.parse import quote
+
+PLACEHOLDERS = frozenset({"study_instance_uid", "patient_id", "orthanc_study_id"})
+
+
+def orthanc_study_id(patient_id: str, study_instance_uid: str) -> str:
+    digest = hashlib.sha1(f"{patient_id}|{study_instance_uid}".encode()).hexdigest()  # noqa: S324 - Orthanc's id
+    return "-".join(digest[index : index + 8] for index in range(0, 40, 8))
+
+
+def template_fields(template: str) -> set[str]:
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    unknown = fields - PLACEHOLDERS
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) in the viewer URL template: {', '.join(sorted(unknown))}")
+    return fields
+
+
+class ViewerLinks:
+    def __init__(self, template: str) -> None:
+        self._template = template
+        self._fields = template_fields(template)
+
+    def url(self, study_instance_uid: str, patient_id: str | None) -> str | None:
+        """The link, or None when the template needs the PatientID and it is not known."""
+        needs_patient = bool(self._fields & {"patient_id", "orthanc_study_id"})
+        if needs_patient and patient_id is None:
+            return None
+        values = {"study_instance_uid": quote(study_instance_uid, safe="")}
+        if patient_id is not None:
+            values["patient_id"] = quote(patient_id, safe="")
+            values["orthanc_study_id"] = orthanc_study_id(patient_id, study_instance_uid)
+        return self._template.format(**values)

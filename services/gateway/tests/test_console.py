@@ -1,0 +1,706 @@
+"""The operator console (issue 6, point 7).
+
+- Plain HTTP, no servers: every page renders in French, user data arrives escaped, the login cookie is
+  HttpOnly/SameSite=Strict, redirects stay on the console, and every near miss has a French hint.
+- In a browser (Playwright for Python driving Debian's Chromium; no browser download): the gateway runs
+  in-process against the real Kafka and FerretDB of deploy/local, and the test plays the other services by
+  publishing their outcome events on its own prefixed topics, while it goes through the console as a 3C
+  user would: log in, set an RCP's filters, set a meeting's experts, enrol a patient with consent, select two
+  studies with expertise, watch them turn "Visuel disponible", check the viewer link, remove one.
+
+Screenshots go under the test's tmp_path; the key ones are also copied to var/screenshots/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import html
+import json
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fastapi import FastAPI
+from gateway.console import COOKIE_NAME, mount
+from gateway.console.labels import MODALITY_LABELS, NEAR_MISS_KINDS, NEAR_MISS_TRAITS, near_miss_hint, script_labels
+from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from proxymage_shared import topics
+from proxymage_shared.events import (
+    MODALITIES,
+    CataloguedStudy,
+    Event,
+    ExpertiseNotification,
+    IdentityResolved,
+    ImagingCatalogued,
+    NearMiss,
+    PacsPatientRef,
+    Progress,
+    StudyStatusChanged,
+)
+from proxymage_shared.pytest_plugin import ROOT, free_port
+from proxymage_shared.testing import eventually
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--lang=fr-FR",  # dates in the French order in date inputs
+]
+SCREENSHOTS = ROOT / "var" / "screenshots"
+TOKEN = "jeton-console-essai-" + uuid.uuid4().hex
+VIEWER_TEMPLATE = "https://visionneuse.exemple.test/meddream/?study={study_instance_uid}"
+UI_TIMEOUT_MS = 20_000
+
+# --------------------------------------------------------------------------------------------------------
+# Plain HTTP: the pages themselves (no servers needed)
+
+
+def _client(app: FastAPI, base_url: str = "http://console.test") -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+
+
+@pytest.fixture
+def console_app() -> FastAPI:
+    app = FastAPI()
+    mount(app)
+    return app
+
+
+@pytest.fixture
+async def console(console_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(console_app) as client:
+        yield client
+
+
+PAGES = {
+    "/console/": ["Console Proxymage", "Déroulement d'une réunion", "Fiche d'inscription d'un patient"],
+    "/console/login": ["Jeton d'accès", "Se connecter"],
+    "/console/rcps/": ["Paramètres imagerie d'une RCP", "Filtre sur la modalité", "Aucun", "Enregistrer"],
+    "/console/rcps/rcp-orl-fictif": ["rcp-orl-fictif", "Examens de moins de X mois"],
+    "/console/meetings/": ["Déroulement", "Identifiant de la réunion"],
+    "/console/meetings/new": ["Radiologue d'astreinte", "Médecin nucléaire d'astreinte", "Enregistrer"],
+    "/console/meetings/m-essai/details": ["m-essai", "Radiologue d'astreinte"],
+    "/console/meetings/m-essai": ["Liste des patients", "Choisissez un patient"],
+    "/console/meetings/m-essai/patients/enr-essai": ["Imagerie", "Rafraîchir", "Fiche d'inscription"],
+    "/console/enrolments/new": [
+        "Nom de naissance",
+        "Nom d'usage/marital",
+        "Prénom",
+        "Date de naissance",
+        "Consentement",
+        "Le patient a été informé de l'informatisation et du partage de ses données personnelles ainsi que de "
+        "leur hébergement chez un hébergeur de données de santé agréé et ne s'y est pas opposé",
+        "Imagerie",
+        "Filtres",
+        "Rafraîchir",
+        "Demande d'expertise",
+        "Valider",
+        "Description",
+        "PACS",
+        "Date de l'examen",
+        "Modalité",
+        "Images",
+        "Séries",
+    ],
+    "/console/enrolments/enr-essai": ["Fiche d'inscription", "enr-essai", "Demande d'expertise", "Valider"],
+}
+
+
+@pytest.mark.parametrize("url", list(PAGES))
+async def test_every_page_renders_in_french(console: httpx.AsyncClient, url: str) -> None:
+    answer = await console.get(url)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    page = answer.text
+    assert '<html lang="fr">' in page
+    text = html.unescape(page)
+    for label in PAGES[url]:
+        assert label in text, f"{label!r} missing from {url}"
+    # Only our own script and stylesheet, nothing from the internet.
+    assert re.findall(r'(?:src|href)="(https?:)?//', page) == []
+
+
+async def test_rcp_settings_offers_the_18_modalities_and_three_date_filters(console: httpx.AsyncClient) -> None:
+    page = (await console.get("/console/rcps/")).text
+    boxes = re.findall(r'<input type="checkbox" id="rcp-modality-([A-Z]{2})" name="modalities"', page)
+    assert tuple(boxes) == MODALITIES
+    text = html.unescape(page)
+    for code, label in MODALITY_LABELS.items():
+        assert f"{code}</abbr> {label}" in text
+    for expected in ("Scanner", "IRM", "TEP", "Échographie", "Capture secondaire (images clés)"):
+        assert expected in text
+    assert re.findall(r'name="rcp-date-kind" value="(\w+)"', page) == ["none", "between", "within_months"]
+
+
+async def test_user_data_arrives_escaped(console: httpx.AsyncClient) -> None:
+    title = "<script>alert('FICTIF')</script> RCP ESSAI"
+    page = (await console.get("/console/enrolments/new", params={"meeting_title": title, "centre": '"><b>3C'})).text
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#39;FICTIF&#39;)&lt;/script&gt; RCP ESSAI" in page
+    assert 'value="&#34;&gt;&lt;b&gt;3C"' in page
+    # Ids outside the DCC's id syntax never reach a page.
+    assert (await console.get("/console/meetings/%3Cscript%3E")).status_code == 404
+    assert (await console.get("/console/enrolments/a%22b")).status_code == 404
+
+
+async def test_root_redirects_to_the_console(console: httpx.AsyncClient) -> None:
+    answer = await console.get("/")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/"
+
+
+async def test_login_sets_an_httponly_strict_cookie_and_logout_clears_it(
+    console_app: FastAPI, console: httpx.AsyncClient
+) -> None:
+    answer = await console.post("/console/session", data={"token": "abc.DEF-123", "next": "/console/meetings/m-1"})
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/meetings/m-1"
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE_NAME}=abc.DEF-123;")
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; HTTPS requests get Secure
+
+    async with _client(console_app, "https://console.test") as secure:
+        assert "Secure" in (await secure.post("/console/session", data={"token": "abc"})).headers["set-cookie"]
+
+    answer = await console.post("/console/logout")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/console/login"
+    assert re.match(rf'{COOKIE_NAME}=""?;.*Max-Age=0', answer.headers["set-cookie"])
+
+
+@pytest.mark.parametrize("target", ["https://exemple.test/", "//exemple.test/console/", "/api/v1/meetings", "/\\x"])
+async def test_login_never_redirects_off_the_console(console: httpx.AsyncClient, target: str) -> None:
+    answer = await console.post("/console/session", data={"token": "abc", "next": target})
+    assert answer.headers["location"] == "/console/"
+
+
+async def test_login_refuses_a_bad_token_and_a_foreign_origin(console: httpx.AsyncClient) -> None:
+    answer = await console.post("/console/session", data={"token": "a b;c"})
+    assert answer.status_code == 400
+    assert "set-cookie" not in answer.headers
+    assert "Saisissez le jeton" in answer.text
+    foreign = await console.post("/console/session", data={"token": "abc"}, headers={"Origin": "https://exemple.test"})
+    assert foreign.status_code == 403
+    assert "set-cookie" not in foreign.headers
+
+
+def test_every_near_miss_has_a_french_hint_without_values() -> None:
+    hints = script_labels()["hints"]
+    assert isinstance(hints, dict)
+    assert len(hints) == len(NEAR_MISS_TRAITS) * len(NEAR_MISS_KINDS)
+    assert set(NEAR_MISS_KINDS) == set(NearMiss.model_fields["kind"].annotation.__args__)  # type: ignore[union-attr]
+    assert set(NEAR_MISS_TRAITS) == set(NearMiss.model_fields["trait"].annotation.__args__)  # type: ignore[union-attr]
+    assert near_miss_hint("first_name", "separator") == (
+        "Le prénom diffère par un séparateur (tiret ou espace) : vérifier « Jean-Pierre » / « Jean Pierre »"
+    )
+    assert "jour et le mois inversés" in near_miss_hint("birth_date", "day_month_swapped")
+    assert "nom d'usage" in near_miss_hint("birth_name", "birth_name_is_used_name")
+
+
+# --------------------------------------------------------------------------------------------------------
+# In a browser, against the gateway running in-process on the real Kafka and FerretDB
+
+
+@dataclass
+class Gateway:
+    """The gateway under test, and the test's seat on Kafka in place of the other services."""
+
+    url: str
+    topic_prefix: str
+    producer: AIOKafkaProducer
+    inbound: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def publish(self, topic: str, event: Event, key: str) -> None:
+        await self.producer.send_and_wait(self.topic_prefix + topic, event.to_kafka_value(), key=key.encode())
+
+    async def command(self, topic: str, count: int = 1, **fields: Any) -> dict[str, Any]:
+        """The `count`-th event the console's commands published on `topic` with these field values."""
+
+        def found() -> list[dict[str, Any]]:
+            return [
+                event
+                for name, event in self.inbound
+                if name == topic and all(event.get(key) == value for key, value in fields.items())
+            ]
+
+        async def arrived() -> bool:
+            return len(found()) >= count
+
+        await eventually(arrived, 30, f"{count} event(s) on {topic} with {fields}")
+        return found()[count - 1]
+
+    async def api(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+            return await client.request(method, path, json=body, timeout=10)
+
+
+@pytest.fixture
+async def gateway(stack_env: dict[str, str], unique: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+    from gateway import app as gateway_app
+    from gateway.settings import Settings
+    from proxymage_shared.logging import configure_logging
+    from proxymage_shared.service import run_service
+    from proxymage_shared.settings import load_settings
+
+    port = free_port()
+    settings = load_settings(
+        Settings,
+        topic_prefix=f"it-{unique}.",
+        mongo_database=f"it_gateway_{unique}",
+        health_port=port,
+        api_tokens=({"name": "console-essai", "role": "dcc", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()},),
+        viewer_url_template=VIEWER_TEMPLATE,
+        sse_heartbeat_seconds=2.0,
+    )
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("w") as log_file:
+        configure_logging(settings.service_name, "DEBUG", stream=log_file)
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_service(gateway_app.build(settings), stop))
+        url = f"http://127.0.0.1:{port}"
+
+        async def ready() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"{url}/readyz", timeout=2)).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+        inbound_topics = [settings.topic(topic) for topic in topics.INBOUND_TOPICS]
+        consumer = AIOKafkaConsumer(
+            *inbound_topics, bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest"
+        )
+        try:
+            await eventually(ready, 60, "the gateway to be ready")
+            await producer.start()
+            await consumer.start()
+            harness = Gateway(url, settings.topic_prefix, producer)
+
+            async def collect() -> None:
+                async for record in consumer:
+                    topic = record.topic.removeprefix(settings.topic_prefix)
+                    harness.inbound.append((topic, json.loads(record.value)))
+
+            collector = asyncio.create_task(collect())
+            try:
+                yield harness
+            finally:
+                collector.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await collector
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            stop.set()
+            await running
+            configure_logging(settings.service_name, "INFO")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@dataclass
+class Shots:
+    directory: Path
+    taken: list[Path] = field(default_factory=list)
+
+    async def take(self, page: Page, name: str, *, keep: bool = False) -> None:
+        target = self.directory / f"{len(self.taken) + 1:02d}-{name}.png"
+        await page.screenshot(path=str(target), full_page=True)
+        self.taken.append(target)
+        if keep:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(target, SCREENSHOTS / f"console-{target.name}")
+
+
+async def open_console(browser: Browser, gateway: Gateway) -> tuple[Page, list[str]]:
+    """A fresh browser session logged in with the test's token; collects the page's script errors."""
+    context = await browser.new_context(base_url=gateway.url, locale="fr-FR", timezone_id="Europe/Paris")
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto("/console/")
+    await expect(page).to_have_url(re.compile(r"/console/login\?expired=1"))  # no cookie yet: the API says 401
+    await page.get_by_label("Jeton d'accès").fill(TOKEN)
+    await page.get_by_role("button", name="Se connecter").click()
+    await expect(page).to_have_url(f"{gateway.url}/console/")
+    cookies = {cookie["name"]: cookie for cookie in await context.cookies()}
+    assert cookies[COOKIE_NAME]["httpOnly"] is True
+    assert cookies[COOKIE_NAME]["sameSite"] == "Strict"
+    assert await page.evaluate("document.cookie") == ""  # the token is out of the scripts' reach
+    return page, errors
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _study(uid: str, description: str, date: dt.date, modalities: tuple[str, ...], images: int) -> CataloguedStudy:
+    return CataloguedStudy(
+        study_instance_uid=uid,
+        description=description,
+        pacs="CHU FICTIF",
+        date=date,
+        modalities=modalities,
+        images=images,
+        series=2,
+        pacs_patient=PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),
+    )
+
+
+def _status(enrolment_id: str, uid: str, status: str, version: int, **extra: Any) -> StudyStatusChanged:
+    return StudyStatusChanged(
+        event_id=uuid.uuid4(),
+        occurred_at=_now(),
+        enrolment_id=enrolment_id,
+        study_instance_uid=uid,
+        status=status,  # type: ignore[arg-type]
+        version=version,
+        attempts=extra.pop("attempts", 1),
+        **extra,
+    )
+
+
+async def test_a_3c_user_goes_through_the_console(gateway: Gateway, browser: Browser, tmp_path: Path) -> None:
+    shots = Shots(tmp_path)
+    page, errors = await open_console(browser, gateway)
+    rcp_id = f"rcp-essai-{uuid.uuid4().hex[:6]}"
+    meeting_id = f"m-essai-{uuid.uuid4().hex[:6]}"
+    today = dt.date.today()
+
+    # §4.1 RCP settings: CT and MR, studies less than 24 months old.
+    await page.get_by_role("link", name="Paramètres imagerie des RCP").click()
+    await page.get_by_label("Identifiant de la RCP").fill(rcp_id)
+    await page.get_by_label("Intitulé de la RCP").fill("RCP ORL FICTIVE")
+    await page.get_by_label("Centre").fill("3C FICTIF")
+    await page.get_by_label("CT Scanner").check()
+    await page.get_by_label("MR IRM").check()
+    await page.get_by_label("Examens de moins de X mois").check()
+    await page.get_by_label("X =").fill("24")
+    await shots.take(page, "parametres-rcp", keep=True)
+    await page.get_by_role("button", name="Enregistrer").click()
+    await expect(page.locator("#form-status")).to_contain_text("Paramètres imagerie enregistrés")
+    settings = await gateway.command(topics.RCP_SETTINGS, rcp_id=rcp_id)
+    assert settings["imaging"] == {"modalities": ["CT", "MR"], "date_filter": {"kind": "within_months", "months": 24}}
+    assert settings["title"] == "RCP ORL FICTIVE"
+
+    async def rcp_known() -> bool:
+        return (await gateway.api("GET", f"/api/v1/rcps/{rcp_id}")).status_code == 200
+
+    await eventually(rcp_known, 30, "the gateway to know the RCP's filters")
+
+    # §4.2 meeting: the on-call radiologist and nuclear physician.
+    await page.get_by_role("link", name="Réunion : experts d'astreinte").click()
+    await page.get_by_label("Identifiant de la réunion").fill(meeting_id)
+    await page.get_by_label("Identifiant de la RCP").fill(rcp_id)
+    await page.get_by_label("Intitulé de la RCP").fill("RCP ORL FICTIVE")
+    await page.get_by_label("Date").fill((today + dt.timedelta(days=7)).isoformat())
+    await page.get_by_label("Centre").fill("3C FICTIF")
+    radiologist = page.locator("fieldset", has_text="Radiologue d'astreinte")
+    await radiologist.get_by_label("Nom").fill("Dr Jeanne ESSAI")
+    await radiologist.get_by_label("Adresse de messagerie sécurisée").fill("jeanne.essai@chu-fictif.mssante.fr")
+    nuclear = page.locator("fieldset", has_text="Médecin nucléaire d'astreinte")
+    await nuclear.get_by_label("Nom").fill("Dr Paul EXEMPLE")
+    await nuclear.get_by_label("Adresse de messagerie sécurisée").fill("paul.exemple@chu-fictif.mssante.fr")
+    await shots.take(page, "reunion-experts", keep=True)
+    await page.get_by_role("button", name="Enregistrer").click()
+    await expect(page.locator("#form-status")).to_contain_text("Experts d'astreinte enregistrés")
+    experts = await gateway.command(topics.MEETING_EXPERTS, meeting_id=meeting_id)
+    assert experts["on_call_radiologist"] == {"name": "Dr Jeanne ESSAI", "email": "jeanne.essai@chu-fictif.mssante.fr"}
+    assert experts["on_call_nuclear_physician"]["name"] == "Dr Paul EXEMPLE"
+
+    # §5 enrolment with consent: the Imaging tab appears only once consent is ticked.
+    await page.get_by_role("link", name="Inscrire un patient à cette réunion").click()
+    await expect(page.get_by_label("Identifiant de la réunion")).to_have_value(meeting_id)
+    await expect(page.get_by_label("Intitulé de la RCP")).to_have_value("RCP ORL FICTIVE")
+    enrolment_id = await page.get_by_label("Identifiant de l'inscription").input_value()
+    await page.get_by_label("Nom de naissance").fill("ESSAI-FICTIF")
+    await page.get_by_label("Prénom").fill("Catherine")
+    await page.get_by_label("Sexe").select_option("F")
+    await page.get_by_label("Date de naissance").fill("1956-04-12")
+    await page.get_by_label("Médecin demandeur").fill("Dr Paul DEMANDEUR")
+    imaging = page.locator("#imagerie")
+    await expect(imaging).to_be_hidden()
+    await page.get_by_label("Le patient a été informé").check()
+    await expect(imaging).to_be_visible()
+    enrolled = await gateway.command(topics.PATIENT_ENROLLED, enrolment_id=enrolment_id)
+    assert enrolled["consent"] is True
+    assert enrolled["patient"]["birth_name"] == "ESSAI-FICTIF"
+    assert enrolled["meeting_id"] == meeting_id
+
+    # The identity-matcher's and study-fetcher's outcomes, played by the test.
+    await gateway.publish(
+        topics.IDENTITY_RESOLVED,
+        IdentityResolved(
+            event_id=uuid.uuid4(),
+            occurred_at=_now(),
+            enrolment_id=enrolment_id,
+            source_event_id=uuid.UUID(enrolled["event_id"]),
+            meeting_id=meeting_id,
+            meeting_date=today + dt.timedelta(days=7),
+            status="matched",
+            pacs_patients=(PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),),
+        ),
+        enrolment_id,
+    )
+    ct, mr, us = "1.2.826.0.1.3680043.9.9999.1", "1.2.826.0.1.3680043.9.9999.2", "1.2.826.0.1.3680043.9.9999.3"
+    await gateway.publish(
+        topics.IMAGING_CATALOGUED,
+        ImagingCatalogued(
+            event_id=uuid.uuid4(),
+            occurred_at=_now(),
+            enrolment_id=enrolment_id,
+            status="listed",
+            studies=(
+                _study(ct, "TDM THORAX FICTIF", today - dt.timedelta(days=20), ("CT", "SR"), 40),
+                _study(mr, "IRM CERVICALE FICTIVE", today - dt.timedelta(days=60), ("MR",), 120),
+                _study(us, "ECHOGRAPHIE FICTIVE", today - dt.timedelta(days=90), ("US",), 12),
+            ),
+        ),
+        enrolment_id,
+    )
+    identity = page.locator("#identity")
+    await expect(identity).to_contain_text("Patient identifié (1 dossier PACS)")
+    rows = page.locator("#studies tbody tr")
+    await expect(rows).to_have_count(2)  # the RCP's filter: CT and MR only
+    await expect(page.locator("#filters-summary")).to_contain_text("modalités CT, MR ; examens de moins de 24 mois")
+    await expect(page.locator("#studies thead th")).to_have_text(
+        ["Sélection", "Description", "PACS", "Date de l'examen", "Modalité", "Images", "Séries", "État"]
+    )
+    await expect(rows.first).to_contain_text("TDM THORAX FICTIF")
+    await expect(rows.first).to_contain_text("CT/SR")
+
+    # "Filtres": same options as §4.1; "Tous les examens" lists the ultrasound too.
+    await page.get_by_role("button", name="Filtres", exact=True).click()
+    await expect(page.locator("#filters-panel")).to_be_visible()
+    await page.get_by_role("button", name="Tous les examens").click()
+    await expect(rows).to_have_count(3)
+    await page.get_by_role("button", name="Filtres", exact=True).click()
+    await page.locator("#f-modality-US").check()
+    await page.locator("#f-modality-CT").uncheck()
+    await page.locator("#f-modality-MR").uncheck()
+    await page.get_by_role("button", name="OK").click()
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("ECHOGRAPHIE FICTIVE")
+    await page.get_by_role("button", name="Filtres", exact=True).click()
+    await page.get_by_role("button", name="Filtres par défaut de la RCP").click()
+    await expect(rows).to_have_count(2)
+
+    # §5–§6: two studies with an expertise request, then "Valider".
+    await page.get_by_label("Sélectionner l'examen TDM THORAX FICTIF").check()
+    await page.get_by_label("Sélectionner l'examen IRM CERVICALE FICTIVE").check()
+    await page.get_by_label("Demande d'expertise").check()
+    await shots.take(page, "inscription-imagerie", keep=True)
+    await page.get_by_role("button", name="Valider").click()
+    selection = await gateway.command(topics.STUDIES_SELECTED, enrolment_id=enrolment_id)
+    assert sorted(selection["study_instance_uids"]) == sorted([ct, mr])
+    assert selection["expertise_requested"] is True
+
+    # §7 Déroulement: the meeting's patients, then this patient's Imaging tab, live.
+    await expect(page).to_have_url(f"{gateway.url}/console/meetings/{meeting_id}/patients/{enrolment_id}")
+    await expect(page.locator("#patients")).to_contain_text("ESSAI-FICTIF Catherine")
+    cards = page.locator("#loaded-studies > li")
+    await expect(cards).to_have_count(2)
+    for card in (cards.nth(0), cards.nth(1)):
+        await expect(card).to_contain_text("La visualisation de cet examen n'est pas encore disponible.")
+
+    await gateway.publish(
+        topics.STUDY_STATUS,
+        _status(enrolment_id, ct, "retrieving", 1, progress=Progress(done=10, total=40)),
+        enrolment_id,
+    )
+    await gateway.publish(
+        topics.STUDY_STATUS,
+        _status(
+            enrolment_id,
+            mr,
+            "not_yet_available",
+            1,
+            reason="L'examen n'est pas encore arrivé dans MIRC.",
+            next_attempt_at=_now() + dt.timedelta(minutes=5),
+        ),
+        enrolment_id,
+    )
+    ct_card = cards.filter(has_text="TDM THORAX FICTIF")
+    mr_card = cards.filter(has_text="IRM CERVICALE FICTIVE")
+    await expect(ct_card.locator("progress")).to_have_attribute("value", "10")
+    await expect(ct_card).to_contain_text("10 / 40 images")
+    await expect(mr_card).to_contain_text("L'examen n'est pas encore arrivé dans MIRC.")
+    await expect(mr_card).to_contain_text("Prochaine tentative automatique")
+    await shots.take(page, "deroulement-en-cours", keep=True)
+
+    await gateway.publish(topics.STUDY_STATUS, _status(enrolment_id, ct, "available", 2), enrolment_id)
+    await gateway.publish(topics.STUDY_STATUS, _status(enrolment_id, mr, "available", 2, attempts=2), enrolment_id)
+    for role in ("radiologist", "nuclear_physician"):
+        await gateway.publish(
+            topics.EXPERTISE_NOTIFICATION,
+            ExpertiseNotification(
+                event_id=uuid.uuid4(),
+                occurred_at=_now(),
+                enrolment_id=enrolment_id,
+                meeting_id=meeting_id,
+                role=role,  # type: ignore[arg-type]
+                status="sent",
+                version=1,
+            ),
+            enrolment_id,
+        )
+    links = page.get_by_role("link", name=re.compile("^Visuel disponible"))
+    await expect(links).to_have_count(2)
+    ct_link = ct_card.get_by_role("link", name=re.compile("^Visuel disponible"))
+    await expect(ct_link).to_have_attribute("href", VIEWER_TEMPLATE.format(study_instance_uid=ct))
+    await expect(ct_link).to_have_attribute("target", "_blank")
+    await expect(ct_link).to_have_attribute("rel", "noopener noreferrer")
+    # Clicking opens the viewer in a new tab (a stand-in page served by the browser's router: no network).
+    await page.context.route(
+        "https://visionneuse.exemple.test/**",
+        lambda route: route.fulfill(content_type="text/html", body="<title>Visionneuse FICTIVE</title>"),
+    )
+    async with page.context.expect_page() as opened:
+        await ct_link.click()
+    viewer_tab = await opened.value
+    await expect(viewer_tab).to_have_url(VIEWER_TEMPLATE.format(study_instance_uid=ct))
+    await expect(viewer_tab).to_have_title("Visionneuse FICTIVE")
+    assert await viewer_tab.evaluate("window.opener === null")
+    await viewer_tab.close()
+    await expect(page.locator("#expertise-summary")).to_contain_text("Radiologue d'astreinte : envoyée")
+    await expect(page.locator("#expertise-summary")).to_contain_text("Médecin nucléaire d'astreinte : envoyée")
+    await expect(page.locator("#patients")).to_contain_text("2/2 examens disponibles")
+    await shots.take(page, "deroulement-visuel-disponible", keep=True)
+
+    # The trash button, with a confirmation, removes one study.
+    confirmations: list[str] = []
+
+    async def accept(dialog: Dialog) -> None:
+        confirmations.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", accept)
+    await mr_card.get_by_role("button", name=re.compile("^Retirer l'examen IRM CERVICALE FICTIVE")).click()
+    removal = await gateway.command(topics.STUDY_REMOVED, enrolment_id=enrolment_id)
+    assert removal["study_instance_uid"] == mr
+    assert len(confirmations) == 1
+    assert "IRM CERVICALE FICTIVE" in confirmations[0]
+    await expect(cards).to_have_count(1)
+    await expect(cards.first).to_contain_text("TDM THORAX FICTIF")
+    await expect(page.locator("#patients")).to_contain_text("1/1 examen disponible")
+
+    # "Rafraîchir" asks the services to look again.
+    await page.get_by_role("button", name="Rafraîchir").click()
+    await gateway.command(topics.IMAGING_REFRESH, enrolment_id=enrolment_id)
+    await shots.take(page, "deroulement-apres-retrait", keep=True)
+
+    # The meetings the gateway knows are listed for the Déroulement.
+    await page.get_by_role("link", name="Déroulement", exact=True).click()
+    await page.get_by_role("link", name=re.compile("^RCP ORL FICTIVE du ")).click()
+    await expect(page).to_have_url(f"{gateway.url}/console/meetings/{meeting_id}")
+    await expect(page.locator("#patients")).to_contain_text("ESSAI-FICTIF Catherine")
+    assert errors == []
+
+
+async def test_identity_outcomes_and_hostile_titles(gateway: Gateway, browser: Browser, tmp_path: Path) -> None:
+    shots = Shots(tmp_path)
+    page, errors = await open_console(browser, gateway)
+    meeting_id = f"m-essai-{uuid.uuid4().hex[:6]}"
+    hostile = "<img src=x onerror=\"window.__pirate='img'\"><script>window.__pirate='script'</script> RCP ESSAI"
+
+    async def enrol(enrolment_id: str, first_name: str, consent: bool) -> dict[str, Any]:
+        body = {
+            "enrolment_id": enrolment_id,
+            "meeting_id": meeting_id,
+            "rcp_id": "rcp-essai",
+            "meeting_title": hostile,
+            "meeting_date": dt.date.today().isoformat(),
+            "centre": "3C FICTIF",
+            "patient": {
+                "birth_name": "EXEMPLE",
+                "used_name": None,
+                "first_name": first_name,
+                "birth_date": "1961-09-30",
+                "sex": "M",
+            },
+            "consent": consent,
+            "requested_by": {"name": "Dr Paul DEMANDEUR"},
+        }
+        assert (await gateway.api("POST", "/api/v1/enrolments", body)).status_code == 202
+        return await gateway.command(topics.PATIENT_ENROLLED, enrolment_id=enrolment_id)
+
+    unmatched = await enrol("enr-essai-nonrapproche", "Jean Pierre", consent=True)
+    refused = await enrol("enr-essai-sansconsentement", "Jacques", consent=False)
+    await gateway.publish(
+        topics.IDENTITY_RESOLVED,
+        IdentityResolved(
+            event_id=uuid.uuid4(),
+            occurred_at=_now(),
+            enrolment_id="enr-essai-sansconsentement",
+            source_event_id=uuid.UUID(refused["event_id"]),
+            meeting_id=meeting_id,
+            meeting_date=dt.date.today(),
+            status="no_consent",
+        ),
+        "enr-essai-sansconsentement",
+    )
+    await gateway.publish(
+        topics.IDENTITY_RESOLVED,
+        IdentityResolved(
+            event_id=uuid.uuid4(),
+            occurred_at=_now(),
+            enrolment_id="enr-essai-nonrapproche",
+            source_event_id=uuid.UUID(unmatched["event_id"]),
+            meeting_id=meeting_id,
+            meeting_date=dt.date.today(),
+            status="unmatched",
+            near_misses=(
+                NearMiss(trait="first_name", kind="separator"),
+                NearMiss(trait="birth_date", kind="day_month_swapped"),
+            ),
+        ),
+        "enr-essai-nonrapproche",
+    )
+
+    await page.goto("/console/enrolments/enr-essai-nonrapproche")
+    identity = page.locator("#identity")
+    await expect(identity).to_contain_text("Patient non trouvé")
+    await expect(identity).to_contain_text(
+        "Le prénom diffère par un séparateur (tiret ou espace) : vérifier « Jean-Pierre » / « Jean Pierre »"
+    )
+    await expect(identity).to_contain_text("La date de naissance a peut-être le jour et le mois inversés")
+    await expect(page.locator("#enrolment-meeting")).to_contain_text("<script>")
+    await shots.take(page, "patient-non-trouve", keep=True)
+
+    await page.goto(f"/console/meetings/{meeting_id}/patients/enr-essai-sansconsentement")
+    await expect(page.locator("#identity")).to_contain_text("Pas de consentement")
+    await expect(page.locator("#meeting-title")).to_contain_text("<script>window.__pirate='script'</script> RCP ESSAI")
+    await expect(page.locator("#patients > li")).to_have_count(2)
+    assert await page.evaluate("window.__pirate === undefined")
+    assert await page.locator("#meeting-title img, #meeting-title script").count() == 0
+    await shots.take(page, "pas-de-consentement")
+    assert errors == []

@@ -1,0 +1,261 @@
+"""The projection is order-insensitive and monotonic: any order or duplication of the same events gives
+the same documents, and no part of a document ever moves back to an older version."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from gateway import filters as flt
+from gateway import views
+from gateway.projection import ORDER, Patch, apply_patch, patches
+from gateway.viewer import ViewerLinks
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from proxymage_shared.events import (
+    Event,
+    ExpertiseNotification,
+    IdentityResolved,
+    ImagingCatalogued,
+    MeetingExperts,
+    PatientEnrolled,
+    RcpSettings,
+    StudiesSelected,
+    StudyRemoved,
+    StudyStatusChanged,
+)
+
+ENROLMENT = "enr-1"
+UIDS = ("1.2.3.1", "1.2.3.2", "1.2.3.3")
+BASE = dt.datetime(2023, 3, 1, 8, 0, tzinfo=dt.UTC)
+LINKS = ViewerLinks("http://viewer/{orthanc_study_id}")
+
+
+def _at(offset: int) -> dt.datetime:
+    return BASE + dt.timedelta(seconds=offset)
+
+
+def _base(offset: int) -> dict[str, Any]:
+    return {"event_id": str(uuid.UUID(int=offset * 7919 + 1)), "occurred_at": _at(offset).isoformat()}
+
+
+def enrolled(offset: int, first_name: str) -> PatientEnrolled:
+    return PatientEnrolled.model_validate(
+        {
+            **_base(offset),
+            "enrolment_id": ENROLMENT,
+            "meeting_id": "m-1",
+            "rcp_id": "rcp-1",
+            "meeting_title": "RCP",
+            "meeting_date": "2023-03-22",
+            "centre": "3C",
+            "patient": {
+                "birth_name": "B",
+                "used_name": None,
+                "first_name": first_name,
+                "birth_date": "1956-04-12",
+                "sex": "F",
+            },
+            "consent": True,
+            "requested_by": {"name": "Dr P"},
+        },
+        strict=False,
+    )
+
+
+def identity(offset: int, source: PatientEnrolled, status: str) -> IdentityResolved:
+    return IdentityResolved.model_validate(
+        {
+            **_base(offset),
+            "enrolment_id": ENROLMENT,
+            "source_event_id": str(source.event_id),
+            "meeting_id": "m-1",
+            "meeting_date": "2023-03-22",
+            "status": status,
+            "pacs_patients": [{"patient_id": "P1", "issuer": "H"}] if status == "matched" else [],
+        },
+        strict=False,
+    )
+
+
+def catalogue(offset: int, uids: tuple[str, ...]) -> ImagingCatalogued:
+    return ImagingCatalogued.model_validate(
+        {
+            **_base(offset),
+            "enrolment_id": ENROLMENT,
+            "status": "listed",
+            "studies": [
+                {
+                    "study_instance_uid": uid,
+                    "description": f"D{uid}",
+                    "pacs": "MIRC",
+                    "date": "2023-02-01",
+                    "modalities": ["CT"],
+                    "images": 10,
+                    "series": 1,
+                    "pacs_patient": {"patient_id": "P1", "issuer": "H"},
+                }
+                for uid in uids
+            ],
+        },
+        strict=False,
+    )
+
+
+def status(offset: int, uid: str, version: int, state: str) -> StudyStatusChanged:
+    return StudyStatusChanged.model_validate(
+        {
+            **_base(offset),
+            "enrolment_id": ENROLMENT,
+            "study_instance_uid": uid,
+            "status": state,
+            "version": version,
+            "attempts": version,
+        },
+        strict=False,
+    )
+
+
+first, second = enrolled(1, "CATHERINE"), enrolled(50, "CATHY")
+POOL: list[Event] = [
+    first,
+    second,
+    identity(2, first, "matched"),
+    identity(51, second, "matched"),
+    identity(60, second, "error"),
+    catalogue(3, UIDS[:2]),
+    catalogue(52, UIDS),
+    StudiesSelected.model_validate(
+        {**_base(4), "enrolment_id": ENROLMENT, "study_instance_uids": list(UIDS[:2]), "expertise_requested": True},
+        strict=False,
+    ),
+    StudiesSelected.model_validate(
+        {**_base(70), "enrolment_id": ENROLMENT, "study_instance_uids": list(UIDS), "expertise_requested": False},
+        strict=False,
+    ),
+    StudyRemoved.model_validate({**_base(5), "enrolment_id": ENROLMENT, "study_instance_uid": UIDS[1]}, strict=False),
+    StudyRemoved.model_validate({**_base(80), "enrolment_id": ENROLMENT, "study_instance_uid": UIDS[2]}, strict=False),
+    status(6, UIDS[0], 1, "queued"),
+    status(7, UIDS[0], 2, "retrieving"),
+    status(8, UIDS[0], 3, "available"),
+    status(9, UIDS[1], 1, "queued"),
+    status(10, UIDS[1], 2, "removed"),
+    status(11, UIDS[2], 1, "not_yet_available"),
+    # the same version published again later (a re-publication after a crash): ties broken by time
+    status(12, UIDS[2], 1, "not_yet_available"),
+    ExpertiseNotification.model_validate(
+        {
+            **_base(13),
+            "enrolment_id": ENROLMENT,
+            "meeting_id": "m-1",
+            "role": "radiologist",
+            "status": "pending",
+            "version": 1,
+        },
+        strict=False,
+    ),
+    ExpertiseNotification.model_validate(
+        {
+            **_base(14),
+            "enrolment_id": ENROLMENT,
+            "meeting_id": "m-1",
+            "role": "radiologist",
+            "status": "sent",
+            "version": 2,
+        },
+        strict=False,
+    ),
+    MeetingExperts.model_validate(
+        {
+            **_base(15),
+            "meeting_id": "m-1",
+            "rcp_id": "rcp-1",
+            "title": "RCP ORL",
+            "date": "2023-03-22",
+            "centre": "3C",
+            "on_call_radiologist": {"name": "Dr R", "email": "r@x.mssante.fr"},
+            "on_call_nuclear_physician": None,
+        },
+        strict=False,
+    ),
+    RcpSettings.model_validate(
+        {
+            **_base(16),
+            "rcp_id": "rcp-1",
+            "title": "RCP",
+            "centre": "3C",
+            "imaging": {"modalities": ["CT"], "date_filter": {"kind": "none"}},
+        },
+        strict=False,
+    ),
+]
+
+Documents = dict[tuple[str, str], dict[str, Any]]
+
+
+def fold(events: list[Event]) -> Documents:
+    documents: Documents = {}
+    for event in events:
+        for patch in patches(event):
+            key = (patch.collection, patch.key)
+            before = documents.get(key)
+            after = apply_patch(before, patch)
+            _assert_monotonic(before, after)
+            documents[key] = after
+    return documents
+
+
+def _orders(document: dict[str, Any] | None) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, part in (document or {}).items():
+        if isinstance(part, dict) and ORDER in part:
+            found[name] = part[ORDER]
+        elif isinstance(part, dict):
+            found.update({f"{name}.{sub}": value[ORDER] for sub, value in part.items() if isinstance(value, dict)})
+    return found
+
+
+def _assert_monotonic(before: dict[str, Any] | None, after: dict[str, Any]) -> None:
+    old, new = _orders(before), _orders(after)
+    for path, order in old.items():
+        assert new[path] >= order, f"{path} moved back"
+
+
+CANONICAL = fold(POOL)
+
+
+@settings(max_examples=300)
+@given(st.permutations(POOL), st.lists(st.sampled_from(POOL), max_size=15))
+def test_any_order_and_replays_give_the_same_documents(order: list[Event], replays: list[Event]) -> None:
+    assert fold(order + replays) == CANONICAL
+    assert fold(replays + order) == CANONICAL
+
+
+def test_the_final_document_is_the_newest_state() -> None:
+    document = CANONICAL[("enrolments", ENROLMENT)]
+    answer = views.enrolment_view(document, CANONICAL[("rcps", "rcp-1")], flt.Overrides(all=True), BASE.date(), LINKS)
+    assert answer.identity.status == "error"  # the latest outcome of the current enrolled event
+    assert answer.patient is not None
+    assert answer.patient.first_name == "CATHY"
+    by_uid = {study.study_instance_uid: study for study in answer.studies}
+    # identity `error`: no catalogue is shown, only the selected studies
+    assert set(by_uid) == {UIDS[0], UIDS[1]}
+    assert by_uid[UIDS[0]].retrieval.status == "available"
+    assert by_uid[UIDS[0]].retrieval.viewer_url is None  # not catalogued for a matched identity: no PatientID
+    assert by_uid[UIDS[1]].retrieval.status == "queued"  # removed (v2) before the newer selection re-selected it
+    assert answer.expertise.requested is False
+    assert [(n.role, n.status) for n in answer.expertise.notifications] == [("radiologist", "sent")]
+
+
+def test_a_stale_status_never_moves_a_study_back() -> None:
+    documents = fold([status(8, UIDS[0], 3, "available"), status(7, UIDS[0], 2, "retrieving")])
+    assert documents[("enrolments", ENROLMENT)]["retrieval"]["1_2_3_1"]["status"] == "available"
+
+
+def test_unprojected_events_make_no_patch() -> None:
+    from proxymage_shared.events import ImagingRefresh
+
+    refresh = ImagingRefresh.model_validate({**_base(1), "enrolment_id": ENROLMENT}, strict=False)
+    assert patches(refresh) == []
+    assert isinstance(patches(first)[0], Patch)

@@ -1,0 +1,250 @@
+"""The whole story through the gateway's REST API only, with the four services running as processes
+against the real stack (Kafka, FerretDB, Orthanc MIRC and VIEWER, the STARTTLS + client-certificate SMTP
+server): settings, experts, enrolment, catalogue with the RCP filter applied and overridden, selection
+with expertise, studies reaching `available` with a viewer link that answers, one e-mail per expert,
+removal, refresh — and SSE delivering the state changes in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from proxymage_shared.devtools.synthetic import SyntheticStudy
+from proxymage_shared.pytest_plugin import ROOT, delete_from_orthanc, free_port
+from proxymage_shared.testing import eventually
+
+TOKEN = "system-test-dcc-token"
+SERVICES = ("identity_matcher", "study_fetcher", "expert_notifier", "gateway")
+MAILBOX = ROOT / "var" / "smtp" / "mailbox"
+STATUS_RANK = {"not_requested": 0, "queued": 1, "retrieving": 2, "not_yet_available": 2, "available": 3}
+
+
+@dataclass
+class System:
+    api: httpx.AsyncClient
+    unique: str
+    logs: dict[str, Path]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    async def enrolment(self, enrolment_id: str, **params: str) -> dict[str, Any]:
+        response = await self.api.get(f"/api/v1/enrolments/{enrolment_id}", params=params)
+        if response.status_code == 404:
+            return {}
+        response.raise_for_status()
+        document: dict[str, Any] = response.json()
+        return document
+
+    async def command(self, method: str, path: str, body: dict[str, Any] | None = None) -> str:
+        response = await self.api.request(method, path, json=body)
+        assert response.status_code == 202, response.text
+        event_id: str = response.json()["event_id"]
+        return event_id
+
+
+@contextlib.contextmanager
+def services(unique: str, logs_dir: Path, gateway_port: int) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    token_hash = hashlib.sha256(TOKEN.encode()).hexdigest()
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for package in SERVICES:
+            env = {
+                **os.environ,
+                "PROXYMAGE_TOPIC_PREFIX": f"sys-{unique}.",
+                "PROXYMAGE_MONGO_DATABASE": f"sys_{unique}_{package}",
+                "PROXYMAGE_HEALTH_PORT": str(gateway_port if package == "gateway" else free_port()),
+                "PROXYMAGE_API_TOKENS": json.dumps([{"name": "system-test", "role": "dcc", "sha256": token_hash}]),
+            }
+            with (logs_dir / f"{package}.log").open("wb") as log:  # the child keeps its own descriptor
+                started[package] = subprocess.Popen(
+                    [sys.executable, "-m", package], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+                )
+        yield started
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in started.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+async def system(stack_env: dict[str, str], unique: str, tmp_path: Path) -> AsyncIterator[System]:
+    port = free_port()
+    logs = {package: tmp_path / f"{package}.log" for package in SERVICES}
+    with services(unique, tmp_path, port) as processes:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+        ) as api:
+
+            async def gateway_ready() -> bool:
+                with contextlib.suppress(httpx.TransportError):
+                    return (await api.get("/readyz")).status_code == 200
+                return False
+
+            await eventually(gateway_ready, 90, "the gateway to be ready")
+            yield System(api, unique, logs, processes)
+    for package, process in processes.items():
+        assert process.returncode == 0, f"{package} exited with {process.returncode}:\n{logs[package].read_text()}"
+
+
+def mail_to(address: str) -> list[dict[str, Any]]:
+    found = []
+    for sidecar in MAILBOX.glob("*.json"):
+        envelope = json.loads(sidecar.read_text())
+        if address in envelope.get("rcpt_tos", []):
+            found.append(envelope)
+    return found
+
+
+async def test_the_whole_flow_through_rest(
+    system: System, seeded_studies: list[SyntheticStudy], stack_env: dict[str, str]
+) -> None:
+    unique = system.unique
+    rcp_id, meeting_id, enrolment_id = f"rcp-{unique}", f"m-{unique}", f"enr-{unique}"
+    radiologist = f"radio+{unique}@chu-fictif.mssante.test"
+    nuclear = f"nucleo+{unique}@chu-fictif.mssante.test"
+    meeting_date = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+    patient_studies = [s for s in seeded_studies if s.patient.key in ("beranger_tours", "beranger_blois")]
+    all_uids = {s.study_instance_uid for s in patient_studies}
+    rcp_modalities = {"CT", "MR", "PT"}
+    default_uids = {s.study_instance_uid for s in patient_studies if rcp_modalities & set(s.modalities)}
+    assert default_uids != all_uids  # the RCP filter hides something for this patient
+
+    await system.command(
+        "PUT",
+        f"/api/v1/rcps/{rcp_id}/imaging-settings",
+        {"title": "RCP ORL fictive", "centre": "3C fictif",
+         "imaging": {"modalities": sorted(rcp_modalities), "date_filter": {"kind": "none"}}},
+    )  # fmt: skip
+    await system.command(
+        "PUT",
+        f"/api/v1/meetings/{meeting_id}/experts",
+        {"rcp_id": rcp_id, "title": "RCP ORL fictive", "date": meeting_date, "centre": "3C fictif",
+         "on_call_radiologist": {"name": "Dr Jeanne RADIO-FICTIVE", "email": radiologist},
+         "on_call_nuclear_physician": {"name": "Dr Marc NUCLEO-FICTIF", "email": nuclear}},
+    )  # fmt: skip
+    await system.command(
+        "POST",
+        "/api/v1/enrolments",
+        {"enrolment_id": enrolment_id, "meeting_id": meeting_id, "rcp_id": rcp_id,
+         "meeting_title": "RCP ORL fictive", "meeting_date": meeting_date, "centre": "3C fictif",
+         "patient": {"birth_name": "Béranger-Fictif", "used_name": None, "first_name": "HÉLÈNE",
+                     "birth_date": "1956-04-12", "sex": "F"},
+         "consent": True, "requested_by": {"name": "Dr Paul DEMANDEUR-FICTIF"}},
+    )  # fmt: skip
+
+    async def catalogue_visible() -> bool:
+        document = await system.enrolment(enrolment_id)
+        return bool(document) and {s["study_instance_uid"] for s in document["studies"]} == default_uids
+
+    await eventually(catalogue_visible, 60, "the catalogue with the RCP filter applied")
+    document = await system.enrolment(enrolment_id)
+    assert document["identity"]["status"] == "matched"
+    assert document["identity"]["pacs_patients"] == 2
+    assert document["filters"]["modalities"] == sorted(rcp_modalities)
+    everything = await system.enrolment(enrolment_id, all="true")
+    assert {s["study_instance_uid"] for s in everything["studies"]} == all_uids
+    only_mg = await system.enrolment(enrolment_id, modalities="MG")
+    assert {s["study_instance_uid"] for s in only_mg["studies"]} == {
+        s.study_instance_uid for s in patient_studies if "MG" in s.modalities
+    }
+    row = next(s for s in everything["studies"] if s["study_instance_uid"] == patient_studies[0].study_instance_uid)
+    assert row["images"] == len(patient_studies[0].instances)
+    assert row["series"] == patient_studies[0].series_count
+    assert row["date"] == patient_studies[0].date.isoformat()
+    assert row["retrieval"]["status"] == "not_requested"
+
+    chosen = sorted(default_uids)[:2]
+    for uid in chosen:
+        delete_from_orthanc(stack_env, "VIEWER", uid)
+    sse_events: list[tuple[str, dict[str, Any]]] = []
+    listening = asyncio.Event()
+
+    async def listen() -> None:
+        async with system.api.stream("GET", f"/api/v1/enrolments/{enrolment_id}/events", timeout=None) as stream:
+            assert stream.status_code == 200
+            listening.set()
+            name = "message"
+            async for line in stream.aiter_lines():
+                if line.startswith("event:"):
+                    name = line.removeprefix("event:").strip()
+                elif line.startswith("data:"):
+                    sse_events.append((name, json.loads(line.removeprefix("data:").strip())))
+                    name = "message"
+
+    listener = asyncio.create_task(listen())
+    await asyncio.wait_for(listening.wait(), 20)
+    await system.command(
+        "PUT",
+        f"/api/v1/enrolments/{enrolment_id}/selection",
+        {"study_instance_uids": chosen, "expertise_requested": True},
+    )
+
+    async def both_available() -> bool:
+        studies = {s["study_instance_uid"]: s for s in (await system.enrolment(enrolment_id))["studies"]}
+        return all(studies[uid]["retrieval"]["status"] == "available" for uid in chosen)
+
+    await eventually(both_available, 90, "both selected studies to be available")
+    document = await system.enrolment(enrolment_id)
+    for study in (s for s in document["studies"] if s["study_instance_uid"] in chosen):
+        assert study["selected"] is True
+        url = study["retrieval"]["viewer_url"]
+        assert url
+        async with httpx.AsyncClient(timeout=10) as browser:
+            assert (await browser.get(url)).status_code == 200
+
+    async def mailed() -> bool:
+        return len(mail_to(radiologist)) == 1 and len(mail_to(nuclear)) == 1
+
+    await eventually(mailed, 60, "one e-mail to each on-call expert")
+
+    async def notified() -> bool:
+        expertise = (await system.enrolment(enrolment_id))["expertise"]
+        return expertise["requested"] and sorted((n["role"], n["status"]) for n in expertise["notifications"]) == [
+            ("nuclear_physician", "sent"),
+            ("radiologist", "sent"),
+        ]
+
+    await eventually(notified, 30, "both notifications shown as sent")
+
+    listener.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listener
+    for uid in chosen:
+        statuses = [
+            data["retrieval"]["status"]
+            for _, data in sse_events
+            if data.get("study_instance_uid") == uid and "retrieval" in data
+        ]
+        assert statuses, f"no live update for {uid}"
+        assert statuses[-1] == "available"
+        ranks = [STATUS_RANK[status] for status in statuses]
+        assert ranks == sorted(ranks), f"states out of order for {uid}: {statuses}"
+
+    removed = chosen[0]
+    await system.command("DELETE", f"/api/v1/enrolments/{enrolment_id}/studies/{removed}")
+
+    async def removal_shown() -> bool:
+        studies = {s["study_instance_uid"]: s for s in (await system.enrolment(enrolment_id, all="true"))["studies"]}
+        return studies[removed]["retrieval"]["status"] == "removed"
+
+    await eventually(removal_shown, 30, "the removed study shown as removed")
+    await system.command("POST", f"/api/v1/enrolments/{enrolment_id}/refresh")
+    after = {s["study_instance_uid"]: s for s in (await system.enrolment(enrolment_id, all="true"))["studies"]}
+    assert after[chosen[1]]["retrieval"]["status"] == "available"
+    assert len(mail_to(radiologist)) == 1  # nothing sent twice
