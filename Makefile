@@ -53,6 +53,7 @@ unit: install ## Run the unit tests only (no servers)
 bench: up ## Measure the figures the issues name (identity rules, latencies, retrieval vs movescu)
 	@$(UV) run --frozen python -m identity_matcher.bench
 	@$(UV) run --frozen python -m study_fetcher.bench
+	@$(UV) run --frozen python -m gateway.bench
 
 lint: install ## ruff check, ruff format --check, mypy --strict on every src/, uv lock --check
 	@$(UV) lock --check --quiet
@@ -74,6 +75,10 @@ demo: up ## Start everything, seed MIRC and the services, and print where everyt
 	@bash $(STACK) status
 	@bash $(SERVICES) status
 	@echo
+	@echo "Operator console (3C):         http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/console/  (token: demo-dcc-token)"
+	@echo "Demo meeting:                  http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/console/meetings/"
+	@echo "REST API (OpenAPI):            http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/docs  (Authorization: Bearer demo-dcc-token)"
+	@echo "Topics (AsyncAPI):             http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/asyncapi"
 	@echo "Orthanc MIRC (regional PACS):  http://127.0.0.1:$(PROXYMAGE_LOCAL_MIRC_HTTP_PORT)/app/explorer.html"
 	@echo "Orthanc VIEWER (viewer store): http://127.0.0.1:$(PROXYMAGE_LOCAL_VIEWER_HTTP_PORT)/app/explorer.html"
 	@echo "Received e-mails:              var/smtp/mailbox/"
