@@ -2,7 +2,7 @@
 against the real stack (Kafka, FerretDB, Orthanc MIRC and VIEWER, the STARTTLS + client-certificate SMTP
 server): settings, experts, enrolment, catalogue with the RCP filter applied and overridden, selection
 with expertise, studies reaching `available` with a viewer link that answers, one e-mail per expert,
-removal, refresh — and SSE delivering the state changes in order."""
+removal from the console in Chromium, refresh — and SSE delivering the state changes in order."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -21,11 +22,24 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import async_playwright, expect
 from proxymage_shared.devtools.synthetic import SyntheticStudy
 from proxymage_shared.pytest_plugin import ROOT, delete_from_orthanc, free_port
 from proxymage_shared.testing import eventually
 
 TOKEN = "system-test-dcc-token"
+CHROMIUM = "/usr/bin/chromium"  # Debian's Chromium: Playwright never downloads a browser here
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--lang=fr-FR",
+]
+SCREENSHOTS = ROOT / "var" / "screenshots"
 SERVICES = ("identity_matcher", "study_fetcher", "expert_notifier", "gateway")
 MAILBOX = ROOT / "var" / "smtp" / "mailbox"
 STATUS_RANK = {"not_requested": 0, "queued": 1, "retrieving": 2, "not_yet_available": 2, "available": 3}
@@ -100,6 +114,53 @@ async def system(stack_env: dict[str, str], unique: str, tmp_path: Path) -> Asyn
             yield System(api, unique, logs, processes)
     for package, process in processes.items():
         assert process.returncode == 0, f"{package} exited with {process.returncode}:\n{logs[package].read_text()}"
+
+
+async def remove_one_through_the_console(system: System, meeting_id: str, enrolment_id: str) -> str:
+    """Logs in, opens the patient's Imaging tab, opens one study in the viewer, removes the other; returns
+    the StudyInstanceUID the console asked to remove."""
+    base = str(system.api.base_url).rstrip("/")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await page.goto(f"{base}/console/login")
+            await page.get_by_label("Jeton d'accès").fill(TOKEN)
+            await page.get_by_role("button", name="Se connecter").click()
+            await page.goto(f"{base}/console/meetings/{meeting_id}/patients/{enrolment_id}")
+            links = page.get_by_role("link", name=re.compile("^Visuel disponible"))
+            await expect(links).to_have_count(2)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=SCREENSHOTS / "system-01-visuel-disponible.png", full_page=True)
+            async with page.context.expect_page() as opened:
+                await links.first.click()
+            viewer = await opened.value
+            await viewer.wait_for_load_state()
+            assert "/app/explorer.html" in viewer.url
+            await expect(viewer).to_have_title(re.compile("Orthanc"))
+            await viewer.screenshot(path=SCREENSHOTS / "system-02-viewer.png")
+            await viewer.close()
+
+            before = {s["study_instance_uid"] for s in (await system.enrolment(enrolment_id))["studies"]}
+            await page.get_by_role("button", name=re.compile("^Retirer l'examen")).last.click()
+            await expect(links).to_have_count(1)
+            await page.screenshot(path=SCREENSHOTS / "system-03-apres-retrait.png", full_page=True)
+            assert errors == []
+        finally:
+            await browser.close()
+
+    async def one_removed() -> bool:
+        studies = (await system.enrolment(enrolment_id, all="true"))["studies"]
+        return any(s["retrieval"]["status"] == "removed" for s in studies)
+
+    await eventually(one_removed, 30, "the removal requested from the console")
+    studies = (await system.enrolment(enrolment_id, all="true"))["studies"]
+    removed = next(s["study_instance_uid"] for s in studies if s["retrieval"]["status"] == "removed")
+    assert removed in before
+    return str(removed)
 
 
 def mail_to(address: str) -> list[dict[str, Any]]:
@@ -236,8 +297,10 @@ async def test_the_whole_flow_through_rest(
         ranks = [STATUS_RANK[status] for status in statuses]
         assert ranks == sorted(ranks), f"states out of order for {uid}: {statuses}"
 
-    removed = chosen[0]
-    await system.command("DELETE", f"/api/v1/enrolments/{enrolment_id}/studies/{removed}")
+    # The console, in Chromium, as a 3C user sees it during the meeting: both studies "Visuel disponible",
+    # one opened in the viewer (the real VIEWER Orthanc page), one removed with the trash button.
+    removed = await remove_one_through_the_console(system, meeting_id, enrolment_id)
+    assert removed in chosen
 
     async def removal_shown() -> bool:
         studies = {s["study_instance_uid"]: s for s in (await system.enrolment(enrolment_id, all="true"))["studies"]}
@@ -246,5 +309,6 @@ async def test_the_whole_flow_through_rest(
     await eventually(removal_shown, 30, "the removed study shown as removed")
     await system.command("POST", f"/api/v1/enrolments/{enrolment_id}/refresh")
     after = {s["study_instance_uid"]: s for s in (await system.enrolment(enrolment_id, all="true"))["studies"]}
-    assert after[chosen[1]]["retrieval"]["status"] == "available"
+    kept = next(uid for uid in chosen if uid != removed)
+    assert after[kept]["retrieval"]["status"] == "available"
     assert len(mail_to(radiologist)) == 1  # nothing sent twice
