@@ -40,7 +40,7 @@ from proxymage_shared.mongo import Document
 
 from study_fetcher import domain
 from study_fetcher.handlers import Clock, JobUpdater, utc_now
-from study_fetcher.pacs import Pacs, StudyPresence
+from study_fetcher.pacs import Pacs
 from study_fetcher.store import JobStore, StoredJob, TransferStore, ms
 
 log = get_logger(__name__)
@@ -155,15 +155,17 @@ class Retriever:
         return outcome.instances if isinstance(outcome, domain.Verified) else None
 
     async def _retrieve(self, uid: str, transfer: Document, latest: dict[str, StoredJob]) -> domain.Outcome:
-        # Is the study in MIRC, and how many instances has it? Asked at the same time as the move when no
-        # earlier move is recorded, so the check costs no time on the way to `available`; a C-MOVE of a
-        # study MIRC does not have is harmless (it fails, and the lookup's answer explains why).
-        lookup = asyncio.ensure_future(self._pacs.in_mirc(uid))
+        try:
+            in_mirc = await self._pacs.in_mirc(uid)
+        except DicomUnavailableError:
+            return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
+        except ProxymageError as error:
+            return domain.Retry(self._now(), f"the PACS could not be queried: {error}")
+        if in_mirc is None:
+            return domain.Retry(self._now(), domain.NOT_IN_MIRC)
+
         recorded = transfer.get("verified_instances")
         if recorded is not None:
-            in_mirc = await _settled(lookup)
-            if not isinstance(in_mirc, StudyPresence):
-                return self._lookup_failure(in_mirc)
             try:
                 in_viewer = await self._pacs.in_viewer(uid)
             except ProxymageError:
@@ -175,52 +177,37 @@ class Retriever:
                 MOVES.labels("reused").inc()
                 return reused
 
-        # Counted when issued (a move cut short by a crash counts too): "moved exactly once" is checkable.
         await self._transfers.count_move(uid, self._owner, self._now())
         MOVES.labels("moved").inc()
         progress = _ProgressRelay(self._updater, latest, self._options.progress_interval_seconds)
         relay = asyncio.create_task(progress.run())
-        moved: int | ProxymageError
         try:
-            moved = await self._pacs.move(uid, progress.report)
+            completed = await self._pacs.move(uid, progress.report)
+        except IncompleteMoveError as error:
+            return domain.assess_move(_incomplete(error), in_mirc.instances, None, self._now())
+        except DicomPermanentError as error:
+            meaning = classify(error.status)[1] if error.status is not None else str(error)
+            return domain.Refused(f"MIRC {meaning}")
+        except DicomUnavailableError:
+            return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
+        except DicomTransientError as error:
+            status = f" (status 0x{error.status:04X})" if error.status is not None else ""
+            return domain.Retry(self._now(), f"MIRC could not perform the move{status}")
         except ProxymageError as error:
-            moved = error
+            return domain.Retry(self._now(), f"MIRC could not perform the move: {error}")
         finally:
             await progress.close(relay)
-        in_mirc = await _settled(lookup)
-        if not isinstance(in_mirc, StudyPresence):
-            return self._lookup_failure(in_mirc)
-        if isinstance(moved, IncompleteMoveError):
-            return domain.assess_move(_incomplete(moved), in_mirc.instances, None, self._now())
-        if isinstance(moved, DicomPermanentError):
-            meaning = classify(moved.status)[1] if moved.status is not None else str(moved)
-            return domain.Refused(f"MIRC {meaning}")
-        if isinstance(moved, DicomUnavailableError):
-            return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
-        if isinstance(moved, DicomTransientError):
-            status = f" (status 0x{moved.status:04X})" if moved.status is not None else ""
-            return domain.Retry(self._now(), f"MIRC could not perform the move{status}")
-        if isinstance(moved, ProxymageError):
-            return domain.Retry(self._now(), f"MIRC could not perform the move: {moved}")
 
         try:
             in_viewer = await self._pacs.in_viewer(uid)
         except ProxymageError:
             return domain.Retry(self._now(), domain.VIEWER_UNREACHABLE)
         return domain.assess_move(
-            domain.MoveReport(completed=moved, failed=0),
+            domain.MoveReport(completed=completed, failed=0),
             in_mirc.instances,
             in_viewer.instances if in_viewer is not None else None,
             self._now(),
         )
-
-    def _lookup_failure(self, lookup: ProxymageError | None) -> domain.Outcome:
-        """Why the study could not be moved, from the MIRC lookup's answer (absent, or an error)."""
-        if lookup is None:
-            return domain.Retry(self._now(), domain.NOT_IN_MIRC)
-        if isinstance(lookup, DicomUnavailableError):
-            return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
-        return domain.Retry(self._now(), f"the PACS could not be queried: {lookup}")
 
     async def _heartbeat(self, uid: str, keys: list[str]) -> None:
         period = max(self._options.lease.total_seconds() / 3, 0.05)
@@ -286,13 +273,3 @@ class _ProgressRelay:
             await task
         except Exception as error:
             log.warning("progress_update_failed", error=type(error).__name__)
-
-
-async def _settled(
-    lookup: asyncio.Future[StudyPresence | None],
-) -> StudyPresence | ProxymageError | None:
-    """The lookup's answer, or its (project) error as a value."""
-    try:
-        return await lookup
-    except ProxymageError as error:
-        return error
