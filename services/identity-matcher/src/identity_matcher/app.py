@@ -42,7 +42,14 @@ def build(settings: Settings) -> Service:
             lease=dt.timedelta(seconds=settings.retry_lease_seconds),
         ),
     )
-    subscribe(service.broker, settings, settings.topic(topics.PATIENT_ENROLLED), PatientEnrolled, resolver.on_enrolled)
+    subscribe(
+        service.broker,
+        settings,
+        settings.topic(topics.PATIENT_ENROLLED),
+        PatientEnrolled,
+        resolver.on_enrolled,
+        concurrency=settings.enrolment_concurrency,
+    )
     subscribe(service.broker, settings, settings.topic(topics.IMAGING_REFRESH), ImagingRefresh, resolver.on_refresh)
 
     async def close_mirc() -> None:

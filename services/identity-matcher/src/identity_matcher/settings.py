@@ -13,7 +13,9 @@ class Settings(ServiceSettings):
     health_port: int = 8101
     mirc: DicomPeer = DicomPeer(ae_title="MIRC", host="127.0.0.1", port=11112)
     calling_ae_title: str = "PM_IDENTITY"
-    mirc_max_associations: int = Field(default=4, ge=1)
+    mirc_max_associations: int = Field(default=6, ge=1)
+    # Enrolments handled at once in one process (one consumer per partition share, order kept per key).
+    enrolment_concurrency: int = Field(default=6, ge=1, le=64)
     # CONTRACT.md rule 2: a PACS may declare that PatientName's family component is the used name.
     mirc_family_is_used_name: bool = False
     # An answer this large is treated as capped by the PACS: the query is narrowed and sent again.

@@ -76,7 +76,9 @@ class EnrolmentStore:
         return Acceptance.STALE
 
     async def is_current(self, enrolment_id: str, event_id: str) -> bool:
-        return await self._enrolments.count_documents({"_id": enrolment_id, "event_id": event_id}, limit=1) > 0
+        # A read by `_id` alone (then compare here) uses the `_id` index on every backend.
+        current = await self._enrolments.find_one({"_id": enrolment_id}, {"event_id": 1})
+        return current is not None and current.get("event_id") == event_id
 
     async def record_outcome(
         self,
