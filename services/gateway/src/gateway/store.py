@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from proxymage_shared.mongo import Document
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
@@ -55,17 +55,17 @@ class ReadModelStore:
     async def apply(self, patch: Patch) -> Document | None:
         """Applies `patch` if it is newer; returns the document as read again after the write (so that it
         includes whatever other parts were written concurrently), or None when the patch was stale."""
-        if not await self._compare_and_set(patch):
-            return None
-        return await self._collections[patch.collection].find_one({"_id": patch.key})
+        return await self._compare_and_set(patch)
 
-    async def _compare_and_set(self, patch: Patch) -> bool:
+    async def _compare_and_set(self, patch: Patch) -> Document | None:
+        """The document after writing `patch` (one round trip: the conditional update returns it), or None
+        when the stored part is as new or newer."""
         collection = self._collections[patch.collection]
         at = f"{patch.path}.{ORDER}"
         for _ in range(MAX_RACES):
             current = await collection.find_one({"_id": patch.key})
             if not supersedes(patch, current):
-                return False
+                return None
             after = apply_patch(current, patch)
             if current is None:
                 try:
@@ -74,14 +74,16 @@ class ReadModelStore:
                     if _is_duplicate_key(error):
                         continue
                     raise
-                return True
+                return after
             stored = get_path(current, patch.path)
             condition: Document = {at: stored[ORDER]} if stored is not None else {at: {"$exists": False}}
-            result = await collection.update_one(
-                {"_id": patch.key, **condition}, {"$set": {patch.path: patch.stored_value()}}
+            written = await collection.find_one_and_update(
+                {"_id": patch.key, **condition},
+                {"$set": {patch.path: patch.stored_value()}},
+                return_document=ReturnDocument.AFTER,
             )
-            if result.matched_count == 1:
-                return True
+            if written is not None:
+                return written
         raise RuntimeError(f"{patch.collection}/{patch.path}: lost {MAX_RACES} races in a row")
 
     async def enrolment(self, enrolment_id: str) -> Document | None:
