@@ -24,21 +24,10 @@ import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 from proxymage_shared.devtools.synthetic import SyntheticStudy
-from proxymage_shared.pytest_plugin import ROOT, delete_from_orthanc, free_port
+from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, delete_from_orthanc, free_port
 from proxymage_shared.testing import eventually
 
 TOKEN = "system-test-dcc-token"
-CHROMIUM = "/usr/bin/chromium"  # Debian's Chromium: Playwright never downloads a browser here
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--lang=fr-FR",
-]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 SERVICES = ("identity_matcher", "study_fetcher", "expert_notifier", "gateway")
 MAILBOX = ROOT / "var" / "smtp" / "mailbox"

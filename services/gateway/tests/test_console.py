@@ -47,20 +47,9 @@ from proxymage_shared.events import (
     Progress,
     StudyStatusChanged,
 )
-from proxymage_shared.pytest_plugin import ROOT, free_port
+from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
 from proxymage_shared.testing import eventually
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--lang=fr-FR",  # dates in the French order in date inputs
-]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 TOKEN = "jeton-console-essai-" + uuid.uuid4().hex
 VIEWER_TEMPLATE = "https://visionneuse.exemple.test/meddream/?study={study_instance_uid}"

@@ -31,6 +31,19 @@ from proxymage_shared.topics import topic_specs
 ROOT = Path(__file__).resolve().parents[3]
 ENV_FILE = ROOT / "deploy" / "local" / "local.env"
 STACK_FIXTURE = "stack_env"
+# Browser tests drive Debian's Chromium (Playwright never downloads a browser here); these switches keep it
+# from reaching out to the network it does not have.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--lang=fr-FR",  # French date order in date inputs
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

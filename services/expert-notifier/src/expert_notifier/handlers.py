@@ -37,6 +37,7 @@ from proxymage_shared.events import (
     MeetingExperts,
     PatientEnrolled,
     StudiesSelected,
+    utc_now,
 )
 from proxymage_shared.kafka import Delivery
 from proxymage_shared.logging import get_logger
@@ -81,10 +82,6 @@ class NotifierOptions:
     republish_after: dt.timedelta = dt.timedelta(seconds=10)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class Notifier:
     def __init__(
         self,
@@ -92,7 +89,7 @@ class Notifier:
         sender: Sender,
         publish: Publish,
         options: NotifierOptions,
-        clock: Callable[[], dt.datetime] = _now,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self._store = store
         self._sender = sender

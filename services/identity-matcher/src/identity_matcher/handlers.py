@@ -25,7 +25,7 @@ from typing import Final
 
 from prometheus_client import Counter, Histogram
 from proxymage_shared.errors import ProxymageError
-from proxymage_shared.events import IdentityResolved, IdentityStatus, ImagingRefresh, PatientEnrolled
+from proxymage_shared.events import IdentityResolved, IdentityStatus, ImagingRefresh, PatientEnrolled, utc_now
 from proxymage_shared.kafka import Delivery
 from proxymage_shared.logging import get_logger
 from proxymage_shared.mongo import Document
@@ -59,10 +59,6 @@ class ResolverOptions:
     lease: dt.timedelta = dt.timedelta(minutes=2)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class IdentityResolver:
     def __init__(
         self,
@@ -70,7 +66,7 @@ class IdentityResolver:
         directory: PatientDirectory,
         publish: Publish,
         options: ResolverOptions,
-        clock: Callable[[], dt.datetime] = _now,
+        clock: Callable[[], dt.datetime] = utc_now,
     ) -> None:
         self._store = store
         self._directory = directory
