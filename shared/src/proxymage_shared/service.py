@@ -72,6 +72,25 @@ def build_service(
     )
 
 
+def periodic(
+    name: str, action: Callable[[], Awaitable[object]], interval_seconds: float
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """A `Service.background` loop: runs `action` every `interval_seconds` until stop. A failing round (e.g.
+    MongoDB down) is logged as `<name>_failed` and the loop goes on with the next round."""
+
+    async def loop(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await action()
+            except Exception as error:
+                # The error's type only: a message may quote stored data (a patient's name, say).
+                log.warning(f"{name}_failed", error=type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_seconds)
+
+    return loop
+
+
 async def _broker_ready(broker: KafkaBroker) -> bool:
     return await broker.ping(timeout=1.5)
 

@@ -16,7 +16,7 @@ from proxymage_shared import topics
 from proxymage_shared.events import ExpertiseNotification, MeetingExperts, PatientEnrolled, StudiesSelected
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.retry import BackoffSchedule
-from proxymage_shared.service import Service, build_service
+from proxymage_shared.service import Service, build_service, periodic
 
 from expert_notifier.handlers import Notifier, NotifierOptions
 from expert_notifier.message import MailSettings, default_message_id_domain
@@ -62,13 +62,10 @@ def build(settings: Settings) -> Service:
     subscribe(service.broker, settings, settings.topic(topics.PATIENT_ENROLLED), PatientEnrolled, notifier.on_enrolled)
     subscribe(service.broker, settings, settings.topic(topics.STUDIES_SELECTED), StudiesSelected, notifier.on_selected)
 
-    async def maintenance(stop: asyncio.Event) -> None:
-        await notifier.maintenance_loop(stop, settings.maintenance_interval_seconds)
-
     service.on_start.append(store.ensure_indexes)
     for _ in range(settings.send_workers):
         service.background.append(_send_worker(notifier, settings.send_poll_seconds))
-    service.background.append(maintenance)
+    service.background.append(periodic("maintenance", notifier.maintain, settings.maintenance_interval_seconds))
     return service
 
 

@@ -352,15 +352,6 @@ class Notifier:
             log.info("maintenance", republished=republished, purged_enrolments=purged)
         return republished, purged
 
-    async def maintenance_loop(self, stop: asyncio.Event, interval_seconds: float) -> None:
-        while not stop.is_set():
-            try:
-                await self.maintain()
-            except Exception as error:
-                log.warning("maintenance_failed", error=type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_seconds)
-
     @staticmethod
     def _log_slot(event: str, record: SlotRecord) -> None:
         slot = record.slot

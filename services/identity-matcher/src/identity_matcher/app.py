@@ -5,7 +5,6 @@ Consumes `dcc.patient-enrolled.v1` and `dcc.imaging-refresh.v1`; publishes `iden
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 
 from proxymage_shared import topics
@@ -13,7 +12,7 @@ from proxymage_shared.dicom import DicomClient, echo_check
 from proxymage_shared.events import IdentityResolved, ImagingRefresh, PatientEnrolled
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.retry import BackoffSchedule
-from proxymage_shared.service import Service, build_service
+from proxymage_shared.service import Service, build_service, periodic
 
 from identity_matcher.directory import MircDirectory
 from identity_matcher.handlers import IdentityResolver, ResolverOptions
@@ -55,10 +54,7 @@ def build(settings: Settings) -> Service:
     async def close_mirc() -> None:
         mirc.close()
 
-    async def retry_loop(stop: asyncio.Event) -> None:
-        await resolver.retry_loop(stop, settings.error_retry_poll_seconds)
-
     service.on_start.append(store.ensure_indexes)
     service.on_stop.append(close_mirc)
-    service.background.append(retry_loop)
+    service.background.append(periodic("error_retry", resolver.retry_due, settings.error_retry_poll_seconds))
     return service

@@ -15,7 +15,6 @@ Semantics (ARCHITECTURE.md, CONTRACT.md):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import time
 import uuid
@@ -104,15 +103,6 @@ class IdentityResolver:
             await self._resolve_stored(claimed)
             handled += 1
         return handled
-
-    async def retry_loop(self, stop: asyncio.Event, poll_seconds: float) -> None:
-        while not stop.is_set():
-            try:
-                await self.retry_due()
-            except Exception as error:
-                log.warning("retry_round_failed", error=type(error).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll_seconds)
 
     async def _resolve_stored(self, document: Document) -> None:
         event = PatientEnrolled.model_validate(document["event"], strict=False)

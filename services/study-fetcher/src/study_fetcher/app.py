@@ -9,7 +9,6 @@ partition and instances share the work however the consumer group's partitions a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import uuid
 
@@ -25,7 +24,7 @@ from proxymage_shared.events import (
 )
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.logging import get_logger
-from proxymage_shared.service import Service, build_service
+from proxymage_shared.service import Service, build_service, periodic
 
 from study_fetcher import domain
 from study_fetcher.handlers import Catalogue, CatalogueOptions, Handlers, JobUpdater, RetrievalOptions, utc_now
@@ -117,18 +116,12 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
     subscribe(service.broker, settings, settings.topic(topics.STUDIES_SELECTED), StudiesSelected, handlers.on_selected)
     subscribe(service.broker, settings, settings.topic(topics.STUDY_REMOVED), StudyRemoved, handlers.on_removed)
 
-    async def housekeeping(stop: asyncio.Event) -> None:
-        """Re-publishes unacknowledged job versions and retries failed catalogues, every poll."""
-        while not stop.is_set():
-            try:
-                older_than = utc_now() - dt.timedelta(seconds=settings.republish_after_seconds)
-                if republished := await updater.republish_pending(older_than):
-                    log.info("status_republished", count=republished)
-                await catalogue.retry_due()
-            except Exception as error:
-                log.warning("housekeeping_failed", error=type(error).__name__, detail=str(error)[:300])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.poll_seconds)
+    async def housekeeping() -> None:
+        """Re-publishes unacknowledged job versions and retries failed catalogues."""
+        older_than = utc_now() - dt.timedelta(seconds=settings.republish_after_seconds)
+        if republished := await updater.republish_pending(older_than):
+            log.info("status_republished", count=republished)
+        await catalogue.retry_due()
 
     async def ensure_indexes() -> None:
         await enrolments.ensure_indexes()
@@ -142,7 +135,7 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
 
     service.on_start.append(ensure_indexes)
     service.on_stop.append(close_clients)
-    service.background.append(housekeeping)
+    service.background.append(periodic("housekeeping", housekeeping, settings.poll_seconds))
     for _ in range(settings.mirc_max_associations):
 
         async def run_worker(stop: asyncio.Event) -> None:
