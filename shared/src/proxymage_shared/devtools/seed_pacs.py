@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
 from proxymage_shared.devtools.synthetic import MODALITY_SOP_CLASSES, SyntheticStudy
+from proxymage_shared.dicom.client import set_tcp_nodelay
 from proxymage_shared.settings import DicomPeer
 
 
@@ -22,19 +21,13 @@ class SeedReport:
     failed: int
 
 
-def _set_tcp_nodelay(event: Any) -> None:
-    raw = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
-    if raw is not None:
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def _associate(peer: DicomPeer, calling_ae_title: str) -> Association:
     ae = AE(ae_title=calling_ae_title)
     ae.dimse_timeout = 20
     for sop_class in MODALITY_SOP_CLASSES.values():
         ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
     assoc = ae.associate(
-        peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, _set_tcp_nodelay)]
+        peer.host, peer.port, ae_title=peer.ae_title, evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)]
     )
     if not assoc.is_established:
         raise ConnectionError(f"cannot associate with {peer.ae_title} at {peer.host}:{peer.port}")

@@ -62,7 +62,8 @@ class DicomTimeouts:
     network: float = 120.0
 
 
-def _set_tcp_nodelay(event: Any) -> None:
+def set_tcp_nodelay(event: Any) -> None:
+    """An `EVT_CONN_OPEN` handler for every association we open (queries, moves, test seeding)."""
     # pynetdicom never disables Nagle's algorithm; with delayed ACKs every small PDU exchange waits ~40 ms.
     # Measured: a C-FIND round trip goes from ~69 ms to ~23 ms on loopback (ARCHITECTURE.md).
     raw = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
@@ -108,7 +109,7 @@ class DicomClient:
             self.peer.host,
             self.peer.port,
             ae_title=self.peer.ae_title,
-            evt_handlers=[(evt.EVT_CONN_OPEN, _set_tcp_nodelay)],
+            evt_handlers=[(evt.EVT_CONN_OPEN, set_tcp_nodelay)],
         )
         if not assoc.is_established:
             what = "rejected" if assoc.is_rejected else "could not be established"
