@@ -170,9 +170,25 @@ class ImagingRefresh(Event):
     enrolment_id: BusinessId
 
 
+class EnrolmentWithdrawn(Event):
+    """`dcc.enrolment-withdrawn.v1`, key `enrolment_id`: the patient is taken off the meeting (CONTRACT v1.1).
+
+    Everything Proxymage holds for the enrolment is withdrawn: no PACS query any more, selected studies
+    `removed` (reason `enrolment_withdrawn`), viewer-store copies deleted once no live enrolment needs them,
+    expertise e-mails not yet sent `cancelled`. A later enrolled event (newer `occurred_at`) re-opens it.
+    """
+
+    enrolment_id: BusinessId
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = Field(
+        default=None, description="Free text, optional; never shown to the experts."
+    )
+
+
 # --- Outcomes ------------------------------------------------------------------------------------------------
 
-IdentityStatus: TypeAlias = Literal["matched", "unmatched", "no_consent", "error"]
+IdentityStatus: TypeAlias = Literal["matched", "unmatched", "no_consent", "withdrawn", "error"]
+# A reason comes as a stable code (for programs; see proxymage_shared.reasons) and a French text (for people).
+ReasonCode = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,63}$")]
 IdentityTrait: TypeAlias = Literal["birth_name", "used_name", "first_name", "birth_date", "sex"]
 NearMissKind: TypeAlias = Literal[
     "separator",
@@ -202,20 +218,24 @@ class PacsPatientRef(_Model):
 
 
 class IdentityResolved(Event):
-    """`identity.resolved.v1`, key `enrolment_id`: the outcome of matching one enrolment's identity.
+    """`identity.resolved.v1`, key `enrolment_id`: the enrolment's lifecycle as the identity-matcher decided it.
 
-    Carries the meeting so the fetcher can compute retrieval deadlines without reading the DCC topics.
-    `source_event_id` is the enrolled event this outcome answers; a newer one supersedes it.
+    Carries the meeting so the fetcher can compute retrieval deadlines without reading the DCC topics
+    (unknown only for an enrolment withdrawn before any enrolled event was seen).
+    `source_event_id` / `source_occurred_at` are the DCC event this outcome answers: an enrolled event
+    (`matched`, `unmatched`, `no_consent`, `error`) or a withdrawal (`withdrawn`); a newer one supersedes it.
     """
 
     enrolment_id: BusinessId
     source_event_id: uuid.UUID
-    meeting_id: BusinessId
-    meeting_date: dt.date
+    source_occurred_at: AwareDatetime | None = None
+    meeting_id: BusinessId | None = None
+    meeting_date: dt.date | None = None
     status: IdentityStatus
     pacs_patients: tuple[PacsPatientRef, ...] = ()
     near_misses: tuple[NearMiss, ...] = ()
     reason: str | None = None
+    reason_code: ReasonCode | None = None
 
 
 class CataloguedStudy(_Model):
@@ -243,6 +263,7 @@ class ImagingCatalogued(Event):
     status: CatalogueStatus
     studies: tuple[CataloguedStudy, ...] = ()
     reason: str | None = None
+    reason_code: ReasonCode | None = None
 
 
 RetrievalStatus: TypeAlias = Literal["queued", "retrieving", "not_yet_available", "available", "failed", "removed"]
@@ -267,10 +288,15 @@ class StudyStatusChanged(Event):
     attempts: int = Field(ge=0)
     next_attempt_at: AwareDatetime | None = None
     reason: str | None = None
+    reason_code: ReasonCode | None = None
 
 
 ExpertRole: TypeAlias = Literal["radiologist", "nuclear_physician"]
-NotificationStatus: TypeAlias = Literal["pending", "sent", "failed", "refused", "skipped"]
+# CONTRACT v1.1: `waiting` (requested, but the enrolment is not matched or no selected study is available
+# yet), `not_sent` (the meeting date passed first), `cancelled` (consent or enrolment withdrawn).
+NotificationStatus: TypeAlias = Literal[
+    "pending", "waiting", "sent", "failed", "refused", "skipped", "not_sent", "cancelled"
+]
 
 
 class ExpertiseNotification(Event):
@@ -281,6 +307,7 @@ class ExpertiseNotification(Event):
     role: ExpertRole | None
     status: NotificationStatus
     reason: str | None = None
+    reason_code: ReasonCode | None = None
     version: int = Field(ge=1)
 
 
@@ -300,6 +327,7 @@ def _register() -> None:
             topics.STUDIES_SELECTED: StudiesSelected,
             topics.STUDY_REMOVED: StudyRemoved,
             topics.IMAGING_REFRESH: ImagingRefresh,
+            topics.ENROLMENT_WITHDRAWN: EnrolmentWithdrawn,
         }
     )
     OUTCOME_EVENT_TYPES.update(

@@ -17,6 +17,7 @@ PATIENT_ENROLLED: Final = "dcc.patient-enrolled.v1"
 STUDIES_SELECTED: Final = "dcc.studies-selected.v1"
 STUDY_REMOVED: Final = "dcc.study-removed.v1"
 IMAGING_REFRESH: Final = "dcc.imaging-refresh.v1"
+ENROLMENT_WITHDRAWN: Final = "dcc.enrolment-withdrawn.v1"  # CONTRACT v1.1: the patient is taken off the meeting
 
 # Outcomes: published by Proxymage's services.
 IDENTITY_RESOLVED: Final = "identity.resolved.v1"
@@ -33,6 +34,7 @@ INBOUND_TOPICS: Final = (
     STUDIES_SELECTED,
     STUDY_REMOVED,
     IMAGING_REFRESH,
+    ENROLMENT_WITHDRAWN,
 )
 OUTCOME_TOPICS: Final = (IDENTITY_RESOLVED, IMAGING_CATALOGUED, STUDY_STATUS, EXPERTISE_NOTIFICATION)
 CONTRACT_TOPICS: Final = INBOUND_TOPICS + OUTCOME_TOPICS
@@ -44,6 +46,7 @@ TOPIC_KEYS: Final[dict[str, str]] = {
     STUDIES_SELECTED: "enrolment_id",
     STUDY_REMOVED: "enrolment_id",
     IMAGING_REFRESH: "enrolment_id",
+    ENROLMENT_WITHDRAWN: "enrolment_id",
     IDENTITY_RESOLVED: "enrolment_id",
     IMAGING_CATALOGUED: "enrolment_id",
     STUDY_STATUS: "enrolment_id",
