@@ -8,6 +8,7 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from proxymage_shared.reasons import Reason
 from proxymage_shared.retry import BackoffSchedule
 from study_fetcher import domain
 from study_fetcher.domain import (
@@ -58,22 +59,25 @@ def test_happy_path_versions_and_progress() -> None:
 def test_retry_follows_the_backoff_schedule_and_stops_at_the_deadline() -> None:
     job = step(new_job(at(0), deadline=at(100)), Start(at(1)), Retry(at(2), domain.NOT_IN_MIRC))
     assert job.state == "not_yet_available"
-    assert job.reason == "not yet in MIRC"
+    assert (job.reason_code, job.reason) == ("not_in_mirc", "examen pas encore présent dans le PACS régional (MIRC)")
     assert job.next_attempt_at is not None
     assert at(2 + 15 * 0.8) <= job.next_attempt_at <= at(2 + 15 * 1.2)
     # Further retries are capped by the deadline, so the last try runs at it...
-    job = step(job, Start(at(20)), Retry(at(21), "PACS unreachable"), Start(at(80)), Retry(at(81), "PACS unreachable"))
+    unreachable = domain.PACS_UNREACHABLE
+    job = step(job, Start(at(20)), Retry(at(21), unreachable), Start(at(80)), Retry(at(81), unreachable))
     assert job.next_attempt_at == at(100)
     # ...and a failure at (or after) the deadline is final.
-    job = step(job, Start(at(100)), Retry(at(100), "PACS unreachable"))
+    job = step(job, Start(at(100)), Retry(at(100), unreachable))
     assert job.state == "failed"
-    assert job.reason == "deadline passed: PACS unreachable"
+    assert job.reason_code == "deadline_passed"
+    assert job.reason == "délai dépassé (fin du jour de la réunion) (PACS régional (MIRC) injoignable)"
     assert transition(job, Refresh(at(101)), POLICY) is None  # too late even for a refresh
 
 
 def test_refused_is_failed_and_a_refresh_before_the_deadline_requeues() -> None:
-    job = step(new_job(at(0), deadline=at(1000)), Start(at(1)), Refused("MIRC refused: move destination unknown"))
-    assert (job.state, job.reason) == ("failed", "MIRC refused: move destination unknown")
+    refused = Reason.of("move_refused", "destination inconnue")
+    job = step(new_job(at(0), deadline=at(1000)), Start(at(1)), Refused(refused))
+    assert (job.state, job.reason_code, job.reason) == ("failed", "move_refused", refused.text)
     job = step(job, Refresh(at(2)))
     assert (job.state, job.reason, job.attempts) == ("queued", None, 1)
 
@@ -125,10 +129,10 @@ def test_assess_move() -> None:
     assert assess_move(complete, 40, 41, at(0)) == Verified(41)
     partial = assess_move(complete, 40, 37, at(0))
     assert isinstance(partial, Retry)
-    assert partial.reason == "move incomplete: the viewer store holds 37 of 40 instances"
+    assert partial.reason == Reason.of("move_incomplete", "le stockage de la visionneuse contient 37 instances sur 40")
     failed = assess_move(MoveReport(completed=37, failed=3), 40, 40, at(0))
     assert isinstance(failed, Retry)
-    assert failed.reason == "move incomplete: 3 of 40 instances failed"
+    assert failed.reason == Reason.of("move_incomplete", "3 instances sur 40 en échec")
     absent = assess_move(complete, 40, None, at(0))
     assert isinstance(absent, Retry)
     # MIRC without NumberOfStudyRelatedInstances: the move's own count is the target.
@@ -161,22 +165,45 @@ inputs = st.one_of(
     st.builds(lambda d, t: Progressed(d, t), st.integers(0, 500), st.integers(0, 500)),
     st.builds(lambda n: Verified(n), st.integers(1, 500)),
     st.builds(lambda s, r: Retry(at(s), r), seconds, st.sampled_from([domain.NOT_IN_MIRC, domain.PACS_UNREACHABLE])),
-    st.builds(lambda r: Refused(r), st.just("MIRC refused: move destination unknown")),
+    st.builds(lambda r: Refused(r), st.just(Reason.of("move_refused", "destination inconnue"))),
 )
+admissions = st.sampled_from(
+    [
+        domain.Admit(("P1", "ISSUER")),
+        domain.Hold(Reason.of("waiting_identity")),
+        domain.Hold(Reason.of("waiting_catalogue")),
+        domain.Deny(Reason.of("patient_not_found")),
+        domain.Deny(Reason.of("not_patient_study")),
+        domain.Void(Reason.of("enrolment_withdrawn")),
+    ]
+)
+lifecycle_inputs = st.one_of(
+    st.builds(lambda s, a: Select(at(s), a), seconds, admissions),
+    st.builds(
+        lambda a: domain.Settle(a),
+        st.sampled_from([domain.Admit(("P1", "ISSUER")), domain.Deny(Reason.of("not_patient_study"))]),
+    ),
+    st.builds(
+        lambda s, r: domain.Close(at(s), Reason.of(r)),
+        seconds,
+        st.sampled_from(["consent_withdrawn", "enrolment_withdrawn", "identity_changed"]),
+    ),
+)
+all_inputs = st.one_of(inputs, lifecycle_inputs)
 deadlines = st.one_of(st.none(), st.builds(at, seconds))
-VISIBLE = ("state", "attempts", "progress", "next_attempt_at", "reason")
+VISIBLE = ("state", "attempts", "progress", "next_attempt_at", "reason", "reason_code", "held")
 
 
 def visible(job: Job) -> tuple[object, ...]:
     return tuple(getattr(job, name) for name in VISIBLE)
 
 
-@settings(max_examples=400, deadline=None)
-@given(st.builds(at, seconds), deadlines, st.lists(inputs, max_size=40))
+@settings(max_examples=600, deadline=None)
+@given(st.builds(at, seconds), deadlines, admissions, st.lists(all_inputs, max_size=40))
 def test_properties_over_arbitrary_sequences(
-    selected: dt.datetime, deadline: dt.datetime | None, events: list[domain.Input]
+    selected: dt.datetime, deadline: dt.datetime | None, first: domain.Admission, events: list[domain.Input]
 ) -> None:
-    job = new_job(selected, deadline)
+    job = new_job(selected, deadline, first)
     for event in events:
         new = transition(job, event, POLICY)
         if new is None:
@@ -186,21 +213,35 @@ def test_properties_over_arbitrary_sequences(
             assert new.version == job.version + 1
         else:
             assert new.version == job.version
-        # Nothing leaves `removed` but a selection newer than the removal.
+        # Nothing leaves `removed` but a selection newer than the removal, judged again (never a Void).
         if job.state == "removed":
             assert isinstance(event, Select)
             assert job.removed_at is not None
             assert event.at > job.removed_at
-            assert new.state == "queued"
+            assert not isinstance(event.admission, domain.Void)
+            assert new.state in ("queued", "failed")
         # `available` only from a verified complete move, reported while retrieving.
         if new.state == "available" and job.state != "available":
             assert isinstance(event, Verified)
             assert job.state == "retrieving"
-        # `failed` only for a refusal or once the deadline has passed.
+        # A held job (identity or catalogue unknown) is never started: no PACS is touched for it.
+        if job.held:
+            assert new.state != "retrieving"
+        if new.state == "retrieving" and job.state != "retrieving":
+            assert not job.held
+        # A lifecycle closure removes whatever the job was doing, with its reason.
+        if isinstance(event, domain.Close):
+            assert (new.state, new.reason_code) == ("removed", event.reason.code)
+        # `failed` only for a refusal, once the deadline has passed, or by the lifecycle's denial.
         if new.state == "failed" and job.state != "failed":
-            assert isinstance(event, Refused) or (
-                isinstance(event, Retry) and job.deadline is not None and event.now >= job.deadline
+            assert (
+                isinstance(event, Refused)
+                or (isinstance(event, Retry) and job.deadline is not None and event.now >= job.deadline)
+                or (isinstance(event, Select | domain.Settle) and isinstance(event.admission, domain.Deny))
             )
+        # A denial on admission is never retried by a Refresh.
+        if job.state == "failed" and job.reason_code in domain.ADMISSION_CODES and isinstance(event, Refresh):
+            raise AssertionError("a Refresh re-queued a study the lifecycle denied")
         # A waiting job is always due again no later than its deadline.
         if new.state == "not_yet_available" and new.deadline is not None:
             assert new.next_attempt_at is not None
@@ -209,15 +250,15 @@ def test_properties_over_arbitrary_sequences(
         job = new
 
 
-@given(st.builds(at, seconds), st.lists(inputs, max_size=30))
+@given(st.builds(at, seconds), st.lists(all_inputs, max_size=30))
 def test_removed_absorbs_everything_but_a_newer_selection(removed_at: dt.datetime, events: list[domain.Input]) -> None:
     job = domain.removed_tombstone(removed_at)
     job = dataclasses.replace(job, version=5)
     for event in events:
         new = transition(job, event, POLICY)
-        if isinstance(event, Select) and event.at > removed_at:
+        if isinstance(event, Select) and event.at > removed_at and not isinstance(event.admission, domain.Void):
             assert new is not None
-            assert new.state == "queued"
+            assert new.state in ("queued", "failed")
         else:
             assert new is None
 

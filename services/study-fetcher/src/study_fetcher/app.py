@@ -27,6 +27,7 @@ from proxymage_shared.logging import get_logger
 from proxymage_shared.service import Service, build_service, periodic
 
 from study_fetcher import domain
+from study_fetcher.cleanup import ViewerCleaner
 from study_fetcher.handlers import Catalogue, CatalogueOptions, Handlers, JobUpdater, RetrievalOptions, utc_now
 from study_fetcher.pacs import DicomPacs, OrthancRest
 from study_fetcher.settings import Settings
@@ -77,6 +78,7 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
             display_names=dict(settings.pacs_display_names), retries=settings.retry_schedule(), lease=lease
         ),
     )
+    cleaner = ViewerCleaner(jobs=jobs, transfers=transfers, purge=purge, owner=owner, lease=lease, clock=utc_now)
     retriever = Retriever(
         jobs=jobs,
         transfers=transfers,
@@ -86,23 +88,23 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
             lease=lease,
             transfer_wait=dt.timedelta(seconds=settings.transfer_wait_seconds),
             progress_interval_seconds=settings.progress_interval_seconds,
+            cancel_poll_seconds=settings.cancel_poll_seconds,
         ),
         owner=owner,
+        cleaner=cleaner,
     )
     handlers = Handlers(
         enrolments=enrolments,
         jobs=jobs,
-        transfers=transfers,
         updater=updater,
         catalogue=catalogue,
-        purge=purge,
+        cleaner=cleaner,
         options=RetrievalOptions(
             deadline_after_meeting=settings.deadline_after_meeting,
             timezone=settings.timezone(),
             purge_removed=settings.purge_removed_from_viewer,
             lease=lease,
         ),
-        owner=owner,
         wake=retriever.wake.set,
     )
     subscribe(
@@ -117,11 +119,12 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
     subscribe(service.broker, settings, settings.topic(topics.STUDY_REMOVED), StudyRemoved, handlers.on_removed)
 
     async def housekeeping() -> None:
-        """Re-publishes unacknowledged job versions and retries failed catalogues."""
+        """Re-publishes unacknowledged job versions, retries failed catalogues and owed viewer-store purges."""
         older_than = utc_now() - dt.timedelta(seconds=settings.republish_after_seconds)
         if republished := await updater.republish_pending(older_than):
             log.info("status_republished", count=republished)
         await catalogue.retry_due()
+        await cleaner.settle_owed()
 
     async def ensure_indexes() -> None:
         await enrolments.ensure_indexes()

@@ -29,6 +29,15 @@ removed     queued [5]   -             -           -              -           - 
     removal, a replayed older selection, a refresh...). A removal older than the latest selection is ignored.
 [6] due now (unless it already is).
 
+Admission (CONTRACT v1.1, `study_fetcher.lifecycle`): every selection comes with the verdict of the enrolment's
+lifecycle on that study (`Select.admission`): `Admit` (the study of a currently linked PACS patient, in the
+current catalogue), `Hold` (identity or catalogue not known yet: the job waits, `queued` and *held*: no
+worker may start it), `Deny` (unmatched, no consent, withdrawn, not the patient's study: `failed` with the
+reason, nothing moved) or `Void` (the selection predates the enrolment's closure: `removed`). A held job is
+settled later by `Admit` / `Deny`; `Close` (consent or enrolment withdrawn, corrected identity) removes any
+job that is not removed yet, whatever it was doing, with the reason. A job that failed on admission is
+never re-queued by a Refresh: only a newer selection, judged again, can revive it.
+
 `available` is reached only through `Verified`, which only `assess_move` (a move without failed
 sub-operations whose result the viewer store confirms) or `assess_reuse` (the same for an earlier recorded
 move of the study) produce.
@@ -45,6 +54,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final, TypeAlias
 
 from proxymage_shared.events import RetrievalStatus
+from proxymage_shared.reasons import Reason
 from proxymage_shared.retry import BackoffSchedule
 
 State: TypeAlias = RetrievalStatus
@@ -54,11 +64,18 @@ LIVE_STATES: Final = frozenset({"queued", "retrieving", "not_yet_available", "av
 # States in which a worker may start an attempt (when due); `retrieving` only when its lease has expired.
 WAITING_STATES: Final = frozenset({"queued", "not_yet_available"})
 
-# User-readable reasons (CONTRACT.md: "in words a user understands").
-NOT_IN_MIRC: Final = "not yet in MIRC"
-PACS_UNREACHABLE: Final = "PACS unreachable"
-VIEWER_UNREACHABLE: Final = "viewer store unreachable"
-DEADLINE_PASSED: Final = "deadline passed"
+# Reasons (a stable code and the French text users read: CONTRACT v1.1, proxymage_shared.reasons).
+NOT_IN_MIRC: Final = Reason.of("not_in_mirc")
+PACS_UNREACHABLE: Final = Reason.of("pacs_unreachable")
+VIEWER_UNREACHABLE: Final = Reason.of("viewer_unreachable")
+DEADLINE_PASSED: Final = "deadline_passed"
+# Failures decided by the enrolment's lifecycle, not by a retrieval: a Refresh never retries them.
+ADMISSION_CODES: Final = frozenset(
+    {"patient_not_found", "no_consent", "enrolment_withdrawn", "consent_withdrawn", "not_patient_study",
+     "identity_changed"}
+)  # fmt: skip
+
+Owner: TypeAlias = tuple[str, str | None]  # the linked PACS patient a study was admitted for: (PatientID, issuer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +97,9 @@ class Job:
     progress: Progress | None
     selected_at: dt.datetime  # event time of the newest DCC selection that includes the study
     removed_at: dt.datetime | None = None  # event time of the removal that applies, if removed
+    reason_code: str | None = None  # the stable code of `reason` (proxymage_shared.reasons)
+    held: bool = False  # queued, waiting for the enrolment's identity or catalogue: no worker may start it
+    owner: Owner | None = None  # the linked PACS patient the study was admitted for
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,14 +110,75 @@ class RetrievalPolicy:
     rng: random.Random = field(default_factory=random.Random)
 
 
+# --- admission verdicts (study_fetcher.lifecycle.judge) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """The study belongs to a PACS patient linked to the enrolment now, and is in its current catalogue."""
+
+    owner: Owner | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Not decidable yet (identity or catalogue unknown): wait, without touching any PACS."""
+
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Never to be moved for this enrolment as it stands: `failed` with the reason."""
+
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Void:
+    """The selection is older than the enrolment's closure (withdrawal, consent withdrawn): `removed`."""
+
+    reason: Reason
+
+
+Admission: TypeAlias = Admit | Hold | Deny | Void
+
 # --- inputs ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Select:
-    """The DCC's selection (event time `at`) includes the study."""
+    """The DCC's selection (event time `at`) includes the study; `admission` is the lifecycle's verdict."""
 
     at: dt.datetime
+    admission: Admission = Admit()
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """The lifecycle judges an undecided job again (identity resolved, catalogue listed, re-opened)."""
+
+    admission: Admit | Hold | Deny
+
+
+def undecided(job: Job) -> bool:
+    """Held, or failed on admission without ever being admitted: the lifecycle may still change its verdict."""
+    return (job.state == "queued" and job.held) or (
+        job.state == "failed" and job.reason_code in ADMISSION_CODES and job.owner is None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Consent withdrawn, enrolment withdrawn or identity corrected (event time `at`): stop and remove.
+
+    A job selected *after* `at` (its selection arrived before the closure did) was never wanted under the
+    closed enrolment: with a `denial`, it ends `failed` with it instead, undecided (a re-opening judges it
+    again), as if the closure had arrived first."""
+
+    at: dt.datetime
+    reason: Reason
+    denial: Reason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,23 +220,52 @@ class Retry:
     """The attempt did not make the study available for a reason that may go away."""
 
     now: dt.datetime
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
 class Refused:
     """MIRC refused the move itself (e.g. the destination is unknown to it): retrying cannot help."""
 
-    reason: str
+    reason: Reason
 
 
-Input: TypeAlias = Select | Remove | Refresh | Start | Progressed | Verified | Retry | Refused
+Input: TypeAlias = Select | Settle | Close | Remove | Refresh | Start | Progressed | Verified | Retry | Refused
 Outcome: TypeAlias = Verified | Retry | Refused  # how an attempt ends
 
 
-def new_job(selected_at: dt.datetime, deadline: dt.datetime | None) -> Job:
-    """A freshly selected study: `queued`, version 1 (the first version consumers see)."""
-    return Job("queued", 1, 0, None, deadline, None, None, selected_at)
+def new_job(selected_at: dt.datetime, deadline: dt.datetime | None, admission: Admission | None = None) -> Job:
+    """A freshly selected study, version 1 (the first version consumers see): `queued` when admitted (or
+    held), `failed` when denied, `removed` when the selection predates the enrolment's closure."""
+    job = Job("queued", 1, 0, None, deadline, None, None, selected_at)
+    return _admitted(job, admission or Admit(), selected_at)
+
+
+def _admitted(job: Job, admission: Admission, at: dt.datetime) -> Job:
+    """`job` (already versioned by the caller) as `admission` says, selected at `at`."""
+    fresh = replace(job, selected_at=at, removed_at=None, progress=None, next_attempt_at=None)
+    match admission:
+        case Admit(owner=owner):
+            return replace(fresh, state="queued", held=False, owner=owner, reason=None, reason_code=None)
+        case Hold(reason=reason):
+            return replace(fresh, state="queued", held=True, owner=None, reason=reason.text, reason_code=reason.code)
+        case Deny(reason=reason):
+            return replace(fresh, state="failed", held=False, owner=None, reason=reason.text, reason_code=reason.code)
+        case Void(reason=reason):
+            return replace(
+                fresh,
+                state="removed",
+                held=False,
+                owner=None,
+                removed_at=at,
+                reason=reason.text,
+                reason_code=reason.code,
+            )
+    raise AssertionError(f"unknown admission {admission!r}")  # pragma: no cover - exhaustive match
+
+
+def _reason(job: Job, reason: Reason | None) -> dict[str, object]:
+    return {"reason": reason.text if reason else None, "reason_code": reason.code if reason else None}
 
 
 def removed_tombstone(removed_at: dt.datetime) -> Job:
@@ -172,39 +282,73 @@ def transition(job: Job, event: Input, policy: RetrievalPolicy) -> Job | None:
     """The job after `event`, or None when `event` does not apply (see the state table above)."""
     state = job.state
     match event:
-        case Select(at=at):
+        case Select(at=at, admission=admission):
             if state == "removed":
-                if job.removed_at is not None and at <= job.removed_at:
+                if (job.removed_at is not None and at <= job.removed_at) or isinstance(admission, Void):
                     return None
-                return _changed(
-                    job,
-                    state="queued",
-                    selected_at=at,
-                    removed_at=None,
-                    reason=None,
-                    progress=None,
-                    next_attempt_at=None,
-                )
+                return _admitted(_changed(job), admission, at)
             if at <= job.selected_at:
                 return None
+            if job.held or (state == "failed" and job.reason_code in ADMISSION_CODES):
+                judged = _admitted(job, admission, at)  # judged again, as a new selection
+                if (judged.state, judged.held, judged.reason_code) == (state, job.held, job.reason_code):
+                    return replace(job, selected_at=at)
+                return replace(judged, version=job.version + 1)
             return replace(job, selected_at=at)
+        case Settle(admission=admission):
+            if not undecided(job):
+                return None
+            judged = _admitted(job, admission, job.selected_at)
+            if (judged.state, judged.held, judged.reason_code, judged.owner) == (
+                state,
+                job.held,
+                job.reason_code,
+                job.owner,
+            ):
+                return None
+            return replace(judged, version=job.version + 1)
+        case Close(at=at, reason=reason, denial=denial):
+            if state == "removed":
+                return None
+            if denial is not None and job.selected_at > at:
+                if state == "failed" and job.reason_code == denial.code and job.owner is None:
+                    return None
+                return _changed(
+                    job, state="failed", held=False, owner=None, next_attempt_at=None, **_reason(job, denial)
+                )
+            return _changed(
+                job, state="removed", removed_at=max(at, job.selected_at), held=False, next_attempt_at=None,
+                **_reason(job, reason),
+            )  # fmt: skip
         case Remove(at=at):
             if state == "removed" or at < job.selected_at:
                 return None
-            return _changed(job, state="removed", removed_at=at, reason=None, next_attempt_at=None)
+            return _changed(
+                job, state="removed", removed_at=at, held=False, reason=None, reason_code=None, next_attempt_at=None
+            )
         case Refresh(now=now):
             if state == "not_yet_available":
                 if job.next_attempt_at is not None and job.next_attempt_at <= now:
                     return None  # already due
                 return _changed(job, next_attempt_at=now)
-            if state == "failed" and (job.deadline is None or now < job.deadline):
-                return _changed(job, state="queued", reason=None, next_attempt_at=None)
+            if (
+                state == "failed"
+                and job.reason_code not in ADMISSION_CODES
+                and (job.deadline is None or now < job.deadline)
+            ):
+                return _changed(job, state="queued", reason=None, reason_code=None, next_attempt_at=None)
             return None
         case Start():
-            if state not in ("queued", "not_yet_available", "retrieving"):
+            if state not in ("queued", "not_yet_available", "retrieving") or job.held:
                 return None
             return _changed(
-                job, state="retrieving", attempts=job.attempts + 1, next_attempt_at=None, progress=None, reason=None
+                job,
+                state="retrieving",
+                attempts=job.attempts + 1,
+                next_attempt_at=None,
+                progress=None,
+                reason=None,
+                reason_code=None,
             )
         case Progressed(done=done, total=total):
             progress = Progress(min(done, total), total)
@@ -215,21 +359,27 @@ def transition(job: Job, event: Input, policy: RetrievalPolicy) -> Job | None:
             if state != "retrieving":
                 return None
             return _changed(
-                job, state="available", progress=Progress(instances, instances), reason=None, next_attempt_at=None
+                job,
+                state="available",
+                progress=Progress(instances, instances),
+                reason=None,
+                reason_code=None,
+                next_attempt_at=None,
             )
         case Retry(now=now, reason=reason):
             if state != "retrieving":
                 return None
             if job.deadline is not None and now >= job.deadline:
-                return _changed(job, state="failed", reason=f"{DEADLINE_PASSED}: {reason}", next_attempt_at=None)
+                final = Reason.of(DEADLINE_PASSED, reason.text)
+                return _changed(job, state="failed", next_attempt_at=None, **_reason(job, final))
             next_attempt_at = policy.schedule.next_attempt_at(now, job.attempts, policy.rng)
             if job.deadline is not None:
                 next_attempt_at = min(next_attempt_at, job.deadline)
-            return _changed(job, state="not_yet_available", reason=reason, next_attempt_at=next_attempt_at)
+            return _changed(job, state="not_yet_available", next_attempt_at=next_attempt_at, **_reason(job, reason))
         case Refused(reason=reason):
             if state != "retrieving":
                 return None
-            return _changed(job, state="failed", reason=reason, next_attempt_at=None)
+            return _changed(job, state="failed", next_attempt_at=None, **_reason(job, reason))
     raise AssertionError(f"unknown input {event!r}")  # pragma: no cover - exhaustive match
 
 
@@ -258,11 +408,12 @@ def assess_move(
     expected = expected_instances(mirc_instances, move)
     if move.failed:
         total = move.completed + move.failed
-        return Retry(now, f"move incomplete: {move.failed} of {total} instances failed")
+        return Retry(now, Reason.of("move_incomplete", f"{move.failed} instances sur {total} en échec"))
     if viewer_instances is None:
-        return Retry(now, "move incomplete: the viewer store does not list the study")
+        return Retry(now, Reason.of("move_incomplete", "le stockage de la visionneuse ne liste pas l'examen"))
     if expected <= 0 or viewer_instances < expected:
-        return Retry(now, f"move incomplete: the viewer store holds {viewer_instances} of {expected} instances")
+        detail = f"le stockage de la visionneuse contient {viewer_instances} instances sur {expected}"
+        return Retry(now, Reason.of("move_incomplete", detail))
     return Verified(viewer_instances)
 
 

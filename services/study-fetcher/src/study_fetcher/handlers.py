@@ -9,7 +9,6 @@ describe, so a replay changes nothing and a redelivery after a crash finishes th
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,12 +30,15 @@ from proxymage_shared.events import (
 from proxymage_shared.events import Progress as ProgressModel
 from proxymage_shared.kafka import Delivery
 from proxymage_shared.logging import get_logger
+from proxymage_shared.reasons import Reason
 from proxymage_shared.retry import BackoffSchedule
 
-from study_fetcher import domain
+from study_fetcher import domain, lifecycle
 from study_fetcher.catalogue import build_listing
-from study_fetcher.pacs import Pacs, ViewerPurge, ViewerStoreUnavailableError
-from study_fetcher.store import Acceptance, EnrolmentStore, JobStore, StoredJob, TransferStore, job_key, ms
+from study_fetcher.cleanup import ViewerCleaner
+from study_fetcher.lifecycle import Lifecycle, LifecycleStatus
+from study_fetcher.pacs import Pacs
+from study_fetcher.store import Acceptance, EnrolmentStore, JobStore, StoredJob, job_key, ms
 
 log = get_logger(__name__)
 
@@ -47,7 +49,6 @@ CATALOGUES: Final = Counter("proxymage_fetcher_catalogues_total", "Catalogues pu
 STATUS_CHANGES: Final = Counter(
     "proxymage_fetcher_status_changes_total", "Retrieval job versions published, by state.", ["state"]
 )
-PURGES: Final = Counter("proxymage_fetcher_purges_total", "Removed studies purged from the viewer store.", ["outcome"])
 
 PublishStatus = Callable[[StudyStatusChanged], Awaitable[None]]
 PublishCatalogue = Callable[[ImagingCatalogued], Awaitable[None]]
@@ -77,6 +78,7 @@ def status_event(stored: StoredJob) -> StudyStatusChanged:
         attempts=job.attempts,
         next_attempt_at=job.next_attempt_at,
         reason=job.reason,
+        reason_code=job.reason_code,
     )
 
 
@@ -153,23 +155,32 @@ class Catalogue:
         self._publish = publish
         self._options = options
         self._clock = clock
+        # Called with the enrolment id once its current catalogue is recorded (held jobs can be settled).
+        self.on_listed: Callable[[str], Awaitable[None]] | None = None
 
     async def list_studies(
-        self, enrolment_id: str, patients: tuple[PacsPatientRef, ...], trigger: str, *, previous_failures: int
+        self,
+        enrolment_id: str,
+        patients: tuple[PacsPatientRef, ...],
+        trigger: str,
+        *,
+        previous_failures: int,
+        identity_event_id: str | None,
     ) -> ImagingCatalogued:
         """Queries MIRC, publishes the catalogue (or an error with a reason) and records the outcome; an error
-        is retried later on the backoff schedule, without anyone acting."""
+        is retried later on the backoff schedule, without anyone acting. A listing is recorded as the current
+        catalogue of the identity outcome `identity_event_id` (what selections are judged against)."""
         event_id = uuid.uuid5(CATALOGUE_NAMESPACE, f"{enrolment_id}:{trigger}:{previous_failures}")
-        reason: str | None = None
+        reason: Reason | None = None
         try:
             answers = [(patient, await self._pacs.studies_of(patient)) for patient in patients]
             listing = build_listing(answers, self._options.display_names)
         except DicomUnavailableError:
             reason = domain.PACS_UNREACHABLE
         except MalformedAnswerError as error:
-            reason = f"the PACS gave an answer that could not be read: {error}"
+            reason = Reason.of("pacs_error", f"réponse illisible : {error}")
         except ProxymageError as error:
-            reason = f"the PACS could not list the studies: {error}"
+            reason = Reason.of("catalogue_error", str(error))
         now = self._clock()
         if reason is None:
             outcome = ImagingCatalogued(
@@ -186,10 +197,18 @@ class Catalogue:
                 occurred_at=now,
                 enrolment_id=enrolment_id,
                 status="error",
-                reason=f"{reason}; next automatic try at {due_at:%Y-%m-%d %H:%M:%S} UTC",
+                reason=f"{reason.text} ; nouvel essai automatique à {due_at:%d/%m/%Y %H:%M:%S} UTC",
+                reason_code=reason.code,
             )
         await self._publish(outcome)
         await self._enrolments.catalogue_outcome(enrolment_id, failed_attempts=failures, due_at=due_at, now=now)
+        if reason is None:
+            studies = [
+                {"uid": s.study_instance_uid, "patient_id": s.pacs_patient.patient_id, "issuer": s.pacs_patient.issuer}
+                for s in outcome.studies
+            ]
+            if await self._enrolments.catalogue_listed(enrolment_id, identity_event_id, studies) and self.on_listed:
+                await self.on_listed(enrolment_id)
         CATALOGUES.labels(outcome.status).inc()
         log.info(
             "catalogue_published",
@@ -198,7 +217,7 @@ class Catalogue:
             status=outcome.status,
             studies=len(outcome.studies),
             pacs_patients=len(patients),
-            reason=reason,
+            reason=reason.code if reason else None,
         )
         return outcome
 
@@ -221,6 +240,7 @@ class Catalogue:
         while (enrolment := await self._enrolments.claim_due_catalogue(self._clock(), self._options.lease)) is not None:
             handled += 1
             if enrolment.identity_status != "matched" or not enrolment.pacs_patients:
+                # Not (any more) matched: no PACS query for it (e.g. consent withdrawn meanwhile).
                 await self._enrolments.catalogue_outcome(
                     enrolment.enrolment_id, failed_attempts=0, due_at=None, now=self._clock()
                 )
@@ -230,6 +250,7 @@ class Catalogue:
                 enrolment.pacs_patients,
                 f"retry:{enrolment.catalogue_attempts}",
                 previous_failures=enrolment.catalogue_attempts,
+                identity_event_id=enrolment.identity_event_id,
             )
         return handled
 
@@ -243,57 +264,68 @@ class RetrievalOptions:
 
 
 class Handlers:
-    """The Kafka handlers: identity -> catalogue; selection/removal/refresh -> jobs (then the workers)."""
+    """The Kafka handlers: identity -> lifecycle + catalogue; selection/removal/refresh -> jobs (then workers).
+
+    Every selected study is judged by the enrolment's lifecycle (`study_fetcher.lifecycle`) before anything
+    touches a PACS; a change of the lifecycle judges the existing jobs again (closure, corrected identity,
+    held jobs settled once the identity and the catalogue are known).
+    """
 
     def __init__(
         self,
         *,
         enrolments: EnrolmentStore,
         jobs: JobStore,
-        transfers: TransferStore,
         updater: JobUpdater,
         catalogue: Catalogue,
-        purge: ViewerPurge | None,
+        cleaner: ViewerCleaner,
         options: RetrievalOptions,
-        owner: str,
         wake: Callable[[], None],
         clock: Clock = utc_now,
     ) -> None:
         self._enrolments = enrolments
         self._jobs = jobs
-        self._transfers = transfers
         self._updater = updater
         self._catalogue = catalogue
-        self._purge = purge
+        self._cleaner = cleaner
         self._options = options
-        self._owner = owner
         self._wake = wake
         self._clock = clock
+        catalogue.on_listed = self.settle_held
 
     def _deadline(self, meeting_date: dt.date | None) -> dt.datetime | None:
         if meeting_date is None:
             return None
         return ms(domain.deadline_for(meeting_date, self._options.deadline_after_meeting, self._options.timezone))
 
-    # --- catalogue ---------------------------------------------------------------------------------------
+    # --- lifecycle and catalogue -------------------------------------------------------------------------
 
     async def on_identity_resolved(self, event: IdentityResolved, delivery: Delivery) -> None:
+        enrolment = await self._enrolments.get(event.enrolment_id)
+        status: LifecycleStatus
         if event.status == "error":
-            log.info("identity_error_ignored", enrolment_id=event.enrolment_id, event_id=str(event.event_id))
-            return  # the identity-matcher retries and publishes again
+            if enrolment is not None and enrolment.identity_source_id == str(event.source_event_id):
+                log.info("identity_error_ignored", enrolment_id=event.enrolment_id, event_id=str(event.event_id))
+                return  # the same identity could not be re-checked (refresh): what we know still holds
+            status = "pending"  # a new (corrected) identity not resolved yet: nothing new is moved meanwhile
+        else:
+            status = event.status
+        source_at = ms(event.source_occurred_at or event.occurred_at)
         acceptance = await self._enrolments.accept_identity(
             event.enrolment_id,
             str(event.event_id),
             ms(event.occurred_at),
-            status=event.status,
+            status=status,
+            source_event_id=str(event.source_event_id),
+            source_at=source_at,
             meeting_date=event.meeting_date,
-            pacs_patients=event.pacs_patients,
+            pacs_patients=event.pacs_patients if status == "matched" else (),
         )
         log.info(
             "identity_received",
             enrolment_id=event.enrolment_id,
             event_id=str(event.event_id),
-            status=event.status,
+            status=status,
             acceptance=acceptance.value,
         )
         if acceptance in (Acceptance.DUPLICATE, Acceptance.STALE):
@@ -301,13 +333,45 @@ class Handlers:
         deadline = self._deadline(event.meeting_date)
         if deadline is not None:
             await self._jobs.set_deadline(event.enrolment_id, deadline)
-        if event.status == "matched" and event.pacs_patients:
+        await self._apply_lifecycle(event.enrolment_id, source_at)
+        if status == "matched" and event.pacs_patients:
             await self._catalogue.list_studies(
-                event.enrolment_id, event.pacs_patients, str(event.event_id), previous_failures=0
+                event.enrolment_id,
+                event.pacs_patients,
+                str(event.event_id),
+                previous_failures=0,
+                identity_event_id=str(event.event_id),
             )
-        else:
+        elif status != "pending":
+            # Unmatched, no consent, withdrawn: the catalogue (study metadata) is emptied.
             await self._catalogue.publish_empty(event.enrolment_id, str(event.event_id))
         await self._enrolments.identity_done(event.enrolment_id, str(event.event_id))
+
+    async def _apply_lifecycle(self, enrolment_id: str, changed_at: dt.datetime) -> None:
+        """Judges every job of the enrolment again after a lifecycle change; purges what it removed."""
+        enrolment = await self._enrolments.get(enrolment_id)
+        if enrolment is None:  # pragma: no cover - accepted just before
+            return
+        life = enrolment.lifecycle
+        admitted = False
+        for stored in await self._jobs.of_enrolment(enrolment_id):
+            change = lifecycle.on_change(life, stored.job, stored.study_instance_uid, changed_at)
+            if change is None:
+                continue
+            after, applied = await self._updater.apply(stored, change)
+            if not applied:
+                continue
+            if isinstance(change, domain.Close):
+                await self._cleaner.request(stored.study_instance_uid)
+            admitted = admitted or (after.job.state == "queued" and not after.job.held)
+        if admitted:
+            self._wake()
+
+    async def settle_held(self, enrolment_id: str) -> None:
+        """The enrolment's catalogue is listed: held jobs are admitted or denied now."""
+        enrolment = await self._enrolments.get(enrolment_id)
+        if enrolment is not None:
+            await self._apply_lifecycle(enrolment_id, ms(self._clock()))
 
     async def on_refresh(self, event: ImagingRefresh, delivery: Delivery) -> None:
         acceptance = await self._enrolments.accept_refresh(
@@ -321,15 +385,22 @@ class Handlers:
         )
         if acceptance in (Acceptance.DUPLICATE, Acceptance.STALE):
             return
+        enrolment = await self._enrolments.get(event.enrolment_id)
+        if enrolment is None or enrolment.identity_status != "matched" or not enrolment.pacs_patients:
+            # Unknown, pending, unmatched, no consent or withdrawn: no PACS is queried for it.
+            await self._enrolments.refresh_done(event.enrolment_id, str(event.event_id))
+            return
         now = ms(self._clock())
         for stored in await self._jobs.of_enrolment(event.enrolment_id):
             await self._updater.apply(stored, domain.Refresh(now))
         self._wake()
-        enrolment = await self._enrolments.get(event.enrolment_id)
-        if enrolment is not None and enrolment.identity_status == "matched" and enrolment.pacs_patients:
-            await self._catalogue.list_studies(
-                event.enrolment_id, enrolment.pacs_patients, str(event.event_id), previous_failures=0
-            )
+        await self._catalogue.list_studies(
+            event.enrolment_id,
+            enrolment.pacs_patients,
+            str(event.event_id),
+            previous_failures=0,
+            identity_event_id=enrolment.identity_event_id,
+        )
         await self._enrolments.refresh_done(event.enrolment_id, str(event.event_id))
 
     # --- retrieval jobs ----------------------------------------------------------------------------------
@@ -347,27 +418,29 @@ class Handlers:
         if acceptance in (Acceptance.DUPLICATE, Acceptance.STALE):
             return
         enrolment = await self._enrolments.get(event.enrolment_id)
+        life = enrolment.lifecycle if enrolment is not None else Lifecycle()
         deadline = self._deadline(enrolment.meeting_date if enrolment else None)
         selected = dict.fromkeys(event.study_instance_uids)
         existing = {stored.study_instance_uid: stored for stored in await self._jobs.of_enrolment(event.enrolment_id)}
         now = ms(self._clock())
         for uid in selected:
+            admission = lifecycle.judge(life, uid, at)
             stored = existing.get(uid)
             if stored is None:
-                created = await self._jobs.insert(event.enrolment_id, uid, domain.new_job(at, deadline), now)
+                created = await self._jobs.insert(event.enrolment_id, uid, domain.new_job(at, deadline, admission), now)
                 if created is not None:
                     await self._updater.publish(created)
                     continue
                 stored = await self._jobs.get(job_key(event.enrolment_id, uid))
                 if stored is None:  # pragma: no cover - jobs are never deleted
                     raise ConcurrentUpdateError("job vanished")
-            await self._updater.apply(stored, domain.Select(at))
+            await self._updater.apply(stored, domain.Select(at, admission))
         self._wake()
         for uid, stored in existing.items():
             if uid not in selected:
                 _, removed = await self._updater.apply(stored, domain.Remove(at))
-                if removed:
-                    await self._purge_if_unused(uid)
+                if removed and self._options.purge_removed:
+                    await self._cleaner.request(uid)
         await self._enrolments.selection_done(event.enrolment_id, str(event.event_id))
 
     async def on_removed(self, event: StudyRemoved, delivery: Delivery) -> None:
@@ -386,31 +459,5 @@ class Handlers:
                 raise ConcurrentUpdateError("job vanished")
         _, removed = await self._updater.apply(stored, domain.Remove(at))
         log.info("removal_received", enrolment_id=event.enrolment_id, study_uid=uid, applied=removed)
-        if removed:
-            await self._purge_if_unused(uid)
-
-    async def _purge_if_unused(self, study_instance_uid: str) -> None:
-        """Deletes the study from the viewer store when no live job uses it (setting, default off). Done under
-        the study's transfer lease, so no move of it runs meanwhile."""
-        if not self._options.purge_removed or self._purge is None:
-            return
-        now = self._clock()
-        transfer = await self._transfers.claim(study_instance_uid, self._owner, now, self._options.lease)
-        if transfer is None:
-            PURGES.labels("in_use").inc()
-            return  # a move of the study is running: some job uses it
-        try:
-            if await self._jobs.live_users(study_instance_uid, domain.LIVE_STATES):
-                PURGES.labels("in_use").inc()
-                return
-            try:
-                deleted = await asyncio.wait_for(self._purge.delete_study(study_instance_uid), 60)
-            except (ViewerStoreUnavailableError, TimeoutError) as error:
-                PURGES.labels("error").inc()
-                log.warning("purge_failed", study_uid=study_instance_uid, error=str(error))
-                return
-            await self._transfers.forget_verification(study_instance_uid, self._owner)
-            PURGES.labels("deleted").inc()
-            log.info("study_purged", study_uid=study_instance_uid, deleted=deleted)
-        finally:
-            await self._transfers.release(study_instance_uid, self._owner, verified_instances=None, now=self._clock())
+        if removed and self._options.purge_removed:
+            await self._cleaner.request(uid)

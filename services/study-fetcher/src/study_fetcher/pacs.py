@@ -3,6 +3,7 @@ REST API (Orthanc) for purging removed studies."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,7 +25,12 @@ class Pacs(Protocol):
     async def studies_of(self, patient: PacsPatientRef) -> list[StudyRecord]: ...
     async def in_mirc(self, study_instance_uid: str) -> StudyPresence | None: ...
     async def in_viewer(self, study_instance_uid: str) -> StudyPresence | None: ...
-    async def move(self, study_instance_uid: str, on_progress: Callable[[MoveProgress], None]) -> int: ...
+    async def move(
+        self,
+        study_instance_uid: str,
+        on_progress: Callable[[MoveProgress], None],
+        cancel: threading.Event | None = None,
+    ) -> int: ...
 
 
 def _presence(records: list[StudyRecord], study_instance_uid: str) -> StudyPresence | None:
@@ -55,9 +61,15 @@ class DicomPacs:
         records = await self._viewer.find_studies(study_query(study_instance_uid=study_instance_uid))
         return _presence(records, study_instance_uid)
 
-    async def move(self, study_instance_uid: str, on_progress: Callable[[MoveProgress], None]) -> int:
-        """Moves the study MIRC -> viewer store; returns the completed sub-operations (raises otherwise)."""
-        result = await self._mirc.move_study(study_instance_uid, self._destination, on_progress)
+    async def move(
+        self,
+        study_instance_uid: str,
+        on_progress: Callable[[MoveProgress], None],
+        cancel: threading.Event | None = None,
+    ) -> int:
+        """Moves the study MIRC -> viewer store; returns the completed sub-operations (raises otherwise).
+        Setting `cancel` cancels it (MoveCancelledError)."""
+        result = await self._mirc.move_study(study_instance_uid, self._destination, on_progress, cancel)
         return result.completed + result.warning
 
 

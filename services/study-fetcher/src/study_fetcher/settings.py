@@ -47,7 +47,12 @@ class Settings(ServiceSettings):
     # An event written but not acknowledged by Kafka (crash in between) is published again after this.
     republish_after_seconds: float = Field(default=10.0, gt=0)
 
-    # Removal: also delete the study from the viewer store (Orthanc REST) when no live job uses it.
+    # How often a running move checks that its jobs still want it (cancelled once all are removed).
+    cancel_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # DCC removal: also delete the study from the viewer store (Orthanc REST) when no live job uses it.
+    # Consent withdrawn, enrolment withdrawn and corrected identity always delete it (CONTRACT v1.1), so the
+    # viewer store's REST API is required.
     purge_removed_from_viewer: bool = False
     viewer_rest_url: str | None = None  # e.g. http://127.0.0.1:8042
     viewer_rest_username: str | None = None
@@ -57,8 +62,11 @@ class Settings(ServiceSettings):
     def _check(self) -> Settings:
         BackoffSchedule(self.retry_delays_seconds, self.retry_jitter)  # raises on an invalid schedule
         zoneinfo.ZoneInfo(self.deadline_timezone)  # raises on an unknown zone
-        if self.purge_removed_from_viewer and not self.viewer_rest_url:
-            raise ValueError("purge_removed_from_viewer needs viewer_rest_url")
+        if not self.viewer_rest_url:
+            raise ValueError(
+                "viewer_rest_url is required: the studies of a withdrawn enrolment (or after consent is withdrawn)"
+                " must be deleted from the viewer store (CONTRACT v1.1)"
+            )
         return self
 
     def retry_schedule(self) -> BackoffSchedule:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from proxymage_shared.events import PacsPatientRef
@@ -30,7 +30,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from study_fetcher.domain import Job, Progress, State
+from study_fetcher.domain import Job, Owner, Progress, State
+from study_fetcher.lifecycle import Lifecycle, LifecycleStatus, advance
 
 # "Not leased": a lease that expired long ago (comparisons with $lte need a value, not null).
 FREE: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -73,7 +74,16 @@ def _job_fields(job: Job) -> Document:
         "progress": None if job.progress is None else {"done": job.progress.done, "total": job.progress.total},
         "selected_at": job.selected_at,
         "removed_at": job.removed_at,
+        "reason_code": job.reason_code,
+        "held": job.held,
+        "owner": list(job.owner) if job.owner is not None else None,
     }
+
+
+def _owner(value: Any) -> Owner | None:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return (str(value[0]), None if value[1] is None else str(value[1]))
+    return None
 
 
 def _stored(doc: Document) -> StoredJob:
@@ -89,6 +99,9 @@ def _stored(doc: Document) -> StoredJob:
         progress=Progress(int(progress["done"]), int(progress["total"])) if progress else None,
         selected_at=doc["selected_at"].astimezone(dt.UTC),
         removed_at=_opt_time(doc.get("removed_at")),
+        reason_code=doc.get("reason_code"),
+        held=bool(doc.get("held", False)),
+        owner=_owner(doc.get("owner")),
     )
     return StoredJob(
         key=doc["_id"],
@@ -104,7 +117,9 @@ def _stored(doc: Document) -> StoredJob:
 
 def _due_at(job: Job, now: dt.datetime, lease_until: dt.datetime) -> dt.datetime | None:
     """When a worker may (re)start the job: queued at once, waiting at its next attempt, retrieving when its
-    lease expires (take-over); never for the final states."""
+    lease expires (take-over); never for the final states, nor while held (waiting for the lifecycle)."""
+    if job.held:
+        return None
     if job.state == "queued":
         return now
     if job.state == "not_yet_available":
@@ -127,6 +142,9 @@ class JobStore:
     async def get(self, key: str) -> StoredJob | None:
         doc = await self._jobs.find_one({"_id": key})
         return _stored(doc) if doc else None
+
+    async def get_many(self, keys: list[str]) -> list[StoredJob]:
+        return [_stored(doc) async for doc in self._jobs.find({"_id": {"$in": keys}})]
 
     async def of_enrolment(self, enrolment_id: str) -> list[StoredJob]:
         return [_stored(doc) async for doc in self._jobs.find({"enrolment_id": enrolment_id})]
@@ -207,12 +225,14 @@ class JobStore:
             {
                 "study_uid": study_instance_uid,
                 "state": {"$in": ["queued", "not_yet_available", "retrieving"]},
+                # A held job is not admitted for its enrolment yet: never move a study on its behalf.
+                "held": {"$ne": True},
                 "lease_until": {"$lte": now},
             }
         )
         async for candidate in candidates:
             doc = await self._jobs.find_one_and_update(
-                {"_id": candidate["_id"], "lease_until": {"$lte": now}},
+                {"_id": candidate["_id"], "lease_until": {"$lte": now}, "held": {"$ne": True}},
                 {"$set": {"lease_owner": owner, "lease_until": now + lease, "waiting": False}, "$inc": {"revision": 1}},
                 return_document=ReturnDocument.AFTER,
             )
@@ -320,6 +340,29 @@ class TransferStore:
     async def get(self, study_instance_uid: str) -> Document | None:
         return await self._transfers.find_one({"_id": study_instance_uid})
 
+    # --- purges owed to the viewer store (consent/enrolment withdrawn, corrected identity) ------------------
+
+    async def request_purge(self, study_instance_uid: str, now: dt.datetime) -> None:
+        """Remembers that the study must leave the viewer store once no live job uses it (durable: a purge
+        that cannot run now, because a move holds the study or the viewer store is down, runs later)."""
+        await self._transfers.update_one(
+            {"_id": study_instance_uid},
+            {
+                "$set": {"purge_pending": True, "purge_requested_at": now},
+                "$setOnInsert": {"lease_owner": None, "lease_until": FREE, "moves": 0, "verified_instances": None},
+            },
+            upsert=True,
+        )
+
+    async def purge_settled(self, study_instance_uid: str, owner: str) -> None:
+        await self._transfers.update_one(
+            {"_id": study_instance_uid, "lease_owner": owner}, {"$set": {"purge_pending": False}}
+        )
+
+    async def pending_purges(self, limit: int = 100) -> list[str]:
+        cursor = self._transfers.find({"purge_pending": True}, {"_id": 1}).limit(limit)
+        return [str(doc["_id"]) async for doc in cursor]
+
 
 class Acceptance(enum.Enum):
     NEW = "new"  # newer than what we handled: act on it
@@ -335,16 +378,43 @@ class Enrolment:
     identity_status: str | None
     pacs_patients: tuple[PacsPatientRef, ...]
     catalogue_attempts: int
+    identity_event_id: str | None = None
+    identity_source_id: str | None = None
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+
+def owner_of(patient: PacsPatientRef) -> Owner:
+    return (patient.patient_id, patient.issuer)
 
 
 def _enrolment(doc: Document) -> Enrolment:
     meeting_date = doc.get("meeting_date")
+    patients = tuple(PacsPatientRef(**patient) for patient in doc.get("pacs_patients") or ())
+    status: LifecycleStatus = doc.get("identity_status") or "pending"
+    listed = doc.get("catalogue_studies")
+    catalogue: dict[str, Owner] | None = None if status in ("matched", "pending") else {}
+    if (
+        status == "matched"
+        and isinstance(listed, list)
+        and doc.get("catalogue_identity") == doc.get("identity_event_id")
+    ):
+        catalogue = {item["uid"]: (item["patient_id"], item.get("issuer")) for item in listed}
     return Enrolment(
         enrolment_id=doc["_id"],
         meeting_date=dt.date.fromisoformat(meeting_date) if meeting_date else None,
         identity_status=doc.get("identity_status"),
-        pacs_patients=tuple(PacsPatientRef(**patient) for patient in doc.get("pacs_patients") or ()),
+        pacs_patients=patients,
         catalogue_attempts=int(doc.get("catalogue_attempts") or 0),
+        identity_event_id=doc.get("identity_event_id"),
+        identity_source_id=doc.get("identity_source_id"),
+        lifecycle=Lifecycle(
+            status=status,
+            patients=frozenset(owner_of(patient) for patient in patients),
+            catalogue=catalogue,
+            closed_at=_opt_time(doc.get("closed_at")),
+            closed_by=doc.get("closed_by"),
+            reopened_at=_opt_time(doc.get("reopened_at")),
+        ),
     )
 
 
@@ -362,15 +432,22 @@ class EnrolmentStore:
         return _enrolment(doc) if doc else None
 
     async def _accept(
-        self, enrolment_id: str, kind: str, event_id: str, at: dt.datetime, fields: Document
+        self,
+        enrolment_id: str,
+        kind: str,
+        event_id: str,
+        at: dt.datetime,
+        fields: Document | Callable[[Document | None], Document],
     ) -> Acceptance:
         """Records event `event_id` (time `at`) as the enrolment's latest of `kind`, unless it is not newer.
 
-        `<kind>_done` tells whether the effects of the recorded event are complete (set by `done`)."""
+        `fields` (or `fields(current document)`) are written with it. `<kind>_done` tells whether the effects
+        of the recorded event are complete (set by `done`)."""
         id_field, at_field, done_field = f"{kind}_event_id", f"{kind}_at", f"{kind}_done"
-        update = {**fields, id_field: event_id, at_field: at, done_field: False}
         for _ in range(5):  # a concurrent writer may change the document between our read and write
             current = await self._enrolments.find_one({"_id": enrolment_id})
+            extra = fields(current) if callable(fields) else fields
+            update = {**extra, id_field: event_id, at_field: at, done_field: False}
             if current is None:
                 try:
                     await self._enrolments.insert_one({"_id": enrolment_id, **update})
@@ -400,21 +477,41 @@ class EnrolmentStore:
         event_id: str,
         at: dt.datetime,
         *,
-        status: str,
-        meeting_date: dt.date,
+        status: LifecycleStatus,
+        source_event_id: str,
+        source_at: dt.datetime,
+        meeting_date: dt.date | None,
         pacs_patients: tuple[PacsPatientRef, ...],
     ) -> Acceptance:
-        return await self._accept(
-            enrolment_id,
-            "identity",
-            event_id,
-            at,
-            {
-                "identity_status": status,
-                "meeting_date": meeting_date.isoformat(),
-                "pacs_patients": [patient.model_dump() for patient in pacs_patients],
-            },
+        """Records the enrolment's new lifecycle outcome; a closure (no consent, withdrawn) remembers its
+        event time so that older selections are voided whatever their arrival order."""
+
+        def fields(current: Document | None) -> Document:
+            previous = _enrolment(current).lifecycle if current is not None else Lifecycle()
+            patients = frozenset(owner_of(patient) for patient in pacs_patients)
+            life = advance(previous, status, source_at, patients)
+            update: Document = {
+                "identity_status": life.status,
+                "identity_source_id": source_event_id,
+                "pacs_patients": [patient.model_dump() for patient in pacs_patients if owner_of(patient) in patients],
+                "closed_at": life.closed_at,
+                "closed_by": life.closed_by,
+                "reopened_at": life.reopened_at,
+            }
+            if meeting_date is not None:
+                update["meeting_date"] = meeting_date.isoformat()
+            return update
+
+        return await self._accept(enrolment_id, "identity", event_id, at, fields)
+
+    async def catalogue_listed(self, enrolment_id: str, identity_event_id: str | None, studies: list[Document]) -> bool:
+        """Records the current catalogue (uid -> linked patient) of the identity outcome `identity_event_id`;
+        False when a newer outcome replaced it meanwhile (its own listing will follow)."""
+        result = await self._enrolments.update_one(
+            {"_id": enrolment_id, "identity_event_id": identity_event_id},
+            {"$set": {"catalogue_studies": studies, "catalogue_identity": identity_event_id}},
         )
+        return result.matched_count == 1
 
     async def identity_done(self, enrolment_id: str, event_id: str) -> None:
         await self._done(enrolment_id, "identity", event_id)

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Final
@@ -31,14 +32,17 @@ from proxymage_shared.dicom import (
     DicomTransientError,
     DicomUnavailableError,
     IncompleteMoveError,
+    MoveCancelledError,
     MoveProgress,
 )
 from proxymage_shared.dicom.status import classify
 from proxymage_shared.errors import ProxymageError
 from proxymage_shared.logging import get_logger
 from proxymage_shared.mongo import Document
+from proxymage_shared.reasons import Reason
 
 from study_fetcher import domain
+from study_fetcher.cleanup import ViewerCleaner
 from study_fetcher.handlers import Clock, JobUpdater, utc_now
 from study_fetcher.pacs import Pacs
 from study_fetcher.store import JobStore, StoredJob, TransferStore, ms
@@ -47,7 +51,7 @@ log = get_logger(__name__)
 
 MOVES: Final = Counter(
     "proxymage_fetcher_moves_total",
-    "Study transfers: C-MOVEs started (moved) and earlier verified moves reused (reused).",
+    "Study transfers: C-MOVEs started (moved), earlier verified moves reused (reused), moves cancelled.",
     ["kind"],
 )
 ATTEMPTS: Final = Counter("proxymage_fetcher_attempts_total", "Retrieval attempts, by outcome state.", ["outcome"])
@@ -65,6 +69,7 @@ class WorkerOptions:
     lease: dt.timedelta = dt.timedelta(minutes=1)
     transfer_wait: dt.timedelta = dt.timedelta(seconds=1)
     progress_interval_seconds: float = 0.5
+    cancel_poll_seconds: float = 1.0  # how often a running move checks that its jobs still want it
 
 
 def _incomplete(error: IncompleteMoveError) -> domain.MoveReport:
@@ -84,6 +89,7 @@ class Retriever:
         pacs: Pacs,
         options: WorkerOptions,
         owner: str,
+        cleaner: ViewerCleaner | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._jobs = jobs
@@ -92,6 +98,7 @@ class Retriever:
         self._pacs = pacs
         self._options = options
         self._owner = owner
+        self._cleaner = cleaner
         self._clock = clock
         self.wake = asyncio.Event()
 
@@ -112,18 +119,25 @@ class Retriever:
             return True
         keys = [claimed.key]
         verified: int | None = None
+        abandoned = False
         try:
             members = [claimed, *await self._jobs.claim_companions(uid, self._owner, now, self._options.lease)]
             keys = [member.key for member in members]
-            verified = await self._attempt(uid, members, transfer)
+            verified, abandoned = await self._attempt(uid, members, transfer)
         finally:
             released_at = self._now()
             await self._jobs.release(keys, self._owner)
             await self._transfers.release(uid, self._owner, verified_instances=verified, now=released_at)
             await self._jobs.wake_waiters(uid, released_at)
+        if abandoned and self._cleaner is not None:
+            # Every job was removed during the attempt (withdrawal, corrected identity...): the purge owed
+            # meanwhile could not run while this move held the study; it runs now if nobody needs the study.
+            await self._cleaner.settle(uid)
         return True
 
-    async def _attempt(self, uid: str, members: list[StoredJob], transfer: Document) -> int | None:
+    async def _attempt(self, uid: str, members: list[StoredJob], transfer: Document) -> tuple[int | None, bool]:
+        """Runs the attempt; returns the verified instance count (None unless verified) and whether every job
+        ended removed (the result is discarded: whatever reached the viewer store must be purged)."""
         started = time.perf_counter()
         latest: dict[str, StoredJob] = {}
         for member in members:
@@ -131,14 +145,17 @@ class Retriever:
             if applied:
                 latest[member.key] = stored
         if not latest:
-            return None  # removed (or taken) meanwhile: nothing to do
+            return None, False  # removed (or taken) meanwhile: nothing was moved
         heartbeat = asyncio.create_task(self._heartbeat(uid, list(latest)))
+        cancel = threading.Event()
+        watcher = asyncio.create_task(self._watch_removal(list(latest), cancel))
         try:
-            outcome = await self._retrieve(uid, transfer, latest)
+            outcome = await self._retrieve(uid, transfer, latest, cancel)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for task in (heartbeat, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for key, stored in list(latest.items()):
             latest[key], _ = await self._updater.apply(stored, outcome)
         name = type(outcome).__name__.lower()
@@ -149,18 +166,36 @@ class Retriever:
             study_uid=uid,
             jobs=len(latest),
             outcome=name,
-            reason=getattr(outcome, "reason", None),
+            reason=outcome.reason.code if isinstance(outcome, domain.Retry | domain.Refused) else None,
             seconds=round(time.perf_counter() - started, 3),
         )
-        return outcome.instances if isinstance(outcome, domain.Verified) else None
+        abandoned = all(stored.job.state == "removed" for stored in latest.values())
+        return (outcome.instances if isinstance(outcome, domain.Verified) else None), abandoned
 
-    async def _retrieve(self, uid: str, transfer: Document, latest: dict[str, StoredJob]) -> domain.Outcome:
+    async def _watch_removal(self, keys: list[str], cancel: threading.Event) -> None:
+        """Cancels the running move once every job it serves is removed (consent or enrolment withdrawn,
+        corrected identity, DCC removal): nothing is moved on behalf of an enrolment that no longer wants it."""
+        while True:
+            await asyncio.sleep(self._options.cancel_poll_seconds)
+            try:
+                states = [stored.job.state for stored in await self._jobs.get_many(keys)]
+            except Exception as error:  # the next poll tries again
+                log.warning("removal_watch_failed", error=type(error).__name__)
+                continue
+            if states and all(state == "removed" for state in states):
+                cancel.set()
+                log.info("move_cancel_requested", jobs=len(keys))
+                return
+
+    async def _retrieve(
+        self, uid: str, transfer: Document, latest: dict[str, StoredJob], cancel: threading.Event
+    ) -> domain.Outcome:
         try:
             in_mirc = await self._pacs.in_mirc(uid)
         except DicomUnavailableError:
             return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
         except ProxymageError as error:
-            return domain.Retry(self._now(), f"the PACS could not be queried: {error}")
+            return domain.Retry(self._now(), Reason.of("pacs_error", str(error)))
         if in_mirc is None:
             return domain.Retry(self._now(), domain.NOT_IN_MIRC)
 
@@ -182,19 +217,22 @@ class Retriever:
         progress = _ProgressRelay(self._updater, latest, self._options.progress_interval_seconds)
         relay = asyncio.create_task(progress.run())
         try:
-            completed = await self._pacs.move(uid, progress.report)
+            completed = await self._pacs.move(uid, progress.report, cancel)
+        except MoveCancelledError:
+            MOVES.labels("cancelled").inc()
+            return domain.Retry(self._now(), Reason.of("move_failed", "transfert annulé"))  # applies to no job
         except IncompleteMoveError as error:
             return domain.assess_move(_incomplete(error), in_mirc.instances, None, self._now())
         except DicomPermanentError as error:
             meaning = classify(error.status)[1] if error.status is not None else str(error)
-            return domain.Refused(f"MIRC {meaning}")
+            return domain.Refused(Reason.of("move_refused", meaning))
         except DicomUnavailableError:
             return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
         except DicomTransientError as error:
-            status = f" (status 0x{error.status:04X})" if error.status is not None else ""
-            return domain.Retry(self._now(), f"MIRC could not perform the move{status}")
+            status = f"statut 0x{error.status:04X}" if error.status is not None else None
+            return domain.Retry(self._now(), Reason.of("move_failed", status))
         except ProxymageError as error:
-            return domain.Retry(self._now(), f"MIRC could not perform the move: {error}")
+            return domain.Retry(self._now(), Reason.of("move_failed", str(error)))
         finally:
             await progress.close(relay)
 

@@ -7,6 +7,7 @@ from proxymage_shared.dicom.errors import (
     DicomUnavailableError,
     IncompleteMoveError,
     MalformedAnswerError,
+    MoveCancelledError,
 )
 from proxymage_shared.dicom.queries import patient_query, study_move_identifier, study_query
 from proxymage_shared.dicom.results import MoveProgress, MoveResult, PatientRecord, StudyRecord
@@ -19,6 +20,7 @@ __all__ = [
     "DicomUnavailableError",
     "IncompleteMoveError",
     "MalformedAnswerError",
+    "MoveCancelledError",
     "MoveProgress",
     "MoveResult",
     "PatientRecord",

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset
@@ -39,6 +40,7 @@ from proxymage_shared.dicom.errors import (
     DicomUnavailableError,
     IncompleteMoveError,
     MalformedAnswerError,
+    MoveCancelledError,
 )
 from proxymage_shared.dicom.results import MoveProgress, MoveResult, PatientRecord, StudyRecord
 from proxymage_shared.dicom.status import Outcome, classify
@@ -60,6 +62,10 @@ class DicomTimeouts:
     acse: float = 10.0
     dimse: float = 120.0
     network: float = 120.0
+
+
+MOVE_MSG_ID: Final = 1  # the C-MOVE's message id, which a C-CANCEL names
+CANCEL_GRACE_SECONDS: Final = 1.0  # how long a peer may go on after C-CANCEL before we abort
 
 
 def set_tcp_nodelay(event: Any) -> None:
@@ -130,7 +136,13 @@ class DicomClient:
         outcome = "error"
         try:
             result = await loop.run_in_executor(self._pool, work)
-        except (DicomUnavailableError, DicomTransientError, MalformedAnswerError, IncompleteMoveError):
+        except (
+            DicomUnavailableError,
+            DicomTransientError,
+            MalformedAnswerError,
+            IncompleteMoveError,
+            MoveCancelledError,
+        ):
             outcome = "transient"
             raise
         except DicomPermanentError:
@@ -207,13 +219,15 @@ class DicomClient:
         study_instance_uid: str,
         destination_ae_title: str,
         on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> MoveResult:
         """Study-level C-MOVE to `destination_ae_title`; the data flows from the peer to the destination.
 
         `on_progress` is called on the event loop with each pending response's sub-operation counts.
         Returns only a complete move; raises `IncompleteMoveError` when any sub-operation failed (even under a
         "success" status: never treat a partial study as complete) and `DicomPermanentError` when the peer
-        refuses the move (e.g. unknown destination).
+        refuses the move (e.g. unknown destination). Setting `cancel` cancels the move: C-CANCEL, then an
+        abort if the peer keeps going; it then raises `MoveCancelledError`.
         """
         loop = asyncio.get_running_loop()
 
@@ -223,15 +237,29 @@ class DicomClient:
 
         def work() -> MoveResult:
             identifier = queries.study_move_identifier(study_instance_uid)
+            cancel_sent_at: float | None = None
             with self._association("C-MOVE") as assoc:
                 for status, _ in assoc.send_c_move(
-                    identifier, destination_ae_title, StudyRootQueryRetrieveInformationModelMove
+                    identifier, destination_ae_title, StudyRootQueryRetrieveInformationModelMove, msg_id=MOVE_MSG_ID
                 ):
+                    if cancel is not None and cancel.is_set():
+                        if cancel_sent_at is None:
+                            # PS3.7 §9.3.4.3: C-CANCEL of the running C-MOVE (same message id); a peer that
+                            # honours it ends with status 0xFE00.
+                            assoc.send_c_cancel(MOVE_MSG_ID, query_model=StudyRootQueryRetrieveInformationModelMove)
+                            cancel_sent_at = time.monotonic()
+                        elif time.monotonic() - cancel_sent_at > CANCEL_GRACE_SECONDS:
+                            # The peer ignores C-CANCEL (Orthanc 1.10 does): leaving aborts the association.
+                            raise MoveCancelledError(f"C-MOVE from {self.peer.ae_title}: cancelled (aborted)")
                     if "Status" not in status:
+                        if cancel_sent_at is not None:
+                            raise MoveCancelledError(f"C-MOVE from {self.peer.ae_title}: cancelled")
                         raise DicomUnavailableError(f"C-MOVE: {self.peer.ae_title} stopped answering")
                     code = int(status.Status)
                     counts = _sub_operations(status)
                     outcome, meaning = classify(code)
+                    if cancel_sent_at is not None and outcome is not Outcome.PENDING:
+                        raise MoveCancelledError(f"C-MOVE from {self.peer.ae_title}: cancelled ({meaning})")
                     if outcome is Outcome.PENDING:
                         report(counts)
                         continue

@@ -35,3 +35,7 @@ class MalformedAnswerError(TransientError):
 
 class IncompleteMoveError(TransientError):
     """The move ended, but not every instance arrived: never treat the study as complete."""
+
+
+class MoveCancelledError(TransientError):
+    """The caller cancelled the move (C-CANCEL, then A-ABORT if the peer went on): nothing it stored counts."""
