@@ -1,6 +1,8 @@
 """The demo scenario, published on Kafka as the DCC would: an RCP with default filters, a meeting with
-its on-call experts, and three enrolled patients — one who matches synthetic studies in MIRC, one not
-found because of a near miss (a separator in the first name), one without consent."""
+its on-call experts, and five enrolled patients — one who matches synthetic studies in MIRC, one not
+found because of a near miss (a separator in the first name), one without consent, and (CONTRACT v1.1)
+one whose enrolment is withdrawn after her studies were selected, one who withdraws consent after hers
+were selected: their studies show `removed` with the reason, and none stays in the viewer store."""
 
 from __future__ import annotations
 
@@ -11,23 +13,34 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from proxymage_shared import topics
+from proxymage_shared.devtools.synthetic import PATIENTS, synthetic_studies
 from proxymage_shared.events import (
+    EnrolmentWithdrawn,
     Event,
     ImagingFilters,
     MeetingExperts,
     PatientEnrolled,
     RcpSettings,
+    StudiesSelected,
 )
 
 RCP_ID = "rcp-orl-fictif"
 MEETING_ID_PREFIX = "m-demo-orl"
 
 
-def _base() -> dict[str, Any]:
-    return {"event_id": uuid.uuid4(), "occurred_at": dt.datetime.now(dt.UTC)}
+SEED = 42  # the seed `make seed` stores MIRC's synthetic studies with
 
 
-def scenario_events(today: dt.date | None = None) -> list[tuple[str, str, Event]]:
+def _base(after: dt.timedelta = dt.timedelta(0)) -> dict[str, Any]:
+    return {"event_id": uuid.uuid4(), "occurred_at": dt.datetime.now(dt.UTC) + after}
+
+
+def _study_uids(patient_key: str, seed: int) -> list[str]:
+    patients = tuple(p for p in PATIENTS if p.key == patient_key)
+    return [study.study_instance_uid for study in synthetic_studies(seed, patients)]
+
+
+def scenario_events(today: dt.date | None = None, seed: int = SEED) -> list[tuple[str, str, Event]]:
     """(topic, key, event) in publication order."""
     today = today or dt.date.today()
     meeting_date = today + dt.timedelta(days=3)
@@ -62,10 +75,12 @@ def scenario_events(today: dt.date | None = None) -> list[tuple[str, str, Event]
         strict=False,
     )
 
-    def enrolment(enrolment_id: str, patient: dict[str, Any], consent: bool) -> PatientEnrolled:
+    def enrolment(
+        enrolment_id: str, patient: dict[str, Any], consent: bool, after: dt.timedelta = dt.timedelta(0)
+    ) -> PatientEnrolled:
         return PatientEnrolled.model_validate(
             {
-                **_base(),
+                **_base(after),
                 "enrolment_id": enrolment_id,
                 "meeting_id": meeting_id,
                 "rcp_id": RCP_ID,
@@ -106,10 +121,40 @@ def scenario_events(today: dt.date | None = None) -> list[tuple[str, str, Event]
         {"birth_name": "D'ESSAI", "used_name": None, "first_name": "Noël", "birth_date": "1945-12-25", "sex": "M"},
         consent=False,
     )  # fmt: skip
+    # Later DCC events carry later times (a second apart): their order is the occurred_at order whatever the
+    # order in which the services consume them.
+    second = dt.timedelta(seconds=1)
+    sister = {"birth_name": "SŒUR-EXEMPLE", "used_name": None, "first_name": "Anaïs", "birth_date": "1990-07-14",
+              "sex": "F"}  # fmt: skip
+    withdrawn = enrolment("enr-demo-soeur", sister, consent=True)
+    withdrawn_selection = StudiesSelected.model_validate(
+        {**_base(second), "enrolment_id": withdrawn.enrolment_id,
+         "study_instance_uids": _study_uids("soeur_ligature", seed), "expertise_requested": True},
+        strict=False,
+    )  # fmt: skip
+    withdrawal = EnrolmentWithdrawn.model_validate(
+        {**_base(2 * second), "enrolment_id": withdrawn.enrolment_id, "reason": "dossier retiré de l'ordre du jour"},
+        strict=False,
+    )
+    fiction = {"birth_name": "DE LA FICTION", "used_name": None, "first_name": "Amélie", "birth_date": "1985-02-28",
+               "sex": "F"}  # fmt: skip
+    consenting = enrolment("enr-demo-delafiction", fiction, consent=True)
+    consenting_selection = StudiesSelected.model_validate(
+        {**_base(second), "enrolment_id": consenting.enrolment_id,
+         "study_instance_uids": _study_uids("de_la_fiction", seed), "expertise_requested": False},
+        strict=False,
+    )  # fmt: skip
+    consent_withdrawn = enrolment("enr-demo-delafiction", fiction, consent=False, after=2 * second)
     return [
         (topics.RCP_SETTINGS, rcp.rcp_id, rcp),
         (topics.MEETING_EXPERTS, meeting.meeting_id, meeting),
         *((topics.PATIENT_ENROLLED, e.enrolment_id, e) for e in (matched, near_miss, no_consent)),
+        (topics.PATIENT_ENROLLED, withdrawn.enrolment_id, withdrawn),
+        (topics.STUDIES_SELECTED, withdrawn.enrolment_id, withdrawn_selection),
+        (topics.ENROLMENT_WITHDRAWN, withdrawn.enrolment_id, withdrawal),
+        (topics.PATIENT_ENROLLED, consenting.enrolment_id, consenting),
+        (topics.STUDIES_SELECTED, consenting.enrolment_id, consenting_selection),
+        (topics.PATIENT_ENROLLED, consent_withdrawn.enrolment_id, consent_withdrawn),
     ]
 
 
