@@ -1,5 +1,6 @@
 """The identity-matcher end to end, against real Kafka, FerretDB and the MIRC Orthanc seeded with the
-synthetic patients (proxymage_shared.devtools.synthetic): enrolments in on Kafka, outcomes out on Kafka."""
+synthetic patients (proxymage_shared.devtools.synthetic): enrolments and withdrawals in on Kafka, outcomes
+out on Kafka. What MIRC received is read from the service's own DICOM request counter (/metrics)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from identity_matcher.app import build
 from identity_matcher.settings import Settings
-from proxymage_shared import topics
+from prometheus_client.parser import text_string_to_metric_families
+from proxymage_shared import reasons, topics
 from proxymage_shared.devtools.synthetic import PATIENTS, SyntheticStudy
-from proxymage_shared.events import IdentityResolved, Patient, PatientEnrolled, Person
+from proxymage_shared.events import EnrolmentWithdrawn, IdentityResolved, Patient, PatientEnrolled, Person
 from proxymage_shared.kafka import DLQ_KIND, DLQ_REASON
 from proxymage_shared.logging import configure_logging
 from proxymage_shared.pytest_plugin import free_port, orthanc
@@ -48,6 +50,20 @@ class Matcher:
         ).encode()
         await self.producer.send_and_wait(self.settings.topic(topics.IMAGING_REFRESH), value, key=enrolment_id.encode())
 
+    async def withdraw(self, enrolment_id: str, occurred_at: dt.datetime | None = None) -> EnrolmentWithdrawn:
+        event = EnrolmentWithdrawn(
+            event_id=uuid.uuid4(),
+            occurred_at=occurred_at or _now(),
+            enrolment_id=enrolment_id,
+            reason="patient retiré de la réunion (essai)",
+        )
+        await self.resend(event)
+        return event
+
+    async def resend(self, event: EnrolmentWithdrawn) -> None:
+        topic = self.settings.topic(topics.ENROLMENT_WITHDRAWN)
+        await self.producer.send_and_wait(topic, event.to_kafka_value(), key=event.enrolment_id.encode())
+
     def of(self, enrolment_id: str) -> list[IdentityResolved]:
         return [outcome for outcome in self.outcomes if outcome.enrolment_id == enrolment_id]
 
@@ -63,6 +79,26 @@ class Matcher:
             text = (await client.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5)).text
         pattern = r'proxymage_dicom_requests_total\{operation="C-FIND",outcome="(\w+)",peer="MIRC"\} ([0-9.e+]+)'
         return sum(float(value) for _, value in re.findall(pattern, text))
+
+    async def handled(self, topic: str) -> float:
+        """Messages of `topic` (unprefixed) the service finished handling: a handler's effects are all done."""
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5)).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "proxymage_events_handled"
+            for sample in family.samples
+            if sample.name == "proxymage_events_handled_total"
+            and sample.labels.get("topic") == self.settings.topic(topic)
+            and sample.labels.get("outcome") == "ok"
+        )
+
+    async def handled_past(self, topic: str, count: float, timeout: float = 30) -> None:
+        async def done() -> bool:
+            return await self.handled(topic) > count
+
+        await eventually(done, timeout, f"the service to handle a new message of {topic}")
 
 
 def _now() -> dt.datetime:
@@ -178,6 +214,8 @@ async def test_matched_with_accent_and_case_variants_links_both_issuers(matcher:
         ("B0042", "CH-FICTIF-BLOIS"),
     }
     assert outcome.meeting_date == dt.date(2026, 12, 2)
+    assert outcome.reason is None
+    assert outcome.reason_code is None
 
 
 async def test_twins_and_homonyms_link_only_the_right_patient(matcher: Matcher) -> None:
@@ -203,6 +241,8 @@ async def test_birth_and_used_names(matcher: Matcher) -> None:
     assert swapped.status == "unmatched"
     assert swapped.pacs_patients == ()
     assert [(n.trait, n.kind) for n in swapped.near_misses] == [("birth_name", "birth_name_is_used_name")]
+    assert swapped.reason_code == "patient_not_found"
+    assert swapped.reason == reasons.text("patient_not_found")
 
 
 async def test_unmatched_with_near_misses(matcher: Matcher) -> None:
@@ -240,6 +280,7 @@ async def test_no_consent_sends_no_dicom_request(matcher: Matcher) -> None:
     outcome = await matcher.outcome("enr-no-consent")
     assert outcome.status == "no_consent"
     assert outcome.pacs_patients == ()
+    assert (outcome.reason_code, outcome.reason) == ("no_consent", reasons.text("no_consent"))
     assert await matcher.mirc_finds() == before
     await matcher.send(enrolment("enr-after", "SŒUR-EXEMPLE", "Anaïs", dt.date(1990, 7, 14), "F"))
     ligature = await matcher.outcome("enr-after")
@@ -259,6 +300,7 @@ async def test_corrected_identity_supersedes_and_stale_events_are_ignored(matche
     second = await matcher.outcome("enr-fix", count=2)
     assert second.status == "matched"
     assert second.source_event_id == fixed.event_id
+    assert second.source_occurred_at == fixed.occurred_at
     # An older event arriving late, then the same event again: neither produces an outcome.
     late = enrolment("enr-fix", "X-FICTIF", "Y", dt.date(1950, 1, 1), "M", occurred_at=first_at - dt.timedelta(1))
     await matcher.send(late)
@@ -303,8 +345,9 @@ async def test_mirc_down_gives_error_then_matched_without_anyone_acting(matcher:
         await matcher.send(enrolment("enr-outage", "JUMEAU-ESSAI", "Paul", dt.date(1980, 1, 15), "M"))
         error = await matcher.outcome("enr-outage")
         assert error.status == "error"
+        assert error.reason_code == "identity_error"
         assert error.reason is not None
-        assert "next automatic try" in error.reason
+        assert error.reason.startswith(reasons.text("identity_error") + " (prochain essai automatique le ")
     finally:
         orthanc("start", "mirc")
     recovered = await matcher.outcome("enr-outage", count=2, timeout=60)
@@ -319,3 +362,124 @@ async def test_refresh_resolves_again_at_once(matcher: Matcher) -> None:
     second = await matcher.outcome("enr-refresh", count=2)
     assert first.status == second.status == "matched"
     assert second.event_id != first.event_id
+
+
+async def test_unusable_dcc_identity_is_invalid_identity_without_any_dicom_request(matcher: Matcher) -> None:
+    before = await matcher.mirc_finds()
+    await matcher.send(enrolment("enr-sex-unknown", "BÉRANGER-FICTIF", "Hélène", dt.date(1956, 4, 12), "U"))
+    outcome = await matcher.outcome("enr-sex-unknown")
+    assert outcome.status == "unmatched"
+    assert outcome.reason_code == "invalid_identity"
+    assert outcome.reason == reasons.text("invalid_identity", "sexe inconnu, M ou F requis")
+    assert await matcher.mirc_finds() == before
+
+
+# --- Lifecycle of an enrolment (CONTRACT v1.1) ---------------------------------------------------------------
+
+
+async def test_withdrawal_after_a_match_publishes_withdrawn_and_mirc_is_never_queried_again(matcher: Matcher) -> None:
+    enrolled_at = _now()
+    enrolled = enrolment("enr-wd-match", "SŒUR-EXEMPLE", "Anaïs", dt.date(1990, 7, 14), "F", occurred_at=enrolled_at)
+    await matcher.send(enrolled)
+    matched = await matcher.outcome("enr-wd-match")
+    assert matched.status == "matched"
+    assert matched.source_occurred_at == enrolled.occurred_at
+    finds = await matcher.mirc_finds()
+
+    withdrawal = await matcher.withdraw("enr-wd-match", occurred_at=enrolled_at + dt.timedelta(seconds=5))
+    withdrawn = await matcher.outcome("enr-wd-match", count=2)
+    assert withdrawn.status == "withdrawn"
+    assert withdrawn.source_event_id == withdrawal.event_id
+    assert withdrawn.source_occurred_at == withdrawal.occurred_at
+    assert (withdrawn.meeting_id, withdrawn.meeting_date) == (enrolled.meeting_id, enrolled.meeting_date)
+    assert withdrawn.pacs_patients == ()
+    assert (withdrawn.reason_code, withdrawn.reason) == ("enrolment_withdrawn", reasons.text("enrolment_withdrawn"))
+    assert withdrawn.event_id != matched.event_id
+
+    # A refresh of a withdrawn enrolment queries nothing; the withdrawal replayed gives no second outcome.
+    refreshes = await matcher.handled(topics.IMAGING_REFRESH)
+    await matcher.refresh("enr-wd-match")
+    await matcher.handled_past(topics.IMAGING_REFRESH, refreshes)
+    withdrawals = await matcher.handled(topics.ENROLMENT_WITHDRAWN)
+    await matcher.resend(withdrawal)
+    await matcher.handled_past(topics.ENROLMENT_WITHDRAWN, withdrawals)
+    assert await matcher.mirc_finds() == finds
+    assert [o.status for o in matcher.of("enr-wd-match")] == ["matched", "withdrawn"]
+
+
+async def test_withdrawal_first_then_an_older_enrolment_gives_only_withdrawn_and_no_dicom_request(
+    matcher: Matcher,
+) -> None:
+    enrolled_at = _now()
+    finds = await matcher.mirc_finds()
+    withdrawal = await matcher.withdraw("enr-wd-first", occurred_at=enrolled_at + dt.timedelta(seconds=10))
+    withdrawn = await matcher.outcome("enr-wd-first")
+    assert withdrawn.status == "withdrawn"
+    assert withdrawn.source_event_id == withdrawal.event_id
+    assert (withdrawn.meeting_id, withdrawn.meeting_date) == (None, None)  # no enrolled event seen yet
+
+    enrolments = await matcher.handled(topics.PATIENT_ENROLLED)
+    await matcher.send(
+        enrolment("enr-wd-first", "SŒUR-EXEMPLE", "Anaïs", dt.date(1990, 7, 14), "F", occurred_at=enrolled_at)
+    )
+    await matcher.handled_past(topics.PATIENT_ENROLLED, enrolments)
+    assert [o.status for o in matcher.of("enr-wd-first")] == ["withdrawn"]
+    assert await matcher.mirc_finds() == finds
+
+
+async def test_a_newer_enrolment_re_opens_a_withdrawn_one(matcher: Matcher) -> None:
+    enrolled_at = _now()
+    await matcher.send(
+        enrolment("enr-reopen", "JUMEAU-ESSAI", "Pierre", dt.date(1980, 1, 15), "M", occurred_at=enrolled_at)
+    )
+    assert (await matcher.outcome("enr-reopen")).status == "matched"
+    await matcher.withdraw("enr-reopen", occurred_at=enrolled_at + dt.timedelta(seconds=5))
+    assert (await matcher.outcome("enr-reopen", count=2)).status == "withdrawn"
+    finds = await matcher.mirc_finds()
+
+    reopened = enrolment(
+        "enr-reopen",
+        "JUMEAU-ESSAI",
+        "Pierre",
+        dt.date(1980, 1, 15),
+        "M",
+        occurred_at=enrolled_at + dt.timedelta(seconds=10),
+    )
+    await matcher.send(reopened)
+    matched = await matcher.outcome("enr-reopen", count=3)
+    assert matched.status == "matched"
+    assert matched.source_event_id == reopened.event_id
+    assert matched.source_occurred_at == reopened.occurred_at
+    assert [(p.patient_id, p.issuer) for p in matched.pacs_patients] == [("T0004", "CHU-FICTIF-TOURS")]
+    assert await matcher.mirc_finds() > finds  # resolved from scratch: MIRC queried again
+
+
+async def test_consent_withdrawn_by_a_newer_enrolment_gives_no_consent_and_no_dicom_request(matcher: Matcher) -> None:
+    enrolled_at = _now()
+    await matcher.send(
+        enrolment("enr-consent", "HOMONYME-FICTIF", "Jean", dt.date(1950, 5, 5), "M", occurred_at=enrolled_at)
+    )
+    assert (await matcher.outcome("enr-consent")).status == "matched"
+    finds = await matcher.mirc_finds()
+
+    without_consent = enrolment(
+        "enr-consent",
+        "HOMONYME-FICTIF",
+        "Jean",
+        dt.date(1950, 5, 5),
+        "M",
+        consent=False,
+        occurred_at=enrolled_at + dt.timedelta(seconds=5),
+    )
+    await matcher.send(without_consent)
+    no_consent = await matcher.outcome("enr-consent", count=2)
+    assert no_consent.status == "no_consent"
+    assert no_consent.source_event_id == without_consent.event_id
+    assert no_consent.pacs_patients == ()
+    assert no_consent.reason_code == "no_consent"
+    # Nor does a refresh query MIRC for it.
+    refreshes = await matcher.handled(topics.IMAGING_REFRESH)
+    await matcher.refresh("enr-consent")
+    await matcher.handled_past(topics.IMAGING_REFRESH, refreshes)
+    assert await matcher.mirc_finds() == finds
+    assert len(matcher.of("enr-consent")) == 2

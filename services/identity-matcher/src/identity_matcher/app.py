@@ -1,6 +1,7 @@
 """Composition root of the identity-matcher: settings, adapters, subscribers, durable retry loop.
 
-Consumes `dcc.patient-enrolled.v1` and `dcc.imaging-refresh.v1`; publishes `identity.resolved.v1`.
+Consumes `dcc.patient-enrolled.v1`, `dcc.enrolment-withdrawn.v1` and `dcc.imaging-refresh.v1`; publishes
+`identity.resolved.v1`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import datetime as dt
 
 from proxymage_shared import topics
 from proxymage_shared.dicom import DicomClient, echo_check
-from proxymage_shared.events import IdentityResolved, ImagingRefresh, PatientEnrolled
+from proxymage_shared.events import EnrolmentWithdrawn, IdentityResolved, ImagingRefresh, PatientEnrolled
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.retry import BackoffSchedule
 from proxymage_shared.service import Service, build_service, periodic
@@ -39,6 +40,7 @@ def build(settings: Settings) -> Service:
             pacs_retry_base_seconds=settings.pacs_retry_base_seconds,
             error_retries=BackoffSchedule(settings.error_retry_delays_seconds),
             lease=dt.timedelta(seconds=settings.retry_lease_seconds),
+            timezone=settings.timezone(),
         ),
     )
     subscribe(
@@ -47,6 +49,14 @@ def build(settings: Settings) -> Service:
         settings.topic(topics.PATIENT_ENROLLED),
         PatientEnrolled,
         resolver.on_enrolled,
+        concurrency=settings.enrolment_concurrency,
+    )
+    subscribe(
+        service.broker,
+        settings,
+        settings.topic(topics.ENROLMENT_WITHDRAWN),
+        EnrolmentWithdrawn,
+        resolver.on_withdrawn,
         concurrency=settings.enrolment_concurrency,
     )
     subscribe(service.broker, settings, settings.topic(topics.IMAGING_REFRESH), ImagingRefresh, resolver.on_refresh)

@@ -1,15 +1,21 @@
-"""Use cases of the identity-matcher: an enrolment in, an `identity.resolved` outcome out.
+"""Use cases of the identity-matcher: an enrolment's lifecycle events in, `identity.resolved` outcomes out.
 
-Semantics (ARCHITECTURE.md, CONTRACT.md):
+Semantics (ARCHITECTURE.md, CONTRACT.md "Lifecycle of an enrolment (v1.1)"):
+- the enrolment's current lifecycle event is the newest by `occurred_at` of its enrolled events and
+  withdrawals (`lifecycle.py`); only the current one is answered, whatever the order of arrival;
+- withdrawn: publish `withdrawn` (answering the withdrawal) and send no DICOM request at all;
 - no consent: publish `no_consent` and send no DICOM request at all;
 - otherwise query MIRC by birth date (narrowing if the answer is capped), apply the strict rules locally,
   publish `matched` (every matching PACS patient) or `unmatched` (with near misses);
 - MIRC failing after a few quick tries: publish `error` with a readable reason and retry later on a
   backoff schedule, without anyone acting, and at once on a DCC refresh;
-- a newer enrolled event for the same enrolment supersedes the previous outcome; the same event twice
-  gives one outcome. The outcome is published before it is recorded, so a crash in between re-publishes
-  (at-least-once) rather than loses it; its `event_id` is derived from the source event and attempt, so
-  a re-publication carries the same id.
+- a newer enrolled event for the same enrolment supersedes the previous outcome (and re-opens a withdrawn
+  enrolment); the same event twice gives one outcome. The outcome is published before it is recorded, so
+  a crash in between re-publishes (at-least-once) rather than loses it; its `event_id` is derived from the
+  source event and attempt, so a re-publication carries the same id.
+
+Every outcome carries `source_occurred_at` so that consumers can order it against the enrolment's other
+events, and a stable `reason_code` with its French `reason` (proxymage_shared.reasons) unless `matched`.
 """
 
 from __future__ import annotations
@@ -21,20 +27,30 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
+from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Histogram
 from proxymage_shared.errors import ProxymageError
-from proxymage_shared.events import IdentityResolved, IdentityStatus, ImagingRefresh, PatientEnrolled, utc_now
+from proxymage_shared.events import (
+    EnrolmentWithdrawn,
+    IdentityResolved,
+    IdentityStatus,
+    ImagingRefresh,
+    PatientEnrolled,
+    utc_now,
+)
 from proxymage_shared.kafka import Delivery
 from proxymage_shared.logging import get_logger
 from proxymage_shared.mongo import Document
+from proxymage_shared.reasons import Reason
 from proxymage_shared.retry import BackoffSchedule
 
 from identity_matcher.directory import Candidates, PatientDirectory
+from identity_matcher.lifecycle import ANSWER
 from identity_matcher.matching import Resolution, dcc_side_problem, normalised_names, resolve
 from identity_matcher.query_plan import query_plan, vigilance_queries
 from identity_matcher.rules import DccIdentity
-from identity_matcher.store import Acceptance, EnrolmentStore
+from identity_matcher.store import EnrolmentStore
 
 log = get_logger(__name__)
 
@@ -56,6 +72,8 @@ class ResolverOptions:
     pacs_retry_base_seconds: float = 0.5
     error_retries: BackoffSchedule = field(default_factory=BackoffSchedule)
     lease: dt.timedelta = dt.timedelta(minutes=2)
+    # The zone in which reasons give times (the next automatic try) to the people reading them.
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Paris"))
 
 
 class IdentityResolver:
@@ -84,8 +102,20 @@ class IdentityResolver:
             consent=event.consent,
             acceptance=acceptance.value,
         )
-        if acceptance in (Acceptance.NEW, Acceptance.RESUME):
+        if acceptance in ANSWER:
             await self._resolve(event, previous_attempts=0, resolutions_done=0)
+
+    async def on_withdrawn(self, event: EnrolmentWithdrawn, delivery: Delivery) -> None:
+        acceptance = await self._store.accept_withdrawal(event)
+        # The withdrawal's free-text reason is never logged: it may name the patient.
+        log.info(
+            "withdrawal_received",
+            enrolment_id=event.enrolment_id,
+            event_id=str(event.event_id),
+            acceptance=acceptance.value,
+        )
+        if acceptance in ANSWER:
+            await self._withdraw(event)
 
     async def on_refresh(self, event: ImagingRefresh, delivery: Delivery) -> None:
         now = self._clock()
@@ -112,37 +142,58 @@ class IdentityResolver:
             resolutions_done=int(document.get("resolutions", 0)),
         )
 
+    # --- withdrawal ------------------------------------------------------------------------------------
+
+    async def _withdraw(self, event: EnrolmentWithdrawn) -> None:
+        started = time.perf_counter()
+        document = await self._store.get(event.enrolment_id) or {}
+        # The meeting comes from the enrolled event kept so far, if one was seen before the withdrawal.
+        stored = document.get("event")
+        enrolled = PatientEnrolled.model_validate(stored, strict=False) if stored else None
+        reason = Reason.of("enrolment_withdrawn")
+        outcome = IdentityResolved(
+            event_id=_outcome_id(str(event.event_id), int(document.get("resolutions", 0))),
+            occurred_at=self._clock(),
+            enrolment_id=event.enrolment_id,
+            source_event_id=event.event_id,
+            source_occurred_at=event.occurred_at,
+            meeting_id=enrolled.meeting_id if enrolled else None,
+            meeting_date=enrolled.meeting_date if enrolled else None,
+            status="withdrawn",
+            reason=reason.text,
+            reason_code=reason.code,
+        )
+        await self._answer(outcome, str(event.event_id), attempts=0, next_attempt_at=None, started=started)
+
     # --- resolution ------------------------------------------------------------------------------------
 
     async def _resolve(self, event: PatientEnrolled, *, previous_attempts: int, resolutions_done: int) -> None:
         started = time.perf_counter()
         attempts = previous_attempts + 1
         next_attempt_at: dt.datetime | None = None
+        status: IdentityStatus
         if not event.consent:
-            resolution = Resolution("unmatched")
-            status: IdentityStatus = "no_consent"
-            reason: str | None = "the patient's consent is not recorded: no PACS was queried"
+            resolution = Resolution("unmatched", reason=Reason.of("no_consent"))
+            status = "no_consent"
         else:
             identity = DccIdentity.from_patient(event.patient)
             problem = dcc_side_problem(identity)
             if problem is not None:
-                resolution, status, reason = Resolution("unmatched", reason=problem), "unmatched", problem
+                resolution, status = Resolution("unmatched", reason=problem), "unmatched"
             else:
                 try:
                     candidates = await self._find(identity)
                 except ProxymageError as error:
                     next_attempt_at = self._options.error_retries.next_attempt_at(self._clock(), attempts)
-                    resolution = Resolution("unmatched")
+                    detail = "prochain essai automatique le " + french_time(next_attempt_at, self._options.timezone)
+                    resolution = Resolution("unmatched", reason=Reason.of("identity_error", detail))
                     status = "error"
-                    reason = (
-                        f"MIRC could not be queried ({error}); "
-                        f"next automatic try at {next_attempt_at:%Y-%m-%d %H:%M:%S} UTC"
-                    )
+                    log.warning("mirc_query_failed", enrolment_id=event.enrolment_id, error=type(error).__name__)
                 else:
                     resolution = resolve(
                         identity, candidates.records, family_is_used_name=self._options.family_is_used_name
                     )
-                    status, reason = resolution.status, resolution.reason
+                    status = resolution.status
                     log.info(
                         "identity_compared",
                         enrolment_id=event.enrolment_id,
@@ -151,37 +202,59 @@ class IdentityResolver:
                     )
         outcome = IdentityResolved(
             # The same resolution re-published after a crash keeps its id; a new resolution gets a new one.
-            event_id=uuid.uuid5(OUTCOME_NAMESPACE, f"{event.event_id}:{resolutions_done + 1}"),
+            event_id=_outcome_id(str(event.event_id), resolutions_done),
             occurred_at=self._clock(),
             enrolment_id=event.enrolment_id,
             source_event_id=event.event_id,
+            source_occurred_at=event.occurred_at,
             meeting_id=event.meeting_id,
             meeting_date=event.meeting_date,
             status=status,
             pacs_patients=resolution.pacs_patients,
             near_misses=resolution.near_misses,
-            reason=reason,
+            reason=resolution.reason.text if resolution.reason else None,
+            reason_code=resolution.reason.code if resolution.reason else None,
         )
-        if not await self._store.is_current(event.enrolment_id, str(event.event_id)):
-            log.info("outcome_superseded", enrolment_id=event.enrolment_id, event_id=str(event.event_id))
+        await self._answer(
+            outcome,
+            str(event.event_id),
+            attempts=attempts if status == "error" else 0,
+            next_attempt_at=next_attempt_at,
+            started=started,
+        )
+
+    async def _answer(
+        self,
+        outcome: IdentityResolved,
+        source_event_id: str,
+        *,
+        attempts: int,
+        next_attempt_at: dt.datetime | None,
+        started: float,
+    ) -> None:
+        """Publishes then records `outcome`, unless a newer lifecycle event superseded its source meanwhile."""
+        if not await self._store.is_current(outcome.enrolment_id, source_event_id):
+            log.info("outcome_superseded", enrolment_id=outcome.enrolment_id, event_id=source_event_id)
             return
         await self._publish(outcome)
         await self._store.record_outcome(
-            event.enrolment_id,
-            str(event.event_id),
-            status,
-            attempts=attempts if status == "error" else 0,
+            outcome.enrolment_id,
+            source_event_id,
+            outcome.status,
+            attempts=attempts,
             next_attempt_at=next_attempt_at,
             outcome_event_id=str(outcome.event_id),
             now=self._clock(),
         )
-        OUTCOMES.labels(status).inc()
+        OUTCOMES.labels(outcome.status).inc()
         RESOLUTION_SECONDS.observe(time.perf_counter() - started)
         log.info(
             "identity_resolved",
-            enrolment_id=event.enrolment_id,
+            enrolment_id=outcome.enrolment_id,
             event_id=str(outcome.event_id),
-            status=status,
+            source_event_id=source_event_id,
+            status=outcome.status,
+            reason_code=outcome.reason_code,
             pacs_patients=len(outcome.pacs_patients),
             near_misses=[f"{n.trait}:{n.kind}" for n in outcome.near_misses],
             attempts=attempts,
@@ -199,3 +272,14 @@ class IdentityResolver:
                     raise
                 await asyncio.sleep(self._options.pacs_retry_base_seconds * 2 ** (attempt - 1))
         raise AssertionError("unreachable")
+
+
+def _outcome_id(source_event_id: str, resolutions_done: int) -> uuid.UUID:
+    return uuid.uuid5(OUTCOME_NAMESPACE, f"{source_event_id}:{resolutions_done + 1}")
+
+
+def french_time(moment: dt.datetime, zone: ZoneInfo) -> str:
+    """`05/03/2026 à 14:02:07 (heure de Paris)`: a time as the console's readers say it, in their zone."""
+    local = moment.astimezone(zone)
+    place = zone.key.rsplit("/", 1)[-1].replace("_", " ")
+    return f"{local:%d/%m/%Y à %H:%M:%S} (heure de {place})"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from proxymage_shared.dicom import PatientRecord
-from proxymage_shared.events import NearMiss, PacsPatientRef
+from proxymage_shared.events import IdentityTrait, NearMiss, PacsPatientRef
+from proxymage_shared.reasons import Reason
 
 from identity_matcher.rules import (
     DccIdentity,
@@ -24,25 +25,35 @@ class Resolution:
     status: Literal["matched", "unmatched"]
     pacs_patients: tuple[PacsPatientRef, ...] = ()
     near_misses: tuple[NearMiss, ...] = ()
-    reason: str | None = None
+    reason: Reason | None = None
 
 
-def dcc_side_problem(identity: DccIdentity) -> str | None:
+# How the console names each trait (French, as every reason users read).
+TRAIT_NAMES: Final[dict[IdentityTrait, str]] = {
+    "birth_name": "nom de naissance",
+    "used_name": "nom d'usage",
+    "first_name": "prénom",
+    "birth_date": "date de naissance",
+    "sex": "sexe",
+}
+
+
+def dcc_side_problem(identity: DccIdentity) -> Reason | None:
     """Why the DCC's identity can never match (CONTRACT.md rules 1 and 3), or None.
 
-    Checked before any PACS query: a name that is invalid after normalisation, or a sex other than M/F.
-    The reason names the traits, never their values.
+    Checked before any PACS query: a name that is blank or invalid after normalisation, or a sex other than
+    M/F. Reason `invalid_identity`, whose detail names the traits, never their values.
     """
     invalid = prepare_dcc(identity).invalid_traits
     if not invalid:
         return None
     problems = [
-        "the DCC's sex is unknown; a strict match needs M or F"
+        "sexe inconnu, M ou F requis"
         if trait == "sex"
-        else f"the DCC's {trait.replace('_', ' ')} has characters a name cannot have"
+        else f"{TRAIT_NAMES[trait]} vide ou avec des caractères non admis dans un nom"
         for trait in sorted(invalid)
     ]
-    return "invalid_trait: " + "; ".join(problems)
+    return Reason.of("invalid_identity", " ; ".join(problems))
 
 
 def normalised_names(identity: DccIdentity) -> list[str]:
@@ -69,5 +80,5 @@ def resolve(
     near_misses = tuple(NearMiss.model_validate({"trait": t, "kind": k}) for t, k in sorted(near))
     if linked:
         return Resolution("matched", tuple(linked[key] for key in sorted(linked)), near_misses)
-    reason = "no PACS patient matches every trait" + (" (near misses reported)" if near_misses else "")
-    return Resolution("unmatched", (), near_misses, reason)
+    # The near misses travel structured (`near_misses`): the text stays the same for every unmatched patient.
+    return Resolution("unmatched", (), near_misses, Reason.of("patient_not_found"))

@@ -1,38 +1,53 @@
 """The identity-matcher's state in its own MongoDB database: one document per enrolment.
 
-Every write is a single-document insert or a conditional update keyed by the enrolment and the enrolled
-event it answers, so replays are harmless and a late, older event never overwrites a newer one. The
-enrolled event is kept (patient identity included: this database is the service's own) so that an
-`error` can be resolved again later without the DCC sending anything.
+The document holds the enrolment's current lifecycle event (`kind`, `event_id`, `occurred_at`: an enrolled
+event or a withdrawal, see `lifecycle.py`), the status of its outcome, and the newest enrolled event that
+was current (`event`, patient identity included: this database is the service's own) so that an `error`
+can be resolved again later without the DCC sending anything, and a withdrawal can name the meeting.
+
+Every write is a single-document insert or a conditional update keyed by the enrolment and the lifecycle
+event it answers, so replays are harmless and a late, older event never overwrites a newer one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import enum
-from typing import Any
+from typing import Any, Final
 
-from proxymage_shared.events import IdentityStatus, PatientEnrolled
+from proxymage_shared.events import EnrolmentWithdrawn, IdentityStatus, PatientEnrolled
 from proxymage_shared.mongo import Document
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-PENDING = "pending"
+from identity_matcher.lifecycle import Acceptance, Current, LifecycleEvent, LifecycleKind, decide
 
+__all__ = ["PENDING", "Acceptance", "EnrolmentStore"]
 
-class Acceptance(enum.Enum):
-    NEW = "new"  # first or newer enrolled event for this enrolment: resolve it
-    RESUME = "resume"  # the same event, not resolved yet (the process stopped midway): resolve it
-    DUPLICATE = "duplicate"  # the same event, already resolved: nothing to do
-    STALE = "stale"  # older than the enrolled event we have: superseded, nothing to do
+PENDING: Final = "pending"
+# Outcomes after which MIRC may be queried again for the enrolment (DCC refresh, durable retry). Never
+# `no_consent` or `withdrawn`: no PACS is queried for such an enrolment (CONTRACT v1.1).
+_QUERYABLE: Final = ("matched", "unmatched", "error")
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
     # MongoDB keeps milliseconds: compare what it can store.
     value = value.astimezone(dt.UTC)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _current(document: Document | None) -> Current | None:
+    if document is None:
+        return None
+    # Documents written before withdrawals existed have no `kind`: they hold an enrolled event.
+    kind: LifecycleKind = "withdrawn" if document.get("kind") == "withdrawn" else "enrolled"
+    event = LifecycleEvent(kind, str(document["event_id"]), _utc(document["occurred_at"]))
+    return Current(event, answered=document.get("status") != PENDING)
+
+
+def _fresh_outcome() -> Document:
+    return {"status": PENDING, "attempts": 0, "resolutions": 0, "next_attempt_at": None, "lease_until": None}
 
 
 class EnrolmentStore:
@@ -43,39 +58,54 @@ class EnrolmentStore:
         await self._enrolments.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
 
     async def accept(self, event: PatientEnrolled) -> Acceptance:
-        """Records `event` as the enrolment's current identity, unless it is a duplicate or stale."""
-        occurred_at = _utc(event.occurred_at)
+        """Records the enrolled `event` as the enrolment's current lifecycle event, unless duplicate or stale."""
         fields: Document = {
+            "kind": "enrolled",
             "event_id": str(event.event_id),
-            "occurred_at": occurred_at,
+            "occurred_at": _utc(event.occurred_at),
             "event": event.model_dump(mode="json", by_alias=True),
             "consent": event.consent,
-            "status": PENDING,
-            "attempts": 0,
-            "resolutions": 0,
-            "next_attempt_at": None,
-            "lease_until": None,
+            **_fresh_outcome(),
         }
+        return await self._accept(event.enrolment_id, fields, on_insert={})
+
+    async def accept_withdrawal(self, event: EnrolmentWithdrawn) -> Acceptance:
+        """Records the withdrawal as the current lifecycle event, unless duplicate or stale.
+
+        The enrolled event kept so far stays (it names the meeting); a withdrawal of an enrolment never seen
+        is recorded all the same, so an older enrolled event arriving later is stale. The withdrawal's free
+        text reason is not kept: nothing here needs it and it may hold anything.
+        """
+        fields: Document = {
+            "kind": "withdrawn",
+            "event_id": str(event.event_id),
+            "occurred_at": _utc(event.occurred_at),
+            **_fresh_outcome(),
+        }
+        return await self._accept(event.enrolment_id, fields, on_insert={"event": None, "consent": None})
+
+    async def _accept(self, enrolment_id: str, fields: Document, *, on_insert: Document) -> Acceptance:
+        incoming = LifecycleEvent(fields["kind"], fields["event_id"], fields["occurred_at"])
         for _ in range(3):  # a concurrent writer may change the document between our read and write
-            current = await self._enrolments.find_one({"_id": event.enrolment_id})
-            if current is None:
+            document = await self._enrolments.find_one({"_id": enrolment_id})
+            acceptance = decide(_current(document), incoming)
+            if acceptance is not Acceptance.NEW:
+                return acceptance
+            if document is None:
                 try:
-                    await self._enrolments.insert_one({"_id": event.enrolment_id, **fields})
+                    await self._enrolments.insert_one({"_id": enrolment_id, **on_insert, **fields})
                 except DuplicateKeyError:
                     continue
                 return Acceptance.NEW
-            if current["event_id"] == str(event.event_id):
-                return Acceptance.RESUME if current["status"] == PENDING else Acceptance.DUPLICATE
-            if _utc(current["occurred_at"]) >= occurred_at:
-                return Acceptance.STALE
             replaced = await self._enrolments.update_one(
-                {"_id": event.enrolment_id, "event_id": current["event_id"]}, {"$set": fields}
+                {"_id": enrolment_id, "event_id": document["event_id"]}, {"$set": fields}
             )
             if replaced.matched_count:
                 return Acceptance.NEW
         return Acceptance.STALE
 
     async def is_current(self, enrolment_id: str, event_id: str) -> bool:
+        """True while `event_id` is the enrolment's current lifecycle event (enrolled event or withdrawal)."""
         # A read by `_id` alone (then compare here) uses the `_id` index on every backend.
         current = await self._enrolments.find_one({"_id": enrolment_id}, {"event_id": 1})
         return current is not None and current.get("event_id") == event_id
@@ -91,7 +121,7 @@ class EnrolmentStore:
         outcome_event_id: str,
         now: dt.datetime,
     ) -> bool:
-        """Stores the outcome of resolving `event_id`; False if a newer enrolled event replaced it meanwhile."""
+        """Stores the outcome answering `event_id`; False if a newer lifecycle event replaced it meanwhile."""
         result = await self._enrolments.update_one(
             {"_id": enrolment_id, "event_id": event_id},
             {
@@ -109,10 +139,16 @@ class EnrolmentStore:
         return result.matched_count == 1
 
     async def claim_due_retry(self, now: dt.datetime, lease: dt.timedelta) -> Document | None:
-        """Takes one `error` enrolment whose retry is due, with a lease so no other instance runs it."""
+        """Takes one `error` enrolment whose retry is due, with a lease so no other instance runs it.
+
+        Only an enrolled event with consent ends in `error` today; kind and consent are checked as well so
+        that a withdrawn or no-consent enrolment can never query MIRC, whatever a future change records.
+        """
         return await self._enrolments.find_one_and_update(
             {
                 "status": "error",
+                "kind": {"$ne": "withdrawn"},
+                "consent": True,
                 "next_attempt_at": {"$lte": now},
                 "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
             },
@@ -121,12 +157,17 @@ class EnrolmentStore:
         )
 
     async def claim_for_refresh(self, enrolment_id: str, now: dt.datetime, lease: dt.timedelta) -> Document | None:
-        """Takes a consented enrolment to resolve again now (DCC refresh), unless another worker holds it."""
+        """Takes a consented, resolved enrolment to resolve again now (DCC refresh), unless another worker holds it.
+
+        Never a withdrawn or no-consent one: its refresh queries no PACS (CONTRACT v1.1). Nor one still
+        `pending`: its resolution is running (or will, on the event's redelivery).
+        """
         return await self._enrolments.find_one_and_update(
             {
                 "_id": enrolment_id,
+                "kind": {"$ne": "withdrawn"},
                 "consent": True,
-                "status": {"$ne": PENDING},
+                "status": {"$in": list(_QUERYABLE)},
                 "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
             },
             {"$set": {"lease_until": now + lease}},
