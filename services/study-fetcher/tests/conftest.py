@@ -28,7 +28,6 @@ from proxymage_shared.events import (
     Event,
     IdentityResolved,
     ImagingCatalogued,
-    PacsPatientRef,
     StudyStatusChanged,
 )
 from proxymage_shared.kafka import ensure_topics
@@ -47,6 +46,8 @@ FETCH_PATIENT = SyntheticPatient(
     "fetcher", "owner of the study-fetcher tests' studies", "T9990", "CHU-FICTIF-TOURS", "RAPATRIE-ESSAI^Test",
     None, "20010203", "M", "ISO_IR 100", 1,
 )  # fmt: skip
+
+FETCH_OWNER = ("T9990", "CHU-FICTIF-TOURS")
 
 SENSITIVE = sorted(
     {part for p in (*PATIENTS, FETCH_PATIENT) for part in re.split(r"[\^ ]", p.patient_name) if len(part) > 3}
@@ -97,6 +98,7 @@ class Harness:
     statuses: list[StudyStatusChanged] = field(default_factory=list)
     catalogues: list[ImagingCatalogued] = field(default_factory=list)
     mongo: Any = None
+    identified: set[str] = field(default_factory=set)  # enrolments an identity outcome was sent for
 
     async def send(self, topic: str, payload: dict[str, Any] | Event, key: str | None = None) -> None:
         value = payload.to_kafka_value() if isinstance(payload, Event) else json.dumps(payload).encode()
@@ -105,22 +107,54 @@ class Harness:
         await self.producer.send_and_wait(self.settings.topic(topic), value, key=str(enrolment).encode())
 
     async def identity(
-        self, enrolment_id: str, patients: list[tuple[str, str | None]], meeting_date: dt.date | None = None
+        self,
+        enrolment_id: str,
+        patients: list[tuple[str, str | None]],
+        meeting_date: dt.date | None = None,
+        *,
+        status: str = "matched",
+        source_occurred_at: dt.datetime | None = None,
     ) -> IdentityResolved:
-        event = IdentityResolved(
-            event_id=uuid.uuid4(),
-            occurred_at=now(),
-            enrolment_id=enrolment_id,
-            source_event_id=uuid.uuid4(),
-            meeting_id="m-fictif",
-            meeting_date=meeting_date or (dt.date.today() + dt.timedelta(days=7)),
-            status="matched",
-            pacs_patients=tuple(PacsPatientRef(patient_id=pid, issuer=issuer) for pid, issuer in patients),
+        event = IdentityResolved.model_validate(
+            {
+                "event_id": str(uuid.uuid4()),
+                "occurred_at": now().isoformat(),
+                "enrolment_id": enrolment_id,
+                "source_event_id": str(uuid.uuid4()),
+                "source_occurred_at": (source_occurred_at or now()).isoformat(),
+                "meeting_id": "m-fictif",
+                "meeting_date": (meeting_date or (dt.date.today() + dt.timedelta(days=7))).isoformat(),
+                "status": status,
+                "pacs_patients": [{"patient_id": pid, "issuer": issuer} for pid, issuer in patients],
+            },
+            strict=False,
         )
+        self.identified.add(enrolment_id)
         await self.send(topics.IDENTITY_RESOLVED, event)
         return event
 
-    async def select(self, enrolment_id: str, uids: list[str], payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def matched(
+        self, enrolment_id: str, patients: list[tuple[str, str | None]] | None = None, **kwargs: Any
+    ) -> IdentityResolved:
+        """The enrolment matched (by default to the fetcher tests' own patient), once its catalogue is recorded
+        as the current one: selections sent afterwards are judged against it at once."""
+        event = await self.identity(enrolment_id, patients or [FETCH_OWNER], **kwargs)
+        enrolments = self.mongo[self.settings.database_name()]["enrolments"]
+
+        async def listed() -> bool:
+            doc = await enrolments.find_one({"_id": enrolment_id})
+            return doc is not None and doc.get("catalogue_identity") == str(event.event_id)
+
+        await eventually(listed, 30, f"the catalogue of {enrolment_id} recorded")
+        return event
+
+    async def select(
+        self, enrolment_id: str, uids: list[str], payload: dict[str, Any] | None = None, *, identify: bool = True
+    ) -> dict[str, Any]:
+        """Publishes a selection; first (unless `identify` is False or an identity was sent already) matches
+        the enrolment to the tests' patient, as the identity-matcher would before any real selection."""
+        if identify and enrolment_id not in self.identified:
+            await self.matched(enrolment_id)
         event = payload or {
             **event_fields(),
             "enrolment_id": enrolment_id,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from proxymage_shared import topics
+from proxymage_shared import reasons, topics
 from proxymage_shared.devtools.synthetic import SyntheticStudy, large_study
-from proxymage_shared.pytest_plugin import orthanc
+from proxymage_shared.pytest_plugin import delete_from_orthanc, orthanc
 from proxymage_shared.settings import DicomPeer
 from proxymage_shared.testing import eventually
 
@@ -82,11 +82,16 @@ async def test_study_not_in_mirc_becomes_available_once_stored(
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
     (study,) = fresh_studies(1)
+    # Listed in the catalogue, then gone from MIRC (e.g. re-sent by its hospital): "not yet in MIRC".
+    await store([study], mirc)
     harness, start = await deployment()
     await start()
+    await harness.matched("enr-late")
+    delete_from_orthanc(stack_env, "MIRC", study.study_instance_uid)
+    absent_from_viewer(stack_env, study)
     await harness.select("enr-late", [study.study_instance_uid])
     waiting = await harness.wait_status("enr-late", study.study_instance_uid, "not_yet_available")
-    assert waiting.reason == "not yet in MIRC"
+    assert (waiting.reason_code, waiting.reason) == ("not_in_mirc", reasons.text("not_in_mirc"))
     assert waiting.next_attempt_at is not None
     await store([study], mirc)  # the hospital's push reaches MIRC; nobody acts on Proxymage
     await harness.wait_status("enr-late", study.study_instance_uid, "available")
@@ -98,11 +103,12 @@ async def test_mirc_down_then_back(deployment, mirc: DicomPeer, stack_env: dict[
     await store([study], mirc)
     harness, start = await deployment()
     await start()
+    await harness.matched("enr-outage")
     orthanc("stop", "mirc")
     try:
         await harness.select("enr-outage", [study.study_instance_uid])
         waiting = await harness.wait_status("enr-outage", study.study_instance_uid, "not_yet_available", timeout=60)
-        assert waiting.reason == "PACS unreachable"
+        assert (waiting.reason_code, waiting.reason) == ("pacs_unreachable", "PACS régional (MIRC) injoignable")
     finally:
         orthanc("start", "mirc")
     await harness.wait_status("enr-outage", study.study_instance_uid, "available", timeout=60)
@@ -194,23 +200,25 @@ async def test_removal_stops_the_job_and_purges_when_enabled(
     assert again.progress.done == len(studies[0].instances)
 
 
-async def test_deadline_passing_fails_the_job(deployment) -> None:
-    (study,) = fresh_studies(1)  # never stored into MIRC
+async def test_deadline_passing_fails_the_job(deployment, mirc: DicomPeer, stack_env: dict[str, str]) -> None:
+    (study,) = fresh_studies(1)
+    await store([study], mirc)
     today = dt.datetime.now(dt.UTC).date()
     seconds_into_day = (dt.datetime.now(dt.UTC) - dt.datetime.combine(today, dt.time(0), dt.UTC)).total_seconds()
-    # Deadline ~6 s from now: meeting today, deadline "meeting midnight + elapsed + 6 s", in UTC.
+    # Deadline ~8 s from now: meeting today, deadline "meeting midnight + elapsed + 8 s", in UTC.
     harness, start = await deployment(
-        deadline_timezone="UTC", deadline_after_meeting=dt.timedelta(seconds=seconds_into_day + 6)
+        deadline_timezone="UTC", deadline_after_meeting=dt.timedelta(seconds=seconds_into_day + 8)
     )
     await start()
-    await harness.identity("enr-deadline", [("T9990", "CHU-FICTIF-TOURS")], meeting_date=today)
-    await harness.catalogue("enr-deadline")
+    await harness.matched("enr-deadline", meeting_date=today)
+    delete_from_orthanc(stack_env, "MIRC", study.study_instance_uid)  # listed, then gone from MIRC
     await harness.select("enr-deadline", [study.study_instance_uid])
     failed = await harness.wait_status("enr-deadline", study.study_instance_uid, "failed", timeout=30)
-    assert failed.reason == "deadline passed: not yet in MIRC"
+    assert failed.reason_code == "deadline_passed"
+    assert failed.reason == reasons.text("deadline_passed", reasons.text("not_in_mirc"))
     # Before the deadline the study was waiting, with the reason (unless a slow start-up used up the time).
     waiting = [s for s in harness.of("enr-deadline", study.study_instance_uid) if s.status == "not_yet_available"]
-    assert all(s.reason == "not yet in MIRC" for s in waiting)
+    assert all(s.reason_code == "not_in_mirc" for s in waiting)
     # A refresh after the deadline does not bring it back.
     await harness.refresh("enr-deadline")
     await harness.catalogue("enr-deadline", count=2)

@@ -43,6 +43,10 @@ def ms(value: dt.datetime) -> dt.datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
+def _text(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # fixed width: text order is time order
+
+
 def job_key(enrolment_id: str, study_instance_uid: str) -> str:
     return f"{enrolment_id}|{study_instance_uid}"
 
@@ -438,6 +442,7 @@ class EnrolmentStore:
         event_id: str,
         at: dt.datetime,
         fields: Document | Callable[[Document | None], Document],
+        order: str | None = None,
     ) -> Acceptance:
         """Records event `event_id` (time `at`) as the enrolment's latest of `kind`, unless it is not newer.
 
@@ -448,6 +453,8 @@ class EnrolmentStore:
             current = await self._enrolments.find_one({"_id": enrolment_id})
             extra = fields(current) if callable(fields) else fields
             update = {**extra, id_field: event_id, at_field: at, done_field: False}
+            if order is not None:
+                update[f"{kind}_order"] = order
             if current is None:
                 try:
                     await self._enrolments.insert_one({"_id": enrolment_id, **update})
@@ -456,8 +463,10 @@ class EnrolmentStore:
                 return Acceptance.NEW
             if current.get(id_field) == event_id:
                 return Acceptance.DUPLICATE if current.get(done_field) else Acceptance.RESUME
-            previous = current.get(at_field)
-            if previous is not None and previous.astimezone(dt.UTC) >= at:
+            if order is not None:
+                if str(current.get(f"{kind}_order") or "") >= order:
+                    return Acceptance.STALE
+            elif (previous := current.get(at_field)) is not None and previous.astimezone(dt.UTC) >= at:
                 return Acceptance.STALE
             replaced = await self._enrolments.update_one(
                 {"_id": enrolment_id, id_field: current.get(id_field)}, {"$set": update}
@@ -502,7 +511,11 @@ class EnrolmentStore:
                 update["meeting_date"] = meeting_date.isoformat()
             return update
 
-        return await self._accept(enrolment_id, "identity", event_id, at, fields)
+        # Outcomes are ordered by the DCC event they answer, then by publication: an outcome of a superseded
+        # enrolled event published late (after a withdrawal's) never re-opens the enrolment.
+        return await self._accept(
+            enrolment_id, "identity", event_id, at, fields, order=f"{_text(source_at)}|{_text(at)}"
+        )
 
     async def catalogue_listed(self, enrolment_id: str, identity_event_id: str | None, studies: list[Document]) -> bool:
         """Records the current catalogue (uid -> linked patient) of the identity outcome `identity_event_id`;

@@ -1,0 +1,223 @@
+"""CONTRACT v1.1 on the real stack: what the viewer store really holds, and what MIRC was asked, as the
+enrolment's consent, identity and withdrawal change (the fetcher in-process; identity outcomes sent as the
+identity-matcher publishes them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import random
+
+from prometheus_client import REGISTRY
+from proxymage_shared.devtools.synthetic import SyntheticPatient, large_study, synthetic_studies
+from proxymage_shared.settings import DicomPeer
+from proxymage_shared.testing import eventually
+
+from .conftest import (
+    FETCH_OWNER,
+    FETCH_PATIENT,
+    absent_from_viewer,
+    fresh_studies,
+    now,
+    store,
+    viewer_instances,
+)
+
+# A second PACS patient of the fetcher tests (another hospital id of the same person, or another person).
+OTHER_PATIENT = SyntheticPatient(
+    "fetcher-other", "second patient of the study-fetcher tests", "T9991", "CHU-FICTIF-TOURS", "AUTRE-ESSAI^Test",
+    None, "19991231", "F", "ISO_IR 100", 1,
+)  # fmt: skip
+OTHER_OWNER = ("T9991", "CHU-FICTIF-TOURS")
+
+
+def mirc_requests(operation: str) -> float:
+    """DICOM requests this test process sent to MIRC (every in-process service counts here)."""
+    return sum(
+        REGISTRY.get_sample_value(
+            "proxymage_dicom_requests_total", {"peer": "MIRC", "operation": operation, "outcome": outcome}
+        )
+        or 0.0
+        for outcome in ("ok", "transient", "permanent", "error")
+    )
+
+
+def other_study() -> object:
+    patient = dataclasses.replace(OTHER_PATIENT, studies=1)
+    return next(iter(synthetic_studies(random.randrange(10**12), (patient,))))
+
+
+async def wait_purged(stack_env: dict[str, str], uid: str) -> None:
+    async def purged() -> bool:
+        return viewer_instances(stack_env, uid) is None
+
+    await eventually(purged, 30, f"{uid[-12:]} purged from the viewer store")
+
+
+async def test_selection_waits_for_the_identity_and_never_moves_another_patients_study(
+    deployment, mirc: DicomPeer, stack_env: dict[str, str]
+) -> None:
+    (own,) = fresh_studies(1)
+    foreign = other_study()
+    await store([own, foreign], mirc)  # type: ignore[list-item]
+    absent_from_viewer(stack_env, own, foreign)  # type: ignore[arg-type]
+    harness, start = await deployment()
+    await start()
+    uids = [own.study_instance_uid, foreign.study_instance_uid]  # type: ignore[attr-defined]
+    # Selection before any identity outcome: queued, waiting, nothing moved.
+    await harness.select("enr-wait", uids, identify=False)
+    for uid in uids:
+        held = await harness.wait_status("enr-wait", uid, "queued")
+        assert held.reason_code == "waiting_identity"
+        assert held.reason == "en attente de l'identification du patient dans le PACS régional"
+    assert [await harness.transfer(uid) for uid in uids] == [None, None]
+    # Matched to the fetcher's patient: its study moves; the other patient's study fails, never moved.
+    await harness.identity("enr-wait", [FETCH_OWNER])
+    await harness.wait_status("enr-wait", own.study_instance_uid, "available")
+    denied = await harness.wait_status("enr-wait", foreign.study_instance_uid, "failed")  # type: ignore[attr-defined]
+    assert (denied.reason_code, denied.reason) == ("not_patient_study", "examen n'appartenant pas au patient identifié")
+    assert viewer_instances(stack_env, own.study_instance_uid) == len(own.instances)
+    assert viewer_instances(stack_env, foreign.study_instance_uid) is None  # type: ignore[attr-defined]
+    assert await harness.transfer(foreign.study_instance_uid) is None  # type: ignore[attr-defined]
+
+
+async def test_unmatched_and_no_consent_deny_without_querying_mirc(
+    deployment, mirc: DicomPeer, stack_env: dict[str, str]
+) -> None:
+    (study,) = fresh_studies(1)
+    await store([study], mirc)
+    absent_from_viewer(stack_env, study)
+    harness, start = await deployment()
+    await start()
+    uid = study.study_instance_uid
+    await harness.identity("enr-none", [], status="unmatched")
+    await harness.identity("enr-noconsent", [], status="no_consent")
+    await harness.catalogue("enr-none")
+    await harness.catalogue("enr-noconsent")
+    before = (mirc_requests("C-FIND"), mirc_requests("C-MOVE"))
+    await harness.select("enr-none", [uid])
+    await harness.select("enr-noconsent", [uid])
+    await harness.refresh("enr-noconsent")
+    assert (await harness.wait_status("enr-none", uid, "failed")).reason_code == "patient_not_found"
+    assert (await harness.wait_status("enr-noconsent", uid, "failed")).reason_code == "no_consent"
+    # A sentinel on another enrolment, handled after them: by then, nothing was asked of MIRC for these two.
+    assert (mirc_requests("C-FIND"), mirc_requests("C-MOVE")) == before
+    assert viewer_instances(stack_env, uid) is None
+    assert await harness.transfer(uid) is None
+
+
+async def test_withdrawal_removes_purges_empties_the_catalogue_and_stops_querying(
+    deployment, mirc: DicomPeer, stack_env: dict[str, str]
+) -> None:
+    studies = fresh_studies(2)
+    await store(studies, mirc)
+    absent_from_viewer(stack_env, *studies)
+    harness, start = await deployment()
+    await start()
+    uids = [s.study_instance_uid for s in studies]
+    await harness.select("enr-wd", uids)
+    await harness.select("enr-wd-same-patient", [uids[0]])  # a second enrolment of the same patient
+    for enrolment, uid in (("enr-wd", uids[0]), ("enr-wd", uids[1]), ("enr-wd-same-patient", uids[0])):
+        await harness.wait_status(enrolment, uid, "available")
+    catalogues = len([c for c in harness.catalogues if c.enrolment_id == "enr-wd"])
+
+    await harness.identity("enr-wd", [], status="withdrawn")
+    for uid in uids:
+        removed = await harness.wait_status("enr-wd", uid, "removed")
+        assert (removed.reason_code, removed.reason) == (
+            "enrolment_withdrawn",
+            "inscription annulée : les images ont été retirées",
+        )
+    # Only the study no other live enrolment needs leaves the viewer store; the other keeps its copy, whole.
+    await wait_purged(stack_env, uids[1])
+    assert viewer_instances(stack_env, uids[0]) == len(studies[0].instances)
+    assert harness.latest("enr-wd-same-patient", uids[0]).status == "available"  # type: ignore[union-attr]
+    emptied = await harness.catalogue("enr-wd", count=catalogues + 1)
+    assert (emptied.status, emptied.studies) == ("listed", ())
+
+    # Withdrawn: a refresh and a new selection query no PACS and move nothing.
+    before = (mirc_requests("C-FIND"), mirc_requests("C-MOVE"))
+    await harness.refresh("enr-wd")
+    await harness.select("enr-wd", uids)
+    for uid in uids:
+        again = await harness.wait_status("enr-wd", uid, "failed", after_version=removed.version - 10)
+        assert again.reason_code == "enrolment_withdrawn"
+    assert (mirc_requests("C-FIND"), mirc_requests("C-MOVE")) == before
+    assert viewer_instances(stack_env, uids[1]) is None
+
+    # The second enrolment withdrawn too: now nobody needs the shared study.
+    await harness.identity("enr-wd-same-patient", [], status="no_consent")
+    removed = await harness.wait_status("enr-wd-same-patient", uids[0], "removed")
+    assert removed.reason_code == "consent_withdrawn"
+    await wait_purged(stack_env, uids[0])
+
+
+async def test_a_selection_older_than_the_withdrawal_never_moves_anything(
+    deployment, mirc: DicomPeer, stack_env: dict[str, str]
+) -> None:
+    (study,) = fresh_studies(1)
+    await store([study], mirc)
+    absent_from_viewer(stack_env, study)
+    harness, start = await deployment()
+    await start()
+    selected_at = now()
+    withdrawn_at = selected_at + dt.timedelta(seconds=5)
+    # The withdrawal is consumed first, the (older) selection afterwards.
+    await harness.identity("enr-late-sel", [], status="withdrawn", source_occurred_at=withdrawn_at)
+    await harness.catalogue("enr-late-sel")
+    await harness.select(
+        "enr-late-sel",
+        [],
+        payload={
+            "event_id": "0f5c8a9e-6a1f-4c3e-9d8b-2a7e4b1c0d11",
+            "occurred_at": selected_at.isoformat(),
+            "enrolment_id": "enr-late-sel",
+            "study_instance_uids": [study.study_instance_uid],
+            "expertise_requested": False,
+        },
+    )
+    removed = await harness.wait_status("enr-late-sel", study.study_instance_uid, "removed")
+    assert removed.reason_code == "enrolment_withdrawn"
+    assert await harness.transfer(study.study_instance_uid) is None
+    assert viewer_instances(stack_env, study.study_instance_uid) is None
+
+
+async def test_corrected_identity_removes_only_the_unlinked_patients_studies(
+    deployment, mirc: DicomPeer, stack_env: dict[str, str]
+) -> None:
+    (own,) = fresh_studies(1)
+    foreign = other_study()
+    await store([own, foreign], mirc)  # type: ignore[list-item]
+    absent_from_viewer(stack_env, own, foreign)  # type: ignore[arg-type]
+    harness, start = await deployment()
+    await start()
+    uids = [own.study_instance_uid, foreign.study_instance_uid]  # type: ignore[attr-defined]
+    await harness.matched("enr-fix", [FETCH_OWNER, OTHER_OWNER])
+    await harness.select("enr-fix", uids)
+    for uid in uids:
+        await harness.wait_status("enr-fix", uid, "available")
+    await harness.identity("enr-fix", [FETCH_OWNER])  # corrected: only the first PACS patient is the patient
+    removed = await harness.wait_status("enr-fix", uids[1], "removed")
+    assert removed.reason_code == "identity_changed"
+    await wait_purged(stack_env, uids[1])
+    assert harness.latest("enr-fix", uids[0]).status == "available"  # type: ignore[union-attr]
+    assert viewer_instances(stack_env, uids[0]) == len(own.instances)
+
+
+async def test_consent_withdrawn_during_a_move_leaves_nothing_in_the_viewer_store(
+    deployment, mirc: DicomPeer, stack_env: dict[str, str]
+) -> None:
+    study = large_study(random.randrange(10**12), 120, FETCH_PATIENT)
+    await store([study], mirc)
+    absent_from_viewer(stack_env, study)
+    harness, start = await deployment(cancel_poll_seconds=0.2)
+    await start()
+    uid = study.study_instance_uid
+    await harness.select("enr-cancel", [uid])
+    await harness.wait_status("enr-cancel", uid, "retrieving")
+    await harness.identity("enr-cancel", [], status="no_consent")
+    removed = await harness.wait_status("enr-cancel", uid, "removed")
+    assert removed.reason_code == "consent_withdrawn"
+    await wait_purged(stack_env, uid)
+    assert harness.latest("enr-cancel", uid).status == "removed"  # type: ignore[union-attr]
+    assert not [s for s in harness.of("enr-cancel", uid) if s.status == "available" and s.version > removed.version]
