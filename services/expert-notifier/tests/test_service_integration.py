@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiosmtplib
 import httpx
@@ -29,15 +30,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from expert_notifier.app import build
+from expert_notifier.handlers import Sender
 from expert_notifier.message import message_id
 from expert_notifier.settings import Settings
-from expert_notifier.store import notification_key
+from expert_notifier.smtp import SmtpSender
+from expert_notifier.store import NotifierStore, notification_key
 from proxymage_shared import topics
 from proxymage_shared.events import ExpertiseNotification, NotificationStatus
 from proxymage_shared.kafka import ensure_topics
 from proxymage_shared.logging import configure_logging
 from proxymage_shared.mongo import create_mongo_client
 from proxymage_shared.pytest_plugin import ROOT, free_port
+from proxymage_shared.reasons import TEXTS
 from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
 from proxymage_shared.testing import eventually
@@ -48,6 +52,7 @@ MAILBOX = SMTP_DIR / "mailbox"
 SCRIPT = SMTP_DIR / "script.json"
 CERTS = SMTP_DIR / "certs"
 MEETING_DATE = dt.date(2030, 3, 22)
+STUDY_UID = "1.2.826.0.1.3680043.10.1"
 REGISTRATION_URL = "https://dcc.fictif.test/inscription?source=proxymage&x=1"
 
 # Every patient name the tests enrol, and phrases of the e-mail body: none may appear in the service's logs.
@@ -150,11 +155,11 @@ class Harness:
     def address(self, name: str) -> str:
         return f"{name}+{self.unique}@chu-fictif.mssante.test"
 
-    async def start(self, **overrides: Any) -> None:
+    async def start(self, sender: Sender | None = None, **overrides: Any) -> None:
         settings = self.settings.model_copy(update=overrides) if overrides else self.settings
         configure_logging(settings.service_name, "DEBUG", stream=self.log_file)
         self.stop = asyncio.Event()
-        self.running = asyncio.create_task(run_service(build(settings), self.stop))
+        self.running = asyncio.create_task(run_service(build(settings, sender), self.stop))
 
     async def halt(self) -> None:
         assert self.stop is not None
@@ -163,15 +168,16 @@ class Harness:
         await self.running
         self.stop, self.running = None, None
 
-    async def ready(self) -> dict[str, Any]:
+    async def readiness(self) -> dict[str, Any]:
         async with httpx.AsyncClient() as client:
             answer = await client.get(f"http://127.0.0.1:{self.settings.health_port}/readyz", timeout=5)
         result: dict[str, Any] = answer.json()
         return result
 
-    async def _send(self, topic: str, key: str, payload: dict[str, Any]) -> None:
+    async def _send(self, topic: str, key: str, payload: dict[str, Any]) -> dict[str, Any]:
         payload = {"event_id": str(uuid.uuid4()), "occurred_at": _now().isoformat(), **payload}
         await self.producer.send_and_wait(self.settings.topic(topic), json.dumps(payload).encode(), key=key.encode())
+        return payload
 
     async def meeting(
         self,
@@ -181,6 +187,7 @@ class Harness:
         nuclear_physician: tuple[str, str] | None = None,
         title: str = "RCP ORL CHU fictif",
         occurred_at: dt.datetime | None = None,
+        date: dt.date = MEETING_DATE,
     ) -> None:
         def expert(value: tuple[str, str] | None) -> dict[str, str] | None:
             return None if value is None else {"name": value[0], "email": value[1]}
@@ -193,7 +200,7 @@ class Harness:
                 "meeting_id": meeting_id,
                 "rcp_id": "rcp-orl-fictif",
                 "title": title,
-                "date": MEETING_DATE.isoformat(),
+                "date": date.isoformat(),
                 "centre": "3C du CHU fictif",
                 "on_call_radiologist": expert(radiologist),
                 "on_call_nuclear_physician": expert(nuclear_physician),
@@ -209,16 +216,21 @@ class Harness:
         first_name: str = "Hélène",
         sex: str = "F",
         title: str = "RCP ORL CHU fictif",
-    ) -> None:
-        await self._send(
+        consent: bool = True,
+        date: dt.date = MEETING_DATE,
+        occurred_at: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        """Publishes an enrolled event; returns it (its `event_id` is what identity outcomes answer)."""
+        return await self._send(
             topics.PATIENT_ENROLLED,
             enrolment_id,
             {
                 "enrolment_id": enrolment_id,
                 "meeting_id": meeting_id,
                 "rcp_id": "rcp-orl-fictif",
+                "occurred_at": (occurred_at or _now()).isoformat(),
                 "meeting_title": title,
-                "meeting_date": MEETING_DATE.isoformat(),
+                "meeting_date": date.isoformat(),
                 "centre": "3C du CHU fictif",
                 "patient": {
                     "birth_name": birth_name,
@@ -227,15 +239,52 @@ class Harness:
                     "birth_date": "1956-04-12",
                     "sex": sex,
                 },
-                "consent": True,
+                "consent": consent,
                 "requested_by": {"name": "Dr Paul DEMANDEUR-FICTIF"},
             },
+        )
+
+    async def identity(self, enrolled: dict[str, Any], status: str = "matched") -> None:
+        """The identity-matcher's outcome for `enrolled` (an event returned by `enrol`)."""
+        await self._send(
+            topics.IDENTITY_RESOLVED,
+            enrolled["enrolment_id"],
+            {
+                "enrolment_id": enrolled["enrolment_id"],
+                "source_event_id": enrolled["event_id"],
+                "source_occurred_at": enrolled["occurred_at"],
+                "meeting_id": enrolled["meeting_id"],
+                "meeting_date": enrolled["meeting_date"],
+                "status": status,
+                "pacs_patients": [{"patient_id": "PID-FICTIF", "issuer": None}] if status == "matched" else [],
+            },
+        )
+
+    async def study(self, enrolment_id: str, status: str, version: int, uid: str = STUDY_UID) -> dict[str, Any]:
+        """The study-fetcher's status of one selected study."""
+        return await self._send(
+            topics.STUDY_STATUS,
+            enrolment_id,
+            {"enrolment_id": enrolment_id, "study_instance_uid": uid, "status": status, "version": version,
+             "attempts": 0},
+        )  # fmt: skip
+
+    async def ready(self, enrolled: dict[str, Any]) -> None:
+        """The patient is found and a selected study is available: the e-mail may go."""
+        await self.identity(enrolled)
+        await self.study(enrolled["enrolment_id"], "available", 3)
+
+    async def withdraw(self, enrolment_id: str, occurred_at: dt.datetime | None = None) -> dict[str, Any]:
+        return await self._send(
+            topics.ENROLMENT_WITHDRAWN,
+            enrolment_id,
+            {"enrolment_id": enrolment_id, "occurred_at": (occurred_at or _now()).isoformat(), "reason": "test"},
         )
 
     async def select(self, enrolment_id: str, *, expertise: bool = True, event: dict[str, Any] | None = None) -> None:
         payload = event or {
             "enrolment_id": enrolment_id,
-            "study_instance_uids": ["1.2.826.0.1.3680043.10.1"],
+            "study_instance_uids": [STUDY_UID],
             "expertise_requested": expertise,
         }
         await self._send(topics.STUDIES_SELECTED, enrolment_id, payload)
@@ -253,13 +302,19 @@ class Harness:
         return [o for o in self.outcomes if o.enrolment_id == enrolment_id and (role is None or o.role == role)]
 
     async def status(
-        self, enrolment_id: str, role: str, status: NotificationStatus, timeout: float = 30
+        self, enrolment_id: str, role: str, status: NotificationStatus, code: str | None = None, timeout: float = 30
     ) -> ExpertiseNotification:
-        async def arrived() -> bool:
-            return any(o.status == status for o in self.of(enrolment_id, role))
+        def matches(outcome: ExpertiseNotification) -> bool:
+            return outcome.status == status and (code is None or outcome.reason_code == code)
 
-        await eventually(arrived, timeout, f"{role} of {enrolment_id} to be {status}")
-        return next(o for o in self.of(enrolment_id, role) if o.status == status)
+        async def arrived() -> bool:
+            return any(matches(o) for o in self.of(enrolment_id, role))
+
+        await eventually(arrived, timeout, f"{role} of {enrolment_id} to be {status} ({code})")
+        return next(o for o in self.of(enrolment_id, role) if matches(o))
+
+    def last(self, enrolment_id: str, role: str) -> ExpertiseNotification:
+        return self.of(enrolment_id, role)[-1]
 
     async def mail(self, address: str, count: int = 1, timeout: float = 30) -> list[Received]:
         async def arrived() -> bool:
@@ -322,6 +377,12 @@ async def notifier(stack_env: dict[str, str], unique: str, tmp_path: Path) -> As
     assert '"event": "expertise_notification_published"' in logged
     leaked = [value for value in SENSITIVE if value.upper() in logged.upper()]
     assert leaked == [], f"patient data or e-mail text in the service's logs: {leaked}"
+    # Every reason comes as a stable code and its French text (a detail may follow in parentheses).
+    for outcome in harness.outcomes:
+        if outcome.reason is not None or outcome.reason_code is not None:
+            assert outcome.reason_code in TEXTS, outcome
+            assert outcome.reason is not None
+            assert outcome.reason.startswith(TEXTS[outcome.reason_code]), outcome
     # Versions strictly increase per (enrolment, role), in publication order.
     series: dict[tuple[str, str | None], list[int]] = {}
     for outcome in harness.outcomes:
@@ -358,7 +419,19 @@ def _text(received: Received, subtype: str) -> str:
 # --- the tests ---------------------------------------------------------------------------------------------
 
 
-async def test_one_message_per_expert_with_the_french_text(notifier: Harness) -> None:
+async def _sentinel(notifier: Harness, name: str) -> None:
+    """An enrolment handled after everything published before it (one partition per topic), whose e-mail
+    arrives: had an earlier one been sent, it would be in the mailbox by now."""
+    sentinel = notifier.address(f"sentinelle.{name}")
+    await notifier.meeting(f"m-{name}", radiologist=("Dr Luc SENTINELLE-EXEMPLE", sentinel))
+    enrolled = await notifier.enrol(f"enr-{name}", f"m-{name}")
+    await notifier.select(f"enr-{name}")
+    await notifier.ready(enrolled)
+    await notifier.status(f"enr-{name}", "radiologist", "sent")
+    await notifier.mail(sentinel)
+
+
+async def test_one_message_per_expert_once_matched_with_an_available_study(notifier: Harness) -> None:
     radiologist = notifier.address("radio.exemple")
     nuclear = notifier.address("nucleaire.exemple")
     title = "RCP ORL <script>alert('x')</script> & co"
@@ -368,12 +441,19 @@ async def test_one_message_per_expert_with_the_french_text(notifier: Harness) ->
         nuclear_physician=("Marc NUCLEAIRE-EXEMPLE", nuclear),
         title=title,
     )
-    await notifier.enrol("enr-1", "m-1", title=title)
+    enrolled = await notifier.enrol("enr-1", "m-1", title=title)
     await notifier.select("enr-1")
+    # Requested, but the patient is not identified yet, then no selected study is available yet.
+    waiting = await notifier.status("enr-1", "radiologist", "waiting", "waiting_identity")
+    assert waiting.reason == TEXTS["waiting_identity"]
+    await notifier.identity(enrolled)
+    await notifier.status("enr-1", "radiologist", "waiting", "waiting_available_study")
+    await notifier.study("enr-1", "retrieving", 2)
+    await notifier.study("enr-1", "available", 3)
     sent_radio = await notifier.status("enr-1", "radiologist", "sent")
     await notifier.status("enr-1", "nuclear_physician", "sent")
     assert sent_radio.meeting_id == "m-1"
-    assert notifier.statuses("enr-1", "radiologist") == ["pending", "sent"]
+    assert notifier.statuses("enr-1", "radiologist") == ["waiting", "pending", "sent"]
 
     [to_radio] = received_by(radiologist)
     [to_nuclear] = received_by(nuclear)
@@ -417,52 +497,174 @@ async def test_one_message_per_expert_with_the_french_text(notifier: Harness) ->
     assert 'href="https://dcc.fictif.test/inscription?source=proxymage&amp;x=1"' in html
 
 
+async def test_patient_not_found_gets_no_email_whatever_else_arrives(notifier: Harness) -> None:
+    radiologist = notifier.address("radio.nontrouve")
+    nuclear = notifier.address("nucleaire.nontrouve")
+    await notifier.meeting(
+        "m-a", radiologist=("Dr Jeanne NONTROUVE-EXEMPLE", radiologist), nuclear_physician=("Dr Marc X", nuclear)
+    )
+    # The first enrolled event was matched, but the corrected one (newer) finds nobody; a study shows up as
+    # available all the same (adversarial: a stale status), and the selection requests expertise.
+    start = _now()
+    first = await notifier.enrol("enr-a", "m-a", occurred_at=start - dt.timedelta(minutes=5))
+    corrected = await notifier.enrol("enr-a", "m-a", first_name="Anaïs", occurred_at=start)
+    await notifier.identity(first)
+    await notifier.identity(corrected, "unmatched")
+    await notifier.study("enr-a", "available", 3)
+    await notifier.select("enr-a")
+    waiting = await notifier.status("enr-a", "radiologist", "waiting", "patient_not_found")
+    await notifier.status("enr-a", "nuclear_physician", "waiting", "patient_not_found")
+    assert waiting.reason == TEXTS["patient_not_found"]
+    await _sentinel(notifier, "apres-nontrouve")
+    assert received_by(radiologist) == []
+    assert received_by(nuclear) == []
+    assert notifier.statuses("enr-a", "radiologist") == ["waiting"]
+    assert notifier.last("enr-a", "radiologist").reason_code == "patient_not_found"
+
+
+async def test_withdrawal_before_sending_cancels_and_a_consent_withdrawal_too(notifier: Harness) -> None:
+    radiologist = notifier.address("radio.annule")
+    await notifier.meeting("m-c", radiologist=("Dr Jeanne ANNULE-EXEMPLE", radiologist))
+    enrolled = await notifier.enrol("enr-c", "m-c")
+    await notifier.select("enr-c")
+    await notifier.identity(enrolled)
+    await notifier.status("enr-c", "radiologist", "waiting", "waiting_available_study")
+    await notifier.withdraw("enr-c")
+    cancelled = await notifier.status("enr-c", "radiologist", "cancelled", "enrolment_withdrawn")
+    assert cancelled.reason == TEXTS["enrolment_withdrawn"]
+    # The study becomes available afterwards, and an older enrolled event arrives late: nothing re-opens.
+    await notifier.study("enr-c", "available", 3)
+    await notifier.enrol("enr-c", "m-c", occurred_at=_now() - dt.timedelta(hours=1))
+
+    # Consent withdrawn (a newer enrolled event with consent: false) before the e-mail could go.
+    other = notifier.address("radio.sansconsentement")
+    await notifier.meeting("m-c2", radiologist=("Dr Léa CONSENT-EXEMPLE", other))
+    given = await notifier.enrol("enr-c2", "m-c2")
+    await notifier.select("enr-c2")
+    await notifier.identity(given)
+    await notifier.status("enr-c2", "radiologist", "waiting", "waiting_available_study")
+    refused = await notifier.enrol("enr-c2", "m-c2", consent=False)
+    await notifier.identity(refused, "no_consent")
+    await notifier.status("enr-c2", "radiologist", "cancelled", "consent_withdrawn")
+    await notifier.study("enr-c2", "available", 3)
+
+    await _sentinel(notifier, "apres-annulation")
+    assert received_by(radiologist) == []
+    assert received_by(other) == []
+    assert notifier.last("enr-c", "radiologist").status == "cancelled"
+    assert notifier.last("enr-c2", "radiologist").status == "cancelled"
+
+    # A later enrolled event with consent re-opens the enrolment from scratch: identity again, then sent.
+    again = await notifier.enrol("enr-c2", "m-c2")
+    await notifier.status("enr-c2", "radiologist", "waiting", "waiting_identity")
+    await notifier.identity(again)
+    await notifier.status("enr-c2", "radiologist", "sent")
+    assert len(await notifier.mail(other)) == 1
+
+
+@dataclass
+class WithdrawingSender:
+    """The real SMTP sender, but the DCC withdraws the enrolment while its notification is claimed (the
+    withdrawal is recorded by the service before the SMTP transaction starts)."""
+
+    real: Sender
+    notifier: Harness
+    store: NotifierStore
+    target: str
+    claimed: list[str] = field(default_factory=list)
+
+    async def send(self, message: EmailMessage, *, sender: str, recipient: str, proceed: Any = None) -> bool:
+        if recipient == self.target:
+            self.claimed.append(recipient)
+            await self.notifier.withdraw("enr-w")
+
+            async def recorded() -> bool:
+                facts = await self.store.get_facts("enr-w")
+                return facts is not None and facts.withdrawal is not None
+
+            await eventually(recorded, 30, "the withdrawal to be recorded")
+        return await self.real.send(message, sender=sender, recipient=recipient, proceed=proceed)
+
+
+async def test_withdrawal_while_the_email_is_claimed_stops_it(notifier: Harness) -> None:
+    radiologist = notifier.address("radio.encours")
+    client = create_mongo_client(notifier.settings.mongo_url.get_secret_value())
+    try:
+        wrapper = WithdrawingSender(
+            SmtpSender(notifier.settings.smtp),
+            notifier,
+            NotifierStore(client[notifier.settings.database_name()]),
+            radiologist,
+        )
+        await notifier.halt()
+        await notifier.start(sender=wrapper)
+        await notifier.meeting("m-w", radiologist=("Dr Jeanne ENCOURS-EXEMPLE", radiologist))
+        enrolled = await notifier.enrol("enr-w", "m-w")
+        await notifier.select("enr-w")
+        await notifier.ready(enrolled)
+        await notifier.status("enr-w", "radiologist", "cancelled", "enrolment_withdrawn")
+        await _sentinel(notifier, "apres-encours")
+    finally:
+        await client.close()
+    assert wrapper.claimed == [radiologist]  # it was claimed and handed to the sender...
+    assert received_by(radiologist) == []  # ...which did not start the mail transaction
+    assert notifier.last("enr-w", "radiologist").status == "cancelled"
+
+
+async def test_meeting_date_in_the_past_is_not_sent(notifier: Harness) -> None:
+    radiologist = notifier.address("radio.passe")
+    yesterday = dt.datetime.now(ZoneInfo("Europe/Paris")).date() - dt.timedelta(days=1)
+    await notifier.meeting("m-d", radiologist=("Dr Jeanne PASSE-EXEMPLE", radiologist), date=yesterday)
+    enrolled = await notifier.enrol("enr-d", "m-d", date=yesterday)
+    await notifier.select("enr-d")
+    await notifier.ready(enrolled)
+    not_sent = await notifier.status("enr-d", "radiologist", "not_sent", "meeting_passed")
+    assert not_sent.reason == TEXTS["meeting_passed"]
+    await _sentinel(notifier, "apres-passe")
+    assert received_by(radiologist) == []
+    # Possibly `waiting` first (the selection may be consumed before the enrolment), never `pending`.
+    assert notifier.statuses("enr-d", "radiologist")[-1] == "not_sent"
+    assert not {"pending", "sent"} & set(notifier.statuses("enr-d", "radiologist"))
+
+
 async def test_replays_and_a_restart_send_nothing_twice(notifier: Harness) -> None:
     radiologist = notifier.address("radio.replay")
     await notifier.meeting("m-2", radiologist=("Dr Anne REPLAY-EXEMPLE", radiologist))
-    await notifier.enrol("enr-2", "m-2", birth_name="ESSAI-EXEMPLE", first_name="Anaïs")
+    enrolled = await notifier.enrol("enr-2", "m-2", birth_name="ESSAI-EXEMPLE", first_name="Anaïs")
     selection = {"event_id": str(uuid.uuid4()), "occurred_at": _now().isoformat(), "enrolment_id": "enr-2",
-                 "study_instance_uids": [], "expertise_requested": True}  # fmt: skip
+                 "study_instance_uids": [STUDY_UID], "expertise_requested": True}  # fmt: skip
     await notifier.select("enr-2", event=selection)
+    await notifier.ready(enrolled)
     await notifier.status("enr-2", "radiologist", "sent")
     await notifier.halt()
-    # Delivered again while the service is down, then once more after restart (the same event, and a new
-    # selection requesting expertise again), plus the meeting's experts and the enrolment again.
+    # Delivered again while the service is down, then once more after restart (the same events, and a new
+    # selection requesting expertise again), plus the meeting's experts, the enrolment and its outcomes again.
     await notifier.select("enr-2", event=selection)
     await notifier.start()
     await notifier.select("enr-2", event=selection)
     await notifier.select("enr-2")
     await notifier.meeting("m-2", radiologist=("Dr Anne REPLAY-EXEMPLE", radiologist))
-    await notifier.enrol("enr-2", "m-2", birth_name="ESSAI-EXEMPLE", first_name="Anaïs")
-    # Sentinel: an enrolment handled after all of the above (same topics, one partition each).
-    sentinel = notifier.address("radio.sentinel")
-    await notifier.meeting("m-2b", radiologist=("Dr Luc SENTINELLE-EXEMPLE", sentinel))
-    await notifier.enrol("enr-2b", "m-2b")
-    await notifier.select("enr-2b")
-    await notifier.status("enr-2b", "radiologist", "sent")
-    await notifier.mail(sentinel)
+    await notifier._send(topics.PATIENT_ENROLLED, "enr-2", enrolled)
+    await notifier.ready(enrolled)
+    await _sentinel(notifier, "replay")
     assert len(received_by(radiologist)) == 1
-    assert notifier.statuses("enr-2", "radiologist") == ["pending", "sent"]
+    assert notifier.statuses("enr-2", "radiologist")[-2:] == ["pending", "sent"]
+    assert notifier.statuses("enr-2", "radiologist").count("sent") == 1
 
 
 async def test_selection_before_experts_and_enrolment_waits_then_sends(notifier: Harness) -> None:
     radiologist = notifier.address("radio.late")
     await notifier.select("enr-3")
-    waiting = await notifier.status("enr-3", "radiologist", "pending")
-    assert waiting.reason is not None
-    assert "enrolment" in waiting.reason
-    await notifier.enrol("enr-3", "m-3", birth_name="DOSSIER-ESSAI", first_name="Camille", sex="U")
-
-    async def waiting_for_experts() -> bool:
-        return any(o.reason and "on-call experts" in o.reason for o in notifier.of("enr-3", "radiologist"))
-
-    await eventually(waiting_for_experts, 30, "a pending outcome waiting for the meeting's experts")
+    waiting = await notifier.status("enr-3", "radiologist", "waiting", "waiting_enrolment")
+    assert waiting.reason == TEXTS["waiting_enrolment"]
+    enrolled = await notifier.enrol("enr-3", "m-3", birth_name="DOSSIER-ESSAI", first_name="Camille", sex="U")
+    await notifier.status("enr-3", "radiologist", "waiting", "waiting_meeting")
+    await notifier.ready(enrolled)
     assert received_by(radiologist) == []
     await notifier.meeting("m-3", radiologist=("Dr Léa TARDIVE-EXEMPLE", radiologist), nuclear_physician=None)
     await notifier.status("enr-3", "radiologist", "sent")
-    skipped = await notifier.status("enr-3", "nuclear_physician", "skipped")
-    assert skipped.reason is not None
-    assert "no on-call nuclear physician" in skipped.reason
+    skipped = await notifier.status("enr-3", "nuclear_physician", "skipped", "no_expert")
+    assert skipped.reason == TEXTS["no_expert"]
     [message] = await notifier.mail(radiologist)
     # Sex U: no civility at all.
     assert "Le dossier de Camille DOSSIER-ESSAI, a été inscrit" in _text(message, "plain")
@@ -487,13 +689,15 @@ async def test_a_changed_expert_before_sending_gets_it_instead(notifier: Harness
     at = _now()
     with scripted_rcpt({"match": f"defer-{notifier.unique}", "always": "451 4.3.0 try later"}):
         await notifier.meeting("m-4", radiologist=("Dr Ana PREMIER-EXEMPLE", first), occurred_at=at)
-        await notifier.enrol("enr-4", "m-4")
+        enrolled = await notifier.enrol("enr-4", "m-4")
         await notifier.select("enr-4")
+        await notifier.ready(enrolled)
 
         async def deferred() -> bool:
             return any(o.reason and "451" in o.reason for o in notifier.of("enr-4", "radiologist"))
 
         await eventually(deferred, 30, "the first radiologist's e-mail to be deferred")
+        assert notifier.last("enr-4", "radiologist").reason_code == "send_retrying"
         await notifier.meeting("m-4", radiologist=("Dr Ben SECOND-EXEMPLE", second), occurred_at=at + dt.timedelta(1))
         # An older event arriving late does not bring the first radiologist back.
         await notifier.meeting("m-4", radiologist=("Dr Ana PREMIER-EXEMPLE", first), occurred_at=at - dt.timedelta(1))
@@ -501,14 +705,11 @@ async def test_a_changed_expert_before_sending_gets_it_instead(notifier: Harness
         [message] = await notifier.mail(second)
     assert _text(message, "plain").startswith("Dr Ben SECOND-EXEMPLE,")
     assert received_by(first) == []
-    assert notifier.statuses("enr-4", "radiologist") == ["pending", "sent"]
+    assert notifier.statuses("enr-4", "radiologist")[-2:] == ["pending", "sent"]
     # Stays so: the first radiologist's notification was skipped, not retried in the background.
-    sentinel = notifier.address("radio.sentinel4")
-    await notifier.meeting("m-4b", radiologist=("Dr Luc SENTINELLE-EXEMPLE", sentinel))
-    await notifier.enrol("enr-4b", "m-4b")
-    await notifier.select("enr-4b")
-    await notifier.mail(sentinel)
-    assert notifier.statuses("enr-4", "radiologist") == ["pending", "sent"]
+    await _sentinel(notifier, "apres-changement")
+    assert notifier.statuses("enr-4", "radiologist")[-2:] == ["pending", "sent"]
+    assert notifier.statuses("enr-4", "radiologist").count("sent") == 1
 
 
 async def test_client_without_certificate_is_refused_and_the_notifier_never_sends_in_clear(
@@ -538,15 +739,17 @@ async def test_client_without_certificate_is_refused_and_the_notifier_never_send
     await notifier.start(smtp=notifier.settings.smtp.model_copy(update={"client_cert_file": None}))
     radiologist = notifier.address("radio.nocert")
     await notifier.meeting("m-5", radiologist=("Dr Eve SANSCERT-EXEMPLE", radiologist))
-    await notifier.enrol("enr-5", "m-5")
+    enrolled = await notifier.enrol("enr-5", "m-5")
     await notifier.select("enr-5")
+    await notifier.ready(enrolled)
 
     async def reported() -> bool:
         return any(o.reason and "TLS" in o.reason for o in notifier.of("enr-5", "radiologist"))
 
     await eventually(reported, 30, "a pending outcome naming the TLS failure")
-    assert all(o.status == "pending" for o in notifier.of("enr-5", "radiologist"))
-    readiness = await notifier.ready()
+    assert all(o.status in ("waiting", "pending") for o in notifier.of("enr-5", "radiologist"))
+    assert notifier.last("enr-5", "radiologist").reason_code == "smtp_configuration"
+    readiness = await notifier.readiness()
     assert readiness["checks"]["smtp"] is False
     assert readiness["checks"]["kafka"] is True
     assert received_by(radiologist) == []
@@ -559,7 +762,7 @@ async def test_client_without_certificate_is_refused_and_the_notifier_never_send
     await notifier.mail(radiologist)
 
     async def smtp_ready() -> bool:
-        return (await notifier.ready())["checks"]["smtp"] is True
+        return (await notifier.readiness())["checks"]["smtp"] is True
 
     await eventually(smtp_ready, 30, "the SMTP readiness probe to pass with the certificate")
 
@@ -570,21 +773,17 @@ async def test_recipient_outside_the_allowed_domains_is_refused(notifier: Harnes
     await notifier.meeting(
         "m-6", radiologist=("Dr Zoé EXTERNE-EXEMPLE", outsider), nuclear_physician=("Dr Yves PIEGE-EXEMPLE", lookalike)
     )
-    await notifier.enrol("enr-6", "m-6")
+    enrolled = await notifier.enrol("enr-6", "m-6")
     await notifier.select("enr-6")
-    refused = await notifier.status("enr-6", "radiologist", "refused")
+    await notifier.ready(enrolled)
+    refused = await notifier.status("enr-6", "radiologist", "refused", "recipient_not_allowed")
     await notifier.status("enr-6", "nuclear_physician", "refused")
     assert refused.reason is not None
     assert "hopital-fictif.example.com" in refused.reason
-    # A sentinel sent afterwards arrives: had the refused ones been sent, they would be there by now.
-    sentinel = notifier.address("radio.apres-refus")
-    await notifier.meeting("m-6b", radiologist=("Dr Luc SENTINELLE-EXEMPLE", sentinel))
-    await notifier.enrol("enr-6b", "m-6b")
-    await notifier.select("enr-6b")
-    await notifier.mail(sentinel)
+    await _sentinel(notifier, "apres-refus")
     assert received_by(outsider) == []
     assert received_by(lookalike) == []
-    assert notifier.statuses("enr-6", "radiologist") in (["refused"], ["pending", "refused"])  # pending: waiting
+    assert notifier.statuses("enr-6", "radiologist")[-1] == "refused"
 
 
 async def test_451_twice_then_accepted_and_550_fails_with_the_reply(notifier: Harness) -> None:
@@ -598,17 +797,16 @@ async def test_451_twice_then_accepted_and_550_fails_with_the_reply(notifier: Ha
             radiologist=("Dr Rémi RETRY-EXEMPLE", retried),
             nuclear_physician=("Dr Ugo INCONNU-EXEMPLE", unknown),
         )
-        await notifier.enrol("enr-7", "m-7")
+        enrolled = await notifier.enrol("enr-7", "m-7")
         await notifier.select("enr-7")
+        await notifier.ready(enrolled)
         await notifier.status("enr-7", "radiologist", "sent")
-        failed = await notifier.status("enr-7", "nuclear_physician", "failed")
+        failed = await notifier.status("enr-7", "nuclear_physician", "failed", "send_failed")
     assert failed.reason is not None
     assert "550 5.1.1 user unknown" in failed.reason
-    retries = [
-        o for o in notifier.of("enr-7", "radiologist") if o.status == "pending" and "attempt" in (o.reason or "")
-    ]
+    retries = [o for o in notifier.of("enr-7", "radiologist") if o.reason_code == "send_retrying"]
     assert len(retries) >= 2
     assert all("451 4.3.0 try later" in (o.reason or "") for o in retries)
     assert len(received_by(retried)) == 1
     assert received_by(unknown) == []
-    assert notifier.statuses("enr-7", "nuclear_physician") == ["pending", "failed"]
+    assert notifier.statuses("enr-7", "nuclear_physician")[-2:] == ["pending", "failed"]

@@ -6,7 +6,9 @@
   in-process against the real Kafka and FerretDB of deploy/local, and the test plays the other services by
   publishing their outcome events on its own prefixed topics, while it goes through the console as a 3C
   user would: log in, set an RCP's filters, set a meeting's experts, enrol a patient with consent, select two
-  studies with expertise, watch them turn "Visuel disponible", check the viewer link, remove one.
+  studies with expertise, watch them turn "Visuel disponible", check the viewer link, remove one. Then
+  (CONTRACT v1.1) correct an identity on the enrolment page and cancel the enrolment through its
+  confirmation dialog, and cancel a new enrolment already sent.
 
 Screenshots go under the test's tmp_path; the key ones are also copied to var/screenshots/.
 """
@@ -25,14 +27,24 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
+from gateway.api_models import IdentityView, RetrievalView
 from gateway.console import COOKIE_NAME, mount
-from gateway.console.labels import MODALITY_LABELS, NEAR_MISS_KINDS, NEAR_MISS_TRAITS, near_miss_hint, script_labels
+from gateway.console.labels import (
+    IDENTITY_STATUS_LABELS,
+    MODALITY_LABELS,
+    NEAR_MISS_KINDS,
+    NEAR_MISS_TRAITS,
+    NOTIFICATION_STATUS_LABELS,
+    RETRIEVAL_STATUS_LABELS,
+    near_miss_hint,
+    script_labels,
+)
 from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
 from proxymage_shared import topics
 from proxymage_shared.events import (
@@ -43,11 +55,13 @@ from proxymage_shared.events import (
     IdentityResolved,
     ImagingCatalogued,
     NearMiss,
+    NotificationStatus,
     PacsPatientRef,
     Progress,
     StudyStatusChanged,
 )
 from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
+from proxymage_shared.reasons import TEXTS, Reason
 from proxymage_shared.testing import eventually
 
 SCREENSHOTS = ROOT / "var" / "screenshots"
@@ -106,7 +120,22 @@ PAGES = {
         "Images",
         "Séries",
     ],
-    "/console/enrolments/enr-essai": ["Fiche d'inscription", "enr-essai", "Demande d'expertise", "Valider"],
+    "/console/enrolments/enr-essai": [
+        "Fiche d'inscription",
+        "enr-essai",
+        "Demande d'expertise",
+        "Valider",
+        "Identité et consentement",
+        "Nom de naissance",
+        "Nom d'usage/marital",
+        "Prénom",
+        "Date de naissance",
+        "Sexe",
+        "Enregistrer l'identité",
+        "Annuler l'inscription",
+        "Confirmer l'annulation",
+        "Revenir à la fiche",
+    ],
 }
 
 
@@ -190,6 +219,16 @@ async def test_login_refuses_a_bad_token_and_a_foreign_origin(console: httpx.Asy
     foreign = await console.post("/console/session", data={"token": "abc"}, headers={"Origin": "https://exemple.test"})
     assert foreign.status_code == 403
     assert "set-cookie" not in foreign.headers
+
+
+def test_every_status_has_a_french_label() -> None:
+    assert set(IDENTITY_STATUS_LABELS) == set(get_args(IdentityView))
+    assert set(RETRIEVAL_STATUS_LABELS) == set(get_args(RetrievalView))
+    assert set(NOTIFICATION_STATUS_LABELS) == set(get_args(NotificationStatus))
+    assert IDENTITY_STATUS_LABELS["withdrawn"] == "Inscription annulée"
+    assert NOTIFICATION_STATUS_LABELS["waiting"] == "En attente"
+    assert NOTIFICATION_STATUS_LABELS["not_sent"] == "Non envoyé"
+    assert NOTIFICATION_STATUS_LABELS["cancelled"] == "Annulé"
 
 
 def test_every_near_miss_has_a_french_hint_without_values() -> None:
@@ -692,4 +731,197 @@ async def test_identity_outcomes_and_hostile_titles(gateway: Gateway, browser: B
     assert await page.evaluate("window.__pirate === undefined")
     assert await page.locator("#meeting-title img, #meeting-title script").count() == 0
     await shots.take(page, "pas-de-consentement")
+    assert errors == []
+
+
+async def test_correct_the_identity_then_withdraw_from_the_enrolment_page(
+    gateway: Gateway, browser: Browser, tmp_path: Path
+) -> None:
+    """CONTRACT v1.1 on the enrolment page: identity and consent visible and correctable (the enrolled event
+    published again, same id, other fields kept), French reasons only, "Annuler l'inscription" confirmed in a
+    dialog (going back publishes nothing), then the withdrawn state, here and in the Déroulement."""
+    shots = Shots(tmp_path)
+    page, errors = await open_console(browser, gateway)
+    meeting_id = f"m-essai-{uuid.uuid4().hex[:6]}"
+    enrolment_id = f"enr-essai-{uuid.uuid4().hex[:6]}"
+    meeting_date = (dt.date.today() + dt.timedelta(days=7)).isoformat()
+    body = {
+        "enrolment_id": enrolment_id,
+        "meeting_id": meeting_id,
+        "rcp_id": "rcp-essai",
+        "meeting_title": "RCP ORL FICTIVE",
+        "meeting_date": meeting_date,
+        "centre": "3C FICTIF",
+        "patient": {
+            "birth_name": "ESSAI-FICTIF",
+            "used_name": "EXEMPLE",
+            "first_name": "Catherine",
+            "birth_date": "1956-04-12",
+            "sex": "F",
+        },
+        "consent": True,
+        "requested_by": {"name": "Dr Paul DEMANDEUR"},
+    }
+    assert (await gateway.api("POST", "/api/v1/enrolments", body)).status_code == 202
+    first = await gateway.command(topics.PATIENT_ENROLLED, enrolment_id=enrolment_id)
+
+    async def resolved(source: dict[str, Any]) -> None:
+        await gateway.publish(
+            topics.IDENTITY_RESOLVED,
+            IdentityResolved(
+                event_id=uuid.uuid4(),
+                occurred_at=_now(),
+                enrolment_id=enrolment_id,
+                source_event_id=uuid.UUID(source["event_id"]),
+                source_occurred_at=dt.datetime.fromisoformat(source["occurred_at"]),
+                meeting_id=meeting_id,
+                status="matched",
+                pacs_patients=(PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),),
+            ),
+            enrolment_id,
+        )
+
+    await resolved(first)
+    ct, mr = "1.2.826.0.1.3680043.9.9998.1", "1.2.826.0.1.3680043.9.9998.2"
+    await gateway.publish(
+        topics.IMAGING_CATALOGUED,
+        ImagingCatalogued(
+            event_id=uuid.uuid4(),
+            occurred_at=_now(),
+            enrolment_id=enrolment_id,
+            status="listed",
+            studies=(
+                _study(ct, "TDM THORAX FICTIF", dt.date.today() - dt.timedelta(days=20), ("CT",), 40),
+                _study(mr, "IRM CERVICALE FICTIVE", dt.date.today() - dt.timedelta(days=60), ("MR",), 120),
+            ),
+        ),
+        enrolment_id,
+    )
+    selection = {"study_instance_uids": [ct, mr], "expertise_requested": True}
+    assert (await gateway.api("PUT", f"/api/v1/enrolments/{enrolment_id}/selection", selection)).status_code == 202
+    await gateway.publish(topics.STUDY_STATUS, _status(enrolment_id, ct, "available", 2), enrolment_id)
+    # A reason as the fetcher published it before v1.1 (English, no code), and one as it does now.
+    legacy = "not yet in MIRC; next automatic try at 2026-12-02 08:00:00 UTC"
+    await gateway.publish(
+        topics.STUDY_STATUS, _status(enrolment_id, mr, "not_yet_available", 2, reason=legacy), enrolment_id
+    )
+    waiting = Reason.of("waiting_available_study")
+    await gateway.publish(
+        topics.EXPERTISE_NOTIFICATION,
+        ExpertiseNotification(
+            event_id=uuid.uuid4(),
+            occurred_at=_now(),
+            enrolment_id=enrolment_id,
+            meeting_id=meeting_id,
+            role="radiologist",
+            status="waiting",
+            reason=waiting.text,
+            reason_code=waiting.code,
+            version=1,
+        ),
+        enrolment_id,
+    )
+
+    # The Déroulement: French labels and reasons, never the English ones.
+    await page.goto(f"/console/meetings/{meeting_id}/patients/{enrolment_id}")
+    cards = page.locator("#loaded-studies > li")
+    await expect(cards).to_have_count(2)
+    await expect(cards.filter(has_text="IRM CERVICALE FICTIVE")).to_contain_text(TEXTS["not_in_mirc"])
+    await expect(page.locator("#expertise-summary")).to_contain_text(
+        "Radiologue d'astreinte : En attente le "  # then the date, then the reason
+    )
+    await expect(page.locator("#expertise-summary")).to_contain_text(waiting.text)
+    assert "not yet in MIRC" not in await page.locator("main").inner_text()
+
+    # The enrolment page: identity and consent as the DCC sent them.
+    await page.goto(f"/console/enrolments/{enrolment_id}")
+    await expect(page.locator("#identity")).to_contain_text("Patient identifié (1 dossier PACS)")
+    identity_form = page.locator("#identity-form")
+    await expect(identity_form.get_by_label("Nom de naissance")).to_have_value("ESSAI-FICTIF")
+    await expect(identity_form.get_by_label("Nom d'usage/marital")).to_have_value("EXEMPLE")
+    await expect(identity_form.get_by_label("Prénom")).to_have_value("Catherine")
+    await expect(identity_form.get_by_label("Date de naissance")).to_have_value("1956-04-12")
+    await expect(identity_form.get_by_label("Sexe")).to_have_value("F")
+    await expect(identity_form.get_by_label("Le patient a été informé")).to_be_checked()
+    await expect(page.locator("#studies tbody tr", has_text="IRM CERVICALE FICTIVE")).to_contain_text(
+        TEXTS["not_in_mirc"]
+    )
+    assert "not yet in MIRC" not in await page.locator("main").inner_text()
+
+    # Correcting the first name publishes the enrolled event again: same id, every other field kept.
+    await identity_form.get_by_label("Prénom").fill("Catherine-Marie")
+    await shots.take(page, "fiche-correction-identite", keep=True)
+    await identity_form.get_by_role("button", name="Enregistrer l'identité").click()
+    corrected = await gateway.command(topics.PATIENT_ENROLLED, count=2, enrolment_id=enrolment_id)
+    assert corrected["event_id"] != first["event_id"]
+    assert corrected["patient"] == {**body["patient"], "first_name": "Catherine-Marie"}
+    kept = {key: value for key, value in body.items() if key != "patient"}
+    assert {key: corrected[key] for key in kept} == kept
+    await expect(page.locator("#identity-status")).to_contain_text("Identité enregistrée")
+    await expect(page.locator("#identity")).to_contain_text("Recherche du patient en cours")
+    await resolved(corrected)
+    await expect(page.locator("#identity")).to_contain_text("Patient identifié (1 dossier PACS)")
+    await expect(identity_form.get_by_label("Prénom")).to_have_value("Catherine-Marie")
+
+    # "Annuler l'inscription": a confirmation dialog; going back publishes nothing.
+    dialog = page.get_by_role("dialog", name="Annuler l'inscription de ce patient ?")
+    await page.get_by_role("button", name="Annuler l'inscription").click()
+    await expect(dialog).to_be_visible()
+    await dialog.get_by_role("button", name="Revenir à la fiche").click()
+    await expect(dialog).to_be_hidden()
+    await page.get_by_role("button", name="Annuler l'inscription").click()
+    await dialog.get_by_label("Motif (facultatif").fill("présenté dans une autre RCP")
+    await shots.take(page, "fiche-annulation-confirmation", keep=True)
+    await dialog.get_by_role("button", name="Confirmer l'annulation").click()
+    withdrawal = await gateway.command(topics.ENROLMENT_WITHDRAWN, enrolment_id=enrolment_id)
+    assert withdrawal["reason"] == "présenté dans une autre RCP"  # the first one: "Revenir" sent nothing
+    identity = page.locator("#identity")
+    await expect(identity).to_contain_text("Inscription annulée")
+    await expect(identity).to_contain_text("Motif : présenté dans une autre RCP")
+    await expect(page.get_by_role("button", name="Annuler l'inscription")).to_be_hidden()
+    await expect(page.locator("#identity-form-hint")).to_contain_text("Pour rouvrir l'inscription")
+    await expect(page.locator("#studies tbody tr")).to_have_count(2)
+    for row in (page.locator("#studies tbody tr").nth(0), page.locator("#studies tbody tr").nth(1)):
+        await expect(row).to_contain_text("Examen retiré")
+        await expect(row).to_contain_text(TEXTS["enrolment_withdrawn"])
+    await expect(page.locator("#identity-status")).to_be_empty()
+    await shots.take(page, "fiche-inscription-annulee", keep=True)
+
+    await page.goto(f"/console/meetings/{meeting_id}/patients/{enrolment_id}")
+    await expect(page.locator("#patients")).to_contain_text("Inscription annulée")
+    await expect(page.locator("#patients")).not_to_contain_text("examens disponibles")
+    await expect(page.locator("#identity")).to_contain_text("Inscription annulée")
+    await expect(page.locator("#loaded-studies > li")).to_have_count(0)
+    await expect(page.locator("#loaded-empty")).to_be_hidden()
+    await shots.take(page, "deroulement-inscription-annulee", keep=True)
+    assert errors == []
+
+
+async def test_cancelling_a_new_enrolment_already_sent_withdraws_it(gateway: Gateway, browser: Browser) -> None:
+    page, errors = await open_console(browser, gateway)
+    await page.goto(
+        "/console/enrolments/new?meeting_id=m-essai-annuler&rcp_id=rcp-essai"
+        "&meeting_title=RCP%20FICTIVE&meeting_date=2030-01-02&centre=3C%20FICTIF"
+    )
+    enrolment_id = await page.get_by_label("Identifiant de l'inscription").input_value()
+    await page.get_by_label("Nom de naissance").fill("ESSAI-FICTIF")
+    await page.get_by_label("Prénom").fill("Jeanne")
+    await page.get_by_label("Sexe").select_option("F")
+    await page.get_by_label("Date de naissance").fill("1960-01-31")
+    await page.get_by_label("Médecin demandeur").fill("Dr Paul DEMANDEUR")
+    await page.get_by_label("Le patient a été informé").check()  # publishes the enrolment
+    await gateway.command(topics.PATIENT_ENROLLED, enrolment_id=enrolment_id)
+    confirmations: list[str] = []
+
+    async def accept(dialog: Dialog) -> None:
+        confirmations.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", accept)
+    await page.get_by_role("link", name="Annuler").click()
+    withdrawal = await gateway.command(topics.ENROLMENT_WITHDRAWN, enrolment_id=enrolment_id)
+    assert withdrawal["reason"] is None
+    assert len(confirmations) == 1
+    assert enrolment_id in confirmations[0]
+    await expect(page).to_have_url(f"{gateway.url}/console/")
     assert errors == []

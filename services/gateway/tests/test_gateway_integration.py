@@ -123,7 +123,14 @@ async def test_read_model_filters_states_and_meeting(gw: RunningGateway) -> None
     )
     assert answer["filters"] == {"modalities": ["CT", "MR"], "date_filter": {"kind": "within_months", "months": 6}}
     assert uids(answer) == [RECENT_CT]
-    assert answer["identity"] == {"status": "matched", "pacs_patients": 1, "near_misses": [], "reason": None}
+    assert answer["identity"] == {
+        "status": "matched",
+        "pacs_patients": 1,
+        "near_misses": [],
+        "reason": None,
+        "reason_code": None,
+        "reason_text": None,
+    }
     first = answer["studies"][0]
     assert first["retrieval"] == {
         "status": "not_requested",
@@ -132,6 +139,8 @@ async def test_read_model_filters_states_and_meeting(gw: RunningGateway) -> None
         "next_attempt_at": None,
         "reason": None,
         "viewer_url": None,
+        "reason_code": None,
+        "reason_text": None,
     }
     assert first["modalities"] == ["CT", "SR"]
     assert first["images"] == 12
@@ -227,6 +236,7 @@ async def test_auth_and_errors(gw: RunningGateway) -> None:
             ("GET", f"/api/v1/meetings/{M}/enrolments"),
             ("POST", "/api/v1/enrolments"),
             ("PUT", f"/api/v1/enrolments/{E}/selection"),
+            ("DELETE", f"/api/v1/enrolments/{E}"),
             ("GET", "/api/v1/no-such-route"),
         ]:
             response = await anonymous.request(method, path, content=b"{not json")
@@ -242,6 +252,7 @@ async def test_auth_and_errors(gw: RunningGateway) -> None:
         refused = await anonymous.post(f"/api/v1/enrolments/{E}/refresh")
         assert refused.status_code == 403
         assert "detail" in refused.json()
+        assert (await anonymous.delete(f"/api/v1/enrolments/{E}")).status_code == 403
 
     assert (await gw.client.get("/api/v1/enrolments/enr-unknown")).json() == {"detail": "unknown enrolment"}
     assert (await gw.client.get("/api/v1/meetings/m-unknown/enrolments")).status_code == 404
@@ -338,6 +349,7 @@ async def test_commands_land_on_kafka(gw: RunningGateway) -> None:
         ),
         ("DELETE", f"/api/v1/enrolments/{E}/studies/{RECENT_CT}", None, topics.STUDY_REMOVED),
         ("POST", f"/api/v1/enrolments/{E}/refresh", None, topics.IMAGING_REFRESH),
+        ("DELETE", f"/api/v1/enrolments/{E}", {"reason": "présenté dans une autre RCP"}, topics.ENROLMENT_WITHDRAWN),
     ]
     sent: dict[str, str] = {}
     for method, path, payload, topic in commands:
@@ -354,8 +366,65 @@ async def test_commands_land_on_kafka(gw: RunningGateway) -> None:
         model.model_validate_json(record.value)  # a valid contract event
         assert record.key.decode() == value[topics.TOPIC_KEYS[topic]]
     assert json.loads(by_topic[topics.RCP_SETTINGS].value)["imaging"]["date_filter"]["from"] == "2023-01-01"
+    assert json.loads(by_topic[topics.ENROLMENT_WITHDRAWN].value)["reason"] == "présenté dans une autre RCP"
     # the gateway projects its own commands like the DCC's
     await gw.wait_for(f"/api/v1/meetings/{M}", lambda a: a["on_call_radiologist"] is not None)
+
+
+async def test_withdrawal_is_published_and_shown_withdrawn(gw: RunningGateway) -> None:
+    await enrol_with_catalogue(gw)
+    await gw.send(
+        topics.STUDIES_SELECTED,
+        base(enrolment_id=E, study_instance_uids=[RECENT_CT, OLD_MR], expertise_requested=True),
+        E,
+    )
+    await gw.send(topics.STUDY_STATUS, status(RECENT_CT, 3, "available"), E)
+    await gw.wait_for(
+        f"/api/v1/enrolments/{E}",
+        lambda a: (
+            a["identity"]["status"] == "matched" and any(s["retrieval"]["status"] == "available" for s in a["studies"])
+        ),
+    )
+    async with httpx.AsyncClient(base_url=gw.url, trust_env=False) as other:
+        assert (await other.delete(f"/api/v1/enrolments/{E}")).status_code == 401
+        viewer = await other.delete(f"/api/v1/enrolments/{E}", headers={"Authorization": f"Bearer {VIEWER_TOKEN}"})
+        assert viewer.status_code == 403
+
+    response = await gw.client.delete(f"/api/v1/enrolments/{E}", params={"reason": "doublon de dossier"})
+    assert response.status_code == 202, response.text
+    event_id = response.json()["event_id"]
+    (record,) = await consume(gw, [topics.ENROLMENT_WITHDRAWN], 1)
+    value = json.loads(record.value)
+    assert record.key.decode() == E
+    assert value["event_id"] == event_id
+    assert value["enrolment_id"] == E
+    assert value["reason"] == "doublon de dossier"
+
+    # The gateway consumes its own command like the DCC's: withdrawn at once, before any other service answers.
+    answer = await gw.wait_for(f"/api/v1/enrolments/{E}", lambda a: a["identity"]["status"] == "withdrawn")
+    assert answer["identity"]["reason_code"] == "enrolment_withdrawn"
+    assert answer["identity"]["reason"].startswith("enrolment_withdrawn: ")
+    assert answer["withdrawal"]["reason"] == "doublon de dossier"
+    assert [(s["study_instance_uid"], s["retrieval"]["status"]) for s in answer["studies"]] == [
+        (RECENT_CT, "removed"),
+        (OLD_MR, "removed"),
+    ]
+    assert all(s["retrieval"]["viewer_url"] is None for s in answer["studies"])
+    meeting = (await gw.client.get(f"/api/v1/meetings/{M}/enrolments")).json()
+    assert meeting["enrolments"][0]["identity_status"] == "withdrawn"
+
+    # A newer enrolled event re-opens it: pending until the identity-matcher answers it.
+    await gw.send(topics.PATIENT_ENROLLED, enrolled(), E)
+    answer = await gw.wait_for(f"/api/v1/enrolments/{E}", lambda a: a["identity"]["status"] == "pending")
+    assert answer["withdrawal"] is None
+
+    # An enrolment the read model has never seen can be withdrawn too (events may come in any order).
+    unknown = "enr-it-never-seen"
+    assert (await gw.client.get(f"/api/v1/enrolments/{unknown}")).status_code == 404
+    assert (await gw.client.delete(f"/api/v1/enrolments/{unknown}")).status_code == 202
+    answer = await gw.wait_for(f"/api/v1/enrolments/{unknown}", lambda a: a["identity"]["status"] == "withdrawn")
+    assert answer["withdrawal"]["reason"] is None
+    assert answer["meeting_id"] is None
 
 
 def topics_models() -> dict[str, Any]:
@@ -389,7 +458,9 @@ class SseReader:
 
 async def test_sse_order_resume_and_resync(gw: RunningGateway) -> None:
     await enrol_with_catalogue(gw)
-    await gw.wait_for(f"/api/v1/enrolments/{E}", lambda a: a["studies"])
+    # Every part projected (the enrolled event comes on its own topic, possibly after the outcomes) before
+    # listening, so the first message is the selection's.
+    await gw.wait_for(f"/api/v1/enrolments/{E}", lambda a: a["studies"] and a["patient"] is not None)
     url = f"/api/v1/enrolments/{E}/events"
     statuses = ["queued", "retrieving", "retrieving", "available"]
     received: list[dict[str, str]] = []

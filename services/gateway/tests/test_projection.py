@@ -14,6 +14,7 @@ from gateway.viewer import ViewerLinks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from proxymage_shared.events import (
+    EnrolmentWithdrawn,
     Event,
     ExpertiseNotification,
     IdentityResolved,
@@ -64,12 +65,20 @@ def enrolled(offset: int, first_name: str) -> PatientEnrolled:
     )
 
 
-def identity(offset: int, source: PatientEnrolled, status: str) -> IdentityResolved:
+def withdrawn(offset: int, reason: str | None = None) -> EnrolmentWithdrawn:
+    return EnrolmentWithdrawn.model_validate(
+        {**_base(offset), "enrolment_id": ENROLMENT, "reason": reason}, strict=False
+    )
+
+
+def identity(offset: int, source: PatientEnrolled | EnrolmentWithdrawn, status: str, **extra: Any) -> IdentityResolved:
     return IdentityResolved.model_validate(
         {
             **_base(offset),
             "enrolment_id": ENROLMENT,
             "source_event_id": str(source.event_id),
+            "source_occurred_at": source.occurred_at.isoformat(),
+            **extra,
             "meeting_id": "m-1",
             "meeting_date": "2023-03-22",
             "status": status,
@@ -118,9 +127,13 @@ def status(offset: int, uid: str, version: int, state: str) -> StudyStatusChange
 
 
 first, second = enrolled(1, "CATHERINE"), enrolled(50, "CATHY")
+# Withdrawn between the two enrolled events: the second one re-opens the enrolment (CONTRACT v1.1).
+withdrawal = withdrawn(40, "dossier présenté dans une autre RCP")
 POOL: list[Event] = [
     first,
     second,
+    withdrawal,
+    identity(41, withdrawal, "withdrawn", reason_code="enrolment_withdrawn"),
     identity(2, first, "matched"),
     identity(51, second, "matched"),
     identity(60, second, "error"),
@@ -236,6 +249,7 @@ def test_the_final_document_is_the_newest_state() -> None:
     document = CANONICAL[("enrolments", ENROLMENT)]
     answer = views.enrolment_view(document, CANONICAL[("rcps", "rcp-1")], flt.Overrides(all=True), BASE.date(), LINKS)
     assert answer.identity.status == "error"  # the latest outcome of the current enrolled event
+    assert answer.withdrawal is None  # re-opened by the second enrolled event
     assert answer.patient is not None
     assert answer.patient.first_name == "CATHY"
     by_uid = {study.study_instance_uid: study for study in answer.studies}

@@ -1,7 +1,8 @@
 """Composition root of the expert-notifier: settings, adapters, subscribers, sender and maintenance loops.
 
-Consumes `dcc.meeting-experts.v1`, `dcc.patient-enrolled.v1`, `dcc.studies-selected.v1`; sends e-mails over
-SMTP with STARTTLS and a client certificate; publishes `expertise.notification.v1`.
+Consumes `dcc.meeting-experts.v1`, `dcc.patient-enrolled.v1`, `dcc.studies-selected.v1`,
+`dcc.enrolment-withdrawn.v1`, `identity.resolved.v1` and `imaging.study-status.v1`; sends e-mails over SMTP
+with STARTTLS and a client certificate; publishes `expertise.notification.v1`.
 """
 
 from __future__ import annotations
@@ -13,22 +14,31 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from proxymage_shared import topics
-from proxymage_shared.events import ExpertiseNotification, MeetingExperts, PatientEnrolled, StudiesSelected
+from proxymage_shared.events import (
+    EnrolmentWithdrawn,
+    ExpertiseNotification,
+    IdentityResolved,
+    MeetingExperts,
+    PatientEnrolled,
+    StudiesSelected,
+    StudyStatusChanged,
+)
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.retry import BackoffSchedule
 from proxymage_shared.service import Service, build_service, periodic
 
-from expert_notifier.handlers import Notifier, NotifierOptions
+from expert_notifier.handlers import Notifier, NotifierOptions, Sender
 from expert_notifier.message import MailSettings, default_message_id_domain
 from expert_notifier.settings import Settings
 from expert_notifier.smtp import SmtpSender
 from expert_notifier.store import NotifierStore
 
 
-def build(settings: Settings) -> Service:
-    sender = SmtpSender(settings.smtp)
+def build(settings: Settings, sender: Sender | None = None) -> Service:
+    """The service; `sender` replaces the SMTP sender's sending (tests wrap it), the readiness probe stays."""
+    smtp = SmtpSender(settings.smtp)
     # Readiness: the relay answers EHLO, STARTTLS succeeds with our certificate and a command after it.
-    service = build_service(settings, readiness_checks={"smtp": sender.probe})
+    service = build_service(settings, readiness_checks={"smtp": smtp.probe})
     store = NotifierStore(service.mongo_client[settings.database_name()])
     outcome_topic = settings.topic(topics.EXPERTISE_NOTIFICATION)
 
@@ -38,7 +48,7 @@ def build(settings: Settings) -> Service:
     _, envelope_from = email.utils.parseaddr(settings.mail_from)
     notifier = Notifier(
         store,
-        sender,
+        sender or smtp,
         publish,
         NotifierOptions(
             mail=MailSettings(
@@ -49,7 +59,7 @@ def build(settings: Settings) -> Service:
             ),
             envelope_from=envelope_from,
             allowed_domains=settings.smtp.allowed_domains,
-            give_up_days_after_meeting=settings.give_up_days_after_meeting,
+            zone=settings.zone(),
             retries=BackoffSchedule(settings.retry_delays_seconds),
             lease=dt.timedelta(seconds=settings.send_lease_seconds),
             retention=dt.timedelta(days=settings.enrolment_retention_days),
@@ -61,6 +71,15 @@ def build(settings: Settings) -> Service:
     )
     subscribe(service.broker, settings, settings.topic(topics.PATIENT_ENROLLED), PatientEnrolled, notifier.on_enrolled)
     subscribe(service.broker, settings, settings.topic(topics.STUDIES_SELECTED), StudiesSelected, notifier.on_selected)
+    subscribe(
+        service.broker, settings, settings.topic(topics.ENROLMENT_WITHDRAWN), EnrolmentWithdrawn, notifier.on_withdrawn
+    )
+    subscribe(
+        service.broker, settings, settings.topic(topics.IDENTITY_RESOLVED), IdentityResolved, notifier.on_identity
+    )
+    subscribe(
+        service.broker, settings, settings.topic(topics.STUDY_STATUS), StudyStatusChanged, notifier.on_study_status
+    )
 
     service.on_start.append(store.ensure_indexes)
     for _ in range(settings.send_workers):

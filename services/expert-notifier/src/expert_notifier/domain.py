@@ -1,99 +1,107 @@
-"""The expertise notifications of one enrolment and one expert role, as one pure aggregate (no I/O).
+"""What the expert-notifier knows of an enrolment, what it should do about it, and the notifications of one
+expert role, as pure values (no I/O).
 
-One `RoleSlot` per (enrolment, role) holds every e-mail ever meant for that role of that enrolment, one
-`Notification` per expert address: the unique key of a notification is (enrolment_id, role, e-mail), so
-replays and repeated selections find the notification that already exists and never create a second one.
-The whole slot is one MongoDB document written with optimistic concurrency, so every decision below is
-atomic without transactions.
+**Facts** (`EnrolmentFacts`): every inbound fact is recorded *newer wins*, whatever the order in which the
+topics deliver them (they are not ordered with each other) and however often they are replayed. Each part
+keeps the stamp of the event that set it, `(occurred_at, event_id)` (the id breaks ties, so the fold is
+order independent even for two events of the same millisecond; a replay carries the same stamp and changes
+nothing):
 
-What the slot should do comes from the facts known so far (`desired`):
+| part                | from                                   | newer wins by                                    |
+|---------------------|----------------------------------------|--------------------------------------------------|
+| `enrolled`          | `dcc.patient-enrolled.v1`              | occurred_at (meeting, consent, what the mail says)|
+| `consent_given`     | the same, when `consent: true`         | occurred_at (tells "withdrawn" from "never given")|
+| `withdrawal`        | `dcc.enrolment-withdrawn.v1`, and      | occurred_at of the withdrawal                    |
+|                     | `identity.resolved.v1` `withdrawn`     |                                                  |
+| `identity`          | `identity.resolved.v1`                 | the answered DCC event's time, then occurred_at  |
+| `selection`         | `dcc.studies-selected.v1`              | occurred_at                                      |
+| `studies[uid]`      | `imaging.study-status.v1`              | `version` of the study's job                     |
 
-| facts                                          | desired     | effect on the role                          |
-|------------------------------------------------|-------------|---------------------------------------------|
-| no selection, or `expertise_requested: false`  | `Withdrawn` | pending e-mails skipped; view `skipped`     |
-| requested, enrolment or meeting experts unknown| `Waiting`   | view `pending` with what is awaited         |
-| requested, no on-call expert for the role      | `NoExpert`  | pending e-mails skipped; view `skipped`     |
-| requested, on-call expert E                    | `Wanted(E)` | E's notification created (or reopened if it  |
-|                                                |             | was skipped); other pending ones skipped    |
+Derived: the enrolment is *withdrawn* when its latest withdrawal is not older than its latest enrolled event
+(a later enrolled event re-opens it; on a tie the withdrawal wins: a data-protection officer prefers an
+e-mail not sent); *consent withdrawn* when the latest enrolled event says `consent: false` (after an earlier
+`consent: true`; without one it is "no consent"); *matched* when the latest identity outcome is `matched`
+and answers the latest enrolled event (`source_event_id`); a study counts when it is in the current
+selection and its latest status is `available`.
 
-Notification states (`pending` is the only non-final one, apart from reopening a `skipped` one):
+**Decision** (`desired`, per role), first row that applies:
+
+| facts                                                        | desired         | role's view (reason_code)       |
+|--------------------------------------------------------------|-----------------|---------------------------------|
+| enrolment withdrawn                                          | `Cancelled`     | `cancelled` (enrolment_withdrawn)|
+| latest enrolled event without consent                        | `Cancelled`     | `cancelled` (consent_withdrawn / |
+|                                                              |                 | no_consent)                     |
+| no selection, or `expertise_requested: false`                | `NotRequested`  | `skipped` (expertise_not_requested)|
+| the meeting day is over (end of the day, site's time zone)   | `MeetingPassed` | `not_sent` (meeting_passed)     |
+| enrolment unknown                                            | `Waiting`       | `waiting` (waiting_enrolment)   |
+| meeting's experts unknown                                    | `Waiting`       | `waiting` (waiting_meeting)     |
+| no on-call expert for the role                               | `NoExpert`      | `skipped` (no_expert)           |
+| identity not (yet) `matched` for the current enrolled event  | `Waiting`       | `waiting` (waiting_identity /   |
+|                                                              |                 | patient_not_found / identity_error)|
+| no selected study `available`                                | `Waiting`       | `waiting` (waiting_available_study)|
+| otherwise, on-call expert E                                  | `Wanted(E)`     | E's notification                |
+
+**Notifications**: one `RoleSlot` per (enrolment, role) holds every e-mail ever meant for that role of that
+enrolment, one `Notification` per expert address: the unique key of a notification is (enrolment_id, role,
+e-mail), so replays and repeated selections find the notification that already exists and never create a
+second one. The whole slot is one MongoDB document written with optimistic concurrency, so every decision
+below is atomic without transactions.
 
 ```
-          created (domain allowed)            created (domain not allowed)
-                    |                                      |
-                    v                                      v
-   +-------->  pending  --accepted by the relay-->  sent   refused
-   |  retry     |  |  |
-   +------------+  |  +--permanent (5xx, refused recipient), or deadline passed-->  failed
-   (transient/     |
-    configuration) +--expert replaced / request withdrawn, not in flight-->  skipped --wanted again--> pending
+     Wanted(E), domain allowed                 Wanted(E), domain not allowed
+               |                                            |
+               v                                            v
+ +-------->  pending --accepted by the relay (re-checked---> sent      refused
+ | retry      | | | |   right before MAIL FROM)
+ +------------+ | | +--permanent (5xx), or retries reach the end of the meeting day--> failed
+ (transient /   | +--Waiting (e.g. the only available study removed)--> waiting ----+
+  configuration)+--Cancelled --> cancelled   MeetingPassed --> not_sent             |
+                +--NotRequested / NoExpert / another expert --> skipped             |
+  waiting, cancelled, not_sent, skipped --Wanted(E) again (e.g. re-opened)--> pending <-+
 ```
+`sent`, `failed` and `refused` are final: an address gets at most one e-mail per enrolment and role, and a
+`sent` one stays `sent` after a withdrawal (it was true when it was sent).
 
-A notification being sent (claimed under a lease) cannot be skipped: it is marked `superseded`, and if the
-attempt fails it ends `skipped` instead of being retried; if it succeeds it is `sent` (the message was valid
-when it was claimed).
+A notification being sent (claimed under a lease) is not closed by the consumers: it is marked `superseded`
+and the sender, which re-checks the facts right before the SMTP transaction and again when it records the
+outcome, closes it with what is desired then.
 
 The slot's *view* (status and reason of the role, as `expertise.notification.v1` publishes it) is a function
-of the slot; every change of the view gets the next `version`.
+of the slot; every change of the view gets the next `version`. Reasons are a stable code plus the French
+text of `proxymage_shared.reasons`; SMTP details are appended in parentheses (relay replies, never patient
+data).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, replace
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
-from proxymage_shared.events import ExpertRole, NotificationStatus
+from proxymage_shared.events import ExpertRole, IdentityStatus, NotificationStatus, RetrievalStatus
+from proxymage_shared.reasons import Reason
 from proxymage_shared.retry import BackoffSchedule
 
+from expert_notifier.message import PatientFacts
 from expert_notifier.recipients import address_allowed, recipient_domain
 
 ROLES: tuple[ExpertRole, ...] = ("radiologist", "nuclear_physician")
-ROLE_WORDS: dict[ExpertRole, str] = {"radiologist": "radiologist", "nuclear_physician": "nuclear physician"}
 
 FailureKind: TypeAlias = Literal["transient", "permanent", "configuration"]
 
 
 @dataclass(frozen=True, slots=True)
 class SendFailure:
-    """Why a send did not succeed. `reason` is shown to users and operators: no patient data in it."""
+    """Why a send did not succeed. `detail` (French) is shown to users and operators: no patient data in it."""
 
     kind: FailureKind
-    reason: str
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
 class ExpertContact:
     name: str
     email: str
-
-
-# --- what is wanted -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Withdrawn:
-    reason: str = "expertise is not (or no longer) requested for this enrolment"
-
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class NoExpert:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Wanted:
-    expert: ExpertContact
-    allowed: bool
-    deadline: dt.datetime
-
-
-Desired: TypeAlias = Withdrawn | Waiting | NoExpert | Wanted
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,34 +113,238 @@ class MeetingFacts:
     experts: dict[ExpertRole, ExpertContact | None]
 
 
-def deadline_for(meeting_date: dt.date, give_up_days_after_meeting: int) -> dt.datetime:
-    """Retries stop at the end (UTC) of the `give_up_days_after_meeting`-th day after the meeting."""
-    last_day = meeting_date + dt.timedelta(days=give_up_days_after_meeting + 1)
-    return dt.datetime.combine(last_day, dt.time.min, tzinfo=dt.UTC)
+# --- facts, newer wins ----------------------------------------------------------------------------------------
+
+
+def ms(value: dt.datetime) -> dt.datetime:
+    """UTC with millisecond precision: what MongoDB stores, so that a stored stamp equals the event's."""
+    value = value.astimezone(dt.UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Stamp:
+    """When a fact happened and which event said it; stamps are totally ordered (time, then event id)."""
+
+    at: dt.datetime
+    event_id: str
+
+    @classmethod
+    def of(cls, at: dt.datetime, event_id: object) -> Stamp:
+        return cls(ms(at), str(event_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    """The latest `dcc.patient-enrolled.v1`: what the decision and the e-mail need of it (no birth date)."""
+
+    stamp: Stamp
+    meeting_id: str
+    meeting_date: dt.date
+    consent: bool
+    patient: PatientFacts
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityFact:
+    """The latest `identity.resolved.v1`, ordered by the DCC event it answers, then by its own time."""
+
+    source_at: dt.datetime
+    at: dt.datetime
+    event_id: str
+    status: IdentityStatus
+    source_event_id: str
+
+    def key(self) -> tuple[dt.datetime, dt.datetime, str]:
+        return (self.source_at, self.at, self.event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    stamp: Stamp
+    expertise_requested: bool
+    study_instance_uids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StudyFact:
+    uid: str
+    version: int
+    status: RetrievalStatus
+
+
+_IDENTITY_WAIT: Final[dict[str, str]] = {"unmatched": "patient_not_found", "error": "identity_error"}
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentFacts:
+    """Everything the notifier knows of one enrolment. Each `with_*` is commutative and idempotent."""
+
+    enrolment_id: str
+    enrolled: Enrolled | None = None
+    consent_given: Stamp | None = None
+    withdrawal: Stamp | None = None
+    identity: IdentityFact | None = None
+    selection: Selection | None = None
+    studies: tuple[StudyFact, ...] = ()  # sorted by uid: equal facts are equal values, whatever the order
+
+    def with_enrolled(self, fact: Enrolled) -> EnrolmentFacts:
+        facts = self
+        if fact.consent and (self.consent_given is None or fact.stamp > self.consent_given):
+            facts = replace(facts, consent_given=fact.stamp)
+        if self.enrolled is None or fact.stamp > self.enrolled.stamp:
+            facts = replace(facts, enrolled=fact)
+        return facts
+
+    def with_withdrawal(self, stamp: Stamp) -> EnrolmentFacts:
+        if self.withdrawal is None or stamp > self.withdrawal:
+            return replace(self, withdrawal=stamp)
+        return self
+
+    def with_identity(self, fact: IdentityFact) -> EnrolmentFacts:
+        facts = self
+        if fact.status == "withdrawn":
+            # The matcher answers a withdrawal with the withdrawal's own id and time: the same stamp as the
+            # DCC event, so learning it twice (from both topics) is one fact.
+            facts = facts.with_withdrawal(Stamp(fact.source_at, fact.source_event_id))
+        if facts.identity is None or fact.key() > facts.identity.key():
+            facts = replace(facts, identity=fact)
+        return facts
+
+    def with_selection(self, fact: Selection) -> EnrolmentFacts:
+        if self.selection is None or fact.stamp > self.selection.stamp:
+            return replace(self, selection=fact)
+        return self
+
+    def with_study(self, fact: StudyFact) -> EnrolmentFacts:
+        known = next((s for s in self.studies if s.uid == fact.uid), None)
+        if known is not None and known.version >= fact.version:
+            return self
+        others = [s for s in self.studies if s.uid != fact.uid]
+        return replace(self, studies=tuple(sorted([*others, fact], key=lambda s: s.uid)))
+
+    # --- derived ---------------------------------------------------------------------------------------------
+
+    @property
+    def expertise_requested(self) -> bool:
+        return self.selection is not None and self.selection.expertise_requested
+
+    @property
+    def withdrawn(self) -> bool:
+        if self.withdrawal is None:
+            return False
+        return self.enrolled is None or self.withdrawal.at >= self.enrolled.stamp.at
+
+    def closure(self) -> str | None:
+        """The reason code that closes the enrolment (nothing more may be sent), or None."""
+        if self.withdrawn:
+            return "enrolment_withdrawn"
+        if self.enrolled is not None and not self.enrolled.consent:
+            return "consent_withdrawn" if self.consent_given is not None else "no_consent"
+        return None
+
+    def identity_wait(self) -> str | None:
+        """None when the current enrolled event is `matched`, else the reason code to wait with."""
+        current = self.identity
+        if current is None or self.enrolled is None or current.source_event_id != self.enrolled.stamp.event_id:
+            return "waiting_identity"
+        if current.status == "matched":
+            return None
+        return _IDENTITY_WAIT.get(current.status, "waiting_identity")
+
+    def available_selected(self) -> tuple[str, ...]:
+        if self.selection is None:
+            return ()
+        selected = set(self.selection.study_instance_uids)
+        return tuple(s.uid for s in self.studies if s.uid in selected and s.status == "available")
+
+
+# --- what is wanted -----------------------------------------------------------------------------------------
+
+_NOT_REQUESTED: Final = Reason.of("expertise_not_requested")
+_NO_EXPERT: Final = Reason.of("no_expert")
+_MEETING_PASSED: Final = Reason.of("meeting_passed")
+
+
+@dataclass(frozen=True, slots=True)
+class NotRequested:
+    reason: Reason = _NOT_REQUESTED
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class NoExpert:
+    reason: Reason = _NO_EXPERT
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class MeetingPassed:
+    reason: Reason = _MEETING_PASSED
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    expert: ExpertContact
+    allowed: bool
+    deadline: dt.datetime
+
+
+Desired: TypeAlias = NotRequested | Waiting | NoExpert | Cancelled | MeetingPassed | Wanted
+
+
+def meeting_end(meeting_date: dt.date, zone: dt.tzinfo) -> dt.datetime:
+    """The end of the meeting day in the site's time zone, as UTC: nothing is sent from then on."""
+    return ms(dt.datetime.combine(meeting_date + dt.timedelta(days=1), dt.time.min, tzinfo=zone))
+
+
+def meeting_date_of(facts: EnrolmentFacts, meeting: MeetingFacts | None) -> dt.date | None:
+    """The meeting's own event is authoritative; the enrolled event's copy serves until it is known."""
+    if meeting is not None:
+        return meeting.date
+    return facts.enrolled.meeting_date if facts.enrolled is not None else None
 
 
 def desired(
     role: ExpertRole,
-    *,
-    expertise_requested: bool,
-    meeting_id: str | None,
+    facts: EnrolmentFacts,
     meeting: MeetingFacts | None,
+    *,
+    now: dt.datetime,
+    zone: dt.tzinfo,
     allowed_domains: tuple[str, ...],
-    give_up_days_after_meeting: int,
 ) -> Desired:
-    if not expertise_requested:
-        return Withdrawn()
-    if meeting_id is None:
-        return Waiting("waiting for the enrolment (dcc.patient-enrolled) to know the meeting")
+    """What the role's slot should do now. `meeting` is the enrolled event's meeting (None when unknown)."""
+    closure = facts.closure()
+    if closure is not None:
+        return Cancelled(Reason.of(closure))
+    if not facts.expertise_requested:
+        return NotRequested()
+    date = meeting_date_of(facts, meeting)
+    if date is not None and now >= meeting_end(date, zone):
+        return MeetingPassed()
+    if facts.enrolled is None:
+        return Waiting(Reason.of("waiting_enrolment"))
     if meeting is None:
-        return Waiting(f"waiting for the on-call experts of meeting {meeting_id} (dcc.meeting-experts)")
+        return Waiting(Reason.of("waiting_meeting"))
     expert = meeting.experts.get(role)
     if expert is None:
-        return NoExpert(f"no on-call {ROLE_WORDS[role]} is configured for meeting {meeting_id}")
+        return NoExpert()
+    waiting_for = facts.identity_wait()
+    if waiting_for is not None:
+        return Waiting(Reason.of(waiting_for))
+    if not facts.available_selected():
+        return Waiting(Reason.of("waiting_available_study"))
     return Wanted(
-        expert,
-        allowed=address_allowed(expert.email, allowed_domains),
-        deadline=deadline_for(meeting.date, give_up_days_after_meeting),
+        expert, allowed=address_allowed(expert.email, allowed_domains), deadline=meeting_end(meeting.date, zone)
     )
 
 
@@ -144,7 +356,7 @@ class Notification:
     email: str  # lower-cased: the last part of the unique key
     name: str
     status: NotificationStatus
-    reason: str | None = None
+    reason: Reason | None = None
     attempts: int = 0
     next_attempt_at: dt.datetime | None = None
     deadline: dt.datetime | None = None
@@ -152,13 +364,60 @@ class Notification:
     superseded: bool = False
 
 
-SlotMode: TypeAlias = Literal["withdrawn", "waiting", "no_expert", "wanted"]
+SlotMode: TypeAlias = Literal["not_requested", "waiting", "no_expert", "cancelled", "meeting_passed", "wanted"]
+
+# Notifications that may still change on their own (the sender or the facts move them on).
+OPEN: Final = frozenset({"pending", "waiting"})
+# Not sent, and not final: the same address is wanted again (re-opened enrolment, expert back, study back).
+REOPENABLE: Final = frozenset({"waiting", "skipped", "cancelled", "not_sent"})
+MODE_STATUS: Final[dict[SlotMode, NotificationStatus]] = {
+    "not_requested": "skipped",
+    "waiting": "waiting",
+    "no_expert": "skipped",
+    "cancelled": "cancelled",
+    "meeting_passed": "not_sent",
+    "wanted": "pending",
+}
+
+
+def mode_of(wanted: Desired) -> SlotMode:
+    if isinstance(wanted, NotRequested):
+        return "not_requested"
+    if isinstance(wanted, Waiting):
+        return "waiting"
+    if isinstance(wanted, NoExpert):
+        return "no_expert"
+    if isinstance(wanted, Cancelled):
+        return "cancelled"
+    if isinstance(wanted, MeetingPassed):
+        return "meeting_passed"
+    return "wanted"
+
+
+def _closed(item: Notification, wanted: Desired) -> Notification:
+    """An open notification that is not (or no longer) the one wanted."""
+    if isinstance(wanted, Wanted):
+        status: NotificationStatus = "skipped"
+        reason = Reason.of("expert_replaced")
+    elif isinstance(wanted, Waiting):
+        status, reason = "waiting", wanted.reason
+    elif isinstance(wanted, Cancelled):
+        status, reason = "cancelled", wanted.reason
+    elif isinstance(wanted, MeetingPassed):
+        if item.attempts:
+            status = "failed"
+            reason = Reason.of("send_failed", f"{item.attempts} essai(s) sans succès avant la fin de la réunion")
+        else:
+            status, reason = "not_sent", wanted.reason
+    else:
+        status, reason = "skipped", wanted.reason
+    return replace(item, status=status, reason=reason, next_attempt_at=None, superseded=False)
 
 
 @dataclass(frozen=True, slots=True)
 class View:
     status: NotificationStatus
-    reason: str | None
+    reason: Reason | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,10 +426,11 @@ class RoleSlot:
     role: ExpertRole
     meeting_id: str | None = None
     mode: SlotMode = "waiting"
-    mode_reason: str | None = None
+    mode_reason: Reason | None = None
     current: str | None = None  # the wanted expert's address when mode == "wanted"
     notifications: tuple[Notification, ...] = ()
     sending: str | None = None  # the address being sent under a lease (the store knows the lease)
+    closes_at: dt.datetime | None = None  # end of the meeting day, when known
 
     def notification(self, email: str) -> Notification | None:
         key = email.lower()
@@ -186,27 +446,26 @@ class RoleSlot:
 
     # --- reconciliation with what is wanted ---------------------------------------------------------------
 
-    def reconcile(self, wanted: Desired, meeting_id: str | None, now: dt.datetime, in_flight: bool) -> RoleSlot:
-        """Applies what is wanted now. `in_flight`: the address in `sending` is held by a live lease."""
-        slot = replace(self, meeting_id=meeting_id or self.meeting_id)
+    def reconcile(
+        self,
+        wanted: Desired,
+        meeting_id: str | None,
+        now: dt.datetime,
+        in_flight: bool,
+        closes_at: dt.datetime | None = None,
+    ) -> RoleSlot:
+        """Applies what is wanted now. `in_flight`: the address in `sending` is held by someone else's lease."""
+        slot = replace(self, meeting_id=meeting_id or self.meeting_id, closes_at=closes_at or self.closes_at)
         keep = wanted.expert.email.lower() if isinstance(wanted, Wanted) else None
-        if isinstance(wanted, Wanted):
-            reason = f"replaced: the on-call {ROLE_WORDS[self.role]} changed before the e-mail was sent"
-        else:
-            reason = f"not sent: {wanted.reason}"
         for item in slot.notifications:
-            if item.email == keep or item.status != "pending":
+            if item.email == keep or item.status not in OPEN:
                 continue
-            if in_flight and slot.sending == item.email:
-                slot = slot._with(replace(item, superseded=True))
+            if in_flight and slot.sending == item.email and item.status == "pending":
+                slot = slot._with(replace(item, superseded=True))  # the sender closes it (it re-checks)
             else:
-                slot = slot._with(replace(item, status="skipped", reason=reason, next_attempt_at=None))
-        if isinstance(wanted, Withdrawn):
-            return replace(slot, mode="withdrawn", mode_reason=wanted.reason, current=None)
-        if isinstance(wanted, Waiting):
-            return replace(slot, mode="waiting", mode_reason=wanted.reason, current=None)
-        if isinstance(wanted, NoExpert):
-            return replace(slot, mode="no_expert", mode_reason=wanted.reason, current=None)
+                slot = slot._with(_closed(item, wanted))
+        if not isinstance(wanted, Wanted):
+            return replace(slot, mode=mode_of(wanted), mode_reason=wanted.reason, current=None)
         assert keep is not None
         slot = replace(slot, mode="wanted", mode_reason=None, current=keep)
         existing = slot.notification(keep)
@@ -218,13 +477,10 @@ class RoleSlot:
             else:
                 domain = recipient_domain(keep) or "?"
                 created = Notification(
-                    keep,
-                    wanted.expert.name,
-                    "refused",
-                    reason=f"recipient domain {domain} is not in the allowed secure-mail domains: not sent",
+                    keep, wanted.expert.name, "refused", reason=Reason.of("recipient_not_allowed", f"domaine {domain}")
                 )
             return slot._with(created)
-        if existing.status == "skipped":  # wanted again (e.g. the previous expert is back): reopen it
+        if existing.status in REOPENABLE:
             return slot._with(
                 replace(
                     existing,
@@ -267,16 +523,29 @@ class RoleSlot:
     def begin_send(self, email: str) -> RoleSlot:
         return replace(self, sending=email.lower())
 
+    def end_send(self) -> RoleSlot:
+        """The claimed send did not happen (the facts changed before the SMTP transaction)."""
+        return replace(self, sending=None)
+
     def record_sent(self, email: str, now: dt.datetime) -> RoleSlot:
         item = self.notification(email)
         slot = replace(self, sending=None)
         if item is None or item.status != "pending":
             return slot
         return slot._with(
-            replace(item, status="sent", reason=None, attempts=item.attempts + 1, sent_at=now, next_attempt_at=None)
+            replace(
+                item,
+                status="sent",
+                reason=None,
+                attempts=item.attempts + 1,
+                sent_at=now,
+                next_attempt_at=None,
+                superseded=False,
+            )
         )
 
     def record_failure(self, email: str, failure: SendFailure, now: dt.datetime, schedule: BackoffSchedule) -> RoleSlot:
+        """A failed attempt. A superseded notification stays pending (not due): the sender then reconciles."""
         item = self.notification(email)
         slot = replace(self, sending=None)
         if item is None or item.status != "pending":
@@ -284,38 +553,30 @@ class RoleSlot:
         attempts = item.attempts + 1
         if failure.kind == "permanent":
             return slot._with(
-                replace(item, status="failed", reason=failure.reason, attempts=attempts, next_attempt_at=None)
+                replace(
+                    item,
+                    status="failed",
+                    reason=Reason.of("send_failed", failure.detail),
+                    attempts=attempts,
+                    next_attempt_at=None,
+                )
             )
-        if item.superseded:
+        next_at = schedule.next_attempt_at(now, attempts)
+        if item.deadline is not None and next_at >= item.deadline:
+            detail = f"{attempts} essai(s), la réunion est passée ; dernier échec : {failure.detail}"
             return slot._with(
                 replace(
                     item,
-                    status="skipped",
-                    reason=f"not sent: no longer wanted ({failure.reason})",
+                    status="failed",
+                    reason=Reason.of("send_failed", detail),
                     attempts=attempts,
                     next_attempt_at=None,
                     superseded=False,
                 )
             )
-        next_at = schedule.next_attempt_at(now, attempts)
-        if item.deadline is not None and next_at >= item.deadline:
-            return slot._with(
-                replace(
-                    item,
-                    status="failed",
-                    reason=f"gave up after {attempts} attempts (the meeting is over): {failure.reason}",
-                    attempts=attempts,
-                    next_attempt_at=None,
-                )
-            )
-        return slot._with(
-            replace(
-                item,
-                reason=f"{failure.reason}; attempt {attempts} failed, next try at {next_at:%Y-%m-%d %H:%M:%S} UTC",
-                attempts=attempts,
-                next_attempt_at=next_at,
-            )
-        )
+        code = "smtp_configuration" if failure.kind == "configuration" else "send_retrying"
+        detail = f"essai {attempts} : {failure.detail} ; prochain essai à {next_at:%H:%M:%S} UTC le {next_at:%d/%m/%Y}"
+        return slot._with(replace(item, reason=Reason.of(code, detail), attempts=attempts, next_attempt_at=next_at))
 
     # --- what the DCC sees ----------------------------------------------------------------------------------
 
@@ -326,7 +587,14 @@ class RoleSlot:
                 return View(item.status, item.reason)
         reason = self.mode_reason
         if any(n.status == "sent" for n in self.notifications):
-            return View("sent", f"an e-mail was sent earlier; now {reason}")
-        if self.mode == "waiting":
-            return View("pending", reason)
-        return View("skipped", reason)
+            # Sent stays sent: it was true when it was sent; the reason says what changed since.
+            return View("sent", Reason.of(reason.code, "un e-mail avait déjà été envoyé") if reason else None)
+        if self.mode == "meeting_passed":
+            failed = next((n for n in self.notifications if n.status == "failed"), None)
+            if failed is not None:
+                return View("failed", failed.reason)
+        return View(MODE_STATUS[self.mode], reason)
+
+    def is_open(self) -> bool:
+        """The role may still change without a new event (the end of the meeting day closes it)."""
+        return self.view().status in OPEN

@@ -1,20 +1,27 @@
-"""Use cases of the expert-notifier: DCC events in, secure e-mails and `expertise.notification` out.
+"""Use cases of the expert-notifier: DCC events and outcomes in, secure e-mails and `expertise.notification` out.
 
-Semantics (CONTRACT.md "Expertise e-mail", ARCHITECTURE.md):
-- the three inbound topics are not ordered with each other, so every handler only records its fact
-  (newer event wins) and then *reconciles* the enrolment: from what is known now it decides, per role,
-  which expert must get an e-mail (`domain.desired`), and applies that to the role's slot. Reconciling is
-  idempotent: a replayed event, or the same selection three times, changes nothing and sends nothing;
+Semantics (CONTRACT.md "Expertise e-mail" and "Lifecycle of an enrolment (v1.1)", ARCHITECTURE.md):
+- the six inbound topics (meeting experts, enrolments, selections, withdrawals, identity outcomes, study
+  statuses) are not ordered with each other, so every handler only records its fact (newer wins, the pure
+  rules of `domain.EnrolmentFacts`) and then *reconciles* the enrolment: from what is known now it decides,
+  per role, what must happen (`domain.desired`: wait, send to expert E, cancel, ...), and applies that to
+  the role's slot. Reconciling is idempotent: a replayed event, or the same selection three times, changes
+  nothing and sends nothing;
 - e-mails are sent by a background sender, not by the Kafka handlers (a slow relay must not hold a
   partition): it claims a slot with a due notification under a lease (a conditional update: two
-  instances never send the same one), sends, and records `sent` immediately after the relay accepted the
-  message. The only window for a duplicate e-mail is a crash between the relay's 250 and that write (or a
-  send outlasting the lease, which settings forbid): the notification is then still `pending` and is sent
-  again when the lease expires. We accept it: the other choice (record first) could lose an e-mail;
-- every change of a role's view is published on `expertise.notification.v1` with the next version. The
-  view is written with the slot and marked `dirty` until published (an outbox): a crash or a Kafka outage
-  between the two delays the publication, never loses it. Event ids derive from (slot, version), so a
-  re-publication carries the same id.
+  instances never send the same one), re-decides from the facts as they are then, and again once the TLS
+  session with the relay is up, right before the mail transaction (a withdrawal, or the end of the
+  meeting day, recorded until then stops the e-mail), and records `sent` immediately after the relay
+  accepted the message. The only window for a duplicate e-mail is a crash between the relay's 250 and
+  that write (or a send outlasting the lease, which settings forbid): the notification is then still
+  `pending` and is sent again when the lease expires. We accept it: the other choice (record first)
+  could lose an e-mail;
+- roles still `waiting` or `pending` when their meeting day ends are closed by the maintenance round
+  (`not_sent`), even if no event comes;
+- every change of a role's view is published on `expertise.notification.v1` with the next version, its
+  `reason_code` and French `reason`. The view is written with the slot and marked `dirty` until published
+  (an outbox): a crash or a Kafka outage between the two delays the publication, never loses it. Event
+  ids derive from (slot, version), so a re-publication carries the same id.
 """
 
 from __future__ import annotations
@@ -28,22 +35,44 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Final, Protocol
+from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Histogram
 from proxymage_shared.errors import TransientError
 from proxymage_shared.events import (
+    EnrolmentWithdrawn,
     ExpertiseNotification,
     ExpertRole,
+    IdentityResolved,
     MeetingExperts,
     PatientEnrolled,
     StudiesSelected,
+    StudyStatusChanged,
     utc_now,
 )
 from proxymage_shared.kafka import Delivery
 from proxymage_shared.logging import get_logger
 from proxymage_shared.retry import BackoffSchedule
 
-from expert_notifier.domain import ROLES, Desired, Notification, RoleSlot, SendFailure, desired
+from expert_notifier.domain import (
+    ROLES,
+    Desired,
+    Enrolled,
+    EnrolmentFacts,
+    IdentityFact,
+    MeetingFacts,
+    Notification,
+    RoleSlot,
+    Selection,
+    SendFailure,
+    Stamp,
+    StudyFact,
+    Wanted,
+    desired,
+    meeting_date_of,
+    meeting_end,
+    ms,
+)
 from expert_notifier.message import MailSettings, MeetingText, build_message, patient_facts, render
 from expert_notifier.smtp import SmtpSendError
 from expert_notifier.store import NotifierStore, SlotRecord, notification_key, slot_id
@@ -52,7 +81,8 @@ log = get_logger(__name__)
 
 EMAILS: Final = Counter(
     "proxymage_expertise_emails_total",
-    "Expertise e-mail attempts by outcome (sent, failed, retry, configuration) and new refusals/skips.",
+    "Expertise e-mail attempts by outcome (sent, failed, retry, configuration, withheld: facts changed "
+    "between the claim and the mail transaction).",
     ["outcome"],
 )
 SEND_SECONDS: Final = Histogram(
@@ -64,10 +94,18 @@ OUTCOME_NAMESPACE: Final = uuid.UUID("5b8f0d7e-2c61-4f0a-9a3e-7d4c1e2b9f31")
 SLOT_WRITE_ATTEMPTS: Final = 10
 
 Publish = Callable[[ExpertiseNotification], Awaitable[None]]
+SlotChange = Callable[[RoleSlot, SlotRecord | None, dt.datetime], RoleSlot]
 
 
 class Sender(Protocol):
-    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> None: ...
+    async def send(
+        self,
+        message: EmailMessage,
+        *,
+        sender: str,
+        recipient: str,
+        proceed: Callable[[], Awaitable[bool]] | None = None,
+    ) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +113,24 @@ class NotifierOptions:
     mail: MailSettings
     envelope_from: str
     allowed_domains: tuple[str, ...] = ("*.mssante.fr",)
-    give_up_days_after_meeting: int = 1
+    # The meeting day ends at midnight in this zone: nothing is sent from then on.
+    zone: dt.tzinfo = field(default_factory=lambda: ZoneInfo("Europe/Paris"))
     retries: BackoffSchedule = field(default_factory=BackoffSchedule)
     lease: dt.timedelta = dt.timedelta(minutes=5)
     retention: dt.timedelta = dt.timedelta(days=30)
     republish_after: dt.timedelta = dt.timedelta(seconds=10)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """What one role of an enrolment should do, decided from the facts read at one moment."""
+
+    wanted: Desired
+    meeting_id: str | None
+    closes_at: dt.datetime | None
+
+    def apply(self, slot: RoleSlot, now: dt.datetime, *, in_flight: bool) -> RoleSlot:
+        return slot.reconcile(self.wanted, self.meeting_id, now, in_flight, self.closes_at)
 
 
 class Notifier:
@@ -117,53 +168,123 @@ class Notifier:
             await self.reconcile(enrolment_id)
 
     async def on_enrolled(self, event: PatientEnrolled, delivery: Delivery) -> None:
-        meeting_day = dt.datetime.combine(event.meeting_date, dt.time.min, tzinfo=dt.UTC)
-        accepted = await self._store.accept_enrolment(
-            event.enrolment_id,
-            event.occurred_at,
+        fact = Enrolled(
+            stamp=Stamp.of(event.occurred_at, event.event_id),
             meeting_id=event.meeting_id,
+            meeting_date=event.meeting_date,
+            consent=event.consent,
             patient=patient_facts(event),
+        )
+        meeting_day = dt.datetime.combine(event.meeting_date, dt.time.min, tzinfo=dt.UTC)
+        accepted = await self._store.change_facts(
+            event.enrolment_id,
+            lambda facts: facts.with_enrolled(fact),
             purge_at=max(self._clock(), meeting_day) + self._options.retention,
         )
-        log.info("enrolment_received", enrolment_id=event.enrolment_id, event_id=str(event.event_id), accepted=accepted)
+        log.info(
+            "enrolment_received",
+            enrolment_id=event.enrolment_id,
+            event_id=str(event.event_id),
+            consent=event.consent,
+            accepted=accepted,
+        )
         await self.reconcile(event.enrolment_id)
 
     async def on_selected(self, event: StudiesSelected, delivery: Delivery) -> None:
-        accepted = await self._store.accept_selection(
-            event.enrolment_id,
-            event.occurred_at,
-            expertise_requested=event.expertise_requested,
-            purge_at=self._clock() + self._options.retention,
+        fact = Selection(
+            Stamp.of(event.occurred_at, event.event_id), event.expertise_requested, tuple(event.study_instance_uids)
         )
+        accepted = await self._record(event.enrolment_id, lambda facts: facts.with_selection(fact))
         log.info(
             "selection_received",
             enrolment_id=event.enrolment_id,
             event_id=str(event.event_id),
             expertise_requested=event.expertise_requested,
+            studies=len(event.study_instance_uids),
             accepted=accepted,
         )
         await self.reconcile(event.enrolment_id)
 
+    async def on_withdrawn(self, event: EnrolmentWithdrawn, delivery: Delivery) -> None:
+        stamp = Stamp.of(event.occurred_at, event.event_id)
+        accepted = await self._record(event.enrolment_id, lambda facts: facts.with_withdrawal(stamp))
+        # The DCC's free-text reason is not logged: it may name the patient.
+        log.info(
+            "withdrawal_received", enrolment_id=event.enrolment_id, event_id=str(event.event_id), accepted=accepted
+        )
+        await self.reconcile(event.enrolment_id)
+
+    async def on_identity(self, event: IdentityResolved, delivery: Delivery) -> None:
+        fact = IdentityFact(
+            # Outcomes from before `source_occurred_at` existed are ordered by their own time.
+            source_at=ms(event.source_occurred_at or event.occurred_at),
+            at=ms(event.occurred_at),
+            event_id=str(event.event_id),
+            status=event.status,
+            source_event_id=str(event.source_event_id),
+        )
+        accepted = await self._record(event.enrolment_id, lambda facts: facts.with_identity(fact))
+        log.info(
+            "identity_received",
+            enrolment_id=event.enrolment_id,
+            event_id=str(event.event_id),
+            status=event.status,
+            accepted=accepted,
+        )
+        await self.reconcile(event.enrolment_id)
+
+    async def on_study_status(self, event: StudyStatusChanged, delivery: Delivery) -> None:
+        fact = StudyFact(event.study_instance_uid, event.version, event.status)
+        accepted = await self._record(event.enrolment_id, lambda facts: facts.with_study(fact))
+        log.debug(
+            "study_status_received",
+            enrolment_id=event.enrolment_id,
+            study_uid=event.study_instance_uid,
+            status=event.status,
+            version=event.version,
+            accepted=accepted,
+        )
+        # Even a replay reconciles: the previous run may have stopped between recording and reconciling.
+        await self.reconcile(event.enrolment_id)
+
+    async def _record(self, enrolment_id: str, change: Callable[[EnrolmentFacts], EnrolmentFacts]) -> bool:
+        # A fact before its enrolment must not live forever: purged like an enrolment would be.
+        return await self._store.change_facts(enrolment_id, change, purge_at=self._clock() + self._options.retention)
+
     # --- reconciliation ----------------------------------------------------------------------------------
+
+    async def _facts(self, enrolment_id: str) -> tuple[EnrolmentFacts, MeetingFacts | None]:
+        facts = await self._store.get_facts(enrolment_id) or EnrolmentFacts(enrolment_id)
+        meeting_id = facts.enrolled.meeting_id if facts.enrolled is not None else None
+        meeting = await self._store.get_meeting(meeting_id) if meeting_id else None
+        return facts, meeting
+
+    def _decide(
+        self, role: ExpertRole, facts: EnrolmentFacts, meeting: MeetingFacts | None, now: dt.datetime
+    ) -> _Decision:
+        wanted = desired(
+            role, facts, meeting, now=now, zone=self._options.zone, allowed_domains=self._options.allowed_domains
+        )
+        date = meeting_date_of(facts, meeting)
+        return _Decision(
+            wanted,
+            facts.enrolled.meeting_id if facts.enrolled is not None else None,
+            meeting_end(date, self._options.zone) if date is not None else None,
+        )
 
     async def reconcile(self, enrolment_id: str) -> None:
         """Makes each role's slot match what is wanted now (idempotent)."""
-        enrolment = await self._store.get_enrolment(enrolment_id)
-        requested = bool(enrolment is not None and enrolment.expertise_requested)
-        if not requested and not await self._store.has_slots(enrolment_id):
+        facts, meeting = await self._facts(enrolment_id)
+        if not facts.expertise_requested and not await self._store.has_slots(enrolment_id):
             return  # expertise never requested: nothing to say
-        meeting_id = enrolment.meeting_id if enrolment is not None and enrolment.patient is not None else None
-        meeting = await self._store.get_meeting(meeting_id) if meeting_id else None
+        now = self._clock()
         for role in ROLES:
-            wanted = desired(
-                role,
-                expertise_requested=requested,
-                meeting_id=meeting_id,
-                meeting=meeting,
-                allowed_domains=self._options.allowed_domains,
-                give_up_days_after_meeting=self._options.give_up_days_after_meeting,
-            )
-            saved = await self._update_slot(enrolment_id, role, _reconciler(wanted, meeting_id))
+            decision = self._decide(role, facts, meeting, now)
+
+            def change(slot: RoleSlot, record: SlotRecord | None, at: dt.datetime, d: _Decision = decision) -> RoleSlot:
+                return d.apply(slot, at, in_flight=record is not None and record.leased(at))
+
+            saved = await self._update_slot(enrolment_id, role, change)
             if saved is not None:
                 self._log_slot("expertise_reconciled", saved)
         self.wake.set()
@@ -172,7 +293,7 @@ class Notifier:
         self,
         enrolment_id: str,
         role: ExpertRole,
-        change: Callable[[RoleSlot, SlotRecord | None, dt.datetime], RoleSlot],
+        change: SlotChange,
         *,
         token: str | None = None,
         release_lease: bool = False,
@@ -201,6 +322,7 @@ class Notifier:
     async def _publish_view(self, record: SlotRecord) -> None:
         assert record.view is not None
         slot = record.slot
+        reason = record.view.reason
         outcome = ExpertiseNotification(
             event_id=uuid.uuid5(OUTCOME_NAMESPACE, f"{slot_id(slot.enrolment_id, slot.role)}:{record.version}"),
             occurred_at=record.view_at or self._clock(),
@@ -208,7 +330,8 @@ class Notifier:
             meeting_id=slot.meeting_id,
             role=slot.role,
             status=record.view.status,
-            reason=record.view.reason,
+            reason=reason.text if reason else None,
+            reason_code=reason.code if reason else None,
             version=record.version,
         )
         await self._publish(outcome)
@@ -218,6 +341,7 @@ class Notifier:
             enrolment_id=slot.enrolment_id,
             role=slot.role,
             status=outcome.status,
+            reason_code=outcome.reason_code,
             version=outcome.version,
             event_id=str(outcome.event_id),
         )
@@ -245,74 +369,111 @@ class Notifier:
 
     async def _send_claimed(self, claimed: SlotRecord, token: str) -> None:
         slot = claimed.slot
+        enrolment_id, role = slot.enrolment_id, slot.role
         item = slot.due(self._clock())
-        try:
-            if item is None:  # changed between the claim query and now: give the lease back
-                await self._update_slot(slot.enrolment_id, slot.role, _unchanged, token=token, release_lease=True)
-                return
-            email = item.email
-
-            def begin(current: RoleSlot, _record: SlotRecord | None, now: dt.datetime) -> RoleSlot:
-                if not current.is_due(email, now):  # skipped or superseded since the claim
-                    raise _NoLongerDueError
-                return current.begin_send(email)
-
-            await self._update_slot(slot.enrolment_id, slot.role, begin, token=token)
-        except _NoLongerDueError:
-            await self._update_slot(slot.enrolment_id, slot.role, _unchanged, token=token, release_lease=True)
+        if item is None:  # changed between the claim query and now: give the lease back
+            with contextlib.suppress(LostClaimError):
+                await self._update_slot(enrolment_id, role, _unchanged, token=token, release_lease=True)
             return
+        email = item.email
+        # First re-check: decide again from the facts as they are now; we hold the lease, so we close the
+        # notification ourselves if it is no longer wanted (in_flight=False).
+        facts, meeting = await self._facts(enrolment_id)
+        decision = self._decide(role, facts, meeting, self._clock())
+        go = False
+
+        def begin(current: RoleSlot, _record: SlotRecord | None, now: dt.datetime) -> RoleSlot:
+            nonlocal go
+            checked = decision.apply(current, now, in_flight=False)
+            go = checked.is_due(email, now)
+            return checked.begin_send(email) if go else checked
+
+        try:
+            await self._update_slot(enrolment_id, role, begin, token=token)
+            if not go:
+                await self._update_slot(enrolment_id, role, _unchanged, token=token, release_lease=True)
+                return
         except LostClaimError:
             return
+
+        async def still_wanted() -> bool:
+            """Second re-check, once connected to the relay and right before MAIL FROM."""
+            now_facts, now_meeting = await self._facts(enrolment_id)
+            wanted = self._decide(role, now_facts, now_meeting, self._clock()).wanted
+            return isinstance(wanted, Wanted) and wanted.allowed and wanted.expert.email.lower() == email
+
         started = time.perf_counter()
         failure: SendFailure | None = None
         message_id: str | None = None
+        sent = False
         try:
-            message = await self._message(slot, item)
+            message = self._message(slot, item, facts, meeting)
             message_id = str(message["Message-ID"])
-            await self._sender.send(message, sender=self._options.envelope_from, recipient=item.email)
+            sent = await self._sender.send(
+                message, sender=self._options.envelope_from, recipient=item.email, proceed=still_wanted
+            )
         except SmtpSendError as error:
             failure = error.failure
-        except _MissingFactsError as error:
-            failure = SendFailure("permanent", str(error))
+        except _MissingFactsError:
+            failure = SendFailure("permanent", "les informations de l'inscription ne sont plus disponibles")
         finally:
             SEND_SECONDS.observe(time.perf_counter() - started)
-        now_failure = failure
+        # Record the outcome, then close the notification if the facts changed meanwhile (a failed attempt of
+        # a withdrawn enrolment ends `cancelled`, not retried).
+        facts, meeting = await self._facts(enrolment_id)
+        after = self._decide(role, facts, meeting, self._clock())
+
+        def outcome_of(current: RoleSlot, now: dt.datetime) -> RoleSlot:
+            if sent:
+                return current.record_sent(email, now)
+            if failure is not None:
+                return current.record_failure(email, failure, now, self._options.retries)
+            return current.end_send()
 
         def record(current: RoleSlot, _record: SlotRecord | None, now: dt.datetime) -> RoleSlot:
-            if now_failure is None:
-                return current.record_sent(email, now)
-            return current.record_failure(email, now_failure, now, self._options.retries)
+            return after.apply(outcome_of(current, now), now, in_flight=False)
+
+        def record_without_claim(current: RoleSlot, stored: SlotRecord | None, now: dt.datetime) -> RoleSlot:
+            return after.apply(outcome_of(current, now), now, in_flight=stored is not None and stored.leased(now))
 
         try:
-            await self._update_slot(slot.enrolment_id, slot.role, record, token=token, release_lease=True)
+            await self._update_slot(enrolment_id, role, record, token=token, release_lease=True)
         except LostClaimError:
             # Our claim was taken over (the lease expired): record the outcome all the same, keep theirs.
-            await self._update_slot(slot.enrolment_id, slot.role, record)
-        outcome = "sent" if failure is None else ("failed" if failure.kind == "permanent" else failure.kind)
-        EMAILS.labels(outcome if outcome != "transient" else "retry").inc()
+            await self._update_slot(enrolment_id, role, record_without_claim)
+        if sent:
+            outcome = "sent"
+        elif failure is None:
+            outcome = "withheld"
+        else:
+            outcome = {"permanent": "failed", "transient": "retry", "configuration": "configuration"}[failure.kind]
+        EMAILS.labels(outcome).inc()
         fields = {
-            "enrolment_id": slot.enrolment_id,
-            "role": slot.role,
+            "enrolment_id": enrolment_id,
+            "role": role,
             "attempt": item.attempts + 1,
             "message_id": message_id,
             "seconds": round(time.perf_counter() - started, 3),
         }
-        if failure is None:
+        if sent:
             log.info("expertise_email_sent", **fields)
+        elif failure is None:
+            log.info("expertise_email_withheld", wanted=type(after.wanted).__name__, **fields)
         elif failure.kind == "configuration":
-            log.error("expertise_email_configuration_error", reason=failure.reason, **fields)
+            log.error("expertise_email_configuration_error", reason=failure.detail, **fields)
         else:
-            log.warning("expertise_email_not_sent", kind=failure.kind, reason=failure.reason, **fields)
+            log.warning("expertise_email_not_sent", kind=failure.kind, reason=failure.detail, **fields)
 
-    async def _message(self, slot: RoleSlot, item: Notification) -> EmailMessage:
-        enrolment = await self._store.get_enrolment(slot.enrolment_id)
-        if enrolment is None or enrolment.patient is None or enrolment.meeting_id is None:
-            raise _MissingFactsError("the enrolment's details are no longer available (retention passed): not sent")
-        meeting = await self._store.get_meeting(enrolment.meeting_id)
-        if meeting is None:
-            raise _MissingFactsError("the meeting's details are no longer available: not sent")
+    def _message(
+        self, slot: RoleSlot, item: Notification, facts: EnrolmentFacts, meeting: MeetingFacts | None
+    ) -> EmailMessage:
+        if facts.enrolled is None or meeting is None:
+            raise _MissingFactsError
         rendered = render(
-            item.name, enrolment.patient, MeetingText(meeting.title, meeting.date, meeting.centre), self._options.mail
+            item.name,
+            facts.enrolled.patient,
+            MeetingText(meeting.title, meeting.date, meeting.centre),
+            self._options.mail,
         )
         return build_message(
             notification_key=notification_key(slot.enrolment_id, slot.role, item.email),
@@ -341,15 +502,20 @@ class Notifier:
                 await asyncio.gather(*waiters, return_exceptions=True)
 
     async def maintain(self) -> tuple[int, int]:
-        """Publishes views left unpublished (Kafka was down) and purges expired enrolments."""
+        """Closes roles whose meeting day is over, publishes views left unpublished (Kafka was down) and
+        purges expired enrolments."""
         now = self._clock()
+        closed = 0
+        for enrolment_id in await self._store.closing(now):
+            await self.reconcile(enrolment_id)
+            closed += 1
         republished = 0
         for record in await self._store.unpublished(now - self._options.republish_after):
             await self._publish_view(record)
             republished += 1
         purged = await self._store.purge_enrolments(now)
-        if republished or purged:
-            log.info("maintenance", republished=republished, purged_enrolments=purged)
+        if republished or purged or closed:
+            log.info("maintenance", closed_enrolments=closed, republished=republished, purged_enrolments=purged)
         return republished, purged
 
     @staticmethod
@@ -369,21 +535,8 @@ class _MissingFactsError(Exception):
     pass
 
 
-class _NoLongerDueError(Exception):
-    pass
-
-
 class LostClaimError(Exception):
     """This worker's lease on a slot expired and another worker claimed it."""
-
-
-def _reconciler(
-    wanted: Desired, meeting_id: str | None
-) -> Callable[[RoleSlot, SlotRecord | None, dt.datetime], RoleSlot]:
-    def change(slot: RoleSlot, record: SlotRecord | None, now: dt.datetime) -> RoleSlot:
-        return slot.reconcile(wanted, meeting_id, now, in_flight=record is not None and record.leased(now))
-
-    return change
 
 
 def _unchanged(slot: RoleSlot, _record: SlotRecord | None, _now: dt.datetime) -> RoleSlot:

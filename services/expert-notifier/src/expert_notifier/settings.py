@@ -10,10 +10,11 @@ Relative paths are resolved from the working directory (the repository root for 
 
 from __future__ import annotations
 
+import zoneinfo
 from pathlib import Path
 
 from proxymage_shared.settings import ServiceSettings
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class SmtpEndpoint(BaseModel):
@@ -48,9 +49,11 @@ class Settings(ServiceSettings):
     # Right-hand side of Message-IDs; empty = the domain of `mail_from`.
     message_id_domain: str = ""
     # Transient failures (connection, timeout, 4xx) and TLS/certificate problems are retried on this
-    # schedule (the last delay repeats) until the end of the day after the meeting (`give_up_days_after_meeting`).
+    # schedule (the last delay repeats) until the end of the meeting day: an expertise request is never
+    # sent after the meeting (CONTRACT v1.1), it ends `not_sent` / `failed`.
     retry_delays_seconds: tuple[float, ...] = (15, 60, 300, 900, 1800)
-    give_up_days_after_meeting: int = Field(default=1, ge=0)
+    # The time zone of the meeting dates: the meeting day ends at midnight there (IANA name).
+    timezone: str = "Europe/Paris"
     # How often the sender looks for due notifications (it is also woken at once by new ones).
     send_poll_seconds: float = Field(default=2.0, gt=0)
     send_workers: int = Field(default=2, ge=1)
@@ -63,6 +66,15 @@ class Settings(ServiceSettings):
     # deleted this many days after the later of its reception and the meeting date.
     enrolment_retention_days: float = Field(default=30.0, gt=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        zoneinfo.ZoneInfo(value)  # raises on an unknown zone: refused at start-up, not at the first meeting
+        return value
+
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
 
     @model_validator(mode="after")
     def _lease_outlives_a_send(self) -> Settings:

@@ -15,7 +15,11 @@ here (after adit's split of DICOM errors):
 
 One message has one recipient (each expert's text is addressed to them), so a refused recipient is that
 notification's failure; if a relay returns a partial refusal without raising, the refused address is read
-from the per-recipient answers all the same.
+from the per-recipient answers all the same. Failure details are French (they are published as the detail
+of a reason) and quote the relay's replies, never the message.
+
+The caller may pass `proceed`: it is awaited once the TLS session is up and right before the mail
+transaction starts (MAIL FROM), so that a withdrawal recorded while connecting still stops the e-mail.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from typing import Final
 
@@ -38,7 +43,7 @@ CONFIGURATION_CODES: Final = frozenset({530, 538})  # "must issue STARTTLS first
 
 class SmtpSendError(Exception):
     def __init__(self, failure: SendFailure) -> None:
-        super().__init__(failure.reason)
+        super().__init__(failure.detail)
         self.failure = failure
 
 
@@ -60,10 +65,10 @@ def _ssl_cause(error: BaseException) -> ssl.SSLError | None:
 def _by_code(code: int, message: str, what: str) -> SendFailure:
     reply = _reply(code, message)
     if code in CONFIGURATION_CODES:
-        return SendFailure("configuration", f"the secure-mail relay requires TLS: {what} refused ({reply})")
+        return SendFailure("configuration", f"{what} : le relais exige TLS, {reply}")
     if 400 <= code < 500:
-        return SendFailure("transient", f"the secure-mail relay answered {reply} ({what})")
-    return SendFailure("permanent", f"the secure-mail relay refused the {what}: {reply}")
+        return SendFailure("transient", f"{what} : le relais a répondu {reply}")
+    return SendFailure("permanent", f"{what} : refus du relais, {reply}")
 
 
 def classify(error: BaseException) -> SendFailure:
@@ -74,31 +79,35 @@ def classify(error: BaseException) -> SendFailure:
     if tls is not None:
         detail = getattr(tls, "reason", None) or type(tls).__name__
         if isinstance(tls, ssl.SSLCertVerificationError):
-            detail = f"server certificate not trusted ({tls.verify_message})"
-        return SendFailure("configuration", f"TLS with the secure-mail relay failed: {detail}")
+            detail = f"certificat du relais non reconnu ({tls.verify_message})"
+        return SendFailure("configuration", f"échec TLS avec le relais de messagerie sécurisée : {detail}")
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         refusals = [(r.code, r.message) for r in error.recipients]
         code, message = refusals[0] if refusals else (550, "recipient refused")
-        return _by_code(code, message, "recipient")
+        return _by_code(code, message, "destinataire")
     if isinstance(error, aiosmtplib.SMTPSenderRefused):
-        return _by_code(error.code, error.message, "sender")
+        return _by_code(error.code, error.message, "expéditeur")
     if isinstance(error, aiosmtplib.SMTPDataError):
         return _by_code(error.code, error.message, "message")
     if isinstance(error, aiosmtplib.SMTPConnectResponseError):
-        return _by_code(error.code, error.message, "connection")
+        return _by_code(error.code, error.message, "connexion")
     if isinstance(error, aiosmtplib.SMTPResponseException):
-        return _by_code(error.code, error.message, "command")
+        return _by_code(error.code, error.message, "commande")
     if isinstance(error, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPConnectTimeoutError | TimeoutError):
-        return SendFailure("transient", "the secure-mail relay did not answer in time")
+        return SendFailure("transient", "le relais de messagerie sécurisée n'a pas répondu à temps")
     if isinstance(error, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected | ConnectionError):
-        return SendFailure("transient", f"the secure-mail relay is unreachable ({' '.join(str(error).split())})")
+        return SendFailure(
+            "transient", f"relais de messagerie sécurisée injoignable ({' '.join(str(error).split())[:MAX_REPLY]})"
+        )
     if isinstance(error, aiosmtplib.SMTPNotSupported) or (
         isinstance(error, aiosmtplib.SMTPException) and "STARTTLS" in str(error).upper()
     ):
-        return SendFailure("configuration", f"the secure-mail relay does not offer STARTTLS: not sent ({error})")
+        return SendFailure("configuration", "le relais de messagerie sécurisée ne propose pas STARTTLS : non envoyé")
     if isinstance(error, OSError):
-        return SendFailure("transient", f"network error talking to the secure-mail relay ({type(error).__name__})")
-    return SendFailure("transient", f"unexpected error while sending ({type(error).__name__})")
+        return SendFailure(
+            "transient", f"erreur réseau avec le relais de messagerie sécurisée ({type(error).__name__})"
+        )
+    return SendFailure("transient", f"erreur inattendue pendant l'envoi ({type(error).__name__})")
 
 
 def tls_context(endpoint: SmtpEndpoint) -> ssl.SSLContext:
@@ -123,7 +132,10 @@ class SmtpSender:
             context = tls_context(self._endpoint)
         except (OSError, ssl.SSLError) as error:
             raise SmtpSendError(
-                SendFailure("configuration", f"TLS certificate, key or CA file unusable ({type(error).__name__})")
+                SendFailure(
+                    "configuration",
+                    f"certificat TLS, clé ou autorité de certification inutilisable ({type(error).__name__})",
+                )
             ) from error
         return aiosmtplib.SMTP(
             hostname=self._endpoint.host,
@@ -135,26 +147,50 @@ class SmtpSender:
             local_hostname=self._endpoint.helo_name or socket.gethostname(),
         )
 
-    async def send(self, message: EmailMessage, *, sender: str, recipient: str) -> None:
-        """Sends `message` to `recipient` only; raises `SmtpSendError` (classified) unless the relay accepted it.
+    async def send(
+        self,
+        message: EmailMessage,
+        *,
+        sender: str,
+        recipient: str,
+        proceed: Callable[[], Awaitable[bool]] | None = None,
+    ) -> bool:
+        """Sends `message` to `recipient` only; True once the relay accepted it, False when `proceed` said no
+        (nothing was transmitted); raises `SmtpSendError` (classified) for any failure.
 
         Once DATA got its 250 the message is the relay's: nothing after that (QUIT failing, the deadline
-        passing) may turn it into a failure, or it would be sent again.
+        passing) may turn it into a failure, or it would be sent again. An error of `proceed` itself is not
+        the relay's: it propagates unclassified.
         """
         client = self._client()
         try:
             try:
                 async with asyncio.timeout(self._endpoint.message_timeout_seconds):
-                    await client.connect()
-                    refused, _ = await client.send_message(message, sender=sender, recipients=[recipient])
-            except Exception as error:
+                    try:
+                        await client.connect()
+                        # The first command after STARTTLS is where a TLS 1.3 relay reports a refused client
+                        # certificate: sent now, the failure is classified as TLS, not as a lost connection
+                        # after `proceed` took its time.
+                        await client.noop()
+                    except Exception as error:
+                        raise SmtpSendError(classify(error)) from error
+                    if proceed is not None and not await proceed():
+                        with contextlib.suppress(Exception):
+                            await client.quit()
+                        return False
+                    try:
+                        refused, _ = await client.send_message(message, sender=sender, recipients=[recipient])
+                    except Exception as error:
+                        raise SmtpSendError(classify(error)) from error
+            except TimeoutError as error:
                 raise SmtpSendError(classify(error)) from error
             if refused:
                 code, text = next(iter(refused.values()))
-                raise SmtpSendError(_by_code(code, text, "recipient"))
+                raise SmtpSendError(_by_code(code, text, "destinataire"))
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._endpoint.command_timeout_seconds):
                     await client.quit()
+            return True
         finally:
             client.close()
 

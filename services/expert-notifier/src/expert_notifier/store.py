@@ -1,43 +1,59 @@
 """The expert-notifier's state in its own MongoDB database (`proxymage_notifier` by default).
 
 - `meetings`: one document per meeting, the latest `dcc.meeting-experts` by `occurred_at`.
-- `enrolments`: one document per enrolment with two independently versioned parts: what the e-mail needs
-  of the enrolment (civility, display name, requesting doctor, meeting id; no birth date) and whether the
-  current selection requests expertise. Deleted after a retention (`purge_at`; FerretDB has no TTL index,
-  so a periodic delete does it, which works on MongoDB too).
+- `enrolments`: one document per enrolment, the `domain.EnrolmentFacts` (what the e-mail needs of the
+  enrolled event: civility, display name, requesting doctor, meeting, consent, no birth date; the latest
+  withdrawal; the latest identity outcome; the current selection; the latest status of each study). Deleted
+  after a retention (`purge_at`; FerretDB has no TTL index, so a periodic delete does it, which works on
+  MongoDB too).
 - `slots`: one document per (enrolment, role): the `RoleSlot` aggregate (every notification of that role,
   unique by address), plus the lease of the instance sending it and the published view (`version`,
   `dirty` until published: an outbox).
 
-Every write is a single-document insert or conditional update: "newer event wins" parts compare
-`occurred_at`; slots are replaced only if their revision `rev` is the one read (optimistic concurrency), so
-two instances (or the consumer and the sender of one instance) never overwrite each other's decisions.
+Every write is a single-document insert or conditional update: meetings compare `occurred_at`; enrolments
+and slots are replaced only if their revision `rev` is the one read (optimistic concurrency), so the
+consumers of the five topics and the sender of one or several instances never overwrite each other's
+facts or decisions. The "newer wins" rules themselves are the pure `EnrolmentFacts.with_*`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from proxymage_shared.events import ExpertRole, MeetingExperts, NotificationStatus
+from proxymage_shared.errors import TransientError
+from proxymage_shared.events import ExpertRole, IdentityStatus, MeetingExperts, NotificationStatus, RetrievalStatus
 from proxymage_shared.mongo import Document
+from proxymage_shared.reasons import Reason
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from expert_notifier.domain import ExpertContact, MeetingFacts, Notification, RoleSlot, SlotMode, View
+from expert_notifier.domain import (
+    Enrolled,
+    EnrolmentFacts,
+    ExpertContact,
+    IdentityFact,
+    MeetingFacts,
+    Notification,
+    RoleSlot,
+    Selection,
+    SlotMode,
+    Stamp,
+    StudyFact,
+    View,
+    ms,
+)
 from expert_notifier.message import PatientFacts
 
 # FerretDB reports a unique-key violation of an update/upsert as OperationFailure code 1; MongoDB as 11000.
 _DUPLICATE_CODES = frozenset({1, 11000, 11001})
-
-
-def utc_ms(value: dt.datetime) -> dt.datetime:
-    """MongoDB keeps milliseconds: compare what it can store."""
-    value = value.astimezone(dt.UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+_WRITE_ATTEMPTS = 10
+# Slot modes of documents written before CONTRACT v1.1.
+_LEGACY_MODES = {"withdrawn": "not_requested"}
 
 
 def slot_id(enrolment_id: str, role: ExpertRole) -> str:
@@ -50,12 +66,8 @@ def notification_key(enrolment_id: str, role: ExpertRole, email: str) -> str:
     return f"{enrolment_id}|{role}|{email.lower()}"
 
 
-@dataclass(frozen=True, slots=True)
-class EnrolmentRecord:
-    enrolment_id: str
-    meeting_id: str | None
-    patient: PatientFacts | None
-    expertise_requested: bool | None
+class StoreConflictError(TransientError):
+    """A document kept changing under us; the handler is retried (a transient failure)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +88,126 @@ class SlotRecord:
         return self.lease_until is not None and self.lease_until > now
 
 
+# --- (de)serialisation -------------------------------------------------------------------------------------
+
+
+def _reason_doc(reason: Reason | None) -> Document | None:
+    return None if reason is None else {"code": reason.code, "text": reason.text}
+
+
+def _reason(value: Any) -> Reason | None:
+    # Documents written before reason codes hold a bare English string: no code to show, so no reason.
+    if not isinstance(value, dict):
+        return None
+    return Reason(str(value["code"]), str(value["text"]))
+
+
+def _stamp_doc(stamp: Stamp | None) -> Document | None:
+    return None if stamp is None else {"at": stamp.at, "event_id": stamp.event_id}
+
+
+def _stamp(value: Any) -> Stamp | None:
+    return None if not value else Stamp(ms(value["at"]), str(value["event_id"]))
+
+
+def _facts_doc(facts: EnrolmentFacts) -> Document:
+    enrolled = facts.enrolled
+    identity = facts.identity
+    selection = facts.selection
+    return {
+        "enrolled": None
+        if enrolled is None
+        else {
+            "stamp": _stamp_doc(enrolled.stamp),
+            "meeting_id": enrolled.meeting_id,
+            "meeting_date": enrolled.meeting_date.isoformat(),
+            "consent": enrolled.consent,
+            "patient": {
+                "civility": enrolled.patient.civility,
+                "display_name": enrolled.patient.display_name,
+                "requested_by": enrolled.patient.requested_by,
+            },
+        },
+        # Top-level copy for the meeting's enrolments query (indexed).
+        "meeting_id": enrolled.meeting_id if enrolled is not None else None,
+        "consent_given": _stamp_doc(facts.consent_given),
+        "withdrawal": _stamp_doc(facts.withdrawal),
+        "identity": None
+        if identity is None
+        else {
+            "source_at": identity.source_at,
+            "at": identity.at,
+            "event_id": identity.event_id,
+            "status": identity.status,
+            "source_event_id": identity.source_event_id,
+        },
+        "selection": None
+        if selection is None
+        else {
+            "stamp": _stamp_doc(selection.stamp),
+            "expertise_requested": selection.expertise_requested,
+            "study_instance_uids": list(selection.study_instance_uids),
+        },
+        "studies": [{"uid": s.uid, "version": s.version, "status": s.status} for s in facts.studies],
+    }
+
+
+def _facts(doc: Document) -> EnrolmentFacts:
+    enrolled_doc = doc.get("enrolled")
+    enrolled: Enrolled | None = None
+    stamp = _stamp(enrolled_doc.get("stamp")) if isinstance(enrolled_doc, dict) else None
+    if isinstance(enrolled_doc, dict) and stamp is not None:
+        patient = enrolled_doc["patient"]
+        enrolled = Enrolled(
+            stamp=stamp,
+            meeting_id=enrolled_doc["meeting_id"],
+            meeting_date=dt.date.fromisoformat(enrolled_doc["meeting_date"]),
+            consent=bool(enrolled_doc["consent"]),
+            patient=PatientFacts(patient.get("civility"), patient["display_name"], patient["requested_by"]),
+        )
+    identity_doc = doc.get("identity")
+    identity = (
+        IdentityFact(
+            source_at=ms(identity_doc["source_at"]),
+            at=ms(identity_doc["at"]),
+            event_id=str(identity_doc["event_id"]),
+            status=cast(IdentityStatus, identity_doc["status"]),
+            source_event_id=str(identity_doc["source_event_id"]),
+        )
+        if isinstance(identity_doc, dict)
+        else None
+    )
+    selection_doc = doc.get("selection")
+    selection_stamp = _stamp(selection_doc.get("stamp")) if isinstance(selection_doc, dict) else None
+    selection = (
+        Selection(
+            stamp=selection_stamp,
+            expertise_requested=bool(selection_doc["expertise_requested"]),
+            study_instance_uids=tuple(selection_doc.get("study_instance_uids", [])),
+        )
+        if isinstance(selection_doc, dict) and selection_stamp is not None
+        else None
+    )
+    return EnrolmentFacts(
+        enrolment_id=str(doc["_id"]),
+        enrolled=enrolled,
+        consent_given=_stamp(doc.get("consent_given")),
+        withdrawal=_stamp(doc.get("withdrawal")),
+        identity=identity,
+        selection=selection,
+        studies=tuple(
+            StudyFact(str(s["uid"]), int(s["version"]), cast(RetrievalStatus, s["status"]))
+            for s in doc.get("studies") or []
+        ),
+    )
+
+
 def _notification_doc(item: Notification) -> Document:
     return {
         "email": item.email,
         "name": item.name,
         "status": item.status,
-        "reason": item.reason,
+        "reason": _reason_doc(item.reason),
         "attempts": item.attempts,
         "next_attempt_at": item.next_attempt_at,
         "deadline": item.deadline,
@@ -95,7 +221,7 @@ def _notification(doc: Document) -> Notification:
         email=doc["email"],
         name=doc["name"],
         status=cast(NotificationStatus, doc["status"]),
-        reason=doc.get("reason"),
+        reason=_reason(doc.get("reason")),
         attempts=int(doc.get("attempts", 0)),
         next_attempt_at=doc.get("next_attempt_at"),
         deadline=doc.get("deadline"),
@@ -106,21 +232,23 @@ def _notification(doc: Document) -> Notification:
 
 def _slot_record(doc: Document) -> SlotRecord:
     view = doc.get("view")
+    mode = doc.get("mode", "waiting")
     slot = RoleSlot(
         enrolment_id=doc["enrolment_id"],
         role=cast(ExpertRole, doc["role"]),
         meeting_id=doc.get("meeting_id"),
-        mode=cast(SlotMode, doc.get("mode", "waiting")),
-        mode_reason=doc.get("mode_reason"),
+        mode=cast(SlotMode, _LEGACY_MODES.get(mode, mode)),
+        mode_reason=_reason(doc.get("mode_reason")),
         current=doc.get("current"),
         notifications=tuple(_notification(item) for item in doc.get("notifications", [])),
         sending=doc.get("sending"),
+        closes_at=doc.get("meeting_end"),
     )
     return SlotRecord(
         slot=slot,
         rev=int(doc.get("rev", 0)),
         version=int(doc.get("version", 0)),
-        view=View(view["status"], view.get("reason")) if view else None,
+        view=View(view["status"], _reason(view.get("reason"))) if view else None,
         view_at=doc.get("view_at"),
         published_meeting_id=doc.get("published_meeting_id"),
         lease_until=doc.get("lease_until"),
@@ -137,15 +265,18 @@ def _slot_doc(record: SlotRecord) -> Document:
         "role": slot.role,
         "meeting_id": slot.meeting_id,
         "mode": slot.mode,
-        "mode_reason": slot.mode_reason,
+        "mode_reason": _reason_doc(slot.mode_reason),
         "current": slot.current,
         "sending": slot.sending,
         "notifications": [_notification_doc(item) for item in slot.notifications],
         # Indexed copy of the aggregate's earliest due retry, for the sender's claim query.
         "next_due_at": slot.next_due_at(),
+        "meeting_end": slot.closes_at,
+        # Indexed: when an open role must be closed (`not_sent`) even if no event comes.
+        "closes_at": slot.closes_at if slot.is_open() else None,
         "rev": record.rev,
         "version": record.version,
-        "view": {"status": record.view.status, "reason": record.view.reason} if record.view else None,
+        "view": {"status": record.view.status, "reason": _reason_doc(record.view.reason)} if record.view else None,
         "view_at": record.view_at,
         "published_meeting_id": record.published_meeting_id,
         "lease_until": record.lease_until,
@@ -169,54 +300,45 @@ class NotifierStore:
         await self._enrolments.create_index([("purge_at", ASCENDING)])
         await self._slots.create_index([("enrolment_id", ASCENDING)])
         await self._slots.create_index([("next_due_at", ASCENDING)])
+        await self._slots.create_index([("closes_at", ASCENDING)])
         await self._slots.create_index([("dirty", ASCENDING)])
         await self._slots.create_index([("lease_token", ASCENDING)])
 
-    # --- newer event wins, per document part --------------------------------------------------------------
-
-    async def _accept_newer(
-        self, collection: AsyncCollection[Document], key: str, part: str, occurred_at: dt.datetime, fields: Document
-    ) -> bool:
-        """Writes `fields` if `occurred_at` is newer than the part's stamp; False for a replay or an older event."""
-        stamp_field = f"{part}_at"
-        occurred_at = utc_ms(occurred_at)
-        update = {**fields, stamp_field: occurred_at}
-        for _ in range(5):  # a concurrent writer may change the document between our read and write
-            current = await collection.find_one({"_id": key}, {stamp_field: 1})
-            if current is None:
-                try:
-                    await collection.insert_one({"_id": key, **update})
-                except DuplicateKeyError:
-                    continue
-                return True
-            stamp = current.get(stamp_field)
-            if stamp is not None and utc_ms(stamp) >= occurred_at:
-                return False
-            result = await collection.update_one({"_id": key, stamp_field: stamp}, {"$set": update})
-            if result.matched_count:
-                return True
-        return False
+    # --- meetings: newer event wins ------------------------------------------------------------------------
 
     async def accept_meeting(self, event: MeetingExperts) -> bool:
+        """Writes the meeting if the event is newer than the stored one; False for a replay or an older event."""
+
         def expert(value: Any) -> Document | None:
             return None if value is None else {"name": value.name, "email": value.email}
 
-        return await self._accept_newer(
-            self._meetings,
-            event.meeting_id,
-            "event",
-            event.occurred_at,
-            {
-                "event_id": str(event.event_id),
-                "title": event.title,
-                "date": event.date.isoformat(),
-                "centre": event.centre,
-                "experts": {
-                    "radiologist": expert(event.on_call_radiologist),
-                    "nuclear_physician": expert(event.on_call_nuclear_physician),
-                },
+        occurred_at = ms(event.occurred_at)
+        update: Document = {
+            "event_id": str(event.event_id),
+            "title": event.title,
+            "date": event.date.isoformat(),
+            "centre": event.centre,
+            "experts": {
+                "radiologist": expert(event.on_call_radiologist),
+                "nuclear_physician": expert(event.on_call_nuclear_physician),
             },
-        )
+            "event_at": occurred_at,
+        }
+        for _ in range(_WRITE_ATTEMPTS):  # a concurrent writer may change the document between our read and write
+            current = await self._meetings.find_one({"_id": event.meeting_id}, {"event_at": 1})
+            if current is None:
+                try:
+                    await self._meetings.insert_one({"_id": event.meeting_id, **update})
+                except DuplicateKeyError:
+                    continue
+                return True
+            stamp = current.get("event_at")
+            if stamp is not None and ms(stamp) >= occurred_at:
+                return False
+            result = await self._meetings.update_one({"_id": event.meeting_id, "event_at": stamp}, {"$set": update})
+            if result.matched_count:
+                return True
+        raise StoreConflictError(f"meeting {event.meeting_id} kept changing; try again")
 
     async def get_meeting(self, meeting_id: str) -> MeetingFacts | None:
         doc = await self._meetings.find_one({"_id": meeting_id})
@@ -234,53 +356,43 @@ class NotifierStore:
             experts=experts,
         )
 
-    async def accept_enrolment(
-        self,
-        enrolment_id: str,
-        occurred_at: dt.datetime,
-        *,
-        meeting_id: str,
-        patient: PatientFacts,
-        purge_at: dt.datetime,
-    ) -> bool:
-        return await self._accept_newer(
-            self._enrolments,
-            enrolment_id,
-            "enrolment",
-            occurred_at,
-            {
-                "meeting_id": meeting_id,
-                "patient": {
-                    "civility": patient.civility,
-                    "display_name": patient.display_name,
-                    "requested_by": patient.requested_by,
-                },
-                "purge_at": purge_at,
-            },
-        )
+    # --- enrolments: the facts, changed by the pure newer-wins rules ---------------------------------------
 
-    async def accept_selection(
-        self, enrolment_id: str, occurred_at: dt.datetime, *, expertise_requested: bool, purge_at: dt.datetime
+    async def change_facts(
+        self, enrolment_id: str, change: Callable[[EnrolmentFacts], EnrolmentFacts], *, purge_at: dt.datetime
     ) -> bool:
-        fields: Document = {"expertise_requested": expertise_requested}
-        accepted = await self._accept_newer(self._enrolments, enrolment_id, "selection", occurred_at, fields)
-        # A selection before its enrolment must not live forever: purge it like an enrolment would be.
-        await self._enrolments.update_one({"_id": enrolment_id, "purge_at": None}, {"$set": {"purge_at": purge_at}})
-        return accepted
+        """Applies `change` to the enrolment's facts (read, change, conditional write); False if it changed
+        nothing (a replay or an older event). `purge_at` only ever moves the deletion later."""
+        for _ in range(_WRITE_ATTEMPTS):
+            doc = await self._enrolments.find_one({"_id": enrolment_id})
+            before = _facts(doc) if doc is not None else EnrolmentFacts(enrolment_id)
+            after = change(before)
+            if doc is not None and after == before:
+                return False
+            purge = ms(purge_at)
+            if doc is not None and doc.get("purge_at") is not None:
+                purge = max(purge, ms(doc["purge_at"]))
+            rev = int(doc.get("rev", 0)) if doc is not None else 0
+            new_doc = {"_id": enrolment_id, **_facts_doc(after), "purge_at": purge, "rev": rev + 1}
+            if doc is None:
+                try:
+                    await self._enrolments.insert_one(new_doc)
+                except DuplicateKeyError:
+                    continue
+                return True
+            try:
+                result = await self._enrolments.replace_one({"_id": enrolment_id, "rev": doc.get("rev")}, new_doc)
+            except OperationFailure as error:
+                if _is_duplicate(error):
+                    continue
+                raise
+            if result.matched_count == 1:
+                return True
+        raise StoreConflictError(f"enrolment {enrolment_id} kept changing; try again")
 
-    async def get_enrolment(self, enrolment_id: str) -> EnrolmentRecord | None:
+    async def get_facts(self, enrolment_id: str) -> EnrolmentFacts | None:
         doc = await self._enrolments.find_one({"_id": enrolment_id})
-        if doc is None:
-            return None
-        patient = doc.get("patient")
-        return EnrolmentRecord(
-            enrolment_id=enrolment_id,
-            meeting_id=doc.get("meeting_id"),
-            patient=PatientFacts(patient.get("civility"), patient["display_name"], patient["requested_by"])
-            if patient
-            else None,
-            expertise_requested=doc.get("expertise_requested"),
-        )
+        return None if doc is None else _facts(doc)
 
     async def enrolments_of_meeting(self, meeting_id: str) -> list[str]:
         cursor = self._enrolments.find({"meeting_id": meeting_id}, {"_id": 1})
@@ -299,6 +411,11 @@ class NotifierStore:
     async def has_slots(self, enrolment_id: str) -> bool:
         return await self._slots.count_documents({"enrolment_id": enrolment_id}, limit=1) > 0
 
+    async def closing(self, now: dt.datetime, limit: int = 100) -> list[str]:
+        """Enrolments with a role still open (waiting, pending) whose meeting day is over."""
+        cursor = self._slots.find({"closes_at": {"$lte": now}}, {"enrolment_id": 1}).limit(limit)
+        return list(dict.fromkeys([str(doc["enrolment_id"]) async for doc in cursor]))
+
     async def save_slot(
         self, before: SlotRecord | None, slot: RoleSlot, now: dt.datetime, *, release_lease: bool = False
     ) -> SlotRecord | None:
@@ -316,7 +433,7 @@ class NotifierStore:
             rev=base.rev + 1,
             version=base.version + 1 if changed else base.version,
             view=view,
-            view_at=utc_ms(now) if changed else base.view_at,
+            view_at=ms(now) if changed else base.view_at,
             published_meeting_id=slot.meeting_id,
             dirty=True if changed else base.dirty,
             lease_until=None if release_lease else base.lease_until,
@@ -344,17 +461,10 @@ class NotifierStore:
                 "next_due_at": {"$lte": now},
                 "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
             },
-            {"$set": {"lease_until": utc_ms(now + lease), "lease_token": token}, "$inc": {"rev": 1}},
+            {"$set": {"lease_until": ms(now + lease), "lease_token": token}, "$inc": {"rev": 1}},
             return_document=ReturnDocument.AFTER,
         )
         return None if doc is None else _slot_record(doc)
-
-    async def release(self, record: SlotRecord) -> bool:
-        result = await self._slots.update_one(
-            {"_id": slot_id(record.slot.enrolment_id, record.slot.role), "rev": record.rev},
-            {"$set": {"lease_until": None, "lease_token": None}, "$inc": {"rev": 1}},
-        )
-        return result.matched_count == 1
 
     async def release_token(self, token: str) -> None:
         """Gives back the claim made with `token`, whatever the slot's revision (used when stopping)."""

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -27,6 +27,7 @@ from fastapi.security import APIKeyCookie, HTTPBearer
 from proxymage_shared import topics
 from proxymage_shared.events import (
     BusinessId,
+    EnrolmentWithdrawn,
     Event,
     ImagingRefresh,
     MeetingExperts,
@@ -55,6 +56,7 @@ from gateway.api_models import (
     MeetingExpertsBody,
     RcpOut,
     SelectionBody,
+    WithdrawalBody,
 )
 from gateway.audit import Auditor
 from gateway.auth import COOKIE_NAME, Principal, TokenVerifier, bearer_token
@@ -467,6 +469,42 @@ def _router(context: ApiContext) -> APIRouter:
             enrolment_id=enrolment.enrolment_id,
             meeting_id=enrolment.meeting_id,
             rcp_id=enrolment.rcp_id,
+        )
+
+    @router.delete(
+        "/enrolments/{enrolment_id}",
+        status_code=202,
+        response_model=Accepted,
+        responses=_COMMAND_ERRORS,
+        summary="Publishes `dcc.enrolment-withdrawn.v1`: takes the patient off the meeting (CONTRACT v1.1)",
+        description=(
+            "Every selected study goes to `removed` (reason `enrolment_withdrawn`), no PACS is queried any more, "
+            "expertise e-mails not yet sent are cancelled; `identity.status` becomes `withdrawn`. A later "
+            "`POST /api/v1/enrolments` for the same id re-opens it. Published even for an enrolment the read "
+            "model does not know yet (events of one enrolment may arrive in any order). The optional reason "
+            '(free text, at most 500 characters) comes in a JSON body `{"reason": "…"}` or in the '
+            "`reason` query parameter; the body's wins when both are given."
+        ),
+        tags=["commands"],
+    )
+    async def delete_enrolment(
+        who: Commander,
+        enrolment_id: EnrolmentId,
+        reason: Annotated[
+            str | None, Query(max_length=500, description="Why the patient is taken off the meeting (optional).")
+        ] = None,
+        withdrawal: Annotated[WithdrawalBody | None, Body(description="Optional: the reason, as JSON.")] = None,
+    ) -> Accepted:
+        given = withdrawal.reason if withdrawal is not None and withdrawal.reason is not None else reason
+        fields = {"enrolment_id": enrolment_id, "reason": (given or "").strip() or None}
+        return await publish(
+            who,
+            "withdraw",
+            topics.ENROLMENT_WITHDRAWN,
+            enrolment_id,
+            EnrolmentWithdrawn,
+            fields,
+            enrolment_id=enrolment_id,
         )
 
     @router.put(

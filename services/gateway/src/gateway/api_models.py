@@ -140,6 +140,14 @@ class SelectionBody(_Body):
     expertise_requested: StrictBool
 
 
+class WithdrawalBody(_Body):
+    """`DELETE /api/v1/enrolments/{id}` (optional body) -> `dcc.enrolment-withdrawn.v1`."""
+
+    reason: Annotated[str, Field(max_length=500)] | None = Field(
+        default=None, description="Why the patient is taken off the meeting (free text, optional)."
+    )
+
+
 class Accepted(BaseModel):
     """A command was published: the event's id (the DCC may use it to correlate)."""
 
@@ -148,17 +156,32 @@ class Accepted(BaseModel):
 
 # --- Answers ------------------------------------------------------------------------------------------------
 
-IdentityView: TypeAlias = Literal["pending", "matched", "unmatched", "no_consent", "error"]
+IdentityView: TypeAlias = Literal["pending", "matched", "unmatched", "no_consent", "withdrawn", "error"]
 RetrievalView: TypeAlias = Literal[
     "not_requested", "queued", "retrieving", "not_yet_available", "available", "failed", "removed"
 ]
+
+_REASON_CODE = "Extension: the stable code of `reason` (null when the event carried none)."
+_REASON_TEXT = "Extension: the French text of `reason`, for people (what the console shows)."
+
+
+def _reason_code() -> Any:
+    return Field(default=None, description=_REASON_CODE)
+
+
+def _reason_text() -> Any:
+    return Field(default=None, description=_REASON_TEXT)
 
 
 class Identity(BaseModel):
     status: IdentityView
     pacs_patients: int = Field(ge=0, description="How many PACS patients are linked.")
     near_misses: list[NearMiss]
-    reason: str | None = Field(default=None, description="Extension: why, in words (e.g. no consent).")
+    reason: str | None = Field(
+        default=None, description='Extension: why, as "<code>: <texte>" (e.g. no consent, withdrawn).'
+    )
+    reason_code: str | None = _reason_code()
+    reason_text: str | None = _reason_text()
 
 
 class Retrieval(BaseModel):
@@ -166,8 +189,10 @@ class Retrieval(BaseModel):
     progress: Progress | None
     attempts: int = Field(ge=0)
     next_attempt_at: AwareDatetime | None
-    reason: str | None
+    reason: str | None = Field(description='Why not (yet) available: "<code>: <texte>", or the text as published.')
     viewer_url: str | None = Field(description="Set only when `available`.")
+    reason_code: str | None = _reason_code()
+    reason_text: str | None = _reason_text()
 
 
 class Study(BaseModel):
@@ -186,7 +211,11 @@ class Notification(BaseModel):
     role: ExpertRole | None
     status: NotificationStatus
     at: AwareDatetime
-    reason: str | None = Field(default=None, description="Extension: why it failed or was refused.")
+    reason: str | None = Field(
+        default=None, description='Extension: why it waits, failed, was refused or cancelled ("<code>: <texte>").'
+    )
+    reason_code: str | None = _reason_code()
+    reason_text: str | None = _reason_text()
 
 
 class Expertise(BaseModel):
@@ -215,8 +244,17 @@ class Catalogue(BaseModel):
 
     status: Literal["pending", "listed", "error"]
     reason: str | None
+    reason_code: str | None = _reason_code()
+    reason_text: str | None = _reason_text()
     at: AwareDatetime | None
     studies: int = Field(ge=0, description="Studies catalogued for the linked patients, before filters.")
+
+
+class Withdrawal(BaseModel):
+    """Extension: the DCC withdrew the enrolment (`dcc.enrolment-withdrawn.v1`) and has not re-opened it."""
+
+    at: AwareDatetime = Field(description="When the DCC withdrew it (the event's `occurred_at`).")
+    reason: str | None = Field(description="The DCC's free text, if any.")
 
 
 class Enrolment(BaseModel):
@@ -233,6 +271,7 @@ class Enrolment(BaseModel):
     requested_by: str | None = None
     meeting: MeetingRef | None = None
     catalogue: Catalogue | None = None
+    withdrawal: Withdrawal | None = None
 
 
 class StudyStates(BaseModel):

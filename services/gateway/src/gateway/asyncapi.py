@@ -24,6 +24,7 @@ CONSUMED_TOPICS: tuple[str, ...] = (
     topics.PATIENT_ENROLLED,
     topics.STUDIES_SELECTED,
     topics.STUDY_REMOVED,
+    topics.ENROLMENT_WITHDRAWN,  # CONTRACT v1.1: the enrolment's lifecycle (`identity.status` withdrawn)
     *topics.OUTCOME_TOPICS,
 )
 # What its REST commands publish: every inbound topic.

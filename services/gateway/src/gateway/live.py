@@ -61,6 +61,10 @@ def enrolment_message(patch: Patch, document: dict[str, Any], links: ViewerLinks
             consent=enrolment.get("consent"),
             identity=views.identity_view(document).model_dump(mode="json"),
         )
+    if patch.kind in ("enrolment", "withdrawal"):
+        withdrawal = views.withdrawal_view(document)
+        data["withdrawal"] = withdrawal.model_dump(mode="json") if withdrawal is not None else None
+        data["identity"] = views.identity_view(document).model_dump(mode="json")
     return data
 
 

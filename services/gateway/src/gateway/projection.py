@@ -5,7 +5,8 @@ with an `order` key, and applies only if the stored part's `order` is lower. Ord
 
 | part                                                        | order key                          |
 |-------------------------------------------------------------|------------------------------------|
-| enrolment, identity, catalogue, selection, removals.<study> | `occurred_at`, then `event_id`     |
+| enrolment, withdrawal, identity, catalogue, selection,      | `occurred_at`, then `event_id`     |
+| removals.<study>                                            |                                    |
 | meeting details, RCP settings                               | `occurred_at`, then `event_id`     |
 | retrieval.<study>, notifications.<role>                     | the job's `version`, then the same |
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from proxymage_shared.events import (
+    EnrolmentWithdrawn,
     Event,
     ExpertiseNotification,
     IdentityResolved,
@@ -69,8 +71,13 @@ def _utc_text(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def order_key(occurred_at: dt.datetime, event_id: object) -> str:
+    """The order key of the event `event_id` that occurred at `occurred_at` (see the table above)."""
+    return f"{_utc_text(occurred_at)}|{event_id}"
+
+
 def event_order(event: Event) -> str:
-    return f"{_utc_text(event.occurred_at)}|{event.event_id}"
+    return order_key(event.occurred_at, event.event_id)
 
 
 def versioned_order(version: int, event: Event) -> str:
@@ -103,6 +110,19 @@ def patches(event: Event) -> list[Patch]:
                 },
                 "meeting",
             ),
+        ]
+    if isinstance(event, EnrolmentWithdrawn):
+        # Its own part, beside `enrolment`: the views compare the two order keys (the newer one decides
+        # whether the enrolment is withdrawn or re-opened), so neither event erases the other's facts.
+        return [
+            Patch(
+                ENROLMENTS,
+                event.enrolment_id,
+                "withdrawal",
+                event_order(event),
+                {"reason": event.reason, **_stamp(event)},
+                "withdrawal",
+            )
         ]
     if isinstance(event, IdentityResolved):
         value = event.model_dump(mode="json", exclude={"event_id", "occurred_at", "enrolment_id"})

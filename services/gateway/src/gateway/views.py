@@ -1,8 +1,18 @@
 """From read-model documents to the REST answers (pure; the documents come from `gateway.projection`).
 
 Rules beyond CONTRACT.md's wording:
-- `identity.status` is `pending` until the outcome of the enrolment's *current* enrolled event arrives
-  (a corrected identity makes the previous outcome obsolete).
+- The enrolment's lifecycle is decided by its two DCC parts, `enrolment` and `withdrawal`: the newer one
+  (order key: `occurred_at`, then `event_id`) wins. A withdrawal newer than the enrolled event makes
+  `identity.status` `withdrawn` at once, without waiting for the identity-matcher; a newer enrolled event
+  re-opens the enrolment (`pending` until its own outcome).
+- `identity.status` is `pending` until the outcome of the enrolment's *current* DCC event arrives (a
+  corrected identity makes the previous outcome obsolete). An outcome `withdrawn` answering a withdrawal the
+  gateway has not consumed yet (its `source_occurred_at` is newer than the enrolled event) is current too.
+- While withdrawn, a selected study the fetcher has not yet reported `removed` or `failed` shows `removed`
+  (or `failed`, when selected after the withdrawal) with reason `enrolment_withdrawn`, and never a viewer
+  link: the board stops seeing the images the moment the DCC withdraws the patient, not when the purge ends.
+- Reasons: `"<code>: <texte>"` when the event carried a code, plus `reason_code` / `reason_text`
+  (`gateway.reasons`).
 - catalogued studies are listed only for a current `matched` identity, and only those of the PACS patients
   it links: after a correction, another person's studies never show.
 - `selected`: in the latest selection and not removed after it. A selected study with no job state yet is
@@ -20,6 +30,7 @@ from typing import Any
 from proxymage_shared.events import ImagingFilters, NearMiss, Progress
 
 from gateway import filters as flt
+from gateway import reasons
 from gateway.api_models import (
     Catalogue,
     Enrolment,
@@ -34,10 +45,12 @@ from gateway.api_models import (
     PatientOut,
     RcpOut,
     Retrieval,
+    RetrievalView,
     Study,
     StudyStates,
+    Withdrawal,
 )
-from gateway.projection import get_path, study_key
+from gateway.projection import ORDER, get_path, order_key, study_key
 from gateway.viewer import ViewerLinks
 
 Document = dict[str, Any]
@@ -62,6 +75,16 @@ def _date(value: Any) -> dt.date | None:
         return None
 
 
+def _datetime(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def rcp_filters(rcp: Document | None) -> ImagingFilters | None:
     settings = get_path(rcp, "settings")
     if settings is None:
@@ -69,17 +92,94 @@ def rcp_filters(rcp: Document | None) -> ImagingFilters | None:
     return ImagingFilters.model_validate(settings["imaging"], strict=False)
 
 
+def _order(part: Document | None) -> str:
+    return str((part or {}).get(ORDER, ""))
+
+
+def withdrawal_in_force(document: Document) -> Document | None:
+    """The `withdrawal` part when it is newer than the enrolled event (the enrolment is withdrawn), else None."""
+    withdrawal = get_path(document, "withdrawal")
+    if withdrawal is None:
+        return None
+    enrolment = get_path(document, "enrolment")
+    if enrolment is not None and _order(enrolment) > _order(withdrawal):
+        return None  # re-opened by a newer enrolled event
+    return withdrawal
+
+
+def _source_order(identity: Document) -> str | None:
+    """The order key of the DCC event an outcome answers, when the outcome says when that event occurred."""
+    moment = _datetime(identity.get("source_occurred_at"))
+    source = identity.get("source_event_id")
+    return order_key(moment, source) if moment is not None and source else None
+
+
+def _answers_current_event(identity: Document, enrolment: Document | None) -> bool:
+    if enrolment is None or identity.get("source_event_id") == enrolment.get("event_id"):
+        return True
+    if identity.get("status") != "withdrawn":
+        return False
+    # A withdrawal the gateway has not consumed yet, newer than the enrolled event it knows.
+    source = _source_order(identity)
+    return source is not None and source > _order(enrolment)
+
+
+def withdrawn_since(document: Document) -> str | None:
+    """The order key of the withdrawal in force (seen by the gateway, or only through the identity-matcher's
+    current `withdrawn` outcome), or None when the enrolment is not withdrawn."""
+    withdrawal = withdrawal_in_force(document)
+    if withdrawal is not None:
+        return _order(withdrawal)
+    identity = get_path(document, "identity")
+    if (
+        identity is not None
+        and identity.get("status") == "withdrawn"
+        and _answers_current_event(identity, get_path(document, "enrolment"))
+    ):
+        return _source_order(identity) or _order(identity)
+    return None
+
+
+def _reason_fields(told: reasons.ToldReason) -> dict[str, str | None]:
+    return {"reason": told.rest, "reason_code": told.code, "reason_text": told.text}
+
+
+def _withdrawn_identity(identity: Document | None, withdrawal: Document) -> Identity:
+    answered = (
+        identity is not None
+        and identity.get("status") == "withdrawn"
+        and identity.get("source_event_id") == withdrawal.get("event_id")
+    )
+    told = reasons.told(identity) if answered else reasons.NO_REASON
+    if told.rest is None:
+        told = reasons.of("enrolment_withdrawn")
+    return Identity(status="withdrawn", pacs_patients=0, near_misses=[], **_reason_fields(told))
+
+
 def identity_view(document: Document) -> Identity:
     identity = get_path(document, "identity")
-    enrolment = get_path(document, "enrolment")
-    if identity is None or (enrolment is not None and identity.get("source_event_id") != enrolment.get("event_id")):
+    withdrawal = withdrawal_in_force(document)
+    if withdrawal is not None:
+        return _withdrawn_identity(identity, withdrawal)
+    if identity is None or not _answers_current_event(identity, get_path(document, "enrolment")):
         return Identity(status="pending", pacs_patients=0, near_misses=[], reason=None)
+    if identity.get("status") == "withdrawn":
+        return Identity(status="withdrawn", pacs_patients=0, near_misses=[], **_reason_fields(reasons.told(identity)))
     return Identity(
         status=identity["status"],
         pacs_patients=len(identity.get("pacs_patients") or ()),
         near_misses=[NearMiss.model_validate(item, strict=False) for item in identity.get("near_misses") or ()],
-        reason=identity.get("reason"),
+        **_reason_fields(reasons.told(identity)),
     )
+
+
+def withdrawal_view(document: Document) -> Withdrawal | None:
+    withdrawal = withdrawal_in_force(document)
+    moment = _datetime((withdrawal or {}).get("occurred_at"))
+    if withdrawal is None or moment is None:
+        return None
+    reason = withdrawal.get("reason")
+    return Withdrawal(at=moment, reason=reason if isinstance(reason, str) and reason else None)
 
 
 def _linked_rows(document: Document) -> list[CataloguedRow]:
@@ -125,6 +225,12 @@ def _removed_after_selection(document: Document, uid: str) -> bool:
     return removal is not None and (selection is None or str(removal["order"]) > str(selection.get("order", "")))
 
 
+def _plain(status: RetrievalView, told: reasons.ToldReason = reasons.NO_REASON) -> Retrieval:
+    return Retrieval(
+        status=status, progress=None, attempts=0, next_attempt_at=None, viewer_url=None, **_reason_fields(told)
+    )
+
+
 def retrieval_view(
     document: Document, uid: str, *, selected: bool, patient_id: str | None, links: ViewerLinks
 ) -> Retrieval:
@@ -136,20 +242,20 @@ def retrieval_view(
             and job.get("status") == "removed"
             and str(job.get("occurred_at", "")) < str(selection.get("occurred_at", ""))
         )
+        since = withdrawn_since(document)
+        confirmed = job is not None and not requested_again and job.get("status") in ("removed", "failed")
+        if since is not None and not confirmed:
+            # Withdrawn: shown gone at once (the fetcher's own `removed`/`failed` follows).
+            gone: RetrievalView = "failed" if _order(selection) > since else "removed"
+            return _plain(gone, reasons.of("enrolment_withdrawn"))
         if job is None or requested_again:
-            return Retrieval(
-                status="queued", progress=None, attempts=0, next_attempt_at=None, reason=None, viewer_url=None
-            )
+            return _plain("queued")
     elif job is not None and job.get("status") == "removed":
         pass  # the fetcher confirmed the removal: show its state
     elif _removed_after_selection(document, uid):
-        return Retrieval(
-            status="removed", progress=None, attempts=0, next_attempt_at=None, reason=None, viewer_url=None
-        )
+        return _plain("removed")
     else:
-        return Retrieval(
-            status="not_requested", progress=None, attempts=0, next_attempt_at=None, reason=None, viewer_url=None
-        )
+        return _plain("not_requested")
     assert job is not None
     status = job["status"]
     progress = job.get("progress")
@@ -158,8 +264,8 @@ def retrieval_view(
         progress=Progress.model_validate(progress, strict=False) if progress else None,
         attempts=int(job.get("attempts") or 0),
         next_attempt_at=job.get("next_attempt_at"),
-        reason=job.get("reason"),
         viewer_url=links.url(uid, patient_id) if status == "available" else None,
+        **_reason_fields(reasons.told(job)),
     )
 
 
@@ -192,7 +298,9 @@ def expertise_view(document: Document) -> Expertise:
     selection = get_path(document, "selection") or {}
     notifications = get_path(document, "notifications") or {}
     items = [
-        Notification(role=item.get("role"), status=item["status"], at=item["occurred_at"], reason=item.get("reason"))
+        Notification(
+            role=item.get("role"), status=item["status"], at=item["occurred_at"], **_reason_fields(reasons.told(item))
+        )
         for _, item in sorted(notifications.items())
         if isinstance(item, dict)
     ]
@@ -210,9 +318,9 @@ def catalogue_view(document: Document) -> Catalogue:
         return Catalogue(status="pending", reason=None, at=None, studies=0)
     return Catalogue(
         status=catalogue["status"],
-        reason=catalogue.get("reason"),
         at=catalogue.get("occurred_at"),
         studies=len(_linked_rows(document)),
+        **_reason_fields(reasons.told(catalogue)),
     )
 
 
@@ -255,6 +363,7 @@ def enrolment_view(
         if enrolment
         else None,
         catalogue=catalogue_view(document),
+        withdrawal=withdrawal_view(document),
     )
 
 

@@ -50,12 +50,16 @@ EXPERT_ROLE_LABELS: Final[dict[str, str]] = {
     "nuclear_physician": "Médecin nucléaire d'astreinte",
 }
 
+# Every status of the shared NotificationStatus (checked by the tests): the e-mail's state, in words.
 NOTIFICATION_STATUS_LABELS: Final[dict[str, str]] = {
     "pending": "en cours d'envoi",
+    "waiting": "En attente",
     "sent": "envoyée",
     "failed": "échec de l'envoi",
     "refused": "refusée (adresse hors messagerie sécurisée)",
     "skipped": "non envoyée (pas d'expert désigné)",
+    "not_sent": "Non envoyé",
+    "cancelled": "Annulé",
 }
 
 # CONTRACT.md `retrieval.status` -> what the meeting's Imaging tab says (user guide §7.1).
@@ -80,6 +84,7 @@ IDENTITY_STATUS_LABELS: Final[dict[str, str]] = {
     "matched": "Patient identifié",
     "unmatched": "Patient non trouvé",
     "no_consent": "Pas de consentement",
+    "withdrawn": "Inscription annulée",
     "error": "Recherche du patient impossible pour le moment",
 }
 IDENTITY_STATUS_DETAILS: Final[dict[str, str]] = {
@@ -89,7 +94,26 @@ IDENTITY_STATUS_DETAILS: Final[dict[str, str]] = {
         "nom d'usage, prénom, date de naissance, sexe). Vérifier l'identité saisie dans le DCC."
     ),
     "no_consent": "Le consentement du patient n'a pas été recueilli : aucune imagerie n'est recherchée.",
+    "withdrawn": (
+        "Le patient a été retiré de la réunion : aucune imagerie n'est plus recherchée et les examens "
+        "récupérés sont retirés de la visionneuse."
+    ),
     "error": "MIRC n'a pas pu être interrogé ; la recherche sera relancée. Utiliser « Rafraîchir » plus tard.",
+}
+
+# Why the gateway refused an input (pydantic's error `type`), for the page's alert: never its English text.
+ERROR_LABELS: Final[dict[str, str]] = {
+    "missing": "champ obligatoire",
+    "string_too_long": "texte trop long",
+    "string_too_short": "champ vide",
+    "string_pattern_mismatch": "format non admis",
+    "literal_error": "valeur non admise",
+    "date_from_datetime_parsing": "date invalide",
+    "date_parsing": "date invalide",
+    "value_error": "valeur invalide",
+    "json_invalid": "requête illisible",
+    "bool_type": "case à cocher attendue",
+    "fallback": "valeur invalide",
 }
 
 TRAIT_LABELS: Final[dict[str, str]] = {
@@ -179,6 +203,7 @@ def script_labels() -> dict[str, object]:
         "identity_detail": IDENTITY_STATUS_DETAILS,
         "roles": EXPERT_ROLE_LABELS,
         "notifications": NOTIFICATION_STATUS_LABELS,
+        "errors": ERROR_LABELS,
         "hints": {
             f"{trait}/{kind}": near_miss_hint(trait, kind) for trait in NEAR_MISS_TRAITS for kind in NEAR_MISS_KINDS
         },

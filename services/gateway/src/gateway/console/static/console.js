@@ -14,7 +14,7 @@
   // Event names of the gateway's SSE streams (one per kind of change); any of them means "reload".
   const SSE_EVENTS = [
     'message', 'enrolment', 'meeting', 'identity', 'catalogue', 'selection', 'removal', 'study-status',
-    'expertise', 'experts', 'rcp-settings', 'resync', 'update', 'change',
+    'expertise', 'experts', 'rcp-settings', 'withdrawal', 'resync', 'update', 'change',
   ];
 
   // ---------------------------------------------------------------------------------------------------
@@ -129,19 +129,23 @@
     location.assign('/console/login?expired=1&next=' + encodeURIComponent(next));
   }
 
+  // The gateway's messages are in English (for programs): the page says in French what went wrong, naming
+  // the refused fields (their path) and why (pydantic's error type), never the English text.
   function describeError(status, data) {
-    let detail = data && (data.message || data.detail || data.error);
+    const detail = data && data.detail;
+    let fields = '';
     if (Array.isArray(detail)) {
-      detail = detail.map(function (item) {
+      fields = detail.map(function (item) {
         const where = Array.isArray(item.loc) ? item.loc.slice(1).join('.') : '';
-        return (where ? where + ' : ' : '') + (item.msg || '');
+        const why = LABELS.errors[item.type] || LABELS.errors.fallback;
+        return (where ? where + ' : ' : '') + why;
       }).join(' ; ');
     }
-    detail = typeof detail === 'string' ? detail : '';
     if (status === 403) return 'Votre jeton ne permet pas cette action (accès en lecture seule).';
     if (status === 404) return 'Introuvable : cet identifiant est inconnu de Proxymage.';
-    if (status === 422 || status === 400) return 'Saisie refusée : ' + (detail || 'vérifiez les champs.');
-    return 'La passerelle Proxymage a répondu une erreur (' + status + ')' + (detail ? ' : ' + detail : '.');
+    if (status === 422 || status === 400) return 'Saisie refusée : ' + (fields || 'vérifiez les champs.');
+    if (status === 503) return 'La passerelle Proxymage est momentanément indisponible : réessayez dans un instant.';
+    return 'La passerelle Proxymage a répondu une erreur (' + status + ').';
   }
 
   async function api(method, url, payload) {
@@ -293,7 +297,13 @@
   // ---------------------------------------------------------------------------------------------------
   // Identity outcome (§2): matched, no consent, or not found with what to check in the DCC
 
-  function renderIdentity(box, identity, note, catalogue) {
+  // The French text of a reason from the API (`reason_text`; `reason` only from an older gateway).
+  function reasonText(item) {
+    if (!item) return '';
+    return item.reason_text || item.reason || '';
+  }
+
+  function renderIdentity(box, identity, note, catalogue, withdrawal) {
     const status = identity && identity.status ? identity.status : 'pending';
     box.className = 'identity identity-' + status;
     box.replaceChildren();
@@ -304,13 +314,17 @@
     append(box, h('p', { class: 'identity-title' }, h('strong', { text: title })));
     const detail = note || LABELS.identity_detail[status];
     if (detail) append(box, h('p', { text: detail }));
-    if (identity && identity.reason && status === 'error') append(box, h('p', { class: 'reason', text: identity.reason }));
+    if (status === 'error' && reasonText(identity)) append(box, h('p', { class: 'reason', text: reasonText(identity) }));
+    if (status === 'withdrawn' && withdrawal) {
+      append(box, h('p', { text: 'Annulée le ' + frDateTime(withdrawal.at) + '.' }));
+      if (withdrawal.reason) append(box, h('p', { class: 'reason', text: 'Motif : ' + withdrawal.reason }));
+    }
     if (status === 'matched' && catalogue && catalogue.status === 'pending') {
       append(box, h('p', { text: 'Recherche des examens du patient dans MIRC en cours…' }));
     }
     if (status === 'matched' && catalogue && catalogue.status === 'error') {
       append(box, h('p', { class: 'reason', text: 'La liste des examens n\'a pas pu être obtenue de MIRC'
-        + (catalogue.reason ? ' : ' + catalogue.reason : '.') + ' Utiliser « Rafraîchir » plus tard.' }));
+        + (reasonText(catalogue) ? ' : ' + reasonText(catalogue) : '') + '. Utiliser « Rafraîchir » plus tard.' }));
     }
     const misses = identity && Array.isArray(identity.near_misses) ? identity.near_misses : [];
     if (status === 'unmatched' && misses.length) {
@@ -325,7 +339,9 @@
 
   function stateText(study) {
     if (!study.selected) return '';
-    return LABELS.retrieval[retrievalOf(study).status] || retrievalOf(study).status;
+    const retrieval = retrievalOf(study);
+    const label = LABELS.retrieval[retrieval.status] || retrieval.status;
+    return reasonText(retrieval) ? label + ' (' + reasonText(retrieval) + ')' : label;
   }
 
   // ---------------------------------------------------------------------------------------------------
@@ -372,7 +388,7 @@
 
     function render() {
       const data = tab.data;
-      renderIdentity(byId('identity'), data.identity, null, data.catalogue);
+      renderIdentity(byId('identity'), data.identity, null, data.catalogue, data.withdrawal);
       if (tab.picked === null) tab.picked = new Set(selectedOnServer());
       if (!tab.expertiseTouched) expertise.checked = Boolean(data.expertise && data.expertise.requested);
       byId('filters-summary').textContent = tab.overrides === 'all'
@@ -395,7 +411,8 @@
         box.checked = tab.picked.has(uid);
         rows.append(h('tr', { 'data-uid': uid, class: study.selected ? 'selected' : null },
           h('td', null, box),
-          h('td', { text: study.description || '' }),
+          // A selected study no longer in the shown catalogue (e.g. withdrawn) is named by its UID.
+          h('td', { text: study.description || (study.selected ? 'Examen ' + uid : '') }),
           h('td', { text: study.pacs || '' }),
           h('td', { text: when }),
           h('td', { text: (study.modalities || []).join('/') }),
@@ -636,6 +653,22 @@
 
     consent.addEventListener('change', consentChanged);
 
+    // Ticking consent already published the enrolment: leaving through "Annuler" must withdraw it, or the
+    // patient would stay on the meeting (issue 9). Nothing published yet: a plain link.
+    byId('link-cancel').addEventListener('click', async function (event) {
+      if (posted === null) return;
+      event.preventDefault();
+      const id = value('enrolment_id');
+      if (!window.confirm('L\'inscription ' + id + ' a déjà été transmise à Proxymage. L\'annuler '
+        + '(le patient est retiré de la réunion) ?')) return;
+      try {
+        await api('DELETE', API + path('enrolments', id));
+        location.assign('/console/');
+      } catch (error) {
+        reportError(error);
+      }
+    });
+
     byId('btn-refresh').addEventListener('click', async function () {
       if (!form.reportValidity()) return;
       try {
@@ -673,11 +706,57 @@
     });
   };
 
+  // The enrolment page (§5, §6 and CONTRACT v1.1): identity and consent, correctable (re-publishes the
+  // enrolled event with the same id, the other fields kept), the Imaging tab, and "Annuler l'inscription"
+  // (DELETE, after a confirmation dialog).
   pages.enrolment = function () {
     const form = byId('selection-form');
     const enrolmentId = BODY.dataset.enrolmentId;
     const tab = selectionTab(enrolmentId);
+    const identityForm = byId('identity-form');
+    const fields = byId('identity-fields');
+    const consent = byId('patient-consent');
+    const dialog = byId('withdraw-dialog');
+    let current = null; // the enrolment as last read (null until the gateway knows its enrolled event)
+    let edited = false; // the user changed the identity form: reloads no longer overwrite it
+
+    function value(id) { return byId(id).value.trim(); }
+
+    function fillIdentity(data) {
+      const patient = data.patient;
+      byId('patient-birth_name').value = patient.birth_name || '';
+      byId('patient-used_name').value = patient.used_name || '';
+      byId('patient-first_name').value = patient.first_name || '';
+      byId('patient-birth_date').value = patient.birth_date || '';
+      byId('patient-sex').value = patient.sex || '';
+      consent.checked = data.consent === true;
+    }
+
+    // What POST /api/v1/enrolments needs besides the identity: kept from the enrolment as the gateway knows it.
+    function republishable(data) {
+      const meeting = data.meeting || {};
+      return Boolean(data.patient && data.meeting_id && data.rcp_id && meeting.title && meeting.date
+        && meeting.centre && data.requested_by);
+    }
+
+    function showIdentity(data) {
+      const withdrawn = data.identity && data.identity.status === 'withdrawn';
+      const usable = republishable(data);
+      current = usable ? data : null;
+      fields.disabled = !usable;
+      byId('btn-identity').disabled = !usable;
+      let hint = 'Identité transmise par le DCC. La corriger ici la transmet à nouveau : le patient est recherché '
+        + 'à nouveau dans MIRC et les examens d\'un autre patient sont retirés.';
+      if (!usable) hint = 'L\'identité de ce patient n\'est pas (encore) connue de Proxymage : elle ne peut pas être corrigée ici.';
+      else if (withdrawn) hint = 'Inscription annulée. Pour rouvrir l\'inscription, enregistrer à nouveau l\'identité du patient.';
+      byId('identity-form-hint').textContent = hint;
+      if (usable && !edited) fillIdentity(data);
+      byId('btn-withdraw').hidden = withdrawn;
+      byId('btn-validate').disabled = withdrawn;
+    }
+
     tab.onLoaded = function (data) {
+      showIdentity(data);
       if (!data.meeting_id) return;
       byId('link-meeting').href = '/console/meetings/' + encodeURIComponent(data.meeting_id)
         + '/patients/' + encodeURIComponent(enrolmentId);
@@ -686,6 +765,73 @@
         + (meeting.title || 'Réunion ' + data.meeting_id) + (meeting.date ? ' du ' + frDate(meeting.date) : '');
     };
     tab.listen(enrolmentId);
+
+    identityForm.addEventListener('input', function () { edited = true; });
+    identityForm.addEventListener('change', function () { edited = true; });
+    identityForm.addEventListener('submit', async function (event) {
+      event.preventDefault();
+      if (!current || !identityForm.reportValidity()) return;
+      const meeting = current.meeting;
+      const payload = {
+        enrolment_id: enrolmentId,
+        meeting_id: current.meeting_id,
+        rcp_id: current.rcp_id,
+        meeting_title: meeting.title,
+        meeting_date: meeting.date,
+        centre: meeting.centre,
+        patient: {
+          birth_name: value('patient-birth_name'),
+          used_name: value('patient-used_name') || null,
+          first_name: value('patient-first_name'),
+          birth_date: byId('patient-birth_date').value,
+          sex: byId('patient-sex').value,
+        },
+        consent: consent.checked,
+        requested_by: { name: current.requested_by },
+      };
+      if (current.consent === true && !payload.consent && !window.confirm('Sans consentement, aucune imagerie '
+        + 'n\'est recherchée et les examens déjà récupérés sont retirés de la visionneuse. Enregistrer ?')) return;
+      const status = byId('identity-status');
+      status.textContent = 'Enregistrement de l\'identité…';
+      status.className = 'status';
+      try {
+        await api('POST', API + '/enrolments', payload);
+        edited = false;
+        status.textContent = payload.consent
+          ? 'Identité enregistrée : le patient est recherché à nouveau dans MIRC.'
+          : 'Identité enregistrée, sans consentement : aucune imagerie n\'est recherchée.';
+        status.className = 'status status-ok';
+        showAlert('');
+      } catch (error) {
+        status.textContent = '';
+        reportError(error);
+      }
+    });
+
+    byId('btn-withdraw').addEventListener('click', function () {
+      byId('withdraw-reason').value = '';
+      dialog.showModal();
+    });
+    byId('withdraw-back').addEventListener('click', function () { dialog.close(); });
+    byId('withdraw-confirm').addEventListener('click', async function (event) {
+      const button = event.currentTarget;
+      const reason = byId('withdraw-reason').value.trim();
+      button.disabled = true;
+      try {
+        await api('DELETE', API + path('enrolments', enrolmentId), reason ? { reason: reason } : undefined);
+        dialog.close();
+        byId('identity-status').textContent = '';
+        setStatus('Annulation de l\'inscription transmise : le patient est retiré de la réunion.', 'ok');
+        showAlert('');
+        tab.reload();
+      } catch (error) {
+        dialog.close();
+        reportError(error);
+      } finally {
+        button.disabled = false;
+      }
+    });
+
     byId('btn-refresh').addEventListener('click', async function () {
       try {
         await api('POST', API + path('enrolments', enrolmentId, 'refresh'));
@@ -726,7 +872,8 @@
     const identity = entry.identity_status || (entry.identity && entry.identity.status);
     if (identity) parts.push(LABELS.identity[identity] || identity);
     const states = entry.studies && typeof entry.studies === 'object' ? entry.studies : null;
-    if (states && states.selected) {
+    // Withdrawn: its studies are being removed, a count of available ones would mislead.
+    if (states && states.selected && identity !== 'withdrawn') {
       const available = (states.by_status && states.by_status.available) || 0;
       parts.push(available + '/' + plural(states.selected, 'examen disponible', 'examens disponibles'));
     }
@@ -765,7 +912,7 @@
       if (LABELS.retrieval_detail[status] && !planned) {
         append(state, h('p', { class: 'hint', text: LABELS.retrieval_detail[status] }));
       }
-      if (retrieval.reason) append(state, h('p', { class: 'reason', text: retrieval.reason }));
+      if (reasonText(retrieval)) append(state, h('p', { class: 'reason', text: reasonText(retrieval) }));
       const progress = retrieval.progress;
       if (status === 'retrieving' && progress && progress.total > 0) {
         const done = Math.min(progress.done, progress.total);
@@ -851,12 +998,13 @@
         }
         throw error;
       }
-      renderIdentity(byId('identity'), data.identity, null, data.catalogue);
+      renderIdentity(byId('identity'), data.identity, null, data.catalogue, data.withdrawal);
       byId('patient-name').textContent = data.patient ? patientName(data) : '';
       const expertise = data.expertise || {};
       const notes = (expertise.notifications || []).map(function (note) {
         return (LABELS.roles[note.role] || 'Expert') + ' : ' + (LABELS.notifications[note.status] || note.status)
-          + (note.at ? ' le ' + frDateTime(note.at) : '');
+          + (note.at ? ' le ' + frDateTime(note.at) : '')
+          + (note.status !== 'sent' && reasonText(note) ? ' (' + reasonText(note) + ')' : '');
       });
       byId('expertise-summary').textContent = expertise.requested
         ? 'Demande d\'expertise' + (notes.length ? ' — ' + notes.join(' ; ') : ' en cours d\'envoi.')
@@ -886,7 +1034,8 @@
         }
         loaded.append(card);
       });
-      byId('loaded-empty').hidden = shown.length > 0;
+      const withdrawn = data.identity && data.identity.status === 'withdrawn';
+      byId('loaded-empty').hidden = shown.length > 0 || withdrawn;
       showAlert('');
     });
 
