@@ -146,10 +146,13 @@ async def test_withdrawal_removes_purges_empties_the_catalogue_and_stops_queryin
     assert viewer_instances(stack_env, uids[1]) is None
 
     # The second enrolment withdrawn too: now nobody needs the shared study.
+    listed = len([c for c in harness.catalogues if c.enrolment_id == "enr-wd-same-patient"])
     await harness.identity("enr-wd-same-patient", [], status="no_consent")
     removed = await harness.wait_status("enr-wd-same-patient", uids[0], "removed")
     assert removed.reason_code == "consent_withdrawn"
     await wait_purged(stack_env, uids[0])
+    emptied = await harness.catalogue("enr-wd-same-patient", count=listed + 1)  # the handler's last step
+    assert emptied.studies == ()
 
 
 async def test_a_selection_older_than_the_withdrawal_never_moves_anything(
@@ -196,12 +199,15 @@ async def test_corrected_identity_removes_only_the_unlinked_patients_studies(
     await harness.select("enr-fix", uids)
     for uid in uids:
         await harness.wait_status("enr-fix", uid, "available")
+    listed = len([c for c in harness.catalogues if c.enrolment_id == "enr-fix"])
     await harness.identity("enr-fix", [FETCH_OWNER])  # corrected: only the first PACS patient is the patient
     removed = await harness.wait_status("enr-fix", uids[1], "removed")
     assert removed.reason_code == "identity_changed"
     await wait_purged(stack_env, uids[1])
     assert harness.latest("enr-fix", uids[0]).status == "available"  # type: ignore[union-attr]
     assert viewer_instances(stack_env, uids[0]) == len(own.instances)
+    relisted = await harness.catalogue("enr-fix", count=listed + 1)  # the corrected identity's catalogue
+    assert uids[1] not in {row.study_instance_uid for row in relisted.studies}
 
 
 async def test_consent_withdrawn_during_a_move_leaves_nothing_in_the_viewer_store(
@@ -215,9 +221,11 @@ async def test_consent_withdrawn_during_a_move_leaves_nothing_in_the_viewer_stor
     uid = study.study_instance_uid
     await harness.select("enr-cancel", [uid])
     await harness.wait_status("enr-cancel", uid, "retrieving")
+    listed = len([c for c in harness.catalogues if c.enrolment_id == "enr-cancel"])
     await harness.identity("enr-cancel", [], status="no_consent")
     removed = await harness.wait_status("enr-cancel", uid, "removed")
     assert removed.reason_code == "consent_withdrawn"
     await wait_purged(stack_env, uid)
     assert harness.latest("enr-cancel", uid).status == "removed"  # type: ignore[union-attr]
     assert not [s for s in harness.of("enr-cancel", uid) if s.status == "available" and s.version > removed.version]
+    assert (await harness.catalogue("enr-cancel", count=listed + 1)).studies == ()
