@@ -51,14 +51,10 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
     owner = instance_id or uuid.uuid4().hex
     lease = dt.timedelta(seconds=settings.lease_seconds)
     pacs = DicomPacs(mirc, viewer, settings.destination())
-    purge = (
-        OrthancRest(
-            settings.viewer_rest_url,
-            settings.viewer_rest_username,
-            settings.viewer_rest_password.get_secret_value() if settings.viewer_rest_password else None,
-        )
-        if settings.viewer_rest_url
-        else None
+    purge = OrthancRest(
+        settings.viewer_rest(),
+        settings.viewer_rest_username,
+        settings.viewer_rest_password.get_secret_value() if settings.viewer_rest_password else None,
     )
     status_topic = settings.topic(topics.STUDY_STATUS)
     catalogue_topic = settings.topic(topics.IMAGING_CATALOGUED)
@@ -103,7 +99,6 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
             deadline_after_meeting=settings.deadline_after_meeting,
             timezone=settings.timezone(),
             purge_removed=settings.purge_removed_from_viewer,
-            lease=lease,
         ),
         wake=retriever.wake.set,
     )
@@ -133,8 +128,7 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
     async def close_clients() -> None:
         mirc.close()
         viewer.close()
-        if purge is not None:
-            await purge.close()
+        await purge.close()
 
     service.on_start.append(ensure_indexes)
     service.on_stop.append(close_clients)

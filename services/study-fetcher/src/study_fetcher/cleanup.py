@@ -34,7 +34,7 @@ class ViewerCleaner:
         *,
         jobs: JobStore,
         transfers: TransferStore,
-        purge: ViewerPurge | None,
+        purge: ViewerPurge,
         owner: str,
         lease: dt.timedelta,
         clock: Callable[[], dt.datetime],
@@ -48,17 +48,11 @@ class ViewerCleaner:
 
     async def request(self, study_instance_uid: str) -> None:
         """Owes a purge of the study and tries it at once."""
-        if self._purge is None:
-            # Settings refuse this combination (purge needs the viewer store's REST URL); defensive only.
-            log.error("purge_impossible", study_uid=study_instance_uid, reason="viewer_rest_url not configured")
-            return
         await self._transfers.request_purge(study_instance_uid, self._clock())
         await self.settle(study_instance_uid)
 
     async def settle(self, study_instance_uid: str) -> None:
         """Runs an owed purge if the study is free and unused; leaves it owed otherwise."""
-        if self._purge is None:
-            return
         transfer = await self._transfers.claim(study_instance_uid, self._owner, self._clock(), self._lease)
         if transfer is None:
             PURGES.labels("busy").inc()

@@ -239,7 +239,7 @@ class Catalogue:
         handled = 0
         while (enrolment := await self._enrolments.claim_due_catalogue(self._clock(), self._options.lease)) is not None:
             handled += 1
-            if enrolment.identity_status != "matched" or not enrolment.pacs_patients:
+            if enrolment.lifecycle.status != "matched" or not enrolment.pacs_patients:
                 # Not (any more) matched: no PACS query for it (e.g. consent withdrawn meanwhile).
                 await self._enrolments.catalogue_outcome(
                     enrolment.enrolment_id, failed_attempts=0, due_at=None, now=self._clock()
@@ -260,7 +260,6 @@ class RetrievalOptions:
     deadline_after_meeting: dt.timedelta = dt.timedelta(days=1)
     timezone: dt.tzinfo = dt.UTC
     purge_removed: bool = False
-    lease: dt.timedelta = dt.timedelta(minutes=1)
 
 
 class Handlers:
@@ -301,9 +300,9 @@ class Handlers:
     # --- lifecycle and catalogue -------------------------------------------------------------------------
 
     async def on_identity_resolved(self, event: IdentityResolved, delivery: Delivery) -> None:
-        enrolment = await self._enrolments.get(event.enrolment_id)
         status: LifecycleStatus
         if event.status == "error":
+            enrolment = await self._enrolments.get(event.enrolment_id)
             if enrolment is not None and enrolment.identity_source_id == str(event.source_event_id):
                 log.info("identity_error_ignored", enrolment_id=event.enrolment_id, event_id=str(event.event_id))
                 return  # the same identity could not be re-checked (refresh): what we know still holds
@@ -369,9 +368,7 @@ class Handlers:
 
     async def settle_held(self, enrolment_id: str) -> None:
         """The enrolment's catalogue is listed: held jobs are admitted or denied now."""
-        enrolment = await self._enrolments.get(enrolment_id)
-        if enrolment is not None:
-            await self._apply_lifecycle(enrolment_id, ms(self._clock()))
+        await self._apply_lifecycle(enrolment_id, ms(self._clock()))
 
     async def on_refresh(self, event: ImagingRefresh, delivery: Delivery) -> None:
         acceptance = await self._enrolments.accept_refresh(
@@ -386,7 +383,7 @@ class Handlers:
         if acceptance in (Acceptance.DUPLICATE, Acceptance.STALE):
             return
         enrolment = await self._enrolments.get(event.enrolment_id)
-        if enrolment is None or enrolment.identity_status != "matched" or not enrolment.pacs_patients:
+        if enrolment is None or enrolment.lifecycle.status != "matched" or not enrolment.pacs_patients:
             # Unknown, pending, unmatched, no consent or withdrawn: no PACS is queried for it.
             await self._enrolments.refresh_done(event.enrolment_id, str(event.event_id))
             return

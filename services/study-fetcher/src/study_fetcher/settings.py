@@ -6,7 +6,7 @@ import datetime as dt
 import zoneinfo
 
 from proxymage_shared.retry import BackoffSchedule
-from proxymage_shared.settings import DicomPeer, ServiceSettings
+from proxymage_shared.settings import DicomPeer, ServiceSettings, TimeZoneName
 from pydantic import Field, SecretStr, model_validator
 
 __all__ = ["DicomPeer", "Settings"]
@@ -34,7 +34,7 @@ class Settings(ServiceSettings):
     retry_jitter: float = Field(default=0.2, ge=0, lt=1)
     # Deadline = midnight starting the meeting day (in `deadline_timezone`) + this (default: end of that day).
     deadline_after_meeting: dt.timedelta = dt.timedelta(days=1)
-    deadline_timezone: str = "Europe/Paris"
+    deadline_timezone: TimeZoneName = "Europe/Paris"
     # A claimed job (and the study transfer it runs) is owned this long, renewed while the work goes on;
     # the job of an instance that died is taken over once it expires.
     lease_seconds: float = Field(default=60.0, gt=0)
@@ -61,7 +61,6 @@ class Settings(ServiceSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         BackoffSchedule(self.retry_delays_seconds, self.retry_jitter)  # raises on an invalid schedule
-        zoneinfo.ZoneInfo(self.deadline_timezone)  # raises on an unknown zone
         if not self.viewer_rest_url:
             raise ValueError(
                 "viewer_rest_url is required: the studies of a withdrawn enrolment (or after consent is withdrawn)"
@@ -74,6 +73,12 @@ class Settings(ServiceSettings):
 
     def timezone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.deadline_timezone)
+
+    def viewer_rest(self) -> str:
+        """The viewer store's REST URL (the validator makes sure it is set)."""
+        if not self.viewer_rest_url:  # pragma: no cover - refused by _check
+            raise ValueError("viewer_rest_url is required")
+        return self.viewer_rest_url
 
     def destination(self) -> str:
         return self.move_destination_ae_title or self.viewer.ae_title

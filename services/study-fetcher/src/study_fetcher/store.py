@@ -379,7 +379,6 @@ class Acceptance(enum.Enum):
 class Enrolment:
     enrolment_id: str
     meeting_date: dt.date | None
-    identity_status: str | None
     pacs_patients: tuple[PacsPatientRef, ...]
     catalogue_attempts: int
     identity_event_id: str | None = None
@@ -406,7 +405,6 @@ def _enrolment(doc: Document) -> Enrolment:
     return Enrolment(
         enrolment_id=doc["_id"],
         meeting_date=dt.date.fromisoformat(meeting_date) if meeting_date else None,
-        identity_status=doc.get("identity_status"),
         pacs_patients=patients,
         catalogue_attempts=int(doc.get("catalogue_attempts") or 0),
         identity_event_id=doc.get("identity_event_id"),
