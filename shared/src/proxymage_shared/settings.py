@@ -9,13 +9,26 @@ environment of other processes.
 from __future__ import annotations
 
 import os
+import zoneinfo
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+def _known_time_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. Europe/Paris)") from error
+    return value
+
+
+# An IANA time zone name, checked when the settings load: refused at start-up, not at the first meeting.
+TimeZoneName = Annotated[str, AfterValidator(_known_time_zone)]
 
 
 def _env_file() -> str | None:
