@@ -29,6 +29,7 @@ from study_fetcher.domain import (
 )
 
 T0 = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+ADMIT = domain.Admit(("T0001", "CHU-FICTIF-TOURS"))  # the lifecycle's verdict when it plays no part
 POLICY = domain.RetrievalPolicy(BackoffSchedule((15, 60, 300, 900, 1800), jitter=0.2), random.Random(7))
 
 
@@ -45,7 +46,7 @@ def step(job: Job, *events: domain.Input) -> Job:
 
 
 def test_happy_path_versions_and_progress() -> None:
-    job = new_job(at(0), deadline=at(86400))
+    job = new_job(at(0), at(86400), ADMIT)
     assert (job.state, job.version) == ("queued", 1)
     job = step(job, Start(at(1)))
     assert (job.state, job.version, job.attempts) == ("retrieving", 2, 1)
@@ -57,7 +58,7 @@ def test_happy_path_versions_and_progress() -> None:
 
 
 def test_retry_follows_the_backoff_schedule_and_stops_at_the_deadline() -> None:
-    job = step(new_job(at(0), deadline=at(100)), Start(at(1)), Retry(at(2), domain.NOT_IN_MIRC))
+    job = step(new_job(at(0), at(100), ADMIT), Start(at(1)), Retry(at(2), domain.NOT_IN_MIRC))
     assert job.state == "not_yet_available"
     assert (job.reason_code, job.reason) == ("not_in_mirc", "examen pas encore présent dans le PACS régional (MIRC)")
     assert job.next_attempt_at is not None
@@ -76,50 +77,50 @@ def test_retry_follows_the_backoff_schedule_and_stops_at_the_deadline() -> None:
 
 def test_refused_is_failed_and_a_refresh_before_the_deadline_requeues() -> None:
     refused = Reason.of("move_refused", "destination inconnue")
-    job = step(new_job(at(0), deadline=at(1000)), Start(at(1)), Refused(refused))
+    job = step(new_job(at(0), at(1000), ADMIT), Start(at(1)), Refused(refused))
     assert (job.state, job.reason_code, job.reason) == ("failed", "move_refused", refused.text)
     job = step(job, Refresh(at(2)))
     assert (job.state, job.reason, job.attempts) == ("queued", None, 1)
 
 
 def test_refresh_makes_a_waiting_job_due_now() -> None:
-    job = step(new_job(at(0), None), Start(at(1)), Retry(at(2), domain.NOT_IN_MIRC))
+    job = step(new_job(at(0), None, ADMIT), Start(at(1)), Retry(at(2), domain.NOT_IN_MIRC))
     job = step(job, Refresh(at(3)))
     assert (job.state, job.next_attempt_at) == ("not_yet_available", at(3))
     assert transition(job, Refresh(at(4)), POLICY) is None  # already due
 
 
 def test_takeover_of_a_running_job_is_a_new_attempt() -> None:
-    job = step(new_job(at(0), None), Start(at(1)), Progressed(5, 300), Start(at(70)))
+    job = step(new_job(at(0), None, ADMIT), Start(at(1)), Progressed(5, 300), Start(at(70)))
     assert (job.state, job.attempts, job.progress) == ("retrieving", 2, None)
 
 
 def test_removal_and_reselection_follow_event_times() -> None:
-    job = step(new_job(at(0), None), Start(at(1)), Verified(3))
+    job = step(new_job(at(0), None, ADMIT), Start(at(1)), Verified(3))
     removed = step(job, Remove(at(10)))
     assert removed.state == "removed"
     # A move finishing late, a replayed (older) selection, a refresh: still removed.
     assert transition(removed, Verified(3), POLICY) is None
-    assert transition(removed, Select(at(5)), POLICY) is None
+    assert transition(removed, Select(at(5), ADMIT), POLICY) is None
     assert transition(removed, Refresh(at(11)), POLICY) is None
     # A newer selection brings it back as a new retrieval.
-    again = step(removed, Select(at(20)))
+    again = step(removed, Select(at(20), ADMIT))
     assert (again.state, again.version) == ("queued", removed.version + 1)
     # A removal older than that selection is ignored.
     assert transition(again, Remove(at(15)), POLICY) is None
 
 
 def test_newer_selection_of_a_live_job_is_bookkeeping_only() -> None:
-    job = new_job(at(0), None)
-    newer = step(job, Select(at(5)))
+    job = new_job(at(0), None, ADMIT)
+    newer = step(job, Select(at(5), ADMIT))
     assert (newer.state, newer.version, newer.selected_at) == ("queued", 1, at(5))
-    assert transition(newer, Select(at(5)), POLICY) is None
+    assert transition(newer, Select(at(5), ADMIT), POLICY) is None
 
 
 def test_tombstone_blocks_an_older_selection() -> None:
     tombstone = domain.removed_tombstone(at(10))
-    assert transition(tombstone, Select(at(5)), POLICY) is None
-    job = step(tombstone, Select(at(11)))
+    assert transition(tombstone, Select(at(5), ADMIT), POLICY) is None
+    job = step(tombstone, Select(at(11), ADMIT))
     assert (job.state, job.version) == ("queued", 1)
 
 
@@ -158,7 +159,7 @@ def test_deadline_is_the_end_of_the_meeting_day_in_the_network_time_zone() -> No
 
 seconds = st.integers(min_value=0, max_value=200_000)
 inputs = st.one_of(
-    st.builds(lambda s: Select(at(s)), seconds),
+    st.builds(lambda s: Select(at(s), ADMIT), seconds),
     st.builds(lambda s: Remove(at(s)), seconds),
     st.builds(lambda s: Refresh(at(s)), seconds),
     st.builds(lambda s: Start(at(s)), seconds),

@@ -151,7 +151,7 @@ class Select:
     """The DCC's selection (event time `at`) includes the study; `admission` is the lifecycle's verdict."""
 
     at: dt.datetime
-    admission: Admission = Admit()
+    admission: Admission  # no default: a selection is never admitted without the lifecycle's verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,11 +234,11 @@ Input: TypeAlias = Select | Settle | Close | Remove | Refresh | Start | Progress
 Outcome: TypeAlias = Verified | Retry | Refused  # how an attempt ends
 
 
-def new_job(selected_at: dt.datetime, deadline: dt.datetime | None, admission: Admission | None = None) -> Job:
+def new_job(selected_at: dt.datetime, deadline: dt.datetime | None, admission: Admission) -> Job:
     """A freshly selected study, version 1 (the first version consumers see): `queued` when admitted (or
     held), `failed` when denied, `removed` when the selection predates the enrolment's closure."""
     job = Job("queued", 1, 0, None, deadline, None, None, selected_at)
-    return _admitted(job, admission or Admit(), selected_at)
+    return _admitted(job, admission, selected_at)
 
 
 def _admitted(job: Job, admission: Admission, at: dt.datetime) -> Job:
