@@ -86,14 +86,7 @@ class OrthancRest:
 
     def __init__(self, base_url: str, username: str | None = None, password: str | None = None) -> None:
         auth = httpx.BasicAuth(username, password or "") if username else None
-        # Purges are rare: no idle keep-alive connection is left behind (nor leaked at shutdown).
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            auth=auth,
-            timeout=30.0,
-            trust_env=False,
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), auth=auth, timeout=30.0, trust_env=False)
 
     async def close(self) -> None:
         await self._client.aclose()
