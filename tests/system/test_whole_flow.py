@@ -2,7 +2,8 @@
 against the real stack (Kafka, FerretDB, Orthanc MIRC and VIEWER, the STARTTLS + client-certificate SMTP
 server): settings, experts, enrolment, catalogue with the RCP filter applied and overridden, selection
 with expertise, studies reaching `available` with a viewer link that answers, one e-mail per expert,
-removal from the console in Chromium, refresh — and SSE delivering the state changes in order."""
+removal from the console in Chromium, refresh — and SSE delivering the state changes in order; then (CONTRACT
+v1.1) a patient not found and a withdrawn enrolment: no images, no e-mail, viewer-store copies purged."""
 
 from __future__ import annotations
 
@@ -301,3 +302,122 @@ async def test_the_whole_flow_through_rest(
     kept = next(uid for uid in chosen if uid != removed)
     assert after[kept]["retrieval"]["status"] == "available"
     assert len(mail_to(radiologist)) == 1  # nothing sent twice
+
+
+async def test_withdrawal_and_a_patient_not_found_through_rest(
+    system: System, seeded_studies: list[SyntheticStudy], stack_env: dict[str, str]
+) -> None:
+    """CONTRACT v1.1 as a DCC sees it: a patient not found never gets images nor an e-mail saying there are
+    some; a withdrawn enrolment loses its studies (and the viewer store its copies), its e-mails not yet
+    sent are cancelled, and nothing is queried or moved for it any more."""
+    unique = system.unique
+    meeting_id = f"m-wd-{unique}"
+    radiologist = f"radio-wd+{unique}@chu-fictif.mssante.test"
+    meeting_date = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+    sister = [s for s in seeded_studies if s.patient.key == "soeur_ligature"]
+    other = next(s for s in seeded_studies if s.patient.key == "beranger_tours")
+    for study in (*sister, other):
+        delete_from_orthanc(stack_env, "VIEWER", study.study_instance_uid)
+    await system.command(
+        "PUT",
+        f"/api/v1/meetings/{meeting_id}/experts",
+        {"rcp_id": f"rcp-{unique}", "title": "RCP ORL fictive", "date": meeting_date, "centre": "3C fictif",
+         "on_call_radiologist": {"name": "Dr Jeanne RADIO-FICTIVE", "email": radiologist},
+         "on_call_nuclear_physician": None},
+    )  # fmt: skip
+
+    def enrolment(enrolment_id: str, patient: dict[str, Any]) -> dict[str, Any]:
+        return {"enrolment_id": enrolment_id, "meeting_id": meeting_id, "rcp_id": f"rcp-{unique}",
+                "meeting_title": "RCP ORL fictive", "meeting_date": meeting_date, "centre": "3C fictif",
+                "patient": patient, "consent": True, "requested_by": {"name": "Dr Paul DEMANDEUR-FICTIF"}}  # fmt: skip
+
+    # A patient not found (near miss: "Jean Pierre" is not "Jean-Pierre"), selecting another patient's study.
+    lost = f"enr-lost-{unique}"
+    await system.command("POST", "/api/v1/enrolments", enrolment(lost, {
+        "birth_name": "TESTARD-FICTIF", "used_name": None, "first_name": "Jean Pierre", "birth_date": "1970-03-03",
+        "sex": "M"}))  # fmt: skip
+    # A patient found, whose enrolment is then withdrawn.
+    found = f"enr-wd-{unique}"
+    await system.command("POST", "/api/v1/enrolments", enrolment(found, {
+        "birth_name": "Sœur-Exemple", "used_name": None, "first_name": "Anaïs", "birth_date": "1990-07-14",
+        "sex": "F"}))  # fmt: skip
+
+    async def identities() -> bool:
+        lost_doc, found_doc = await system.enrolment(lost), await system.enrolment(found)
+        return (
+            bool(lost_doc and found_doc)
+            and lost_doc["identity"]["status"] == "unmatched"
+            and found_doc["identity"]["status"] == "matched"
+            and len(found_doc["studies"]) == len(sister)
+        )
+
+    await eventually(identities, 60, "one patient not found, one matched with her studies listed")
+    await system.command(
+        "PUT", f"/api/v1/enrolments/{lost}/selection",
+        {"study_instance_uids": [other.study_instance_uid], "expertise_requested": True},
+    )  # fmt: skip
+    uids = [s.study_instance_uid for s in sister]
+    await system.command(
+        "PUT", f"/api/v1/enrolments/{found}/selection", {"study_instance_uids": uids, "expertise_requested": False}
+    )
+
+    async def settled() -> bool:
+        lost_doc, found_doc = await system.enrolment(lost), await system.enrolment(found)
+        lost_studies = {s["study_instance_uid"]: s for s in lost_doc["studies"]}
+        found_states = {s["retrieval"]["status"] for s in found_doc["studies"] if s["selected"]}
+        notification = radiologist_notification(lost_doc)
+        lost_waiting = (notification["status"], notification["reason_code"]) == ("waiting", "patient_not_found")
+        return (
+            other.study_instance_uid in lost_studies
+            and lost_studies[other.study_instance_uid]["retrieval"]["status"] == "failed"
+            and lost_waiting
+            and found_states == {"available"}
+        )
+
+    await eventually(settled, 90, "the other patient's study refused, the matched patient's studies available")
+    lost_doc = await system.enrolment(lost)
+    refused = lost_doc["studies"][0]["retrieval"]
+    assert refused["reason_code"] == "patient_not_found"
+    assert refused["reason"].startswith("patient_not_found: patient non trouvé")
+    assert radiologist_notification(lost_doc)["reason_code"] == "patient_not_found"
+    assert viewer_holds(stack_env, other.study_instance_uid) == 0
+    for study in sister:
+        assert viewer_holds(stack_env, study.study_instance_uid) == len(study.instances)
+
+    # The DCC withdraws both enrolments.
+    response = await system.api.request(
+        "DELETE", f"/api/v1/enrolments/{found}", json={"reason": "retiré de l'ordre du jour"}
+    )
+    assert response.status_code == 202, response.text
+    assert (await system.api.request("DELETE", f"/api/v1/enrolments/{lost}")).status_code == 202
+
+    async def withdrawn() -> bool:
+        found_doc, lost_doc = await system.enrolment(found), await system.enrolment(lost)
+        return (
+            found_doc["identity"]["status"] == "withdrawn"
+            and lost_doc["identity"]["status"] == "withdrawn"
+            and all(
+                s["retrieval"]["status"] == "removed" and s["retrieval"]["reason_code"] == "enrolment_withdrawn"
+                for s in found_doc["studies"]
+                if s["study_instance_uid"] in uids
+            )
+            and radiologist_notification(lost_doc)["status"] == "cancelled"
+            and all(viewer_holds(stack_env, uid) == 0 for uid in uids)
+        )
+
+    await eventually(withdrawn, 60, "both withdrawn, the studies removed and purged, the e-mail cancelled")
+    assert mail_to(radiologist) == []  # no e-mail ever said "des examens sont disponibles" for either patient
+
+
+def radiologist_notification(document: dict[str, Any]) -> dict[str, Any]:
+    found = [n for n in document["expertise"]["notifications"] if n["role"] == "radiologist"]
+    return found[0] if found else {"status": None, "reason_code": None}
+
+
+def viewer_holds(stack_env: dict[str, str], study_instance_uid: str) -> int:
+    """Instances of the study in the viewer store (Orthanc VIEWER's REST API), 0 when absent."""
+    port = stack_env["PROXYMAGE_LOCAL_VIEWER_HTTP_PORT"]
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, trust_env=False) as client:
+        found = client.post("/tools/lookup", content=study_instance_uid.encode()).json()
+        ids = [item["ID"] for item in found if item.get("Type") == "Study"]
+        return sum(len(client.get(f"/studies/{orthanc_id}/instances").json()) for orthanc_id in ids)
