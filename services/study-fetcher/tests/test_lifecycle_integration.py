@@ -16,6 +16,7 @@ from proxymage_shared.testing import eventually
 from .conftest import (
     FETCH_OWNER,
     FETCH_PATIENT,
+    Harness,
     absent_from_viewer,
     fresh_studies,
     now,
@@ -47,11 +48,16 @@ def other_study() -> object:
     return next(iter(synthetic_studies(random.randrange(10**12), (patient,))))
 
 
-async def wait_purged(stack_env: dict[str, str], uid: str) -> None:
-    async def purged() -> bool:
-        return viewer_instances(stack_env, uid) is None
+async def wait_purged(harness: Harness, uid: str) -> None:
+    """The purge the fetcher owed is done (recorded once the viewer store answered the deletion, after any
+    move of the study ended), and the viewer store holds nothing of the study."""
 
-    await eventually(purged, 30, f"{uid[-12:]} purged from the viewer store")
+    async def settled() -> bool:
+        transfer = await harness.transfer(uid)
+        return transfer is not None and transfer.get("purge_pending") is False
+
+    await eventually(settled, 30, f"the purge of {uid[-12:]} settled")
+    assert viewer_instances(harness.stack_env, uid) is None
 
 
 async def test_selection_waits_for_the_identity_and_never_moves_another_patients_study(
@@ -129,7 +135,7 @@ async def test_withdrawal_removes_purges_empties_the_catalogue_and_stops_queryin
             "inscription annulée : les images ont été retirées",
         )
     # Only the study no other live enrolment needs leaves the viewer store; the other keeps its copy, whole.
-    await wait_purged(stack_env, uids[1])
+    await wait_purged(harness, uids[1])
     assert viewer_instances(stack_env, uids[0]) == len(studies[0].instances)
     assert harness.latest("enr-wd-same-patient", uids[0]).status == "available"  # type: ignore[union-attr]
     emptied = await harness.catalogue("enr-wd", count=catalogues + 1)
@@ -150,7 +156,7 @@ async def test_withdrawal_removes_purges_empties_the_catalogue_and_stops_queryin
     await harness.identity("enr-wd-same-patient", [], status="no_consent")
     removed = await harness.wait_status("enr-wd-same-patient", uids[0], "removed")
     assert removed.reason_code == "consent_withdrawn"
-    await wait_purged(stack_env, uids[0])
+    await wait_purged(harness, uids[0])
     emptied = await harness.catalogue("enr-wd-same-patient", count=listed + 1)  # the handler's last step
     assert emptied.studies == ()
 
@@ -203,7 +209,7 @@ async def test_corrected_identity_removes_only_the_unlinked_patients_studies(
     await harness.identity("enr-fix", [FETCH_OWNER])  # corrected: only the first PACS patient is the patient
     removed = await harness.wait_status("enr-fix", uids[1], "removed")
     assert removed.reason_code == "identity_changed"
-    await wait_purged(stack_env, uids[1])
+    await wait_purged(harness, uids[1])
     assert harness.latest("enr-fix", uids[0]).status == "available"  # type: ignore[union-attr]
     assert viewer_instances(stack_env, uids[0]) == len(own.instances)
     relisted = await harness.catalogue("enr-fix", count=listed + 1)  # the corrected identity's catalogue
@@ -225,7 +231,7 @@ async def test_consent_withdrawn_during_a_move_leaves_nothing_in_the_viewer_stor
     await harness.identity("enr-cancel", [], status="no_consent")
     removed = await harness.wait_status("enr-cancel", uid, "removed")
     assert removed.reason_code == "consent_withdrawn"
-    await wait_purged(stack_env, uid)
+    await wait_purged(harness, uid)
     assert harness.latest("enr-cancel", uid).status == "removed"  # type: ignore[union-attr]
     assert not [s for s in harness.of("enr-cancel", uid) if s.status == "available" and s.version > removed.version]
     assert (await harness.catalogue("enr-cancel", count=listed + 1)).studies == ()

@@ -147,9 +147,6 @@ class JobStore:
         doc = await self._jobs.find_one({"_id": key})
         return _stored(doc) if doc else None
 
-    async def get_many(self, keys: list[str]) -> list[StoredJob]:
-        return [_stored(doc) async for doc in self._jobs.find({"_id": {"$in": keys}})]
-
     async def of_enrolment(self, enrolment_id: str) -> list[StoredJob]:
         return [_stored(doc) async for doc in self._jobs.find({"enrolment_id": enrolment_id})]
 
