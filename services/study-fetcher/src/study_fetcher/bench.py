@@ -21,6 +21,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -28,8 +29,8 @@ from dotenv import dotenv_values
 from prometheus_client import REGISTRY
 from proxymage_shared import topics
 from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import large_study
-from proxymage_shared.events import StudyStatusChanged
+from proxymage_shared.devtools.synthetic import BENCH_PATIENT, large_study
+from proxymage_shared.events import IdentityResolved, PacsPatientRef, StudyStatusChanged
 from proxymage_shared.kafka import ensure_topics
 from proxymage_shared.logging import configure_logging
 from proxymage_shared.mongo import create_mongo_client
@@ -126,18 +127,23 @@ async def _bench(runs: int, instances: int) -> None:
     await producer.start()
     await consumer.start()
     rest = httpx.Client(base_url=_viewer_rest_url(env_file), timeout=60, trust_env=False)
+    mongo = create_mongo_client(settings.mongo_url.get_secret_value())
     movescu_times: list[float] = []
     fetcher_times: list[float] = []
     move_times: list[float] = []
     try:
         await consumer.seek_to_end()
         # Warm-up: the service is up and its consumer group has its partitions.
+        await _matched(settings, producer, mongo, "bench-warmup")
         await _through_fetcher(settings, producer, consumer, rest, uid, "bench-warmup")
         for run in range(1, runs + 1):
             _delete_from_viewer(rest, uid)
             movescu_times.append(await asyncio.to_thread(_movescu, settings, uid))
             assert _viewer_count(rest, uid) == instances, "movescu did not move the whole study"
             _delete_from_viewer(rest, uid)
+            # The enrolment is matched and its catalogue listed before the clock starts, as in real use (the
+            # DCC selects from the listed studies): the budget is selection -> available.
+            await _matched(settings, producer, mongo, f"bench-{run_id}-{run}")
             moved_before = _move_seconds_total()
             elapsed = await _through_fetcher(settings, producer, consumer, rest, uid, f"bench-{run_id}-{run}")
             fetcher_times.append(elapsed)
@@ -150,9 +156,8 @@ async def _bench(runs: int, instances: int) -> None:
         await producer.stop()
         stop.set()
         await service
-        client = create_mongo_client(settings.mongo_url.get_secret_value())
-        await client.drop_database(settings.database_name())
-        await client.close()
+        await mongo.drop_database(settings.database_name())
+        await mongo.close()
 
     movescu_s = statistics.median(movescu_times)
     fetcher_s = statistics.median(fetcher_times)
@@ -165,6 +170,34 @@ async def _bench(runs: int, instances: int) -> None:
     )
     print(f"throughput ratio fetcher/movescu: {movescu_s / fetcher_s:.2f} (target >= 0.90)")
     print(f"fetcher overhead per study (its time minus its C-MOVE): median {overhead * 1000:.0f} ms")
+
+
+async def _matched(settings: Settings, producer: AIOKafkaProducer, mongo: Any, enrolment_id: str) -> None:
+    """Publishes the identity-matcher's outcome linking the enrolment to the benchmark patient and waits until
+    the fetcher recorded its catalogue (CONTRACT v1.1: only a listed study of a linked patient is moved)."""
+    now = dt.datetime.now(dt.UTC)
+    outcome = IdentityResolved(
+        event_id=uuid.uuid4(),
+        occurred_at=now,
+        enrolment_id=enrolment_id,
+        source_event_id=uuid.uuid4(),
+        source_occurred_at=now,
+        meeting_id="m-bench",
+        meeting_date=now.date() + dt.timedelta(days=1),
+        status="matched",
+        pacs_patients=(PacsPatientRef(patient_id=BENCH_PATIENT.patient_id, issuer=BENCH_PATIENT.issuer),),
+    )
+    await producer.send_and_wait(
+        settings.topic(topics.IDENTITY_RESOLVED), outcome.to_kafka_value(), key=enrolment_id.encode()
+    )
+    enrolments = mongo[settings.database_name()]["enrolments"]
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline:
+        doc = await enrolments.find_one({"_id": enrolment_id}, {"catalogue_identity": 1})
+        if doc is not None and doc.get("catalogue_identity") == str(outcome.event_id):
+            return
+        await asyncio.sleep(0.05)
+    raise SystemExit(f"the fetcher did not list the catalogue of {enrolment_id} in time")
 
 
 async def _through_fetcher(
