@@ -404,6 +404,13 @@ def _study(uid: str, description: str, date: dt.date, modalities: tuple[str, ...
     )
 
 
+def _listed(enrolment_id: str, *studies: CataloguedStudy) -> ImagingCatalogued:
+    """The fetcher's catalogue of the enrolment: these studies, listed now."""
+    return ImagingCatalogued(
+        event_id=uuid.uuid4(), occurred_at=_now(), enrolment_id=enrolment_id, status="listed", studies=studies
+    )
+
+
 def _status(enrolment_id: str, uid: str, status: str, version: int, **extra: Any) -> StudyStatusChanged:
     return StudyStatusChanged(
         event_id=uuid.uuid4(),
@@ -502,16 +509,11 @@ async def test_a_3c_user_goes_through_the_console(gateway: Gateway, browser: Bro
     ct, mr, us = "1.2.826.0.1.3680043.9.9999.1", "1.2.826.0.1.3680043.9.9999.2", "1.2.826.0.1.3680043.9.9999.3"
     await gateway.publish(
         topics.IMAGING_CATALOGUED,
-        ImagingCatalogued(
-            event_id=uuid.uuid4(),
-            occurred_at=_now(),
-            enrolment_id=enrolment_id,
-            status="listed",
-            studies=(
-                _study(ct, "TDM THORAX FICTIF", today - dt.timedelta(days=20), ("CT", "SR"), 40),
-                _study(mr, "IRM CERVICALE FICTIVE", today - dt.timedelta(days=60), ("MR",), 120),
-                _study(us, "ECHOGRAPHIE FICTIVE", today - dt.timedelta(days=90), ("US",), 12),
-            ),
+        _listed(
+            enrolment_id,
+            _study(ct, "TDM THORAX FICTIF", today - dt.timedelta(days=20), ("CT", "SR"), 40),
+            _study(mr, "IRM CERVICALE FICTIVE", today - dt.timedelta(days=60), ("MR",), 120),
+            _study(us, "ECHOGRAPHIE FICTIVE", today - dt.timedelta(days=90), ("US",), 12),
         ),
         enrolment_id,
     )
@@ -785,15 +787,10 @@ async def test_correct_the_identity_then_withdraw_from_the_enrolment_page(
     ct, mr = "1.2.826.0.1.3680043.9.9998.1", "1.2.826.0.1.3680043.9.9998.2"
     await gateway.publish(
         topics.IMAGING_CATALOGUED,
-        ImagingCatalogued(
-            event_id=uuid.uuid4(),
-            occurred_at=_now(),
-            enrolment_id=enrolment_id,
-            status="listed",
-            studies=(
-                _study(ct, "TDM THORAX FICTIF", dt.date.today() - dt.timedelta(days=20), ("CT",), 40),
-                _study(mr, "IRM CERVICALE FICTIVE", dt.date.today() - dt.timedelta(days=60), ("MR",), 120),
-            ),
+        _listed(
+            enrolment_id,
+            _study(ct, "TDM THORAX FICTIF", dt.date.today() - dt.timedelta(days=20), ("CT",), 40),
+            _study(mr, "IRM CERVICALE FICTIVE", dt.date.today() - dt.timedelta(days=60), ("MR",), 120),
         ),
         enrolment_id,
     )
