@@ -9,7 +9,7 @@ import datetime as dt
 import random
 
 from prometheus_client import REGISTRY
-from proxymage_shared.devtools.synthetic import SyntheticPatient, large_study, synthetic_studies
+from proxymage_shared.devtools.synthetic import SyntheticPatient, SyntheticStudy, large_study, synthetic_studies
 from proxymage_shared.settings import DicomPeer
 from proxymage_shared.testing import eventually
 
@@ -43,9 +43,13 @@ def mirc_requests(operation: str) -> float:
     )
 
 
-def other_study() -> object:
-    patient = dataclasses.replace(OTHER_PATIENT, studies=1)
-    return next(iter(synthetic_studies(random.randrange(10**12), (patient,))))
+async def own_and_foreign(mirc: DicomPeer, stack_env: dict[str, str]) -> tuple[SyntheticStudy, SyntheticStudy]:
+    """A fresh study of the fetcher tests' patient and one of OTHER_PATIENT, in MIRC, not in the viewer store."""
+    (own,) = fresh_studies(1)
+    (foreign,) = synthetic_studies(random.randrange(10**12), (dataclasses.replace(OTHER_PATIENT, studies=1),))
+    await store([own, foreign], mirc)
+    absent_from_viewer(stack_env, own, foreign)
+    return own, foreign
 
 
 async def wait_purged(harness: Harness, uid: str) -> None:
@@ -63,13 +67,10 @@ async def wait_purged(harness: Harness, uid: str) -> None:
 async def test_selection_waits_for_the_identity_and_never_moves_another_patients_study(
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
-    (own,) = fresh_studies(1)
-    foreign = other_study()
-    await store([own, foreign], mirc)  # type: ignore[list-item]
-    absent_from_viewer(stack_env, own, foreign)  # type: ignore[arg-type]
+    own, foreign = await own_and_foreign(mirc, stack_env)
     harness, start = await deployment()
     await start()
-    uids = [own.study_instance_uid, foreign.study_instance_uid]  # type: ignore[attr-defined]
+    uids = [own.study_instance_uid, foreign.study_instance_uid]
     # Selection before any identity outcome: queued, waiting, nothing moved.
     await harness.select("enr-wait", uids, identify=False)
     for uid in uids:
@@ -80,11 +81,11 @@ async def test_selection_waits_for_the_identity_and_never_moves_another_patients
     # Matched to the fetcher's patient: its study moves; the other patient's study fails, never moved.
     await harness.identity("enr-wait", [FETCH_OWNER])
     await harness.wait_status("enr-wait", own.study_instance_uid, "available")
-    denied = await harness.wait_status("enr-wait", foreign.study_instance_uid, "failed")  # type: ignore[attr-defined]
+    denied = await harness.wait_status("enr-wait", foreign.study_instance_uid, "failed")
     assert (denied.reason_code, denied.reason) == ("not_patient_study", "examen n'appartenant pas au patient identifié")
     assert viewer_instances(stack_env, own.study_instance_uid) == len(own.instances)
-    assert viewer_instances(stack_env, foreign.study_instance_uid) is None  # type: ignore[attr-defined]
-    assert await harness.transfer(foreign.study_instance_uid) is None  # type: ignore[attr-defined]
+    assert viewer_instances(stack_env, foreign.study_instance_uid) is None
+    assert await harness.transfer(foreign.study_instance_uid) is None
 
 
 async def test_unmatched_and_no_consent_deny_without_querying_mirc(
@@ -194,13 +195,10 @@ async def test_a_selection_older_than_the_withdrawal_never_moves_anything(
 async def test_corrected_identity_removes_only_the_unlinked_patients_studies(
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
-    (own,) = fresh_studies(1)
-    foreign = other_study()
-    await store([own, foreign], mirc)  # type: ignore[list-item]
-    absent_from_viewer(stack_env, own, foreign)  # type: ignore[arg-type]
+    own, foreign = await own_and_foreign(mirc, stack_env)
     harness, start = await deployment()
     await start()
-    uids = [own.study_instance_uid, foreign.study_instance_uid]  # type: ignore[attr-defined]
+    uids = [own.study_instance_uid, foreign.study_instance_uid]
     await harness.matched("enr-fix", [FETCH_OWNER, OTHER_OWNER])
     await harness.select("enr-fix", uids)
     for uid in uids:
