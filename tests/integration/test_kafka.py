@@ -183,6 +183,43 @@ async def test_an_uncommitted_message_is_delivered_again_after_a_restart(test_se
         await second.stop()
 
 
+async def test_a_message_finishing_during_shutdown_is_committed_before_the_consumer_closes(
+    test_settings: ServiceSettings,
+) -> None:
+    """A stopping service (`run_service`: `drain`, then `broker.stop()`) lets the message in flight finish and
+    commits it: it is not delivered again at the next start, and no consumer commits after being closed.
+
+    Without `drain`, FastStream closes the consumers first and this message's commit then opens a Kafka
+    connection that nobody closes: pytest reports it (unraisable ResourceWarning, an error here)."""
+    topic = test_settings.topic(topics.IMAGING_REFRESH)
+    started, release = asyncio.Event(), asyncio.Event()
+    handled: list[str] = []
+
+    async def slow(event: events.ImagingRefresh, _: kafka.Delivery) -> None:
+        started.set()
+        await release.wait()
+        handled.append(event.enrolment_id)
+
+    broker = kafka.create_broker(test_settings)
+    kafka.subscribe(broker, test_settings, topic, events.ImagingRefresh, slow)
+    await broker.start()
+    await kafka.publish_event(broker, topic, "enr-1", refresh("enr-1"))
+    await asyncio.wait_for(started.wait(), 20)
+    draining = asyncio.create_task(kafka.drain(broker, 10))
+    (subscriber,) = broker.subscribers
+
+    async def stopped_fetching() -> bool:
+        return not subscriber.running
+
+    await eventually(stopped_fetching, 10, "the subscriber to stop taking messages")
+    release.set()  # the handler finishes while the service is stopping
+    await draining
+    await broker.stop()
+    assert handled == ["enr-1"]
+    group = f"{test_settings.consumer_group()}.{topics.IMAGING_REFRESH}"
+    assert await committed_offset(test_settings, group, topic) == 1
+
+
 @pytest.mark.parametrize("partitions", [3])
 async def test_ensure_topics_is_idempotent_and_applies_configs(test_settings: ServiceSettings, partitions: int) -> None:
     prefix = f"{test_settings.topic_prefix}again."

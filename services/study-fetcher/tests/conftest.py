@@ -214,16 +214,6 @@ class Harness:
         await eventually(arrived, timeout, f"{count} catalogue(s) for {enrolment_id}")
         return mine()[count - 1]
 
-    async def quiesce(self, timeout: float = 15) -> None:
-        """Waits until every identity, selection and refresh the deployment recorded is fully handled."""
-        enrolments = self.mongo[self.settings.database_name()]["enrolments"]
-        pending = {"$or": [{f"{kind}_done": False} for kind in ("identity", "selection", "refresh")]}
-
-        async def handled() -> bool:
-            return await enrolments.count_documents(pending) == 0
-
-        await eventually(handled, timeout, "the fetcher's handlers to finish")
-
     async def transfer(self, uid: str) -> dict[str, Any] | None:
         doc: dict[str, Any] | None = await self.mongo[self.settings.database_name()]["transfers"].find_one({"_id": uid})
         return doc
@@ -265,7 +255,6 @@ async def deployment(
     configure_logging("study-fetcher", "DEBUG", stream=log_file)
     stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
     cleanups: list[Callable[[], Awaitable[None]]] = []
-    harnesses: list[Harness] = []
 
     async def create(**overrides: Any) -> tuple[Harness, StartInstance]:
         settings = fetcher_settings(unique, **overrides)
@@ -279,7 +268,6 @@ async def deployment(
         )
         mongo = create_mongo_client(settings.mongo_url.get_secret_value())
         harness = Harness(settings, stack_env, producer, mongo=mongo)
-        harnesses.append(harness)
 
         async def collect() -> None:
             async for record in consumer:
@@ -326,11 +314,6 @@ async def deployment(
     try:
         yield create
     finally:
-        # A test may end as soon as it saw what it waited for, while a handler still finishes its last
-        # writes; stopping then races that handler's offset commit with the consumer's close (aiokafka then
-        # opens a connection nobody closes). Let the handlers finish first.
-        for harness in harnesses if stops else ():
-            await harness.quiesce()
         for stop, _ in stops:
             stop.set()
         for _, task in stops:

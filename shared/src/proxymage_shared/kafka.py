@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream import AckPolicy
+from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -38,6 +39,9 @@ from proxymage_shared.settings import KafkaSecurity, ServiceSettings
 from proxymage_shared.topics import TopicSpec, dead_letter_topic
 
 log = get_logger(__name__)
+
+# How long a stopping service waits for the messages in flight (handler and offset commit).
+GRACEFUL_SECONDS: Final = 10.0
 
 E = TypeVar("E", bound=Event)
 
@@ -94,7 +98,7 @@ def create_broker(settings: ServiceSettings, **overrides: Any) -> KafkaBroker:
         "enable_idempotence": True,
         "allow_auto_create_topics": False,
         "security": _security(settings.kafka_security),
-        "graceful_timeout": 10.0,
+        "graceful_timeout": GRACEFUL_SECONDS,
         "request_timeout_ms": 15_000,
         # FastStream logs every message received/processed at INFO with its own handler: route it through
         # our JSON logging instead, at DEBUG.
@@ -268,6 +272,23 @@ def subscribe(
         title=f"{topic}:{settings.service_name}",
         description=(model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else None,
     )(consume)
+
+
+async def drain(broker: KafkaBroker, timeout: float) -> None:
+    """Stops taking new messages and waits (at most `timeout`) for those in flight, handler and offset commit
+    included, before the broker closes its consumers.
+
+    FastStream's concurrent manual-commit subscriber (what `subscribe` builds with `max_workers` > 1) closes
+    its Kafka consumers first and waits for in-flight messages afterwards, so a message finishing during
+    shutdown committed on a closed consumer (which then opened a connection nobody closed) and was delivered
+    again at the next start. Doing the subscribers' own graceful wait first restores the intended order.
+    """
+    waits = []
+    for subscriber in broker.subscribers:
+        subscriber.running = False  # FastStream's consume loops stop fetching when this is False
+        if isinstance(subscriber.lock, MultiLock):  # in-flight messages hold it until acknowledged
+            waits.append(subscriber.lock.wait_release(timeout))
+    await asyncio.gather(*waits)
 
 
 async def publish_event(broker: KafkaBroker, topic: str, key: str, event: Event) -> None:

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 
 from proxymage_shared import mongo
 from proxymage_shared.health import HealthServer, ReadinessCheck, create_health_app
-from proxymage_shared.kafka import create_broker, ensure_topics
+from proxymage_shared.kafka import GRACEFUL_SECONDS, create_broker, drain, ensure_topics
 from proxymage_shared.logging import get_logger
 from proxymage_shared.settings import ServiceSettings
 from proxymage_shared.topics import topic_specs
@@ -157,6 +157,7 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if started:
+            await drain(service.broker, GRACEFUL_SECONDS)
             await service.broker.stop()
         for hook in service.on_stop:
             with contextlib.suppress(Exception):
