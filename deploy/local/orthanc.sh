@@ -21,10 +21,11 @@ STOP_GRACE_SECONDS=30
 # Calling AE title of our readiness probe: must be one of PROXYMAGE_LOCAL_CLIENT_AE_TITLES, the
 # only AE titles (with MIRC/VIEWER) that the instances accept associations from.
 PROBE_AET=PM_DEV
-WEBVIEWER_CANDIDATES=(
-  /usr/share/orthanc/plugins/libOrthancWebViewer.so
-  /usr/lib/orthanc/libOrthancWebViewer.so
-  /usr/lib/orthanc/libOrthancWebViewer.so.*
+# VIEWER serves DICOMweb (Debian's orthanc-dicomweb) to the gateway's read-only proxy.
+DICOMWEB_CANDIDATES=(
+  /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+  /usr/lib/orthanc/libOrthancDicomWeb.so
+  /usr/lib/orthanc/libOrthancDicomWeb.so.*
 )
 
 usage() {
@@ -37,9 +38,9 @@ orthanc_bin() {
   command -v Orthanc 2>/dev/null || { [ -x /usr/sbin/Orthanc ] && echo /usr/sbin/Orthanc; }
 }
 
-webviewer_plugin() {
+dicomweb_plugin() {
   local candidate
-  for candidate in "${WEBVIEWER_CANDIDATES[@]}"; do
+  for candidate in "${DICOMWEB_CANDIDATES[@]}"; do
     [ -f "$candidate" ] && { echo "$candidate"; return 0; }
   done
   return 1
@@ -92,29 +93,25 @@ cmd_install() {
     if [ "$tool" = Orthanc ]; then orthanc_bin >/dev/null || missing+=("$tool")
     else command -v "$tool" >/dev/null || missing+=("$tool"); fi
   done
+  dicomweb_plugin >/dev/null || missing+=(orthanc-dicomweb)
   if [ "${#missing[@]}" -eq 0 ]; then
-    pm_log "orthanc: Orthanc and dcmtk present ($("$(orthanc_bin)" --version | head -n 1))"
+    pm_log "orthanc: Orthanc, its DICOMweb plugin and dcmtk present ($("$(orthanc_bin)" --version | head -n 1))"
   else
-    pm_log "orthanc: missing ${missing[*]}, installing orthanc and dcmtk with apt-get"
+    pm_log "orthanc: missing ${missing[*]}, installing orthanc, orthanc-dicomweb and dcmtk with apt-get"
     local sudo=()
     if [ "$(id -u)" -ne 0 ]; then
-      command -v sudo >/dev/null || pm_die "not root: run 'apt-get install -y orthanc dcmtk' as root"
+      command -v sudo >/dev/null ||
+        pm_die "not root: run 'apt-get install -y orthanc orthanc-dicomweb dcmtk' as root"
       sudo=(sudo -n)
     fi
     export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get install -y orthanc dcmtk ||
-      { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y orthanc dcmtk; } ||
-      pm_die "apt-get install orthanc dcmtk failed"
-    # The web viewer is a convenience for humans looking at VIEWER; the stack works without it.
-    "${sudo[@]}" apt-get install -y orthanc-webviewer ||
-      pm_log "orthanc: orthanc-webviewer not installed (optional)"
+    "${sudo[@]}" apt-get install -y orthanc orthanc-dicomweb dcmtk ||
+      { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y orthanc orthanc-dicomweb dcmtk; } ||
+      pm_die "apt-get install orthanc orthanc-dicomweb dcmtk failed"
     # The package may have started Debian's own service (port 4242/8042): not ours, not used.
   fi
-  if plugin="$(webviewer_plugin)"; then
-    pm_log "orthanc: web viewer plugin $plugin (loaded by VIEWER)"
-  else
-    pm_log "orthanc: no web viewer plugin (optional: apt-get install -y orthanc-webviewer)"
-  fi
+  plugin="$(dicomweb_plugin)" || pm_die "orthanc-dicomweb installed but libOrthancDicomWeb.so not found"
+  pm_log "orthanc: DICOMweb plugin $plugin (loaded by VIEWER)"
 }
 
 start_one() {
@@ -139,9 +136,11 @@ start_one() {
   done
   mkdir -p "$DIR/storage" "$DIR/index" "$DIR/tmp"
   args=("$1" "$DIR")
-  # The web viewer only makes sense on the viewer's store.
-  if [ "$1" = viewer ] && plugin="$(webviewer_plugin)"; then
-    args+=(--webviewer-plugin "$plugin")
+  # DICOMweb only on the viewer's store: the gateway's read-only proxy serves it to the viewer.
+  if [ "$1" = viewer ]; then
+    plugin="$(dicomweb_plugin)" ||
+      pm_die "$NAME: the DICOMweb plugin is missing (run deploy/local/orthanc.sh install)"
+    args+=(--dicomweb-plugin "$plugin")
   fi
   python3 "$PM_ROOT/deploy/local/orthanc/config.py" "${args[@]}" >"$DIR/config.json.tmp"
   mv "$DIR/config.json.tmp" "$DIR/config.json"

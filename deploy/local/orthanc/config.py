@@ -12,7 +12,7 @@ default configuration (`Orthanc --config=FILE`). Notably absent from 1.10.1, hen
  - ExtraMainDicomTags (new in 1.11): not needed, C-FIND answers read tags that are not in the
    index (PatientBirthName, IssuerOfPatientID) from the stored files, see StorageAccessOnFind.
 
-Usage: config.py INSTANCE INSTANCE_DIR [--webviewer-plugin PATH] > config.json
+Usage: config.py INSTANCE INSTANCE_DIR [--dicomweb-plugin PATH] > config.json
 """
 
 import argparse
@@ -65,7 +65,7 @@ def node(prefix):
     }
 
 
-def build(instance, instance_dir, webviewer_plugin):
+def build(instance, instance_dir, dicomweb_plugin):
     me = node(INSTANCES[instance])
     peer_name = "viewer" if instance == "mirc" else "mirc"
     peer = node(INSTANCES[peer_name])
@@ -145,9 +145,20 @@ def build(instance, instance_dir, webviewer_plugin):
         "DeidentifyLogs": True,
     }
 
-    if webviewer_plugin:
-        config["Plugins"] = [webviewer_plugin]
-        config["WebViewer"] = {"CachePath": os.path.join(instance_dir, "webviewer-cache")}
+    if dicomweb_plugin:
+        config["Plugins"] = [dicomweb_plugin]
+        # DICOMweb (orthanc-dicomweb 1.7) for the gateway's read-only proxy, which alone talks to it (this
+        # HTTP port answers loopback only): QIDO-RS, WADO-RS, rendered. The proxy allows GETs only; STOW
+        # stays reachable here on loopback as Orthanc's own REST API already is.
+        config["DicomWeb"] = {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            # WADO-URI (the legacy `/wado?requestType=WADO` endpoint) is not proxied: off.
+            "EnableWado": False,
+            # Metadata from the stored files, every tag: the viewer needs spacing, orientation, windowing.
+            "StudiesMetadata": "Full",
+            "SeriesMetadata": "Full",
+        }
 
     return config
 
@@ -156,13 +167,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("instance", choices=sorted(INSTANCES))
     parser.add_argument("instance_dir", help="absolute directory holding this instance's data")
-    parser.add_argument("--webviewer-plugin", help="path of libOrthancWebViewer.so to load")
+    parser.add_argument("--dicomweb-plugin", help="path of libOrthancDicomWeb.so to load (VIEWER)")
     args = parser.parse_args()
     if not os.path.isabs(args.instance_dir):
         sys.exit(
             "config.py: INSTANCE_DIR must be absolute (Orthanc resolves relative paths against its working directory)"
         )
-    json.dump(build(args.instance, args.instance_dir, args.webviewer_plugin), sys.stdout, indent=2)
+    json.dump(build(args.instance, args.instance_dir, args.dicomweb_plugin), sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 

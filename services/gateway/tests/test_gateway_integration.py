@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,11 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from gateway.viewer import orthanc_study_id
 from proxymage_shared import topics
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import synthetic_studies
-from proxymage_shared.settings import DicomPeer
 from proxymage_shared.testing import eventually
 
 from .harness import DCC_TOKEN, VIEWER_TOKEN, RunningGateway, base, running_gateway
@@ -185,8 +180,9 @@ async def test_read_model_filters_states_and_meeting(gw: RunningGateway) -> None
         ),
     )
     ct, mr = answer["studies"]
-    expected_id = orthanc_study_id(PACS_PATIENT["patient_id"], RECENT_CT)
-    assert ct["retrieval"]["viewer_url"] == f"http://127.0.0.1:18043/app/explorer.html#study?uuid={expected_id}"
+    # The built-in OHIF viewer on that study (gateway.ohif, reading through gateway.dicomweb).
+    expected = f"{gw.settings.public_url}/viewer/viewer?StudyInstanceUIDs={RECENT_CT}"
+    assert ct["retrieval"]["viewer_url"] == expected
     assert mr["retrieval"]["viewer_url"] is None
     assert mr["retrieval"]["reason"] == reason
     assert answer["expertise"]["notifications"][0]["role"] == "radiologist"
@@ -516,59 +512,6 @@ def _heartbeat_seen(reader: SseReader) -> Any:
         return reader.comments >= 2  # ": connected" and at least one ": keepalive"
 
     return seen
-
-
-async def test_viewer_url_opens_the_study_in_the_viewer(gw: RunningGateway, stack_env: dict[str, str]) -> None:
-    # A study of its own (seed 6: no other test uses it) stored straight into VIEWER.
-    viewer = DicomPeer(
-        ae_title=stack_env["PROXYMAGE_VIEWER__AE_TITLE"],
-        host=stack_env["PROXYMAGE_VIEWER__HOST"],
-        port=int(stack_env["PROXYMAGE_VIEWER__PORT"]),
-    )
-    chosen = min(synthetic_studies(6), key=lambda s: len(s.instances))
-    report = await asyncio.to_thread(store_studies, [chosen], viewer, "PM_DEV")
-    assert report.failed == 0
-    pacs_patient = {"patient_id": chosen.patient.patient_id, "issuer": chosen.patient.issuer}
-    event = enrolled()
-    await gw.send(topics.PATIENT_ENROLLED, event, E)
-    await gw.send(
-        topics.IDENTITY_RESOLVED,
-        base(
-            enrolment_id=E,
-            source_event_id=event["event_id"],
-            meeting_id=M,
-            meeting_date="2023-03-22",
-            status="matched",
-            pacs_patients=[pacs_patient],
-        ),
-        E,
-    )
-    catalogued = {
-        **study(chosen.study_instance_uid, chosen.date, list(chosen.modalities)),
-        "pacs_patient": pacs_patient,
-    }
-    await gw.send(topics.IMAGING_CATALOGUED, base(enrolment_id=E, status="listed", studies=[catalogued]), E)
-    await gw.send(
-        topics.STUDIES_SELECTED,
-        base(enrolment_id=E, study_instance_uids=[chosen.study_instance_uid], expertise_requested=False),
-        E,
-    )
-    await gw.send(topics.STUDY_STATUS, status(chosen.study_instance_uid, 5, "available"), E)
-    answer = await gw.wait_for(
-        f"/api/v1/enrolments/{E}", lambda a: a["studies"] and a["studies"][0]["retrieval"]["viewer_url"]
-    )
-    url = answer["studies"][0]["retrieval"]["viewer_url"]
-    page, _, fragment = url.partition("#")
-    orthanc_id = fragment.removeprefix("study?uuid=")
-
-    def get(address: str) -> tuple[int, bytes]:
-        with urllib.request.urlopen(address, timeout=10) as response:
-            return response.status, response.read()
-
-    assert (await asyncio.to_thread(get, page))[0] == 200
-    code, body = await asyncio.to_thread(get, f"{page.split('/app/')[0]}/studies/{orthanc_id}")
-    assert code == 200
-    assert json.loads(body)["MainDicomTags"]["StudyInstanceUID"] == chosen.study_instance_uid
 
 
 def _unused() -> str:

@@ -59,7 +59,7 @@ from gateway.api_models import (
     WithdrawalBody,
 )
 from gateway.audit import Auditor
-from gateway.auth import COOKIE_NAME, Principal, TokenVerifier, bearer_token
+from gateway.auth import COOKIE_NAME, Principal, TokenVerifier, presented_token, scope_headers
 from gateway.hub import RESYNC, Hub, Message
 from gateway.live import enrolment_stream, meeting_stream
 from gateway.projection import get_path
@@ -105,25 +105,13 @@ class ApiAuthMiddleware:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", ())}
-        token = bearer_token(headers.get("authorization")) or _cookie(headers.get("cookie"), COOKIE_NAME)
-        principal = self.verifier.verify(token)
+        principal = self.verifier.verify(presented_token(scope_headers(scope)))
         if principal is None:
             response = _json_error(401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
-
-
-def _cookie(header: str | None, name: str) -> str | None:
-    if not header:
-        return None
-    for part in header.split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == name and value:
-            return value.strip('"')
-    return None
 
 
 # Declared for the OpenAPI document (the middleware does the checking).

@@ -23,6 +23,8 @@ from gateway.api import ApiContext, create_api
 from gateway.asyncapi import CONSUMED_TOPICS, asyncapi_html, asyncapi_json, specification
 from gateway.audit import Auditor
 from gateway.auth import TokenVerifier
+from gateway.dicomweb import PREFIX as DICOMWEB_PREFIX
+from gateway.dicomweb import DicomWebProxy, StudyAccess
 from gateway.hub import Hub
 from gateway.live import Projector
 from gateway.settings import Settings
@@ -42,8 +44,11 @@ def build(settings: Settings) -> Service:
     service = build_service(settings)
     store = ReadModelStore(service.mongo_client[settings.database_name()])
     hub = Hub(settings.sse_buffer_size, settings.sse_max_streams)
-    links = ViewerLinks(settings.viewer_url_template)
-    projector = Projector(store, hub, links)
+    links = ViewerLinks(settings.viewer_url_template, settings.public_url)
+    verifier = TokenVerifier(settings.api_tokens)
+    access = StudyAccess(store.enrolments_selecting)
+    dicomweb = DicomWebProxy(settings.viewer_dicomweb_url, verifier, access)
+    projector = Projector(store, hub, links, on_enrolment_change=access.forget)
     for topic in CONSUMED_TOPICS:
         subscribe(
             service.broker,
@@ -63,7 +68,7 @@ def build(settings: Settings) -> Service:
         ApiContext(
             store=store,
             hub=hub,
-            verifier=TokenVerifier(settings.api_tokens),
+            verifier=verifier,
             auditor=auditor,
             links=links,
             publish=publish,
@@ -84,6 +89,7 @@ def build(settings: Settings) -> Service:
         return HTMLResponse(asyncapi_html(spec))
 
     console.mount(api)
+    api.mount(DICOMWEB_PREFIX, dicomweb)
 
     async def close_streams() -> None:
         hub.close()
@@ -91,5 +97,6 @@ def build(settings: Settings) -> Service:
     service.http_app = lambda health: _attach(api, health)
     service.on_start.append(store.ensure_indexes)
     service.on_stop.append(close_streams)
+    service.on_stop.append(dicomweb.close)
     service.background.append(auditor.run)
     return service

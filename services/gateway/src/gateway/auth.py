@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -58,3 +58,25 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    if not header:
+        return None
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value.strip('"')
+    return None
+
+
+def presented_token(headers: Mapping[str, str]) -> str | None:
+    """The bearer token, else the console's cookie (`headers`: lower-case names)."""
+    return bearer_token(headers.get("authorization")) or cookie_value(headers.get("cookie"), COOKIE_NAME)
+
+
+def scope_headers(scope: Mapping[str, object]) -> dict[str, str]:
+    """An ASGI scope's headers, names lower-cased (the last of repeated headers wins)."""
+    raw = scope.get("headers") or ()
+    assert isinstance(raw, list | tuple)
+    return {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in raw}

@@ -7,6 +7,7 @@ states; the meeting stream's messages also carry the patient's row of the meetin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from proxymage_shared.events import Event
@@ -71,10 +72,14 @@ def enrolment_message(patch: Patch, document: dict[str, Any], links: ViewerLinks
 class Projector:
     """The Kafka handler of every consumed topic: project, then announce."""
 
-    def __init__(self, store: ReadModelStore, hub: Hub, links: ViewerLinks) -> None:
+    def __init__(
+        self, store: ReadModelStore, hub: Hub, links: ViewerLinks, on_enrolment_change: Callable[[], None] | None = None
+    ) -> None:
         self._store = store
         self._hub = hub
         self._links = links
+        # Told after every applied enrolment patch (the viewer's access cache drops its decisions).
+        self._on_enrolment_change = on_enrolment_change
         # What enrolments last said about each meeting: every enrolment repeats it, a write only when it changes.
         self._meeting_details: dict[str, dict[str, Any]] = {}
 
@@ -97,6 +102,8 @@ class Projector:
             if document is None:
                 log.debug("stale_event", event_id=str(event.event_id), part=patch.path, collection=patch.collection)
                 continue
+            if patch.collection == ENROLMENTS and self._on_enrolment_change is not None:
+                self._on_enrolment_change()
             self.announce(patch, document)
 
     def announce(self, patch: Patch, document: dict[str, Any]) -> None:

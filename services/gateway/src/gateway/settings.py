@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from proxymage_shared.settings import ServiceSettings
@@ -9,10 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["dcc", "viewer"]
 
-# The local VIEWER Orthanc's explorer page for one study. Orthanc 1.10 names a study by the SHA-1 of
-# "PatientID|StudyInstanceUID" in five groups of eight hex digits (see gateway.viewer); the explorer lists
-# the study's series, each with an "Orthanc Web Viewer" button (the web-viewer 2.8 plugin opens series only).
-DEFAULT_VIEWER_URL_TEMPLATE = "http://127.0.0.1:18043/app/explorer.html#study?uuid={orthanc_study_id}"
+# The OHIF viewer the gateway serves (gateway.ohif) on one study, read through the gateway's DICOMweb path.
+DEFAULT_VIEWER_URL_TEMPLATE = "{gateway_url}/viewer/viewer?StudyInstanceUIDs={study_instance_uid}"
 
 
 class ApiToken(BaseModel):
@@ -30,9 +29,15 @@ class Settings(ServiceSettings):
     health_port: int = 8080
     # `[{"name": "dcc-demo", "role": "dcc", "sha256": "<hex>"}]`; no token configured means no /api access.
     api_tokens: tuple[ApiToken, ...] = ()
-    # Placeholders: {study_instance_uid}, {orthanc_study_id}, {patient_id} (the MIRC PatientID), all URL-quoted.
-    # A MedDREAM-style viewer: "https://meddream.example.org/meddream/?study={study_instance_uid}".
+    # The gateway's base URL as the DCC's and the console's users reach it (links in REST, SSE and e-mails).
+    public_url: str = "http://127.0.0.1:8080"
+    # Placeholders: {gateway_url} (public_url), {study_instance_uid}, {orthanc_study_id}, {patient_id} (the MIRC
+    # PatientID), all URL-quoted. Default: the built-in OHIF viewer. A site with its own viewer sets its URL, e.g.
+    # MedDREAM "https://meddream.example.org/meddream/?study={study_instance_uid}" (README, "Your own viewer").
     viewer_url_template: str = DEFAULT_VIEWER_URL_TEMPLATE
+    # The viewer store's DICOMweb root (Orthanc's DICOMweb plugin), proxied read-only at /dicom-web/ for the
+    # built-in viewer; unset: /dicom-web/ answers 503.
+    viewer_dicomweb_url: str | None = None
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # Events kept per stream for `Last-Event-ID` resume; an older id gets a `resync` event.
     sse_buffer_size: int = Field(default=256, ge=1, le=100_000)
@@ -46,3 +51,7 @@ class Settings(ServiceSettings):
     # "Today" for `within_months` filters is the date in this zone (the hospitals').
     timezone: str = "Europe/Paris"
     meetings_page_size: int = Field(default=200, ge=1, le=5000)
+    # The OHIF Viewer served at /viewer/ (gateway.ohif): the directory deploy/local/ohif.sh installs, e.g.
+    # var/ohif/current (a relative path is relative to the working directory, the repository root for the
+    # local stack). None, or a directory without index.html: /viewer/ answers 503.
+    viewer_app_dir: Path | None = None

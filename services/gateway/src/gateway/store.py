@@ -48,6 +48,7 @@ class ReadModelStore:
 
     async def ensure_indexes(self) -> None:
         await self._collections[ENROLMENTS].create_index([("enrolment.meeting_id", ASCENDING)])
+        await self._collections[ENROLMENTS].create_index([("selection.study_instance_uids", ASCENDING)])
         await self._collections[MEETINGS].create_index([("experts.date", DESCENDING)])
         await self.audit.create_index([("at", DESCENDING)])
         await self.audit.create_index([("enrolment_id", ASCENDING)])
@@ -88,6 +89,11 @@ class ReadModelStore:
 
     async def enrolment(self, enrolment_id: str) -> Document | None:
         return await self._collections[ENROLMENTS].find_one({"_id": enrolment_id})
+
+    async def enrolments_selecting(self, study_instance_uid: str, limit: int = 100) -> list[Document]:
+        """The enrolments whose latest selection names the study (the viewer's access check)."""
+        cursor = self._collections[ENROLMENTS].find({"selection.study_instance_uids": study_instance_uid})
+        return await cursor.to_list(limit)
 
     async def meeting(self, meeting_id: str) -> Document | None:
         return await self._collections[MEETINGS].find_one({"_id": meeting_id})

@@ -232,8 +232,9 @@ def _plain(status: RetrievalView, told: reasons.ToldReason = reasons.NO_REASON) 
 
 
 def retrieval_view(
-    document: Document, uid: str, *, selected: bool, patient_id: str | None, links: ViewerLinks
+    document: Document, uid: str, *, selected: bool, patient_id: str | None, links: ViewerLinks | None
 ) -> Retrieval:
+    """The study's state for this enrolment; `links` None leaves `viewer_url` unset."""
     job = get_path(document, f"retrieval.{study_key(uid)}")
     if selected:
         selection = get_path(document, "selection") or {}
@@ -264,7 +265,7 @@ def retrieval_view(
         progress=Progress.model_validate(progress, strict=False) if progress else None,
         attempts=int(job.get("attempts") or 0),
         next_attempt_at=job.get("next_attempt_at"),
-        viewer_url=links.url(uid, patient_id) if status == "available" else None,
+        viewer_url=links.url(uid, patient_id) if status == "available" and links is not None else None,
         **_reason_fields(reasons.told(job)),
     )
 
@@ -292,6 +293,19 @@ def study_patient_id(document: Document, uid: str) -> str | None:
             value = owner.get("patient_id")
             return value if isinstance(value, str) else None
     return None
+
+
+def viewable_patient_id(document: Document, uid: str) -> str | None:
+    """The PACS PatientID the study was catalogued under when the enrolment shows it `available`, else None.
+
+    This is what opens a study to the viewer (gateway.dicomweb): selected for this enrolment, moved completely,
+    and neither withdrawn nor removed since (the same rules as the state REST shows).
+    """
+    if uid not in selected_uids(document):
+        return None
+    patient_id = study_patient_id(document, uid)
+    state = retrieval_view(document, uid, selected=True, patient_id=patient_id, links=None)
+    return patient_id if state.status == "available" else None
 
 
 def expertise_view(document: Document) -> Expertise:
