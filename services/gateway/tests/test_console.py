@@ -205,10 +205,37 @@ async def test_login_sets_an_httponly_strict_cookie_and_logout_clears_it(
     assert re.match(rf'{COOKIE_NAME}=""?;.*Max-Age=0', answer.headers["set-cookie"])
 
 
-@pytest.mark.parametrize("target", ["https://exemple.test/", "//exemple.test/console/", "/api/v1/meetings", "/\\x"])
-async def test_login_never_redirects_off_the_console(console: httpx.AsyncClient, target: str) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://exemple.test/",
+        "//exemple.test/console/",
+        "/api/v1/meetings",
+        "/\\x",
+        "/\\exemple.test/viewer/",
+        "https://exemple.test/viewer/",
+        "//exemple.test/viewer/",
+        "/viewer",
+        "/viewerx/",
+        "/viewer/../api/v1/meetings",
+        "/console/../dicom-web/studies",
+        "/viewer/%2e%2e/api/v1/meetings",
+        "/viewer/a%2Fb",
+        "/viewer/x\r\nSet-Cookie: a=b",
+        "/dicom-web/studies",
+    ],
+)
+async def test_login_never_redirects_off_the_console_or_viewer(console: httpx.AsyncClient, target: str) -> None:
     answer = await console.post("/console/session", data={"token": "abc", "next": target})
     assert answer.headers["location"] == "/console/"
+
+
+@pytest.mark.parametrize("target", ["/viewer/", "/viewer/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.10.1338.1"])
+async def test_login_returns_to_the_viewer(console: httpx.AsyncClient, target: str) -> None:
+    answer = await console.post("/console/session", data={"token": "abc", "next": target})
+    assert answer.headers["location"] == target
+    login = await console.get("/console/login", params={"next": target})
+    assert f'name="next" value="{html.escape(target)}"' in login.text
 
 
 async def test_login_refuses_a_bad_token_and_a_foreign_origin(console: httpx.AsyncClient) -> None:

@@ -17,7 +17,7 @@ from proxymage_shared.devtools.synthetic import SyntheticStudy, synthetic_studie
 from proxymage_shared.settings import DicomPeer
 from proxymage_shared.testing import eventually
 
-from .harness import DCC_TOKEN, VIEWER_TOKEN, RunningGateway, base, running_gateway
+from .harness import DCC_TOKEN, VIEWER_TOKEN, RunningGateway, base, make_available, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -62,64 +62,6 @@ def stored(stack_env: dict[str, str]) -> Stored:
     return Stored(shown, other)
 
 
-async def make_available(gw: RunningGateway, study: SyntheticStudy) -> None:
-    pacs_patient = {"patient_id": study.patient.patient_id, "issuer": study.patient.issuer}
-    enrolled = base(
-        enrolment_id=E,
-        meeting_id=M,
-        rcp_id="rcp-dw",
-        meeting_title="RCP DICOMweb",
-        meeting_date="2026-12-01",
-        centre="3C",
-        patient={
-            "birth_name": "FICTIF",
-            "used_name": None,
-            "first_name": "Alice",
-            "birth_date": "1960-01-01",
-            "sex": "F",
-        },
-        consent=True,
-        requested_by={"name": "Dr Paul DURAND"},
-    )
-    await gw.send(topics.PATIENT_ENROLLED, enrolled, E)
-    await gw.send(
-        topics.IDENTITY_RESOLVED,
-        base(enrolment_id=E, source_event_id=enrolled["event_id"], status="matched", pacs_patients=[pacs_patient]),
-        E,
-    )
-    catalogued = {
-        "study_instance_uid": study.study_instance_uid,
-        "description": study.description,
-        "pacs": "MIRC",
-        "date": study.date.isoformat(),
-        "modalities": list(study.modalities),
-        "images": len(study.instances),
-        "series": 1,
-        "pacs_patient": pacs_patient,
-    }
-    await gw.send(topics.IMAGING_CATALOGUED, base(enrolment_id=E, status="listed", studies=[catalogued]), E)
-    await gw.send(
-        topics.STUDIES_SELECTED,
-        base(enrolment_id=E, study_instance_uids=[study.study_instance_uid], expertise_requested=False),
-        E,
-    )
-    await gw.send(
-        topics.STUDY_STATUS,
-        base(enrolment_id=E, study_instance_uid=study.study_instance_uid, status="available", version=3, attempts=1),
-        E,
-    )
-    # Every part projected (the topics are consumed independently): matched, catalogued, selected, available.
-    await gw.wait_for(
-        f"/api/v1/enrolments/{E}",
-        lambda a: (
-            a["identity"]["status"] == "matched"
-            and a["studies"]
-            and a["studies"][0]["description"] == study.description
-            and a["studies"][0]["retrieval"]["status"] == "available"
-        ),
-    )
-
-
 async def raw_get(gw: RunningGateway, target: str, method: str = "GET") -> int:
     """The status of a request sent byte for byte as written (no client-side normalisation of the path)."""
     port = int(gw.url.rsplit(":", 1)[1])
@@ -141,7 +83,7 @@ async def test_an_available_study_reads_through_the_proxy_and_nothing_else_does(
 ) -> None:
     shown, other = stored.shown, stored.other
     series, instance = Stored.series(shown), Stored.instance(shown)
-    await make_available(gw, shown)
+    await make_available(gw, shown, E)
     async with httpx.AsyncClient(base_url=gw.url, timeout=30, trust_env=False) as anonymous:
         qido = f"/dicom-web/studies?StudyInstanceUID={shown.study_instance_uid}"
         # No session: 401, whatever the study.
@@ -229,7 +171,7 @@ async def test_an_available_study_reads_through_the_proxy_and_nothing_else_does(
 
 async def test_a_removed_study_closes_at_once(gw: RunningGateway, stored: Stored) -> None:
     shown = stored.shown
-    await make_available(gw, shown)
+    await make_available(gw, shown, E)
     path = f"/dicom-web/studies/{shown.study_instance_uid}/series"
     assert (await gw.client.get(path)).status_code == 200
     await gw.send(topics.STUDY_REMOVED, base(enrolment_id=E, study_instance_uid=shown.study_instance_uid), E)
@@ -242,7 +184,7 @@ async def test_a_removed_study_closes_at_once(gw: RunningGateway, stored: Stored
 
 async def test_a_withdrawn_enrolment_closes_its_studies_at_once(gw: RunningGateway, stored: Stored) -> None:
     shown = stored.shown
-    await make_available(gw, shown)
+    await make_available(gw, shown, E)
     path = f"/dicom-web/studies/{shown.study_instance_uid}/metadata"
     first = await gw.client.get(path)
     assert first.status_code == 200, first.text

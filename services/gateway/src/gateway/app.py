@@ -1,9 +1,10 @@
 """Composition root of the gateway service: settings, adapters, subscribers, the HTTP app, lifespan.
 
 One HTTP port serves the REST API and SSE (`/api/v1/...`), the documents (`/docs`, `/openapi.json`,
-`/asyncapi`, `/asyncapi.json`), the operator console and the health endpoints (`/healthz`, `/readyz`,
-`/metrics`). Consumes every outcome topic and the DCC topics it shows (ARCHITECTURE.md "Topics") into the
-read model; publishes nothing but the DCC's commands.
+`/asyncapi`, `/asyncapi.json`), the operator console, the OHIF viewer (`/viewer/`) with its read-only
+DICOMweb path (`/dicom-web/`) and the health endpoints (`/healthz`, `/readyz`, `/metrics`). Consumes every
+outcome topic and the DCC topics it shows (ARCHITECTURE.md "Topics") into the read model; publishes nothing but
+the DCC's commands.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.service import Service, build_service
 from starlette.applications import Starlette
 
-from gateway import console
+from gateway import console, ohif
 from gateway.api import ApiContext, create_api
 from gateway.asyncapi import CONSUMED_TOPICS, asyncapi_html, asyncapi_json, specification
 from gateway.audit import Auditor
@@ -89,6 +90,7 @@ def build(settings: Settings) -> Service:
         return HTMLResponse(asyncapi_html(spec))
 
     console.mount(api)
+    ohif.mount(api, settings.viewer_app_dir, verifier)
     api.mount(DICOMWEB_PREFIX, dicomweb)
 
     async def close_streams() -> None:

@@ -247,6 +247,19 @@ def large_study(seed: int, instances: int, patient: SyntheticPatient = BENCH_PAT
         )  # fmt: skip
         ds.Rows = size
         ds.Columns = size
+        # An axial stack with its geometry and windowing, as a scanner writes it: viewers sort and
+        # display it as a volume (without them OHIF flags the series as inconsistent).
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.PixelSpacing = [0.7, 0.7]
+        ds.SliceThickness = 1.0
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-179.2, -179.2, -float(number)]
+        ds.SliceLocation = -float(number)
+        ds.RescaleIntercept = -1024
+        ds.RescaleSlope = 1
+        # The gradient spans -1024..~0 HU: a lung-like window shows all of it.
+        ds.WindowCenter = -500
+        ds.WindowWidth = 1100
         ds.PixelData = (base + number).astype(np.uint16).tobytes()
         datasets.append(ds)
     return SyntheticStudy(patient, study_uid, "TDM BENCHMARK", study_date, ("CT",), tuple(datasets))

@@ -87,12 +87,21 @@ def is_business_id(value: str) -> bool:
     return _BUSINESS_ID.fullmatch(value) is not None
 
 
+# Where a login may send the user back to: the console's pages and the viewer's (gateway.ohif).
+_NEXT_PREFIXES: Final = (HOME, "/viewer/")
+# A path of this site: printable ASCII without space or backslash (browsers read `\\` as `/`), starting
+# with one `/` (`//host` would be another site).
+_LOCAL_PATH = re.compile(r"/(?!/)[\x21-\x5b\x5d-\x7e]*")
+# Dot segments and escaped dots or slashes: a browser would resolve them out of the allowed prefixes.
+_PATH_TRICKS = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|%(?:2e|2f|5c)", re.IGNORECASE)
+
+
 def safe_next(value: str | None) -> str:
-    """Where to go after login: only a console page of this site (no open redirect)."""
-    if not value:
+    """Where to go after login: only a console or viewer page of this site (no open redirect)."""
+    if not value or _LOCAL_PATH.fullmatch(value) is None:
         return HOME
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc or not parts.path.startswith(HOME) or "\\" in value:
+    path = urlsplit(value).path
+    if not path.startswith(_NEXT_PREFIXES) or _PATH_TRICKS.search(path):
         return HOME
     return value
 

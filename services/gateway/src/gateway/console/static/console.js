@@ -344,6 +344,18 @@
     return reasonText(retrieval) ? label + ' (' + reasonText(retrieval) + ')' : label;
   }
 
+  // The state column: an available study links to the viewer (new tab), like the meeting's study cards.
+  function stateCell(study) {
+    const retrieval = retrievalOf(study);
+    const viewer = study.selected && retrieval.status === 'available' ? safeUrl(retrieval.viewer_url) : null;
+    if (!viewer) return h('td', { class: 'state', text: stateText(study) });
+    const label = study.description || 'Examen sans description';
+    return h('td', { class: 'state' }, h('a', {
+      class: 'viewer-link', href: viewer, target: '_blank', rel: 'noopener noreferrer',
+      'aria-label': 'Visuel disponible : ouvrir ' + label + ' dans la visionneuse (nouvel onglet)',
+    }, 'Visuel disponible'));
+  }
+
   // ---------------------------------------------------------------------------------------------------
   // The Imaging tab of an enrolment (§5, §6): studies after filters, check boxes, expertise, Validate
 
@@ -418,7 +430,7 @@
           h('td', { text: (study.modalities || []).join('/') }),
           h('td', { class: 'number', text: study.images === null || study.images === undefined ? '' : study.images }),
           h('td', { class: 'number', text: study.series === null || study.series === undefined ? '' : study.series }),
-          h('td', { class: 'state', text: stateText(study) })));
+          stateCell(study)));
       });
       byId('studies-empty').hidden = studies.length > 0;
       table.hidden = studies.length === 0;
