@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gateway.viewer_probe import IMAGE_DRAWN_JS
 from playwright.async_api import async_playwright, expect
 from proxymage_shared.devtools.synthetic import SyntheticStudy
 from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, delete_from_orthanc, free_port
@@ -69,6 +70,7 @@ def services(unique: str, logs_dir: Path, gateway_port: int) -> Iterator[dict[st
                 "PROXYMAGE_MONGO_DATABASE": f"sys_{unique}_{package}",
                 "PROXYMAGE_HEALTH_PORT": str(gateway_port if package == "gateway" else free_port()),
                 "PROXYMAGE_API_TOKENS": json.dumps([{"name": "system-test", "role": "dcc", "sha256": token_hash}]),
+                "PROXYMAGE_PUBLIC_URL": f"http://127.0.0.1:{gateway_port}",
             }
             with (logs_dir / f"{package}.log").open("wb") as log:  # the child keeps its own descriptor
                 started[package] = subprocess.Popen(
@@ -128,9 +130,9 @@ async def remove_one_through_the_console(system: System, meeting_id: str, enrolm
             async with page.context.expect_page() as opened:
                 await links.first.click()
             viewer = await opened.value
-            await viewer.wait_for_load_state()
-            assert "/app/explorer.html" in viewer.url
-            await expect(viewer).to_have_title(re.compile("Orthanc"))
+            assert "/viewer/viewer?StudyInstanceUIDs=" in viewer.url
+            # The study the fetcher moved, drawn by the built-in viewer through the gateway's DICOMweb path.
+            await viewer.wait_for_function(IMAGE_DRAWN_JS, timeout=60_000, polling="raf")
             await viewer.screenshot(path=SCREENSHOTS / "system-02-viewer.png")
             await viewer.close()
 
@@ -255,9 +257,19 @@ async def test_the_whole_flow_through_rest(
     for study in (s for s in document["studies"] if s["study_instance_uid"] in chosen):
         assert study["selected"] is True
         url = study["retrieval"]["viewer_url"]
-        assert url
-        async with httpx.AsyncClient(timeout=10) as browser:
-            assert (await browser.get(url)).status_code == 200
+        gateway_url = str(system.api.base_url).rstrip("/")
+        assert url == f"{gateway_url}/viewer/viewer?StudyInstanceUIDs={study['study_instance_uid']}"
+        async with httpx.AsyncClient(timeout=10, cookies={"proxymage_token": TOKEN}) as browser:
+            viewer_page = await browser.get(url)  # the OHIF viewer, behind the console's sign-in
+            assert viewer_page.status_code == 200
+            assert "/viewer/app-config.js" in viewer_page.text
+        # What the viewer reads: the study through the gateway's DICOMweb path, every instance of it.
+        found = await system.api.get(
+            "/dicom-web/studies",
+            params={"StudyInstanceUID": study["study_instance_uid"], "includefield": "00201208"},
+        )
+        assert found.status_code == 200
+        assert found.json()[0]["00201208"]["Value"][0] == study["images"]
 
     async def mailed() -> bool:
         return len(mail_to(radiologist)) == 1 and len(mail_to(nuclear)) == 1

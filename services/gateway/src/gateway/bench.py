@@ -65,7 +65,7 @@ class Figures:
         )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -308,7 +308,7 @@ async def main_async(rate: float, count: int) -> None:
         api_tokens=(ApiToken(name="bench", role="dcc", sha256=token_hash(BENCH_TOKEN)),),
         log_level="WARNING",
     )
-    settings = settings.model_copy(update={"health_port": _free_port()})
+    settings = settings.model_copy(update={"health_port": free_port()})
     await ensure_topics(
         settings.kafka_bootstrap_servers, topic_specs(settings.topic_partitions, prefix=settings.topic_prefix)
     )
