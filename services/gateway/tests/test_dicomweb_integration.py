@@ -13,7 +13,7 @@ import httpx
 import pytest
 from proxymage_shared import topics
 from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import SyntheticStudy, synthetic_studies
+from proxymage_shared.devtools.synthetic import SyntheticStudy, large_study, synthetic_studies
 from proxymage_shared.settings import DicomPeer
 from proxymage_shared.testing import eventually
 
@@ -120,6 +120,11 @@ async def test_an_available_study_reads_through_the_proxy_and_nothing_else_does(
         assert len(frame.content) > 1000  # pixel data
         assert frame.headers["cache-control"] == "private, no-store"
 
+        # HEAD: the headers alone.
+        head = await anonymous.head(f"/dicom-web/studies/{shown.study_instance_uid}/series", headers=COOKIE)
+        assert head.status_code == 200
+        assert head.content == b""
+
         # A bearer token works as well.
         bearer = await anonymous.get(qido, headers={"Authorization": f"Bearer {DCC_TOKEN}"})
         assert bearer.status_code == 200
@@ -180,6 +185,18 @@ async def test_a_removed_study_closes_at_once(gw: RunningGateway, stored: Stored
         return (await gw.client.get(path)).status_code == 404
 
     await eventually(closed, 10, "the removed study to be closed to the viewer")
+
+
+async def test_an_available_study_missing_from_the_store_is_a_404(gw: RunningGateway) -> None:
+    # `available` in the read model, but purged from (or never in) the viewer store: the store's 404 passes.
+    purged = large_study(20_261_130, 2)
+    await make_available(gw, purged, "enr-dw-purged")
+    for path in (
+        f"/dicom-web/studies?StudyInstanceUID={purged.study_instance_uid}",
+        f"/dicom-web/studies/{purged.study_instance_uid}/series",
+        f"/dicom-web/studies/{purged.study_instance_uid}/metadata",
+    ):
+        assert (await gw.client.get(path)).status_code == 404, path
 
 
 async def test_a_withdrawn_enrolment_closes_its_studies_at_once(gw: RunningGateway, stored: Stored) -> None:

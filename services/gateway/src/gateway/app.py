@@ -48,7 +48,7 @@ def build(settings: Settings) -> Service:
     links = ViewerLinks(settings.viewer_url_template, settings.public_url)
     verifier = TokenVerifier(settings.api_tokens)
     access = StudyAccess(store.enrolments_selecting)
-    dicomweb = DicomWebProxy(settings.viewer_dicomweb_url, verifier, access)
+    dicomweb = DicomWebProxy(settings.viewer_dicomweb_url, verifier, access, settings.public_url)
     projector = Projector(store, hub, links, on_enrolment_change=access.forget)
     for topic in CONSUMED_TOPICS:
         subscribe(

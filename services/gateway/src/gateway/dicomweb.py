@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 from proxymage_shared.logging import get_logger
@@ -179,8 +179,11 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
 class DicomWebProxy:
     """The ASGI app mounted at PREFIX (the mount strips it from `path`; `raw_path` keeps the original)."""
 
-    def __init__(self, store_url: str | None, verifier: TokenVerifier, access: StudyAccess) -> None:
+    def __init__(
+        self, store_url: str | None, verifier: TokenVerifier, access: StudyAccess, public_url: str | None = None
+    ) -> None:
         self._store_url = store_url.rstrip("/") if store_url else None
+        self._public = urlsplit(public_url) if public_url else None
         self._verifier = verifier
         self._access = access
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False)
@@ -211,22 +214,29 @@ class DicomWebProxy:
                 return _problem(404, "a study query must name a StudyInstanceUID or a PatientID")
             if query.study_uids and not any([await self._access.patient_ids(uid) for uid in query.study_uids]):
                 return _problem(404, "not found")  # as for a study path: nothing said about the store
-            return await self._query_studies(request, headers, query.query)
+            return await self._query_studies(request, headers, query)
         if not await self._access.patient_ids(target.study):
             return _problem(404, "not found")
+        if target.path.endswith(("/series", "/instances")):
+            return await self._query_within(request, headers, target.path, request.url.query)
         return await self._forward(request, headers, target.path, request.url.query)
 
     def _upstream_headers(self, request: Request, headers: dict[str, str]) -> dict[str, str]:
         forwarded: dict[str, str] = {name: headers[name] for name in _FORWARDED_REQUEST_HEADERS if name in headers}
-        # Orthanc writes absolute URLs (RetrieveURL, BulkDataURI) from `Forwarded`: make them point back here.
-        host = headers.get("host", "")
-        if _HOST.fullmatch(host):
-            forwarded["forwarded"] = f"host={host};proto={request.url.scheme}"
+        # Orthanc writes absolute URLs (RetrieveURL, BulkDataURI) from `Forwarded`: make them point back here, at
+        # the gateway's public address (setting `public_url`) rather than at whatever Host the client sent.
+        if self._public is not None and self._public.netloc:
+            host, proto = self._public.netloc, self._public.scheme
+        else:
+            host, proto = headers.get("host", ""), request.url.scheme
+        if _HOST.fullmatch(host) and proto in ("http", "https"):
+            forwarded["forwarded"] = f"host={host};proto={proto}"
         return forwarded
 
     async def _send(self, request: Request, headers: dict[str, str], path: str, query: str) -> httpx.Response | None:
         url = f"{self._store_url}{path}" + (f"?{query}" if query else "")
-        upstream = self._client.build_request(request.method, url, headers=self._upstream_headers(request, headers))
+        # Always a GET upstream (Orthanc's DICOMweb routes answer GET only); a HEAD gets the headers alone.
+        upstream = self._client.build_request("GET", url, headers=self._upstream_headers(request, headers))
         try:
             return await self._client.send(upstream, stream=True)
         except httpx.HTTPError as error:
@@ -238,6 +248,9 @@ class DicomWebProxy:
         if answer is None:
             return _problem(502, "the viewer store did not answer")
         kept = {name: answer.headers[name] for name in _KEPT_RESPONSE_HEADERS if name in answer.headers}
+        if request.method == "HEAD" and answer.status_code < 400:
+            await answer.aclose()
+            return Response(status_code=answer.status_code, headers={**kept, **_NO_STORE})
         if answer.status_code >= 400:
             await answer.aclose()
             # The store's error pages are not ours to show; its 404 (e.g. a series of another study) stays a 404.
@@ -250,8 +263,27 @@ class DicomWebProxy:
             background=BackgroundTask(answer.aclose),
         )
 
-    async def _query_studies(self, request: Request, headers: dict[str, str], query: str) -> Response:
-        answer = await self._send(request, {**headers, "accept": "application/dicom+json"}, _STUDY_QUERY, query)
+    async def _query_within(self, request: Request, headers: dict[str, str], path: str, query: str) -> Response:
+        """A QIDO of a study's series or instances: an empty answer means the study is not in the store (Orthanc
+        answers `[]` for an unknown study), which is a 404 like any absent study."""
+        plain = {**headers, "accept": "application/dicom+json", "accept-encoding": "identity"}
+        answer = await self._send(request, plain, path, query)
+        if answer is None:
+            return _problem(502, "the viewer store did not answer")
+        try:
+            body = await answer.aread()
+        finally:
+            await answer.aclose()
+        if answer.status_code == 404 or (answer.status_code < 400 and body.strip() in (b"", b"[]")):
+            return _problem(404, "not found")
+        if answer.status_code >= 400:
+            return _problem(502, "the viewer store refused the query")
+        if request.method == "HEAD":
+            body = b""
+        return Response(body, media_type="application/dicom+json", headers=_NO_STORE)
+
+    async def _query_studies(self, request: Request, headers: dict[str, str], query: StudyQuery) -> Response:
+        answer = await self._send(request, {**headers, "accept": "application/dicom+json"}, _STUDY_QUERY, query.query)
         if answer is None:
             return _problem(502, "the viewer store did not answer")
         try:
@@ -265,6 +297,9 @@ class DicomWebProxy:
         except ValueError:
             return _problem(502, "the viewer store's answer is not JSON")
         kept = [item for item in found if await self._available(item)] if isinstance(found, list) else []
+        if query.study_uids and not kept:
+            # Named studies that are available but no longer in the store (purged): as absent as the others.
+            return _problem(404, "not found")
         return JSONResponse(kept, media_type="application/dicom+json", headers=_NO_STORE)
 
     async def _available(self, item: object) -> bool:

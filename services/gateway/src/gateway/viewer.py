@@ -9,7 +9,7 @@ groups of eight hex digits, so the link needs no request to the viewer's store; 
 Examples:
 - the OHIF viewer the gateway serves (default): `{gateway_url}/viewer/viewer?StudyInstanceUIDs={study_instance_uid}`
 - MedDREAM: `https://meddream.example.org/meddream/?study={study_instance_uid}`
-- Weasis (weasis:// launcher): `weasis://%24dicom%3Aget%20-w%20%22{gateway_url}/...%22` (see README)
+- a site's own OHIF: `https://ohif.example.org/viewer?StudyInstanceUIDs={study_instance_uid}`
 """
 
 from __future__ import annotations
