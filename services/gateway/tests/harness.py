@@ -16,7 +16,7 @@ from gateway.app import build
 from gateway.auth import token_hash
 from gateway.bench import delete_topics
 from gateway.settings import ApiToken, Settings
-from proxymage_shared import topics
+from gateway.viewer_bench import available_study_events
 from proxymage_shared.devtools.synthetic import SyntheticStudy
 from proxymage_shared.events import Event, utc_now
 from proxymage_shared.mongo import create_mongo_client
@@ -63,64 +63,8 @@ def base(**fields: Any) -> dict[str, Any]:
 async def make_available(gw: RunningGateway, study: SyntheticStudy, enrolment_id: str) -> None:
     """Enrols a patient whose one study is matched, catalogued, selected and `available`, and waits until the
     gateway shows every part (the topics are consumed independently)."""
-    pacs_patient = {"patient_id": study.patient.patient_id, "issuer": study.patient.issuer}
-    enrolled = base(
-        enrolment_id=enrolment_id,
-        meeting_id=f"m-{enrolment_id}",
-        rcp_id="rcp-dw",
-        meeting_title="RCP DICOMweb",
-        meeting_date="2026-12-01",
-        centre="3C",
-        patient={
-            "birth_name": "FICTIF",
-            "used_name": None,
-            "first_name": "Alice",
-            "birth_date": "1960-01-01",
-            "sex": "F",
-        },
-        consent=True,
-        requested_by={"name": "Dr Paul DURAND"},
-    )
-    await gw.send(topics.PATIENT_ENROLLED, enrolled, enrolment_id)
-    await gw.send(
-        topics.IDENTITY_RESOLVED,
-        base(
-            enrolment_id=enrolment_id,
-            source_event_id=enrolled["event_id"],
-            status="matched",
-            pacs_patients=[pacs_patient],
-        ),
-        enrolment_id,
-    )
-    catalogued = {
-        "study_instance_uid": study.study_instance_uid,
-        "description": study.description,
-        "pacs": "MIRC",
-        "date": study.date.isoformat(),
-        "modalities": list(study.modalities),
-        "images": len(study.instances),
-        "series": 1,
-        "pacs_patient": pacs_patient,
-    }
-    await gw.send(
-        topics.IMAGING_CATALOGUED, base(enrolment_id=enrolment_id, status="listed", studies=[catalogued]), enrolment_id
-    )
-    await gw.send(
-        topics.STUDIES_SELECTED,
-        base(enrolment_id=enrolment_id, study_instance_uids=[study.study_instance_uid], expertise_requested=False),
-        enrolment_id,
-    )
-    await gw.send(
-        topics.STUDY_STATUS,
-        base(
-            enrolment_id=enrolment_id,
-            study_instance_uid=study.study_instance_uid,
-            status="available",
-            version=3,
-            attempts=1,
-        ),
-        enrolment_id,
-    )
+    for topic, event in available_study_events(study, enrolment_id, f"m-{enrolment_id}"):
+        await gw.send(topic, event, enrolment_id)
     await gw.wait_for(
         f"/api/v1/enrolments/{enrolment_id}",
         lambda a: (

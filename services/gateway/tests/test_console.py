@@ -45,7 +45,7 @@ from gateway.console.labels import (
     near_miss_hint,
     script_labels,
 )
-from playwright.async_api import Browser, Dialog, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Page, expect
 from proxymage_shared import topics
 from proxymage_shared.events import (
     MODALITIES,
@@ -60,7 +60,7 @@ from proxymage_shared.events import (
     Progress,
     StudyStatusChanged,
 )
-from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, free_port
+from proxymage_shared.pytest_plugin import ROOT, free_port
 from proxymage_shared.reasons import TEXTS, Reason
 from proxymage_shared.testing import eventually
 
@@ -369,16 +369,6 @@ async def gateway(stack_env: dict[str, str], unique: str, tmp_path: Path) -> Asy
             stop.set()
             await running
             configure_logging(settings.service_name, "INFO")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @dataclass

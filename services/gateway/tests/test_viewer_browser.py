@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 import pytest
 from gateway.auth import COOKIE_NAME
 from gateway.viewer_probe import CONTROL_LABELS_JS, IMAGE_DRAWN_JS, forbidden_controls
-from playwright.async_api import Browser, Page, Request, async_playwright
+from playwright.async_api import Browser, Page, Request
 from proxymage_shared.devtools.seed_pacs import store_studies
 from proxymage_shared.devtools.synthetic import large_study
-from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT
+from proxymage_shared.pytest_plugin import ROOT
 from proxymage_shared.settings import DicomPeer
 
 from .harness import VIEWER_TOKEN, RunningGateway, make_available, running_gateway
@@ -35,16 +35,6 @@ async def gw(stack_env: dict[str, str], unique: str) -> AsyncIterator[RunningGat
         pytest.fail("the OHIF viewer is not installed: run deploy/local/ohif.sh install (make up does it)")
     async with running_gateway(unique, viewer_app_dir=ROOT / "var" / "ohif" / "current") as running:
         yield running
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def test_an_available_study_opens_in_the_viewer_drawn_and_read_only(

@@ -263,34 +263,40 @@ class DicomWebProxy:
             background=BackgroundTask(answer.aclose),
         )
 
-    async def _query_within(self, request: Request, headers: dict[str, str], path: str, query: str) -> Response:
-        """A QIDO of a study's series or instances: an empty answer means the study is not in the store (Orthanc
-        answers `[]` for an unknown study), which is a 404 like any absent study."""
+    async def _query(
+        self, request: Request, headers: dict[str, str], path: str, query: str
+    ) -> tuple[int, bytes] | Response:
+        """A QIDO answer read whole (JSON, uncompressed: the proxy looks into it), or the 502 to send."""
         plain = {**headers, "accept": "application/dicom+json", "accept-encoding": "identity"}
         answer = await self._send(request, plain, path, query)
         if answer is None:
             return _problem(502, "the viewer store did not answer")
         try:
-            body = await answer.aread()
+            return answer.status_code, await answer.aread()
         finally:
             await answer.aclose()
-        if answer.status_code == 404 or (answer.status_code < 400 and body.strip() in (b"", b"[]")):
+
+    async def _query_within(self, request: Request, headers: dict[str, str], path: str, query: str) -> Response:
+        """A QIDO of a study's series or instances: an empty answer means the study is not in the store (Orthanc
+        answers `[]` for an unknown study), which is a 404 like any absent study."""
+        answer = await self._query(request, headers, path, query)
+        if isinstance(answer, Response):
+            return answer
+        status, body = answer
+        if status == 404 or (status < 400 and body.strip() in (b"", b"[]")):
             return _problem(404, "not found")
-        if answer.status_code >= 400:
+        if status >= 400:
             return _problem(502, "the viewer store refused the query")
         if request.method == "HEAD":
             body = b""
         return Response(body, media_type="application/dicom+json", headers=_NO_STORE)
 
     async def _query_studies(self, request: Request, headers: dict[str, str], query: StudyQuery) -> Response:
-        answer = await self._send(request, {**headers, "accept": "application/dicom+json"}, _STUDY_QUERY, query.query)
-        if answer is None:
-            return _problem(502, "the viewer store did not answer")
-        try:
-            body = await answer.aread()
-        finally:
-            await answer.aclose()
-        if answer.status_code >= 400:
+        answer = await self._query(request, headers, _STUDY_QUERY, query.query)
+        if isinstance(answer, Response):
+            return answer
+        status, body = answer
+        if status >= 400:
             return _problem(502, "the viewer store refused the query")
         try:
             found = json.loads(body) if body.strip() else []

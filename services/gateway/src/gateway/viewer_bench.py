@@ -59,12 +59,15 @@ def _event(**fields: Any) -> dict[str, Any]:
     return {"event_id": str(uuid.uuid4()), "occurred_at": utc_now().isoformat(), **fields}
 
 
-def _events(study: SyntheticStudy) -> list[tuple[str, dict[str, Any]]]:
-    """Enrolled, matched, catalogued, selected, available: what the services would have published."""
+def available_study_events(
+    study: SyntheticStudy, enrolment_id: str = ENROLMENT, meeting_id: str = "m-bench-viewer"
+) -> list[tuple[str, dict[str, Any]]]:
+    """(contract topic, event) for one enrolment whose one study is matched, catalogued, selected and `available`:
+    what the DCC and the services would have published (also used by the gateway's tests)."""
     pacs_patient = {"patient_id": study.patient.patient_id, "issuer": study.patient.issuer}
     enrolled = _event(
-        enrolment_id=ENROLMENT,
-        meeting_id="m-bench-viewer",
+        enrolment_id=enrolment_id,
+        meeting_id=meeting_id,
         rcp_id="rcp-bench-viewer",
         meeting_title="RCP banc d'essai",
         meeting_date=utc_now().date().isoformat(),
@@ -95,20 +98,20 @@ def _events(study: SyntheticStudy) -> list[tuple[str, dict[str, Any]]]:
         (
             topics.IDENTITY_RESOLVED,
             _event(
-                enrolment_id=ENROLMENT,
+                enrolment_id=enrolment_id,
                 source_event_id=enrolled["event_id"],
                 status="matched",
                 pacs_patients=[pacs_patient],
             ),
         ),
-        (topics.IMAGING_CATALOGUED, _event(enrolment_id=ENROLMENT, status="listed", studies=[catalogued])),
+        (topics.IMAGING_CATALOGUED, _event(enrolment_id=enrolment_id, status="listed", studies=[catalogued])),
         (
             topics.STUDIES_SELECTED,
-            _event(enrolment_id=ENROLMENT, study_instance_uids=[uid], expertise_requested=False),
+            _event(enrolment_id=enrolment_id, study_instance_uids=[uid], expertise_requested=False),
         ),
         (
             topics.STUDY_STATUS,
-            _event(enrolment_id=ENROLMENT, study_instance_uid=uid, status="available", version=3, attempts=1),
+            _event(enrolment_id=enrolment_id, study_instance_uid=uid, status="available", version=3, attempts=1),
         ),
     ]
 
@@ -203,7 +206,7 @@ async def main_async(instances: int, runs: int) -> None:
                     raise SystemExit("the gateway did not become ready")
                 await asyncio.sleep(0.2)
             await producer.start()
-            for topic, value in _events(study):
+            for topic, value in available_study_events(study):
                 await producer.send_and_wait(settings.topic(topic), json.dumps(value).encode(), key=ENROLMENT.encode())
             deadline = time.monotonic() + 60
             while not await _available(client):
