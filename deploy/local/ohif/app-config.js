@@ -30,7 +30,9 @@ window.config = {
   routerBasename: '/viewer',
   extensions: [],
   modes: [],
-  customizationService: {},
+  // No onboarding tour: OHIF's 11-step tour would cover the images at every new meeting-room session (its
+  // "seen" flag lives in the browser's storage). A global customization takes precedence over the mode's.
+  customizationService: [{ 'ohif.tours': { $set: [] } }],
   // Only the viewer route: the DICOMweb proxy serves the studies of the meetings, the board opens them
   // from the console, and a study list would be a second way in to browse the whole store.
   showStudyList: false,
@@ -77,8 +79,9 @@ window.config = {
         thumbnailRendering: 'wadors',
         // Series metadata is fetched when a series is displayed, not the whole study up front.
         enableStudyLazyLoad: true,
-        // Orthanc matches `*` wildcards but has no fuzzy matching.
-        supportsWildcard: true,
+        // The gateway's DICOMweb path takes exact study queries only (a StudyInstanceUID or one exact
+        // PatientID, no `*` or `?`: no listing by pattern), and Orthanc has no fuzzy matching.
+        supportsWildcard: false,
         supportsFuzzyMatching: false,
         // Orthanc is a full DICOMweb server, not a static file tree.
         staticWado: false,

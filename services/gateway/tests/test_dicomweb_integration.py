@@ -42,7 +42,8 @@ class Stored:
 
 @pytest.fixture
 async def gw(stack_env: dict[str, str], unique: str) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(unique) as running:
+    # A long cache life: only the projector's invalidation can close a study within the tests' deadlines.
+    async with running_gateway(unique, viewer_access_cache_seconds=300) as running:
         yield running
 
 
@@ -123,7 +124,7 @@ async def test_an_available_study_reads_through_the_proxy_and_nothing_else_does(
         # HEAD: the headers alone.
         head = await anonymous.head(f"/dicom-web/studies/{shown.study_instance_uid}/series", headers=COOKIE)
         assert head.status_code == 200
-        assert head.content == b""
+        assert head.headers["content-type"].startswith("application/dicom+json")
 
         # A bearer token works as well.
         bearer = await anonymous.get(qido, headers={"Authorization": f"Bearer {DCC_TOKEN}"})
@@ -184,7 +185,7 @@ async def test_a_removed_study_closes_at_once(gw: RunningGateway, stored: Stored
     async def closed() -> bool:
         return (await gw.client.get(path)).status_code == 404
 
-    await eventually(closed, 10, "the removed study to be closed to the viewer")
+    await eventually(closed, 3, "the removed study to be closed to the viewer")
 
 
 async def test_an_available_study_missing_from_the_store_is_a_404(gw: RunningGateway) -> None:
@@ -213,5 +214,5 @@ async def test_a_withdrawn_enrolment_closes_its_studies_at_once(gw: RunningGatew
         return bool(answer.status_code == 404)
 
     # The gateway's own projection of the withdrawal it published closes the study (no fetcher in this test).
-    await eventually(closed, 20, "the withdrawn enrolment's study to be closed to the viewer")
+    await eventually(closed, 5, "the withdrawn enrolment's study to be closed to the viewer")
     assert json.loads((await gw.client.get(path)).text)["detail"] == "not found"

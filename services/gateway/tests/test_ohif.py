@@ -89,6 +89,22 @@ async def test_the_page_requires_a_session_and_sends_back_to_it_after_login(
     assert (await anonymous.get(path)).status_code == 303
 
 
+async def test_a_link_from_another_site_reloads_once_from_here_to_get_the_strict_cookie(
+    anonymous: httpx.AsyncClient, signed_in: httpx.AsyncClient
+) -> None:
+    # Followed from the DCC's site: the browser withholds the SameSite=Strict cookie; a same-site reload sends it.
+    landing = await anonymous.get(VIEWER_LINK, headers={"Sec-Fetch-Site": "cross-site"})
+    assert landing.status_code == 200
+    assert '<meta http-equiv="refresh" content="0">' in landing.text
+    assert INDEX_HTML not in landing.text
+    assert landing.headers["cache-control"] == NO_STORE
+    # The reload is same-origin: without a session it goes to the login page (no loop), with one to the viewer.
+    again = await anonymous.get(VIEWER_LINK, headers={"Sec-Fetch-Site": "same-origin"})
+    assert again.status_code == 303
+    opened = await signed_in.get(VIEWER_LINK, headers={"Sec-Fetch-Site": "cross-site"})
+    assert opened.text == INDEX_HTML
+
+
 @pytest.mark.parametrize("path", ["/viewer/", "/viewer/index.html", VIEWER_LINK, "/viewer/viewer/extra/route"])
 async def test_the_page_and_every_app_route_serve_index_html_with_its_csp(
     signed_in: httpx.AsyncClient, path: str

@@ -71,4 +71,14 @@ def test_bearer_header(header: str | None, token: str | None) -> None:
 def test_tokens_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     digest = hashlib.sha256(b"t").hexdigest()
     monkeypatch.setenv("PROXYMAGE_API_TOKENS", f'[{{"name": "n", "role": "viewer", "sha256": "{digest}"}}]')
+    monkeypatch.setenv("PROXYMAGE_PUBLIC_URL", "https://proxymage.example.org")
     assert Settings().api_tokens == (ApiToken(name="n", role="viewer", sha256=digest),)
+
+
+def test_the_public_url_is_required_for_the_built_in_viewers_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROXYMAGE_PUBLIC_URL", raising=False)
+    with pytest.raises(ValueError, match="PROXYMAGE_PUBLIC_URL"):
+        Settings()
+    # A site with its own viewer needs no public URL of the gateway.
+    own = Settings(viewer_url_template="https://meddream.example.org/meddream/?study={study_instance_uid}")
+    assert own.public_url is None

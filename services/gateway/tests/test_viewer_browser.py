@@ -68,7 +68,17 @@ async def test_an_available_study_opens_in_the_viewer_drawn_and_read_only(
 
     requests: list[str] = []
     errors: list[str] = []
+    failed: list[str] = []
     context.on("request", lambda request: requests.append(_described(request)))
+    context.on(
+        "response",
+        lambda response: failed.append(f"{response.status} {response.url}") if response.status >= 400 else None,
+    )
+    # CSP violations do not raise page errors: the viewer's page reports them here.
+    await context.add_init_script(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+        " (event) => window.__csp.push(event.violatedDirective + ' ' + event.blockedURI));"
+    )
     async with context.expect_page() as opened:
         await link.click()
     viewer: Page = await opened.value
@@ -79,9 +89,24 @@ async def test_an_available_study_opens_in_the_viewer_drawn_and_read_only(
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         await viewer.screenshot(path=str(SCREENSHOTS / "viewer-ohif.png"))
 
+    assert await viewer.locator(".shepherd-element").count() == 0  # no onboarding tour over the images
     assert viewer.url.startswith(f"{gw.url}/viewer/viewer?StudyInstanceUIDs={study.study_instance_uid}")
     assert await viewer.evaluate("document.documentElement.lang") == "fr"
     labels = await viewer.evaluate(CONTROL_LABELS_JS)
+    # Menus and panels hold more controls: open each and read again.
+    for opener in (
+        "MoreTools-split-button-secondary",
+        "trackedMeasurements-btn",
+        "panelSegmentation-btn",
+        "seriesList-btn",
+        "layout-button",
+    ):
+        control = viewer.locator(f'[data-cy="{opener}"]').first
+        assert await control.count(), f"{opener}: OHIF's layout changed, the probe no longer opens it"
+        await control.click()
+        await viewer.wait_for_timeout(300)
+        labels += await viewer.evaluate(CONTROL_LABELS_JS)
+        await viewer.keyboard.press("Escape")
     assert labels, "the viewer shows no control at all: the probe is not looking at OHIF"
     assert forbidden_controls(labels) == []
     # Everything came from the gateway's origin: OHIF's files and the DICOMweb path, never Orthanc's own port.
@@ -89,6 +114,8 @@ async def test_an_available_study_opens_in_the_viewer_drawn_and_read_only(
     assert foreign == []
     assert any("/dicom-web/studies/" in url and "/frames/" in url for url in requests)
     assert errors == []
+    assert failed == []
+    assert await viewer.evaluate("window.__csp") == []
 
 
 def _described(request: Request) -> str:

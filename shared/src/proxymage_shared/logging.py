@@ -108,8 +108,9 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True, stre
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(log_level)
-    # pynetdicom logs every PDU and dataset at DEBUG/INFO, identifiers included: keep it to warnings.
-    for noisy in ("pynetdicom", "aiokafka", "kafka", "pymongo", "uvicorn.access", "faststream"):
+    # pynetdicom logs every PDU and dataset at DEBUG/INFO, identifiers included, and httpx/httpcore every URL
+    # (a DICOMweb query names a PatientID): keep them to warnings.
+    for noisy in ("pynetdicom", "aiokafka", "kafka", "pymongo", "uvicorn.access", "faststream", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(log_level, logging.WARNING))
 
 

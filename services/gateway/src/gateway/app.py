@@ -25,11 +25,12 @@ from gateway.asyncapi import CONSUMED_TOPICS, asyncapi_html, asyncapi_json, spec
 from gateway.audit import Auditor
 from gateway.auth import TokenVerifier
 from gateway.dicomweb import PREFIX as DICOMWEB_PREFIX
-from gateway.dicomweb import DicomWebProxy, StudyAccess
+from gateway.dicomweb import DicomWebProxy, StoreAccount
 from gateway.hub import Hub
 from gateway.live import Projector
 from gateway.settings import Settings
 from gateway.store import ReadModelStore
+from gateway.study_access import StudyAccess
 from gateway.viewer import ViewerLinks
 
 EVENT_TYPES: dict[str, type[Event]] = {**INBOUND_EVENT_TYPES, **OUTCOME_EVENT_TYPES}
@@ -45,10 +46,21 @@ def build(settings: Settings) -> Service:
     service = build_service(settings)
     store = ReadModelStore(service.mongo_client[settings.database_name()])
     hub = Hub(settings.sse_buffer_size, settings.sse_max_streams)
-    links = ViewerLinks(settings.viewer_url_template, settings.public_url)
+    links = ViewerLinks(settings.viewer_url_template, settings.public_url or "")
     verifier = TokenVerifier(settings.api_tokens)
-    access = StudyAccess(store.enrolments_selecting)
-    dicomweb = DicomWebProxy(settings.viewer_dicomweb_url, verifier, access, settings.public_url)
+    auditor = Auditor(store.record_audit, settings.audit_batch_size)
+    access = StudyAccess(store.enrolments_selecting, settings.viewer_access_cache_seconds)
+    password = settings.viewer_dicomweb_password
+    viewer_store = (
+        StoreAccount(
+            settings.viewer_dicomweb_url,
+            settings.viewer_dicomweb_username,
+            password.get_secret_value() if password else None,
+        )
+        if settings.viewer_dicomweb_url
+        else None
+    )
+    dicomweb = DicomWebProxy(viewer_store, verifier, access, auditor, settings.public_url)
     projector = Projector(store, hub, links, on_enrolment_change=access.forget)
     for topic in CONSUMED_TOPICS:
         subscribe(
@@ -64,7 +76,6 @@ def build(settings: Settings) -> Service:
         await publish_event(service.broker, settings.topic(topic), key, event)
 
     zone = ZoneInfo(settings.timezone)
-    auditor = Auditor(store.record_audit, settings.audit_batch_size)
     api = create_api(
         ApiContext(
             store=store,

@@ -19,30 +19,28 @@ projects an enrolment change (its own consumer sees every event), so a withdrawa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 import httpx
 from proxymage_shared.logging import get_logger
-from proxymage_shared.mongo import Document
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from gateway import views
-from gateway.auth import TokenVerifier, presented_token, scope_headers
+from gateway.audit import Auditor
+from gateway.auth import Principal, TokenVerifier, presented_token, scope_headers
+from gateway.study_access import Grant, StudyAccess
 
 log = get_logger(__name__)
 
 PREFIX: Final = "/dicom-web"
-ACCESS_TTL_SECONDS: Final = 5.0
+AUDIT_WINDOW_SECONDS: Final = 60.0
 _UID = r"[0-9]{1,64}(?:\.[0-9]{1,64}){0,63}"
 _LEVEL = r"(?:/metadata|/rendered|/thumbnail)?"
 # The routes OHIF (and any DICOMweb viewer) reads, on the raw path after PREFIX. Group `study` names the study.
@@ -61,8 +59,6 @@ _ROUTES: Final = tuple(
     )
 )
 _STUDY_QUERY: Final = "/studies"
-# Request headers passed to the store: content negotiation only (never the cookie or the Authorization header).
-_FORWARDED_REQUEST_HEADERS: Final = ("accept", "accept-encoding")
 _KEPT_RESPONSE_HEADERS: Final = ("content-type", "content-length", "content-encoding")
 # A host as it may appear in `Forwarded: host=...` (RFC 7239): anything else is replaced by the store's own.
 _HOST: Final = re.compile(r"[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::[0-9]{1,5})?")
@@ -78,6 +74,11 @@ class Target:
     path: str
     study: str | None
 
+    @property
+    def opens_study(self) -> bool:
+        """The requests a viewer makes once per study or series (audited), not the per-frame ones."""
+        return self.path.endswith(("/series", "/metadata", "/instances")) or self.path.count("/") == 2
+
 
 def parse(raw_path: str) -> Target | None:
     """The target of a raw (undecoded) path below PREFIX, or None when it is not one the viewer may read."""
@@ -92,24 +93,67 @@ def parse(raw_path: str) -> Target | None:
 
 @dataclass(frozen=True, slots=True)
 class StudyQuery:
-    """A study-level QIDO the proxy may forward: the query string and the StudyInstanceUIDs it names, if any."""
+    """A study-level QIDO the proxy may forward: its raw query string, and the studies or patient it names."""
 
     query: str
     study_uids: tuple[str, ...]
+    patient_id: str | None
+
+
+# Study-level QIDO keys forwarded (names and tags): the rest is dropped (the answer is filtered anyway).
+_STUDY_QUERY_KEYS: Final = {
+    "StudyInstanceUID": "uid",
+    _STUDY_UID_TAG: "uid",
+    "0020000d": "uid",
+    "PatientID": "patient",
+    _PATIENT_ID_TAG: "patient",
+    "limit": "page",
+    "offset": "page",
+    "includefield": "page",
+    "fuzzymatching": "page",
+}
+MAX_STUDIES_PER_QUERY: Final = 100
+_WILDCARD: Final = re.compile(r"[*?\\]")
 
 
 def study_query(query: str) -> StudyQuery | None:
-    """The study-level QIDO to forward, or None when it narrows to no patient and no study (browsing)."""
-    pairs = parse_qsl(query, keep_blank_values=True)
-    named = [value for key, value in pairs if key in ("StudyInstanceUID", _STUDY_UID_TAG)]
-    # QIDO-RS takes a list of UIDs as repeated values, comma- or backslash-separated.
-    uids = tuple(uid for value in named for uid in re.split(r"[,\\]", value) if uid)
-    if any(re.fullmatch(_UID, uid) is None for uid in uids):
+    """The study-level QIDO to forward, or None when it is not an exact query by study or by patient.
+
+    Values are forwarded as the client encoded them (re-encoding would turn `^` or `/` into escapes that the
+    store reads literally); a PatientID must be exact (no `*`, `?` or `\\` wildcard: no listing by pattern);
+    `limit` is capped so that one query cannot make the proxy check thousands of studies.
+    """
+    kept: list[str] = []
+    uids: list[str] = []
+    patients: list[str] = []
+    for part in query.split("&"):
+        raw_key, _, raw_value = part.partition("=")
+        kind = _STUDY_QUERY_KEYS.get(unquote_plus(raw_key))
+        value = unquote_plus(raw_value)
+        if kind is None or (kind == "page" and unquote_plus(raw_key) == "limit"):
+            continue  # dropped; `limit` is set below
+        if kind == "uid":
+            found = [uid for uid in re.split(r"[,\\]", value) if uid]
+            if not found or any(re.fullmatch(_UID, uid) is None for uid in found):
+                return None
+            uids += found
+        elif kind == "patient":
+            if not value.strip() or _WILDCARD.search(value) or len(value) > 64:
+                return None
+            patients.append(value)
+        kept.append(part)
+    if len(set(patients)) > 1 or not (uids or patients):
         return None
-    patient = [value for key, value in pairs if key in ("PatientID", _PATIENT_ID_TAG) and value.strip("*? ")]
-    if not uids and not patient:
-        return None
-    return StudyQuery(urlencode(pairs), uids)
+    limit = _requested_limit(query)
+    kept.append(f"limit={min(limit, MAX_STUDIES_PER_QUERY) if limit else MAX_STUDIES_PER_QUERY}")
+    return StudyQuery("&".join(kept), tuple(dict.fromkeys(uids)), patients[0] if patients else None)
+
+
+def _requested_limit(query: str) -> int:
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "limit" and value.isdigit():
+            return int(value)
+    return 0
 
 
 def _value(item: object, tag: str) -> str | None:
@@ -120,73 +164,41 @@ def _value(item: object, tag: str) -> str | None:
     return values[0] if isinstance(values, list) and values and isinstance(values[0], str) else None
 
 
-class StudyAccess:
-    """Which studies the viewer may read: PatientIDs under which each study is available, briefly cached."""
-
-    def __init__(
-        self,
-        lookup: Callable[[str], Awaitable[list[Document]]],
-        ttl_seconds: float = ACCESS_TTL_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._lookup = lookup
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
-        self._pending: dict[str, asyncio.Task[frozenset[str]]] = {}
-        self._generation = 0
-
-    def forget(self) -> None:
-        """Drops every decision (an enrolment changed); lookups already running are not cached."""
-        self._generation += 1
-        self._cache.clear()
-        self._pending.clear()
-
-    async def patient_ids(self, study_instance_uid: str) -> frozenset[str]:
-        """The PACS PatientIDs the study is available under; empty when it is not available for any enrolment."""
-        cached = self._cache.get(study_instance_uid)
-        if cached is not None and cached[0] > self._clock():
-            return cached[1]
-        task = self._pending.get(study_instance_uid)
-        if task is None:
-            # One lookup per study at a time: a viewer opening a study asks for hundreds of frames at once.
-            task = asyncio.ensure_future(self._resolve(study_instance_uid, self._generation))
-            self._pending[study_instance_uid] = task
-        return await asyncio.shield(task)
-
-    async def _resolve(self, uid: str, generation: int) -> frozenset[str]:
-        try:
-            documents = await self._lookup(uid)
-            found = frozenset(
-                patient_id
-                for patient_id in (views.viewable_patient_id(document, uid) for document in documents)
-                if patient_id is not None
-            )
-            if generation == self._generation:
-                if len(self._cache) >= 10_000:
-                    self._cache.clear()
-                self._cache[uid] = (self._clock() + self._ttl, found)
-            return found
-        finally:
-            if generation == self._generation:
-                self._pending.pop(uid, None)
-
-
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"detail": detail}, status_code=status, headers={**_NO_STORE, **(headers or {})})
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAccount:
+    """The viewer store's HTTP address and, when it asks for one, the account the gateway uses there."""
+
+    url: str
+    username: str | None = None
+    password: str | None = None
 
 
 class DicomWebProxy:
     """The ASGI app mounted at PREFIX (the mount strips it from `path`; `raw_path` keeps the original)."""
 
     def __init__(
-        self, store_url: str | None, verifier: TokenVerifier, access: StudyAccess, public_url: str | None = None
+        self,
+        store: StoreAccount | None,
+        verifier: TokenVerifier,
+        access: StudyAccess,
+        auditor: Auditor,
+        public_url: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._store_url = store_url.rstrip("/") if store_url else None
+        self._store_url = store.url.rstrip("/") if store else None
         self._public = urlsplit(public_url) if public_url else None
         self._verifier = verifier
         self._access = access
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False)
+        self._auditor = auditor
+        self._audited: dict[tuple[str, str, int], float] = {}
+        auth = (store.username, store.password or "") if store and store.username else None
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False, auth=auth, transport=transport
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -199,7 +211,8 @@ class DicomWebProxy:
 
     async def _respond(self, request: Request) -> Response:
         headers = scope_headers(request.scope)
-        if self._verifier.verify(presented_token(headers)) is None:
+        who = self._verifier.verify(presented_token(headers))
+        if who is None:
             return _problem(401, "sign in first (console session or bearer token)", {"WWW-Authenticate": "Bearer"})
         if request.method not in ("GET", "HEAD"):
             return _problem(405, "the viewer's DICOMweb path is read-only", {"Allow": "GET, HEAD"})
@@ -211,18 +224,40 @@ class DicomWebProxy:
         if target.study is None:
             query = study_query(request.url.query)
             if query is None:
-                return _problem(404, "a study query must name a StudyInstanceUID or a PatientID")
-            if query.study_uids and not any([await self._access.patient_ids(uid) for uid in query.study_uids]):
-                return _problem(404, "not found")  # as for a study path: nothing said about the store
-            return await self._query_studies(request, headers, query)
-        if not await self._access.patient_ids(target.study):
+                return _problem(404, "a study query must name StudyInstanceUIDs or one exact PatientID")
+            return await self._query_studies(request, headers, query, who)
+        grants = await self._access.grants(target.study)
+        if target.opens_study:
+            self._audit(who, target.study, grants)
+        if not grants:
             return _problem(404, "not found")
         if target.path.endswith(("/series", "/instances")):
             return await self._query_within(request, headers, target.path, request.url.query)
         return await self._forward(request, headers, target.path, request.url.query)
 
+    def _audit(self, who: Principal, uid: str, grants: frozenset[Grant]) -> None:
+        """One audit entry per reader, study and answer per minute (a viewer asks for the same study many times)."""
+        now = time.monotonic()
+        status = 200 if grants else 404
+        key = (who.name, uid, status)
+        if now - self._audited.get(key, -AUDIT_WINDOW_SECONDS) < AUDIT_WINDOW_SECONDS:
+            return
+        if len(self._audited) >= 10_000:
+            self._audited.clear()
+        self._audited[key] = now
+        enrolments: list[str | None] = [*sorted({grant.enrolment_id for grant in grants})] or [None]
+        for enrolment_id in enrolments:
+            self._auditor.record(
+                who=who.name, role=who.role, action="view_study", status=status, enrolment_id=enrolment_id
+            )
+
     def _upstream_headers(self, request: Request, headers: dict[str, str]) -> dict[str, str]:
-        forwarded: dict[str, str] = {name: headers[name] for name in _FORWARDED_REQUEST_HEADERS if name in headers}
+        # Content negotiation only (never the cookie or the Authorization header); identity unless the client
+        # asked for compression itself, and `*/*` unless it named a type.
+        forwarded = {
+            "accept": headers.get("accept", "*/*"),
+            "accept-encoding": headers.get("accept-encoding", "identity"),
+        }
         # Orthanc writes absolute URLs (RetrieveURL, BulkDataURI) from `Forwarded`: make them point back here, at
         # the gateway's public address (setting `public_url`) rather than at whatever Host the client sent.
         if self._public is not None and self._public.netloc:
@@ -291,7 +326,15 @@ class DicomWebProxy:
             body = b""
         return Response(body, media_type="application/dicom+json", headers=_NO_STORE)
 
-    async def _query_studies(self, request: Request, headers: dict[str, str], query: StudyQuery) -> Response:
+    async def _query_studies(
+        self, request: Request, headers: dict[str, str], query: StudyQuery, who: Principal
+    ) -> Response:
+        if query.study_uids:
+            named = await self._access.grants_of(query.study_uids)
+            for named_uid, named_grants in named.items():
+                self._audit(who, named_uid, named_grants)
+            if not any(named.values()):
+                return _problem(404, "not found")  # as for a study path: nothing said about the store
         answer = await self._query(request, headers, _STUDY_QUERY, query.query)
         if isinstance(answer, Response):
             return answer
@@ -302,15 +345,23 @@ class DicomWebProxy:
             found = json.loads(body) if body.strip() else []
         except ValueError:
             return _problem(502, "the viewer store's answer is not JSON")
-        kept = [item for item in found if await self._available(item)] if isinstance(found, list) else []
+        items = found[:MAX_STUDIES_PER_QUERY] if isinstance(found, list) else []
+        listed = [uid for item in items if (uid := _value(item, _STUDY_UID_TAG)) is not None]
+        opened = await self._access.grants_of(listed)
+        kept = [item for item in items if _opened(item, opened)]
         if query.study_uids and not kept:
             # Named studies that are available but no longer in the store (purged): as absent as the others.
             return _problem(404, "not found")
+        if request.method == "HEAD":
+            return Response(media_type="application/dicom+json", headers=_NO_STORE)
         return JSONResponse(kept, media_type="application/dicom+json", headers=_NO_STORE)
 
-    async def _available(self, item: object) -> bool:
-        uid = _value(item, _STUDY_UID_TAG)
-        return uid is not None and _value(item, _PATIENT_ID_TAG) in await self._access.patient_ids(uid)
+
+def _opened(item: object, grants: dict[str, frozenset[Grant]]) -> bool:
+    """A study of the store's answer is shown only if available, and under the PatientID it was catalogued with."""
+    uid = _value(item, _STUDY_UID_TAG)
+    patient_id = _value(item, _PATIENT_ID_TAG)
+    return uid is not None and any(grant.patient_id == patient_id for grant in grants.get(uid, ()))
 
 
 def _raw_path(scope: Scope) -> str:

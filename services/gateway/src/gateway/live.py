@@ -99,11 +99,12 @@ class Projector:
             if self._unchanged_meeting_details(patch):
                 continue
             document = await self._store.apply(patch)
+            # Told even when nothing was written here: another gateway instance may have applied it first.
+            if patch.collection == ENROLMENTS and self._on_enrolment_change is not None:
+                self._on_enrolment_change()
             if document is None:
                 log.debug("stale_event", event_id=str(event.event_id), part=patch.path, collection=patch.collection)
                 continue
-            if patch.collection == ENROLMENTS and self._on_enrolment_change is not None:
-                self._on_enrolment_change()
             self.announce(patch, document)
 
     def announce(self, patch: Patch, document: dict[str, Any]) -> None:

@@ -161,6 +161,20 @@ def _login_redirect(request: Request) -> RedirectResponse:
     )
 
 
+def _same_site_reload() -> HTMLResponse:
+    html = (
+        '<!doctype html><html lang="fr"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0">'
+        "<title>Ouverture de la visionneuse</title></head><body><p>Ouverture de la visionneuse…</p></body></html>"
+    )
+    headers = {
+        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+        "Cache-Control": NO_STORE,
+        "Referrer-Policy": "no-referrer",
+        "X-Content-Type-Options": "nosniff",
+    }
+    return HTMLResponse(html, headers=headers)
+
+
 class _Viewer:
     def __init__(self, app_dir: Path | None, verifier: TokenVerifier) -> None:
         self._app_dir = app_dir
@@ -172,6 +186,11 @@ class _Viewer:
 
     def _index(self, request: Request, root: Path) -> Response:
         if not self._signed_in(request):
+            if request.headers.get("sec-fetch-site") == "cross-site":
+                # A link followed from another site (the DCC): the browser withheld the SameSite=Strict cookie.
+                # Reloading from this page makes the navigation same-site, so an open session is sent; without
+                # one, the reload (same-origin now) goes to the login page.
+                return _same_site_reload()
             return _login_redirect(request)
         return FileResponse(root / INDEX, media_type="text/html; charset=utf-8", headers=_HTML_HEADERS)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from proxymage_shared.settings import ServiceSettings
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 Role = Literal["dcc", "viewer"]
 
@@ -29,8 +29,10 @@ class Settings(ServiceSettings):
     health_port: int = 8080
     # `[{"name": "dcc-demo", "role": "dcc", "sha256": "<hex>"}]`; no token configured means no /api access.
     api_tokens: tuple[ApiToken, ...] = ()
-    # The gateway's base URL as the DCC's and the console's users reach it (links in REST, SSE and e-mails).
-    public_url: str = "http://127.0.0.1:8080"
+    # The gateway's base URL as the DCC's and the console's users reach it (links in REST, SSE and the console),
+    # served at the domain's root (the built-in viewer's paths are /viewer/ and /dicom-web/). Required while the
+    # viewer URL template uses {gateway_url} (the default): a link to 127.0.0.1 would reach nobody.
+    public_url: str | None = None
     # Placeholders: {gateway_url} (public_url), {study_instance_uid}, {orthanc_study_id}, {patient_id} (the MIRC
     # PatientID), all URL-quoted. Default: the built-in OHIF viewer. A site with its own viewer sets its URL, e.g.
     # MedDREAM "https://meddream.example.org/meddream/?study={study_instance_uid}" (README, "Your own viewer").
@@ -38,6 +40,11 @@ class Settings(ServiceSettings):
     # The viewer store's DICOMweb root (Orthanc's DICOMweb plugin), proxied read-only at /dicom-web/ for the
     # built-in viewer; unset: /dicom-web/ answers 503.
     viewer_dicomweb_url: str | None = None
+    # The account the gateway uses at the viewer store's HTTP API, when the store asks for one (basic auth).
+    viewer_dicomweb_username: str | None = None
+    viewer_dicomweb_password: SecretStr | None = None
+    # How long an access decision of the DICOMweb path is kept; every enrolment change drops them all anyway.
+    viewer_access_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # Events kept per stream for `Last-Event-ID` resume; an older id gets a `resync` event.
     sse_buffer_size: int = Field(default=256, ge=1, le=100_000)
@@ -55,3 +62,12 @@ class Settings(ServiceSettings):
     # var/ohif/current (a relative path is relative to the working directory, the repository root for the
     # local stack). None, or a directory without index.html: /viewer/ answers 503.
     viewer_app_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _public_url_when_linked(self) -> Settings:
+        if "{gateway_url}" in self.viewer_url_template and not self.public_url:
+            raise ValueError(
+                "set PROXYMAGE_PUBLIC_URL (the gateway's address as users reach it, e.g. https://proxymage.example.org):"
+                " the viewer links are built from it"
+            )
+        return self

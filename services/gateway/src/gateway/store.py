@@ -18,6 +18,7 @@ database is the gateway's own; the values never go to logs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 from proxymage_shared.mongo import Document
@@ -90,10 +91,11 @@ class ReadModelStore:
     async def enrolment(self, enrolment_id: str) -> Document | None:
         return await self._collections[ENROLMENTS].find_one({"_id": enrolment_id})
 
-    async def enrolments_selecting(self, study_instance_uid: str, limit: int = 100) -> list[Document]:
-        """The enrolments whose latest selection names the study (the viewer's access check)."""
-        cursor = self._collections[ENROLMENTS].find({"selection.study_instance_uids": study_instance_uid})
-        return await cursor.to_list(limit)
+    async def enrolments_selecting(self, study_instance_uids: Sequence[str], limit: int = 1000) -> list[Document]:
+        """The enrolments whose latest selection names any of the studies (the viewer's access check)."""
+        wanted = list(study_instance_uids)
+        query = {"selection.study_instance_uids": wanted[0] if len(wanted) == 1 else {"$in": wanted}}
+        return await self._collections[ENROLMENTS].find(query).to_list(limit)
 
     async def meeting(self, meeting_id: str) -> Document | None:
         return await self._collections[MEETINGS].find_one({"_id": meeting_id})

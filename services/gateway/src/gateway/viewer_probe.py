@@ -4,7 +4,8 @@
   rendering engine copies each rendered frame into) whose pixels are not all the same colour. A blank or
   still-loading viewport is uniform (black); a drawn CT slice is not.
 - **No control that writes**: nothing on the page (buttons, links, menu items, their labels and tooltips)
-  offers to delete, upload/import, anonymise or send studies: the viewer is for reading in the meeting.
+  offers to delete, upload/import, anonymise, send studies or store a report (an SR written back to the store):
+  the viewer is for reading in the meeting.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ CONTROL_LABELS_JS: Final = """
 # French and English words for the controls the viewer must not offer.
 FORBIDDEN_CONTROL: Final = re.compile(
     r"delete|remove stud|supprim|effac|upload|import|t[ée]l[ée]vers|stow|anonymi|pseudonymi|send to|"
-    r"envoyer vers|reject|rejet",
+    r"envoyer vers|reject|rejet|create report|cr[ée]er un rapport|save report|enregistrer (le|un) rapport",
     re.IGNORECASE,
 )
 

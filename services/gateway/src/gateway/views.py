@@ -265,7 +265,8 @@ def retrieval_view(
         progress=Progress.model_validate(progress, strict=False) if progress else None,
         attempts=int(job.get("attempts") or 0),
         next_attempt_at=job.get("next_attempt_at"),
-        viewer_url=links.url(uid, patient_id) if status == "available" and links is not None else None,
+        # A link only where the DICOMweb path opens the study: catalogued under a patient still linked.
+        viewer_url=links.url(uid, patient_id) if status == "available" and links and patient_id else None,
         **_reason_fields(reasons.told(job)),
     )
 
