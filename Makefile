@@ -50,7 +50,8 @@ test: install ## Run every test against the real servers (starts the stack, stop
 unit: install ## Run the unit tests only (no servers)
 	@$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
 
-bench: up ## Measure the figures the issues name (identity rules, latencies, retrieval vs movescu, viewer)
+bench: up ## Measure the figures the issues name (store, identity rules, latencies, retrieval vs movescu, viewer)
+	@$(UV) run --frozen python -m proxymage_shared.devtools.store_capacity
 	@$(UV) run --frozen python -m identity_matcher.bench
 	@$(UV) run --frozen python -m study_fetcher.bench
 	@$(UV) run --frozen python -m gateway.bench

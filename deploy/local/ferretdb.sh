@@ -9,8 +9,10 @@
 #   ferretdb.sh status    one status line
 #
 # Data lives in $PM_VAR/ferretdb/data (one SQLite file per database) and survives stop/start.
-# The binary serializes commands across connections (see ferretdb/main.go): FerretDB v1 alone
-# loses concurrent single-document updates that real MongoDB applies atomically.
+# The FerretDB module is patched at build time (ferretdb/patches/*.patch, applied to a vendored copy;
+# each patch says why): its SQLite backend otherwise never uses the _id index.
+# The binary serializes conflicting commands (see ferretdb/main.go): FerretDB v1 alone loses
+# concurrent single-document updates that real MongoDB applies atomically.
 # Optional: PROXYMAGE_LOCAL_FERRETDB_LOG_LEVEL=debug|info|warn|error (default info).
 set -euo pipefail
 
@@ -27,9 +29,38 @@ FDB_WAIT_SECONDS=60
 fdb_up_to_date() {
   [ -x "$FDB_BIN" ] || return 1
   local f
-  for f in main.go go.mod go.sum; do
-    [ "$FDB_BIN" -nt "$FDB_SRC/$f" ] || return 1
+  # The directories themselves too: removing a source file or a patch changes their mtime.
+  for f in "$FDB_SRC" "$FDB_SRC"/*.go "$FDB_SRC"/go.mod "$FDB_SRC"/go.sum "$FDB_SRC"/patches "$FDB_SRC"/patches/*.patch; do
+    [ ! -e "$f" ] || [ "$FDB_BIN" -nt "$f" ] || return 1
   done
+}
+
+# fdb_build OUT: vendor the module's dependencies in a scratch copy of $FDB_SRC, apply our patches to
+# the vendored FerretDB (a hunk that does not apply exactly fails the build), build OUT from it.
+fdb_build() {
+  local out="$1" build rc=0
+  build="$(mktemp -d "${TMPDIR:-/tmp}/proxymage-ferretdb-build.XXXXXX")"
+  fdb_build_in "$build" "$out" || rc=$?
+  rm -rf "$build"
+  return "$rc"
+}
+
+fdb_build_in() {
+  local build="$1" out="$2" p
+  cp "$FDB_SRC"/*.go "$FDB_SRC"/go.mod "$FDB_SRC"/go.sum "$build/" || return 1
+  (cd "$build" && go mod vendor) || return 1
+  for p in "$FDB_SRC"/patches/*.patch; do
+    [ -e "$p" ] || continue
+    pm_log "applying $(basename "$p")"
+    # -F0: no fuzz, --forward: never reverse an already applied patch; any rejected hunk fails.
+    patch -p1 -F0 --forward --batch --no-backup-if-mismatch -r - \
+      -d "$build/vendor/github.com/FerretDB/FerretDB" <"$p" >&2 || {
+      pm_log "patch $p does not apply to the vendored FerretDB"
+      return 1
+    }
+  done
+  # -buildvcs=false: the repo may have no commits yet, and VCS stamping is useless here.
+  (cd "$build" && go build -mod=vendor -buildvcs=false -trimpath -o "$out" .)
 }
 
 fdb_install() {
@@ -37,12 +68,12 @@ fdb_install() {
     return 0
   fi
   command -v go >/dev/null || pm_die "go not found: FerretDB is built from source (deploy/local/ferretdb)"
+  command -v patch >/dev/null || pm_die "patch not found: FerretDB is patched at build time (apt-get install patch)"
   mkdir -p "$(dirname "$FDB_BIN")"
   pm_log "building FerretDB into $FDB_BIN (the first build compiles SQLite-in-Go: a minute or two)"
   # Build to a temporary name and rename: an interrupted build never leaves a binary that looks
-  # up to date. -buildvcs=false: the repo may have no commits yet, and VCS stamping is useless here.
-  (cd "$FDB_SRC" && go build -buildvcs=false -trimpath -o "$FDB_BIN.tmp" .) \
-    || pm_die "FerretDB build failed"
+  # up to date.
+  fdb_build "$FDB_BIN.tmp" || pm_die "FerretDB build failed"
   mv -f "$FDB_BIN.tmp" "$FDB_BIN"
   pm_log "FerretDB built"
 }

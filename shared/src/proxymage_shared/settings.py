@@ -85,6 +85,11 @@ class ServiceSettings(BaseSettings):
     handler_max_attempts: int = Field(default=5, ge=1)
     handler_retry_base_seconds: float = Field(default=0.5, gt=0)
     handler_retry_max_seconds: float = Field(default=10.0, gt=0)
+    # Retention (CONTRACT v1.1): everything held about an enrolment is deleted this many days after its meeting
+    # date (a date in `retention_timezone`), by each service's periodic sweep (proxymage_shared.retention).
+    retention_days: int = Field(default=30, ge=1, le=3650)
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
+    retention_timezone: TimeZoneName = "Europe/Paris"
 
     def database_name(self) -> str:
         return self.mongo_database or f"proxymage_{self.service_name.replace('-', '_')}"
