@@ -80,6 +80,8 @@ async def make_available(gw: RunningGateway, study: SyntheticStudy, enrolment_id
 async def running_gateway(unique: str, **overrides: Any) -> AsyncIterator[RunningGateway]:
     port = free_port()
     overrides.setdefault("public_url", f"http://127.0.0.1:{port}")  # the viewer links point at this gateway
+    # Test meetings are dated years back: the retention sweep would delete them (its own tests set it).
+    overrides.setdefault("retention_days", 3650)
     settings = load_settings(
         Settings,
         topic_prefix=f"it-gw-{unique}.",

@@ -1,6 +1,6 @@
 """CONTRACT v1.1 on the real stack: what the viewer store really holds, and what MIRC was asked, as the
 enrolment's consent, identity and withdrawal change (the fetcher in-process; identity outcomes sent as the
-identity-matcher publishes them)."""
+identity-matcher publishes them), and the retention of what an enrolment leaves there."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from prometheus_client import REGISTRY
 from proxymage_shared.devtools.synthetic import SyntheticPatient, SyntheticStudy, large_study, synthetic_studies
 from proxymage_shared.settings import DicomPeer
 from proxymage_shared.testing import eventually
+from study_fetcher.cleanup import ViewerCleaner
+from study_fetcher.pacs import OrthancRest
+from study_fetcher.retention import RetentionSweep
+from study_fetcher.store import EnrolmentStore, JobStore, TransferStore
 
 from .conftest import (
     FETCH_OWNER,
@@ -233,3 +237,63 @@ async def test_consent_withdrawn_during_a_move_leaves_nothing_in_the_viewer_stor
     assert harness.latest("enr-cancel", uid).status == "removed"  # type: ignore[union-attr]
     assert not [s for s in harness.of("enr-cancel", uid) if s.status == "available" and s.version > removed.version]
     assert (await harness.catalogue("enr-cancel", count=listed + 1)).studies == ()
+
+
+async def test_retention_deletes_an_expired_enrolment_and_purges_only_what_no_live_enrolment_needs(
+    deployment, mirc: DicomPeer, stack_env: dict[str, str]
+) -> None:
+    shared, alone = fresh_studies(2)
+    await store([shared, alone], mirc)
+    absent_from_viewer(stack_env, shared, alone)
+    harness, start = await deployment(retention_days=30, retention_sweep_seconds=0.5)
+    await start()
+    today = dt.date.today()
+    uids = [shared.study_instance_uid, alone.study_instance_uid]
+    # The expired enrolment's meeting is in two days and the sweep below is given a cutoff in ten: its
+    # studies can be moved now (before the retrieval deadline) and still be past retention at the sweep.
+    await harness.matched("enr-ret-old", meeting_date=today + dt.timedelta(days=2))
+    await harness.select("enr-ret-old", uids)
+    await harness.matched("enr-ret-live", meeting_date=today + dt.timedelta(days=60))  # same patient
+    await harness.select("enr-ret-live", [shared.study_instance_uid])
+    for enrolment, uid in (("enr-ret-old", uids[0]), ("enr-ret-old", uids[1]), ("enr-ret-live", uids[0])):
+        await harness.wait_status(enrolment, uid, "available")
+    database = harness.mongo[harness.settings.database_name()]
+
+    # Another replica's sweep (the service's own runs every 0.5 s with today's cutoff: nothing is due for it).
+    jobs, transfers = JobStore(database), TransferStore(database)
+    purge = OrthancRest(harness.settings.viewer_rest())
+    cleaner = ViewerCleaner(
+        jobs=jobs, transfers=transfers, purge=purge, owner="retention-test", lease=dt.timedelta(seconds=5), clock=now
+    )
+    sweep = RetentionSweep(
+        enrolments=EnrolmentStore(database), jobs=jobs, transfers=transfers, cleaner=cleaner, clock=now
+    ).sweep_expired
+    cutoff = today + dt.timedelta(days=10)
+    try:
+        assert await sweep(cutoff) == 1
+        # Every document of the expired enrolment is gone, its own study with it (transfer record included).
+        assert await database["enrolments"].find_one({"_id": "enr-ret-old"}) is None
+        assert await harness.jobs("enr-ret-old") == []
+        assert viewer_instances(stack_env, uids[1]) is None
+        assert await harness.transfer(uids[1]) is None
+        # The study the live enrolment still needs stays whole in the viewer store, its documents with it.
+        assert viewer_instances(stack_env, uids[0]) == len(shared.instances)
+        assert [job["state"] for job in await harness.jobs("enr-ret-live")] == ["available"]
+        assert await database["enrolments"].find_one({"_id": "enr-ret-live"}) is not None
+        assert (await harness.transfer(uids[0]) or {}).get("purge_pending") is False
+        # A second sweep is a no-op.
+        assert await sweep(cutoff) == 0
+        assert viewer_instances(stack_env, uids[0]) == len(shared.instances)
+        assert [job["state"] for job in await harness.jobs("enr-ret-live")] == ["available"]
+    finally:
+        await purge.close()
+
+    # The service's own sweeper deletes an enrolment whose meeting is past its 30 days.
+    await harness.identity("enr-ret-past", [], today - dt.timedelta(days=31), status="unmatched")
+    await harness.catalogue("enr-ret-past")
+
+    async def swept() -> bool:
+        return await database["enrolments"].find_one({"_id": "enr-ret-past"}) is None
+
+    await eventually(swept, 30, "the service's sweeper to delete enr-ret-past")
+    assert await database["enrolments"].find_one({"_id": "enr-ret-live"}) is not None

@@ -12,7 +12,9 @@ default 30 days, the data of a meeting held on 1 October is deleted from 1 Novem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import random
 import zoneinfo
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -44,7 +46,12 @@ def sweeper(
     sweep: Sweep,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
-    """A `Service.background` loop running `sweep(cutoff)` every `retention_sweep_seconds` (at start first)."""
+    """A `Service.background` loop running `sweep(cutoff)` every `retention_sweep_seconds`.
+
+    The first round waits a random part of the interval: a sweep reads every enrolment on a store without
+    secondary indexes (the local FerretDB), which should not land on a service's start-up, nor on all replicas
+    of a rollout at the same moment.
+    """
 
     async def round_() -> None:
         limit = cutoff(today_in(settings.retention_timezone, now), settings.retention_days)
@@ -52,4 +59,13 @@ def sweeper(
         if removed:
             log.info("retention_swept", enrolments=removed, before=limit.isoformat())
 
-    return periodic("retention", round_, settings.retention_sweep_seconds)
+    rounds = periodic("retention", round_, settings.retention_sweep_seconds)
+
+    async def loop(stop: asyncio.Event) -> None:
+        first = settings.retention_sweep_seconds * random.uniform(0.1, 1.0)  # noqa: S311 - spreading, not secrecy
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), first)
+        if not stop.is_set():
+            await rounds(stop)
+
+    return loop

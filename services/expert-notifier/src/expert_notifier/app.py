@@ -2,7 +2,8 @@
 
 Consumes `dcc.meeting-experts.v1`, `dcc.patient-enrolled.v1`, `dcc.studies-selected.v1`,
 `dcc.enrolment-withdrawn.v1`, `identity.resolved.v1` and `imaging.study-status.v1`; sends e-mails over SMTP
-with STARTTLS and a client certificate; publishes `expertise.notification.v1`.
+with STARTTLS and a client certificate; publishes `expertise.notification.v1`. Deletes what it keeps of the
+enrolments and meetings past their retention (proxymage_shared.retention).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from proxymage_shared.events import (
     StudyStatusChanged,
 )
 from proxymage_shared.kafka import publish_event, subscribe
+from proxymage_shared.retention import sweeper
 from proxymage_shared.retry import BackoffSchedule
 from proxymage_shared.service import Service, build_service, periodic
 
@@ -85,6 +87,11 @@ def build(settings: Settings, sender: Sender | None = None) -> Service:
     for _ in range(settings.send_workers):
         service.background.append(_send_worker(notifier, settings.send_poll_seconds))
     service.background.append(periodic("maintenance", notifier.maintain, settings.maintenance_interval_seconds))
+
+    async def sweep_expired(cutoff: dt.date) -> int:
+        return await store.sweep_expired(cutoff, settings.zone())
+
+    service.background.append(sweeper(settings, sweep_expired))
     return service
 
 

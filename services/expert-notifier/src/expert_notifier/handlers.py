@@ -503,7 +503,7 @@ class Notifier:
 
     async def maintain(self) -> tuple[int, int]:
         """Closes roles whose meeting day is over, publishes views left unpublished (Kafka was down) and
-        purges expired enrolments."""
+        purges the facts of enrolments never enrolled (the others go by retention: `store.sweep_expired`)."""
         now = self._clock()
         closed = 0
         for enrolment_id in await self._store.closing(now):

@@ -62,8 +62,9 @@ class Settings(ServiceSettings):
     send_lease_seconds: float = Field(default=300.0, gt=0)
     # Outcomes recorded but not yet published (Kafka was down) are published again after this delay.
     republish_after_seconds: float = Field(default=10.0, gt=0)
-    # What the notifier keeps of an enrolment (civility, display name, requesting doctor, meeting) is
-    # deleted this many days after the later of its reception and the meeting date.
+    # What the notifier keeps of an enrolment (facts, notifications) is deleted `retention_days` after its
+    # meeting date (ServiceSettings, proxymage_shared.retention). Facts about an enrolment whose enrolled
+    # event never came (no meeting date) are deleted this many days after they were last recorded.
     enrolment_retention_days: float = Field(default=30.0, gt=0)
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 

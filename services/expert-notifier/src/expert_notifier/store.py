@@ -3,12 +3,17 @@
 - `meetings`: one document per meeting, the latest `dcc.meeting-experts` by `occurred_at`.
 - `enrolments`: one document per enrolment, the `domain.EnrolmentFacts` (what the e-mail needs of the
   enrolled event: civility, display name, requesting doctor, meeting, consent, no birth date; the latest
-  withdrawal; the latest identity outcome; the current selection; the latest status of each study). Deleted
-  after a retention (`purge_at`; FerretDB has no TTL index, so a periodic delete does it, which works on
-  MongoDB too).
+  withdrawal; the latest identity outcome; the current selection; the latest status of each study), with the
+  enrolled event's `meeting_date` at top level.
 - `slots`: one document per (enrolment, role): the `RoleSlot` aggregate (every notification of that role,
   unique by address), plus the lease of the instance sending it and the published view (`version`,
   `dirty` until published: an outbox).
+
+Retention (CONTRACT v1.1; FerretDB has no TTL index, so periodic deletes do it, which work on MongoDB too):
+`sweep_expired` deletes the enrolments, slots and meetings whose meeting is before the cutoff, each found by
+one query on an indexed field (`meeting_date`, `meeting_end`, `date`) and deleted by `_id`. Facts recorded
+for an enrolment whose enrolled event never came (no meeting date) are deleted at their `purge_at` instead
+(`purge_enrolments`), with their slots.
 
 Every write is a single-document insert or conditional update: meetings compare `occurred_at`; enrolments
 and slots are replaced only if their revision `rev` is the one read (optimistic concurrency), so the
@@ -33,6 +38,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from expert_notifier.domain import (
+    ROLES,
     Enrolled,
     EnrolmentFacts,
     ExpertContact,
@@ -45,6 +51,7 @@ from expert_notifier.domain import (
     Stamp,
     StudyFact,
     View,
+    meeting_end,
     ms,
 )
 from expert_notifier.message import PatientFacts
@@ -128,8 +135,9 @@ def _facts_doc(facts: EnrolmentFacts) -> Document:
                 "requested_by": enrolled.patient.requested_by,
             },
         },
-        # Top-level copy for the meeting's enrolments query (indexed).
+        # Top-level copies for the meeting's enrolments query and the retention sweep (indexed).
         "meeting_id": enrolled.meeting_id if enrolled is not None else None,
+        "meeting_date": enrolled.meeting_date.isoformat() if enrolled is not None else None,
         "consent_given": _stamp_doc(facts.consent_given),
         "withdrawal": _stamp_doc(facts.withdrawal),
         "identity": None
@@ -298,11 +306,25 @@ class NotifierStore:
     async def ensure_indexes(self) -> None:
         await self._enrolments.create_index([("meeting_id", ASCENDING)])
         await self._enrolments.create_index([("purge_at", ASCENDING)])
+        await self._enrolments.create_index([("meeting_date", ASCENDING)])
         await self._slots.create_index([("enrolment_id", ASCENDING)])
+        await self._slots.create_index([("meeting_end", ASCENDING)])
+        await self._meetings.create_index([("date", ASCENDING)])
         await self._slots.create_index([("next_due_at", ASCENDING)])
         await self._slots.create_index([("closes_at", ASCENDING)])
         await self._slots.create_index([("dirty", ASCENDING)])
         await self._slots.create_index([("lease_token", ASCENDING)])
+        await self._backfill_meeting_dates()
+
+    async def _backfill_meeting_dates(self) -> None:
+        """Documents written before retention keep the meeting date only in `enrolled`: copy it to the top."""
+        cursor = self._enrolments.find({"meeting_date": {"$exists": False}}, {"enrolled": 1})
+        async for doc in cursor:
+            enrolled = doc.get("enrolled")
+            meeting_date = enrolled.get("meeting_date") if isinstance(enrolled, dict) else None
+            await self._enrolments.update_one(
+                {"_id": doc["_id"], "meeting_date": {"$exists": False}}, {"$set": {"meeting_date": meeting_date}}
+            )
 
     # --- meetings: newer event wins ------------------------------------------------------------------------
 
@@ -399,8 +421,46 @@ class NotifierStore:
         return [str(doc["_id"]) async for doc in cursor]
 
     async def purge_enrolments(self, now: dt.datetime) -> int:
-        result = await self._enrolments.delete_many({"purge_at": {"$lte": now}})
-        return int(result.deleted_count)
+        """Deletes the facts (and slots) of enrolments never enrolled whose `purge_at` is past: facts that came
+        before their enrolment must not live forever. Enrolled ones go by their meeting date (`sweep_expired`)."""
+        orphan: Document = {"purge_at": {"$lte": now}, "meeting_date": None}
+        purged = 0
+        for enrolment_id in [str(doc["_id"]) async for doc in self._enrolments.find(orphan, {"_id": 1})]:
+            # Conditional: an enrolled event recorded meanwhile gives it a meeting date, and keeps it.
+            result = await self._enrolments.delete_one({"_id": enrolment_id, **orphan})
+            if result.deleted_count:
+                await self._delete_slots(enrolment_id)
+                purged += 1
+        return purged
+
+    async def sweep_expired(self, cutoff: dt.date, zone: dt.tzinfo) -> int:
+        """Retention: deletes what is kept of the enrolments whose meeting (a date in `zone`) is before
+        `cutoff` (facts and notification slots) and the meetings before it; returns the enrolments deleted.
+
+        Every document is found by one query on its own meeting date and deleted by `_id`, on condition that
+        it is still past, so several replicas may sweep at once and a second sweep finds nothing. Slots are
+        swept on their own date too (`meeting_end`, the meeting's own date when known), so a slot whose
+        enrolment document went first (a sweep cut short, or a late event re-creating it) goes as well.
+        """
+        past: Document = {"$lt": cutoff.isoformat()}  # ISO dates: text order is date order
+        removed = 0
+        for enrolment_id in [str(d["_id"]) async for d in self._enrolments.find({"meeting_date": past}, {"_id": 1})]:
+            # The slots first: a sweep cut short leaves the enrolment, which the next one finds again.
+            await self._delete_slots(enrolment_id)
+            result = await self._enrolments.delete_one({"_id": enrolment_id, "meeting_date": past})
+            removed += result.deleted_count
+        # A meeting day ends at midnight starting the next day: a slot's meeting is before `cutoff` exactly
+        # when its day ended by the start of the cutoff day.
+        ended: Document = {"$lte": meeting_end(cutoff - dt.timedelta(days=1), zone)}
+        for key in [str(doc["_id"]) async for doc in self._slots.find({"meeting_end": ended}, {"_id": 1})]:
+            await self._slots.delete_one({"_id": key, "meeting_end": ended})
+        for key in [str(doc["_id"]) async for doc in self._meetings.find({"date": past}, {"_id": 1})]:
+            await self._meetings.delete_one({"_id": key, "date": past})
+        return removed
+
+    async def _delete_slots(self, enrolment_id: str) -> None:
+        for role in ROLES:
+            await self._slots.delete_one({"_id": slot_id(enrolment_id, role)})
 
     # --- slots ------------------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 from proxymage_shared.events import INBOUND_EVENT_TYPES, OUTCOME_EVENT_TYPES, Event
 from proxymage_shared.kafka import publish_event, subscribe
+from proxymage_shared.retention import sweeper
 from proxymage_shared.service import Service, build_service
 from starlette.applications import Starlette
 
@@ -112,4 +113,10 @@ def build(settings: Settings) -> Service:
     service.on_stop.append(close_streams)
     service.on_stop.append(dicomweb.close)
     service.background.append(auditor.run)
+
+    async def sweep(cutoff: dt.date) -> int:
+        audit_before = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.audit_retention_days)
+        return await store.sweep_expired(cutoff, audit_before)
+
+    service.background.append(sweeper(settings, sweep))
     return service

@@ -38,8 +38,9 @@ from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
 from proxymage_shared.topics import TopicSpec, topic_specs
 
-from gateway.app import build
+from gateway.app import EVENT_TYPES, build
 from gateway.auth import token_hash
+from gateway.projection import MEETINGS, apply_patch, patches
 from gateway.settings import ApiToken, Settings
 
 BENCH_TOKEN = "bench-token"  # noqa: S105 - a throwaway token of this process's own gateway
@@ -211,6 +212,68 @@ def _events(index: int, meeting_id: str, label: str = "") -> list[tuple[str, dic
     ]
 
 
+async def preload(settings: Settings, count: int) -> float:
+    """Fills the bench's read model with `count` enrolments of realistic shape (enrolled, matched, three studies
+    catalogued, one selected and available), 20 per past meeting, as the projection would have written them.
+    Returns the seconds it took. The clock of the measure starts afterwards."""
+    started = time.perf_counter()
+    client = create_mongo_client(settings.mongo_url.get_secret_value())
+    database = client[settings.database_name()]
+    try:
+        documents: dict[tuple[str, str], dict[str, Any]] = {}
+        batch_size = 1000
+        for first in range(0, count, batch_size):
+            documents.clear()
+            for index in range(first, min(count, first + batch_size)):
+                meeting_id = f"m-history-{index // PATIENTS_PER_MEETING}"
+                events = _events(index, meeting_id, "h")
+                uid = events[2][1]["studies"][0]["study_instance_uid"]
+                enrolment_id = events[0][1]["enrolment_id"]
+                common = {"enrolment_id": enrolment_id, "occurred_at": utc_now().isoformat()}
+                events += [
+                    (
+                        topics.STUDIES_SELECTED,
+                        {
+                            **common,
+                            "event_id": str(uuid.uuid4()),
+                            "study_instance_uids": [uid],
+                            "expertise_requested": False,
+                        },
+                    ),
+                    (
+                        topics.STUDY_STATUS,
+                        {
+                            **common,
+                            "event_id": str(uuid.uuid4()),
+                            "study_instance_uid": uid,
+                            "status": "available",
+                            "version": 3,
+                            "attempts": 1,
+                        },
+                    ),
+                ]
+                for topic, value in events:
+                    for patch in patches(EVENT_TYPES[topic].model_validate_json(json.dumps(value))):
+                        key = (patch.collection, patch.key)
+                        documents[key] = apply_patch(documents.get(key), patch)
+            by_collection: dict[str, list[dict[str, Any]]] = {}
+            for (collection, _), document in documents.items():
+                by_collection.setdefault(collection, []).append(document)
+            for collection, docs in by_collection.items():
+                if collection == MEETINGS:
+                    for document in docs:  # a meeting spans two batches at most: merge, do not overwrite
+                        await database[collection].update_one(
+                            {"_id": document["_id"]},
+                            {"$set": {k: v for k, v in document.items() if k != "_id"}},
+                            upsert=True,
+                        )
+                else:
+                    await database[collection].insert_many(docs, ordered=False)
+    finally:
+        await client.close()
+    return time.perf_counter() - started
+
+
 async def _sse_events(
     client: httpx.AsyncClient, path: str, connected: asyncio.Event
 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -226,13 +289,20 @@ async def _sse_events(
                 event = ""
 
 
+PATIENTS_PER_MEETING = 20
+
+
+def meeting_of(index: int) -> str:
+    return f"m-bench-{index // PATIENTS_PER_MEETING}"
+
+
 async def through_gateway(settings: Settings, rate: float, count: int) -> Figures:
     service = build(settings)
     # (topic partitions come from settings.topic_partitions)
     stop = asyncio.Event()
     runner = asyncio.create_task(run_service(service, stop))
     url = f"http://127.0.0.1:{settings.health_port}"
-    meeting_id = "m-bench"
+    meeting_id = "m-bench-warm-up"
     sent: dict[str, float] = {}
     visible: dict[str, float] = {}
     finished = asyncio.Event()
@@ -248,19 +318,20 @@ async def through_gateway(settings: Settings, rate: float, count: int) -> Figure
                 raise RuntimeError("the gateway did not get ready")
             await asyncio.sleep(0.1)
 
-        connected = asyncio.Event()
-
-        async def watch() -> None:
-            async for _, data in _sse_events(client, f"/api/v1/meetings/{meeting_id}/events", connected):
+        async def watch(meeting: str, connected: asyncio.Event) -> None:
+            async for _, data in _sse_events(client, f"/api/v1/meetings/{meeting}/events", connected):
                 # Whichever of the identity and the catalogue lands last makes the studies visible.
                 if (data.get("summary") or {}).get("catalogued"):
                     visible.setdefault(data["enrolment_id"], time.perf_counter())
                     if all(key in visible for key in sent) and len(sent) >= count:
                         finished.set()
-                        return
 
-        watcher = asyncio.create_task(watch())
-        await asyncio.wait_for(connected.wait(), 10)
+        # Realistic meetings: PATIENTS_PER_MEETING enrolments each, one SSE stream per meeting (as the console
+        # of each meeting would listen).
+        meetings = [meeting_of(index) for index in range(0, count, PATIENTS_PER_MEETING)] + [meeting_id]
+        streams = {meeting: asyncio.Event() for meeting in meetings}
+        watchers = [asyncio.create_task(watch(meeting, connected)) for meeting, connected in streams.items()]
+        await asyncio.wait_for(asyncio.gather(*(connected.wait() for connected in streams.values())), 10)
         await producer.start()
         try:
             # Warm-up: every consumer has joined its group and the first writes are done before the clock
@@ -275,7 +346,7 @@ async def through_gateway(settings: Settings, rate: float, count: int) -> Figure
             await asyncio.sleep(3.0)
 
             async def enrol(index: int) -> None:
-                events = _events(index, meeting_id)
+                events = _events(index, meeting_of(index))
                 enrolment_id = events[0][1]["enrolment_id"]
                 sent[enrolment_id] = time.perf_counter()
                 for topic, value in events:
@@ -288,16 +359,16 @@ async def through_gateway(settings: Settings, rate: float, count: int) -> Figure
                 answer = (await client.get(f"/api/v1/enrolments/{enrolment_id}")).json()
                 assert len(answer["studies"]) == 3, enrolment_id
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
             await producer.stop()
             stop.set()
             await runner
     return Figures.of([visible[key] - sent[key] for key in sent])
 
 
-async def main_async(rate: float, count: int) -> None:
+async def main_async(rate: float, count: int, history: int) -> None:
     run_id = uuid.uuid4().hex[:8]
     settings = load_settings(
         Settings,
@@ -313,6 +384,9 @@ async def main_async(rate: float, count: int) -> None:
         settings.kafka_bootstrap_servers, topic_specs(settings.topic_partitions, prefix=settings.topic_prefix)
     )
     try:
+        if history:
+            seconds = await preload(settings, history)
+            print(f"read model preloaded with {history} enrolments in {seconds:.0f} s", flush=True)
         base = await baseline(settings, rate, count)
         gateway = await through_gateway(settings, rate, count)
     finally:
@@ -320,7 +394,7 @@ async def main_async(rate: float, count: int) -> None:
         client = create_mongo_client(settings.mongo_url.get_secret_value())
         await client.drop_database(settings.database_name())
         await client.close()
-    print(f"enrolment -> catalogue visible, {count} enrolments at {rate:g}/s")
+    print(f"enrolment -> catalogue visible, {count} enrolments at {rate:g}/s, {history} enrolments already stored")
     print(base.line("baseline"))
     print(gateway.line("gateway"))
     print(
@@ -333,11 +407,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rate", type=float, default=20.0, help="enrolments per second")
     parser.add_argument("--count", type=int, default=200, help="enrolments")
+    parser.add_argument(
+        "--history", type=int, default=50_000, help="enrolments already in the read model before the measure"
+    )
     arguments = parser.parse_args()
     from proxymage_shared.logging import configure_logging
 
     configure_logging("gateway-bench", "WARNING")
-    asyncio.run(main_async(arguments.rate, arguments.count))
+    asyncio.run(main_async(arguments.rate, arguments.count, arguments.history))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,9 @@ class Projector:
         for patch in patches(event):
             if self._unchanged_meeting_details(patch):
                 continue
+            if patch.kind == "member":
+                await self._store.add_member(patch)  # nothing to announce: the enrolment's own patch does
+                continue
             document = await self._store.apply(patch)
             # Told even when nothing was written here: another gateway instance may have applied it first.
             if patch.collection == ENROLMENTS and self._on_enrolment_change is not None:

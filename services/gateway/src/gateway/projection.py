@@ -61,6 +61,11 @@ class Patch:
         return {**self.value, ORDER: self.order}
 
 
+def member_key(enrolment_id: str) -> str:
+    """A field name for an enrolment id (hexadecimal: no `.` or `$`, and no two ids share one)."""
+    return enrolment_id.encode().hex()
+
+
 def study_key(study_instance_uid: str) -> str:
     """A field name for a UID: MongoDB reads dots as paths; UIDs are digits and dots only, so `_` is safe."""
     return study_instance_uid.replace(".", "_")
@@ -109,6 +114,16 @@ def patches(event: Event) -> list[Patch]:
                     **_stamp(event),
                 },
                 "meeting",
+            ),
+            # The meeting lists its enrolments, so a meeting's page reads them by `_id` rather than by a query
+            # on every enrolment (which costs as much as the whole read model on the local store).
+            Patch(
+                MEETINGS,
+                event.meeting_id,
+                f"members.{member_key(event.enrolment_id)}",
+                event_order(event),
+                {"enrolment_id": event.enrolment_id, **_stamp(event)},
+                "member",
             ),
         ]
     if isinstance(event, EnrolmentWithdrawn):

@@ -55,6 +55,9 @@ class Settings(ServiceSettings):
     consumer_group_suffix: str = ""
     # Audit records are written in batches, off the request path.
     audit_batch_size: int = Field(default=200, ge=1)
+    # Audit records not deleted earlier with their enrolment (retention_days after its meeting) or their meeting
+    # are deleted after this many days: requests naming no enrolment (lists, refused tokens...).
+    audit_retention_days: int = Field(default=365, ge=1, le=3650)
     # "Today" for `within_months` filters is the date in this zone (the hospitals').
     timezone: str = "Europe/Paris"
     meetings_page_size: int = Field(default=200, ge=1, le=5000)

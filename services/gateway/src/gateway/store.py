@@ -1,16 +1,12 @@
 """The read model in the gateway's MongoDB database: `enrolments`, `meetings`, `rcps`, plus `audit`.
 
-Each patch of `gateway.projection` is applied as a compare-and-set on one document: read it by `_id`; if
-the patch is not newer than the stored part, stop (stale or replayed: no write at all); otherwise insert
-the document (new) or update it on the condition that the part's `order` is still the one read. A lost
-race (another instance or consumer changed that part meanwhile, or inserted the document first: duplicate
-key, code 11000, or code 1 from FerretDB) reads again. One read and at most one conditional write per event,
-no multi-document transaction.
-
-Why not a single upsert whose filter says "order lower or absent" (`$or`)? On FerretDB v1 (SQLite) an
-update costs time proportional to the collection's size and that `$or` filter doubles it, whereas a read by
-`_id` and an insert are cheap: the compare-and-set with an equality condition is about twice as fast there,
-and skips the write entirely for replays. On MongoDB both are index lookups.
+Each patch of `gateway.projection` is applied as a compare-and-set on one document: an upsert by `_id` whose
+filter also says "the part's `order` is lower than the patch's, or absent", returning the document after the
+write. A stale or replayed patch does not match; the upsert then fails on the duplicate `_id` (code 11000, or
+code 1 from FerretDB) and a read confirms it is stale (or, if the document did not exist yet, that another
+consumer inserted it first: try again). One round trip per event in the usual case, no multi-document
+transaction. On the local FerretDB this relies on its `_id` index being used whatever else the filter says
+(deploy/local/ferretdb/patches); on MongoDB it is an index lookup.
 
 Enrolment documents hold the DCC's patient identity (names, birth date) for the console's lists: this
 database is the gateway's own; the values never go to logs.
@@ -18,6 +14,8 @@ database is the gateway's own; the values never go to logs.
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -27,11 +25,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from gateway.projection import ENROLMENTS, MEETINGS, ORDER, RCPS, Patch, apply_patch, get_path, supersedes
+from gateway.projection import ENROLMENTS, MEETINGS, ORDER, RCPS, Patch, get_path, supersedes
 
 DUPLICATE_KEY: Final = 11000
 FERRETDB_INTERNAL: Final = 1
 MAX_RACES: Final = 10
+MEMBER_READS_AT_ONCE: Final = 32
+SWEEP_CHUNK: Final = 500
 
 
 def _is_duplicate_key(error: OperationFailure) -> bool:
@@ -60,33 +60,36 @@ class ReadModelStore:
         return await self._compare_and_set(patch)
 
     async def _compare_and_set(self, patch: Patch) -> Document | None:
-        """The document after writing `patch` (one round trip: the conditional update returns it), or None
-        when the stored part is as new or newer."""
+        """The document after writing `patch`, or None when the stored part is as new or newer.
+
+        One round trip in the usual case: an upsert whose filter says "this part's order is lower, or absent".
+        When the document exists and the filter does not match, the upsert tries to insert it again and fails
+        on the duplicate `_id`: a read then tells a stale patch (None) from two first writes racing to insert
+        the document (try again).
+        """
         collection = self._collections[patch.collection]
         at = f"{patch.path}.{ORDER}"
         for _ in range(MAX_RACES):
-            current = await collection.find_one({"_id": patch.key})
-            if not supersedes(patch, current):
-                return None
-            after = apply_patch(current, patch)
-            if current is None:
-                try:
-                    await collection.insert_one(after)
-                except OperationFailure as error:
-                    if _is_duplicate_key(error):
-                        continue
+            try:
+                return await collection.find_one_and_update(
+                    {"_id": patch.key, at: {"$not": {"$gte": patch.order}}},
+                    {"$set": {patch.path: patch.stored_value()}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except OperationFailure as error:
+                if not _is_duplicate_key(error):
                     raise
-                return after
-            stored = get_path(current, patch.path)
-            condition: Document = {at: stored[ORDER]} if stored is not None else {at: {"$exists": False}}
-            written = await collection.find_one_and_update(
-                {"_id": patch.key, **condition},
-                {"$set": {patch.path: patch.stored_value()}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if written is not None:
-                return written
+            if not supersedes(patch, await collection.find_one({"_id": patch.key})):
+                return None
         raise RuntimeError(f"{patch.collection}/{patch.path}: lost {MAX_RACES} races in a row")
+
+    async def add_member(self, patch: Patch) -> None:
+        """Adds an enrolment to its meeting's list (a `member` patch): a plain idempotent `$set`, no order to
+        compare (membership only grows; a member that moved is left out when read)."""
+        await self._collections[MEETINGS].update_one(
+            {"_id": patch.key}, {"$set": {patch.path: patch.stored_value()}}, upsert=True
+        )
 
     async def enrolment(self, enrolment_id: str) -> Document | None:
         return await self._collections[ENROLMENTS].find_one({"_id": enrolment_id})
@@ -104,14 +107,63 @@ class ReadModelStore:
         return await self._collections[RCPS].find_one({"_id": rcp_id})
 
     async def meeting_enrolments(self, meeting_id: str, limit: int) -> list[Document]:
-        cursor = self._collections[ENROLMENTS].find({"enrolment.meeting_id": meeting_id}).sort("_id", ASCENDING)
-        return await cursor.to_list(limit)
+        """The enrolments of a meeting, read by `_id` from the meeting's list of members (kept by the projection).
+
+        A member that has since moved to another meeting is left out. A meeting projected before the list existed
+        (no `members`) falls back to a query on every enrolment.
+        """
+        meeting = await self._collections[MEETINGS].find_one({"_id": meeting_id})
+        members = (meeting or {}).get("members")
+        if not isinstance(members, dict):
+            cursor = self._collections[ENROLMENTS].find({"enrolment.meeting_id": meeting_id}).sort("_id", ASCENDING)
+            return await cursor.to_list(limit)
+        wanted = sorted({str(member["enrolment_id"]) for member in members.values() if isinstance(member, dict)})
+        found: list[Document] = []
+        for start in range(0, len(wanted), MEMBER_READS_AT_ONCE):
+            chunk = wanted[start : start + MEMBER_READS_AT_ONCE]
+            documents = await asyncio.gather(*(self._collections[ENROLMENTS].find_one({"_id": key}) for key in chunk))
+            found += [
+                document
+                for document in documents
+                if document is not None and (get_path(document, "enrolment") or {}).get("meeting_id") == meeting_id
+            ]
+            if len(found) >= limit:
+                break
+        return found[:limit]
 
     async def meetings(self, limit: int) -> list[Document]:
         return await self._collections[MEETINGS].find({}).sort("_id", ASCENDING).to_list(limit)
 
     async def rcps(self, limit: int) -> list[Document]:
         return await self._collections[RCPS].find({}).sort("_id", ASCENDING).to_list(limit)
+
+    async def sweep_expired(self, cutoff: dt.date, audit_before: dt.datetime) -> int:
+        """Retention: deletes the enrolments whose meeting is before `cutoff` with their audit entries, the
+        meetings before it, and audit entries older than `audit_before`. Idempotent; returns enrolments deleted.
+
+        Audit entries go first: a sweep cut short leaves the enrolment, which the next sweep finds again.
+        """
+        before = cutoff.isoformat()
+        expired = await self._ids(ENROLMENTS, {"enrolment.meeting_date": {"$lt": before}})
+        await self._delete_with_audit(ENROLMENTS, expired, "enrolment_id")
+        past = await self._ids(
+            MEETINGS, {"$or": [{"enrolment_details.date": {"$lt": before}}, {"experts.date": {"$lt": before}}]}
+        )
+        await self._delete_with_audit(MEETINGS, past, "meeting_id")
+        await self.audit.delete_many({"at": {"$lt": audit_before}})
+        return len(expired)
+
+    async def _ids(self, collection: str, query: Document) -> list[str]:
+        found = await self._collections[collection].find(query, {"_id": 1}).to_list(None)
+        return [str(document["_id"]) for document in found]
+
+    async def _delete_with_audit(self, collection: str, keys: list[str], audit_field: str) -> None:
+        """Deletes the documents and, first, the audit entries that name them."""
+        for start in range(0, len(keys), SWEEP_CHUNK):
+            chunk = keys[start : start + SWEEP_CHUNK]
+            await self.audit.delete_many({audit_field: {"$in": chunk}})
+            for key in chunk:
+                await self._collections[collection].delete_one({"_id": key})
 
     async def record_audit(self, records: list[dict[str, Any]]) -> None:
         if records:

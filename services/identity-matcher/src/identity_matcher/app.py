@@ -1,7 +1,7 @@
 """Composition root of the identity-matcher: settings, adapters, subscribers, durable retry loop.
 
 Consumes `dcc.patient-enrolled.v1`, `dcc.enrolment-withdrawn.v1` and `dcc.imaging-refresh.v1`; publishes
-`identity.resolved.v1`.
+`identity.resolved.v1`. Deletes the enrolments past their retention (proxymage_shared.retention).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from proxymage_shared import topics
 from proxymage_shared.dicom import DicomClient, echo_check
 from proxymage_shared.events import EnrolmentWithdrawn, IdentityResolved, ImagingRefresh, PatientEnrolled
 from proxymage_shared.kafka import publish_event, subscribe
+from proxymage_shared.retention import sweeper
 from proxymage_shared.retry import BackoffSchedule
 from proxymage_shared.service import Service, build_service, periodic
 
@@ -67,4 +68,5 @@ def build(settings: Settings) -> Service:
     service.on_start.append(store.ensure_indexes)
     service.on_stop.append(close_mirc)
     service.background.append(periodic("error_retry", resolver.retry_due, settings.error_retry_poll_seconds))
+    service.background.append(sweeper(settings, store.sweep_expired))
     return service

@@ -4,6 +4,9 @@ The document holds the enrolment's current lifecycle event (`kind`, `event_id`, 
 event or a withdrawal, see `lifecycle.py`), the status of its outcome, and the newest enrolled event that
 was current (`event`, patient identity included: this database is the service's own) so that an `error`
 can be resolved again later without the DCC sending anything, and a withdrawal can name the meeting.
+`meeting_date` (ISO text, indexed) is that event's meeting date at top level: the retention sweep deletes the
+enrolments whose meeting is past `retention_days` by one query on it (`sweep_expired`). An enrolment only
+ever seen withdrawn has no meeting date and is kept.
 
 Every write is a single-document insert or a conditional update keyed by the enrolment and the lifecycle
 event it answers, so replays are harmless and a late, older event never overwrites a newer one.
@@ -56,6 +59,19 @@ class EnrolmentStore:
 
     async def ensure_indexes(self) -> None:
         await self._enrolments.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+        await self._enrolments.create_index([("meeting_date", ASCENDING)])
+        await self._backfill_meeting_dates()
+
+    async def _backfill_meeting_dates(self) -> None:
+        """Documents written before retention keep the meeting date only inside `event`: copy it to the top."""
+        cursor = self._enrolments.find({"meeting_date": {"$exists": False}, "event": {"$ne": None}}, {"event": 1})
+        async for document in cursor:
+            meeting_date = (document.get("event") or {}).get("meeting_date")
+            if meeting_date:
+                await self._enrolments.update_one(
+                    {"_id": document["_id"], "meeting_date": {"$exists": False}},
+                    {"$set": {"meeting_date": meeting_date}},
+                )
 
     async def accept(self, event: PatientEnrolled) -> Acceptance:
         """Records the enrolled `event` as the enrolment's current lifecycle event, unless duplicate or stale."""
@@ -64,6 +80,7 @@ class EnrolmentStore:
             "event_id": str(event.event_id),
             "occurred_at": _utc(event.occurred_at),
             "event": event.model_dump(mode="json", by_alias=True),
+            "meeting_date": event.meeting_date.isoformat(),
             "consent": event.consent,
             **_fresh_outcome(),
         }
@@ -82,7 +99,9 @@ class EnrolmentStore:
             "occurred_at": _utc(event.occurred_at),
             **_fresh_outcome(),
         }
-        return await self._accept(event.enrolment_id, fields, on_insert={"event": None, "consent": None})
+        return await self._accept(
+            event.enrolment_id, fields, on_insert={"event": None, "meeting_date": None, "consent": None}
+        )
 
     async def _accept(self, enrolment_id: str, fields: Document, *, on_insert: Document) -> Acceptance:
         incoming = LifecycleEvent(fields["kind"], fields["event_id"], fields["occurred_at"])
@@ -176,3 +195,18 @@ class EnrolmentStore:
 
     async def get(self, enrolment_id: str) -> dict[str, Any] | None:
         return await self._enrolments.find_one({"_id": enrolment_id})
+
+    async def sweep_expired(self, cutoff: dt.date) -> int:
+        """Retention: deletes every enrolment whose meeting is before `cutoff`; returns how many.
+
+        One document per enrolment holds everything this service keeps of it. Each is deleted by `_id`, on
+        condition that its meeting is still past (a newer enrolled event may have moved it meanwhile), so
+        several replicas may sweep at once and a second sweep finds nothing.
+        """
+        past: Document = {"$lt": cutoff.isoformat()}  # ISO dates: text order is date order
+        expired = [str(doc["_id"]) async for doc in self._enrolments.find({"meeting_date": past}, {"_id": 1})]
+        removed = 0
+        for enrolment_id in expired:
+            result = await self._enrolments.delete_one({"_id": enrolment_id, "meeting_date": past})
+            removed += result.deleted_count
+        return removed

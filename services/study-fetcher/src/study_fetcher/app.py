@@ -3,7 +3,8 @@
 Consumes `identity.resolved.v1`, `dcc.imaging-refresh.v1`, `dcc.studies-selected.v1`, `dcc.study-removed.v1`;
 publishes `imaging.catalogued.v1` and `imaging.study-status.v1`. No internal topics: due jobs live in MongoDB
 and are claimed with leases by `mirc_max_associations` workers per instance, so retries never block a
-partition and instances share the work however the consumer group's partitions are spread.
+partition and instances share the work however the consumer group's partitions are spread. Enrolments past
+their retention are deleted, with their studies' viewer-store copies nobody else needs (`retention.py`).
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from proxymage_shared.events import (
 )
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.logging import get_logger
+from proxymage_shared.retention import sweeper
 from proxymage_shared.service import Service, build_service, periodic
 
 from study_fetcher import domain
 from study_fetcher.cleanup import ViewerCleaner
 from study_fetcher.handlers import Catalogue, CatalogueOptions, Handlers, JobUpdater, RetrievalOptions, utc_now
 from study_fetcher.pacs import DicomPacs, OrthancRest
+from study_fetcher.retention import RetentionSweep
 from study_fetcher.settings import Settings
 from study_fetcher.store import EnrolmentStore, JobStore, TransferStore
 from study_fetcher.worker import Retriever, WorkerOptions
@@ -75,6 +78,7 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
         ),
     )
     cleaner = ViewerCleaner(jobs=jobs, transfers=transfers, purge=purge, owner=owner, lease=lease, clock=utc_now)
+    retention = RetentionSweep(enrolments=enrolments, jobs=jobs, transfers=transfers, cleaner=cleaner, clock=utc_now)
     retriever = Retriever(
         jobs=jobs,
         transfers=transfers,
@@ -133,6 +137,7 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
     service.on_start.append(ensure_indexes)
     service.on_stop.append(close_clients)
     service.background.append(periodic("housekeeping", housekeeping, settings.poll_seconds))
+    service.background.append(sweeper(settings, retention.sweep_expired))
     for _ in range(settings.mirc_max_associations):
 
         async def run_worker(stop: asyncio.Event) -> None:

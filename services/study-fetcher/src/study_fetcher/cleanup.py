@@ -6,6 +6,10 @@ runs under the study's transfer lease, so no move of the study runs meanwhile, a
 any enrolment) uses the study: two enrolments of the same patient may share a study, and the other keeps
 it. A purge that cannot run now (a move holds the study, the viewer store is down) stays owed and is
 retried by the worker that ends the move and by the housekeeping loop.
+
+Retention owes a purge of every study of an enrolment past its retention (`study_fetcher.retention`); its
+jobs, retired first, are no longer live users. Once the purge ran and no job at all refers to the study,
+its transfer document goes too.
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ class ViewerCleaner:
             await self._transfers.purge_settled(study_instance_uid, self._owner)
             PURGES.labels("deleted").inc()
             log.info("study_purged", study_uid=study_instance_uid, deleted=deleted)
+            if not await self._jobs.any_of_study(study_instance_uid):
+                # No enrolment refers to the study any more (retention deleted their jobs): nothing to keep.
+                await self._transfers.forget(study_instance_uid, self._owner)
         finally:
             await self._transfers.release(study_instance_uid, self._owner, verified_instances=None, now=self._clock())
 

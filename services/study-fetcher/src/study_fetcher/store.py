@@ -11,6 +11,10 @@
 - `enrolments`: what the catalogue needs (linked PACS patients, meeting date) and the latest selection,
   identity and refresh handled, so stale or replayed events change nothing.
 
+Retention (`study_fetcher.retention`): the enrolments past their meeting date's retention are found by one
+query on `enrolments.meeting_date` (ISO text, indexed); their jobs by `enrolment_id`. A job being deleted is
+first `retired`: it no longer keeps its study in the viewer store, and no worker starts it.
+
 Everything is a single-document insert or conditional update, on MongoDB and FerretDB alike (no `$expr`,
 no TTL index, no positional updates; unique keys only through `_id` and `insert_one`).
 """
@@ -154,7 +158,23 @@ class JobStore:
         return [_stored(doc) async for doc in self._jobs.find({"study_uid": study_instance_uid})]
 
     async def live_users(self, study_instance_uid: str, states: Iterable[str]) -> int:
-        return await self._jobs.count_documents({"study_uid": study_instance_uid, "state": {"$in": list(states)}})
+        """Jobs in `states` that still need the study (a retired job, of an enrolment past its retention, not)."""
+        return await self._jobs.count_documents(
+            {"study_uid": study_instance_uid, "state": {"$in": list(states)}, "retired": {"$ne": True}}
+        )
+
+    async def any_of_study(self, study_instance_uid: str) -> bool:
+        return await self._jobs.find_one({"study_uid": study_instance_uid}, {"_id": 1}) is not None
+
+    async def retire(self, enrolment_id: str) -> None:
+        """Marks the enrolment's jobs as leaving (retention): they no longer count as users of their study and
+        are never started again, so a purge owed for their study runs even before they are deleted."""
+        await self._jobs.update_many(
+            {"enrolment_id": enrolment_id, "retired": {"$ne": True}}, {"$set": {"retired": True, "due_at": None}}
+        )
+
+    async def delete(self, key: str) -> None:
+        await self._jobs.delete_one({"_id": key})
 
     async def insert(self, enrolment_id: str, study_instance_uid: str, job: Job, now: dt.datetime) -> StoredJob | None:
         """Creates the job; None if it exists already (a concurrent or earlier handler created it)."""
@@ -210,6 +230,7 @@ class JobStore:
                 "state": {"$in": ["queued", "not_yet_available", "retrieving"]},
                 "due_at": {"$lte": now},
                 "lease_until": {"$lte": now},
+                "retired": {"$ne": True},
             },
             {"$set": {"lease_owner": owner, "lease_until": now + lease, "waiting": False}, "$inc": {"revision": 1}},
             sort=[("due_at", ASCENDING)],
@@ -229,11 +250,17 @@ class JobStore:
                 # A held job is not admitted for its enrolment yet: never move a study on its behalf.
                 "held": {"$ne": True},
                 "lease_until": {"$lte": now},
+                "retired": {"$ne": True},
             }
         )
         async for candidate in candidates:
             doc = await self._jobs.find_one_and_update(
-                {"_id": candidate["_id"], "lease_until": {"$lte": now}, "held": {"$ne": True}},
+                {
+                    "_id": candidate["_id"],
+                    "lease_until": {"$lte": now},
+                    "held": {"$ne": True},
+                    "retired": {"$ne": True},
+                },
                 {"$set": {"lease_owner": owner, "lease_until": now + lease, "waiting": False}, "$inc": {"revision": 1}},
                 return_document=ReturnDocument.AFTER,
             )
@@ -355,6 +382,13 @@ class TransferStore:
             upsert=True,
         )
 
+    async def forget(self, study_instance_uid: str, owner: str) -> None:
+        """Deletes the study's document (no job uses it any more and no purge is owed): it is leased to
+        `owner`, so no move of the study runs; a later move starts a fresh one."""
+        await self._transfers.delete_one(
+            {"_id": study_instance_uid, "lease_owner": owner, "purge_pending": {"$ne": True}}
+        )
+
     async def purge_settled(self, study_instance_uid: str, owner: str) -> None:
         await self._transfers.update_one(
             {"_id": study_instance_uid, "lease_owner": owner}, {"$set": {"purge_pending": False}}
@@ -425,6 +459,17 @@ class EnrolmentStore:
 
     async def ensure_indexes(self) -> None:
         await self._enrolments.create_index([("catalogue_due_at", ASCENDING)])
+        await self._enrolments.create_index([("meeting_date", ASCENDING)])
+
+    async def expired(self, cutoff: dt.date) -> list[str]:
+        """The enrolments whose meeting is before `cutoff` (an unknown meeting date is kept)."""
+        cursor = self._enrolments.find({"meeting_date": {"$lt": cutoff.isoformat()}}, {"_id": 1})
+        return [str(doc["_id"]) async for doc in cursor]
+
+    async def forget(self, enrolment_id: str, cutoff: dt.date) -> bool:
+        """Deletes the enrolment's document (catalogue included) if its meeting is still before `cutoff`."""
+        result = await self._enrolments.delete_one({"_id": enrolment_id, "meeting_date": {"$lt": cutoff.isoformat()}})
+        return result.deleted_count == 1
 
     async def get(self, enrolment_id: str) -> Enrolment | None:
         doc = await self._enrolments.find_one({"_id": enrolment_id})
