@@ -52,6 +52,7 @@ unit: install ## Run the unit tests only (no servers)
 
 bench: up ## Measure the figures the issues name (store, identity rules, latencies, retrieval vs movescu, viewer)
 	@$(UV) run --frozen python -m proxymage_shared.devtools.store_capacity
+	@$(UV) run --frozen python bench/store_hot_paths.py
 	@$(UV) run --frozen python -m identity_matcher.bench
 	@$(UV) run --frozen python -m study_fetcher.bench
 	@$(UV) run --frozen python -m gateway.bench

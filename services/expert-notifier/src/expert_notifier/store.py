@@ -8,6 +8,11 @@
 - `slots`: one document per (enrolment, role): the `RoleSlot` aggregate (every notification of that role,
   unique by address), plus the lease of the instance sending it and the published view (`version`,
   `dirty` until published: an outbox).
+- `due_slots`, `closing_slots`, `unpublished_slots`: small lists of the slots with a due notification
+  (`next_due_at`), an open role to close (`closes_at`), a view to publish (`view_at`, when `dirty`): the sender's
+  claim and the maintenance read them, then each slot by `_id` (`_SlotList`). `meetings` documents also hold
+  `members` (hex enrolment id -> enrolment id), the enrolments recorded for the meeting. They exist because the
+  local store (FerretDB v1) uses no index but `_id`'s: any other filter reads the whole collection (issue 11).
 
 Retention (CONTRACT v1.1; FerretDB has no TTL index, so periodic deletes do it, which work on MongoDB too):
 `sweep_expired` deletes the enrolments, slots and meetings whose meeting is before the cutoff, each found by
@@ -23,8 +28,10 @@ facts or decisions. The "newer wins" rules themselves are the pure `EnrolmentFac
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -34,6 +41,7 @@ from proxymage_shared.mongo import Document
 from proxymage_shared.reasons import Reason
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
@@ -61,6 +69,15 @@ _DUPLICATE_CODES = frozenset({1, 11000, 11001})
 _WRITE_ATTEMPTS = 10
 # Slot modes of documents written before CONTRACT v1.1.
 _LEGACY_MODES = {"withdrawn": "not_requested"}
+# How many enrolments of a meeting are read (by `_id`) at once.
+_MEMBER_READS_AT_ONCE = 32
+# A slot write announced in a `_SlotList` this long ago is taken as failed (it takes milliseconds).
+_ANNOUNCED_WRITE_EXPIRES = dt.timedelta(minutes=5)
+
+
+def member_key(enrolment_id: str) -> str:
+    """A field name for an enrolment id (hexadecimal: no `.` or `$`, and no two ids share one)."""
+    return enrolment_id.encode().hex()
 
 
 def slot_id(enrolment_id: str, role: ExpertRole) -> str:
@@ -297,11 +314,73 @@ def _is_duplicate(error: OperationFailure) -> bool:
     return isinstance(error, DuplicateKeyError) or error.code in _DUPLICATE_CODES
 
 
+class _SlotList:
+    """A small collection listing the slots for which a date of theirs is set (`_id` = the slot's, the date under
+    the slot's field name), so that a periodic read goes through it and then each slot by `_id`.
+
+    Invariant: a slot whose date is set has an entry, at that date or earlier. The entry is written ("announced")
+    before each write of the slot setting the date, with `$min` of the date and `$max` of the slot revision
+    written (`rev`) and of the time (`announced_at`); it is deleted after a write clearing the date, unless a
+    later write announced it again (`rev` greater). An entry may be stale (its write failed, or the date moved
+    later): readers check the slot and `correct` it, unless its write may still be on the way.
+    """
+
+    def __init__(
+        self, collection: AsyncCollection[Document], field: str, of_slot: Callable[[Document], dt.datetime | None]
+    ) -> None:
+        self.collection = collection
+        self.field = field
+        self.of_slot = of_slot
+
+    async def announce(self, key: str, at: dt.datetime, rev: int, now: dt.datetime) -> None:
+        await self.collection.update_one(
+            {"_id": key}, {"$min": {self.field: at}, "$max": {"rev": rev, "announced_at": ms(now)}}, upsert=True
+        )
+
+    async def cleared(self, key: str, rev: int) -> None:
+        await self.collection.delete_one({"_id": key, "rev": {"$lte": rev}})
+
+    async def delete(self, key: str) -> None:
+        await self.collection.delete_one({"_id": key})
+
+    def until(self, moment: dt.datetime) -> AsyncCursor[Document]:
+        """The entries dated `moment` or earlier, earliest first."""
+        return self.collection.find({self.field: {"$lte": moment}}).sort(self.field, ASCENDING)
+
+    async def correct(self, entry: Document, slot: Document | None, now: dt.datetime) -> None:
+        """Aligns `entry` with its slot as read (`slot`: None if gone), unless the write it announced may not
+        have reached the slot yet. Conditional on the entry as read: one announced meanwhile stays."""
+        rev, announced_at = entry.get("rev"), entry.get("announced_at")
+        on_the_way = announced_at is not None and ms(announced_at) > ms(now - _ANNOUNCED_WRITE_EXPIRES)
+        if int((slot or {}).get("rev", 0)) < int(rev or 0) and on_the_way:
+            return
+        at = None if slot is None else self.of_slot(slot)
+        as_read: Document = {"_id": entry["_id"], "rev": rev, "announced_at": announced_at}
+        if at is None:
+            await self.collection.delete_one(as_read)
+        elif ms(at) != ms(entry[self.field]):
+            await self.collection.update_one(as_read, {"$set": {self.field: at}})
+
+    async def backfill(self, slots: AsyncCollection[Document], now: dt.datetime) -> None:
+        """Entries for the slots written before this list existed."""
+        async for doc in slots.find({self.field: {"$ne": None}}):
+            at = self.of_slot(doc)
+            if at is not None:
+                await self.announce(str(doc["_id"]), at, int(doc.get("rev", 0)), now)
+
+
 class NotifierStore:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._meetings: AsyncCollection[Document] = database["meetings"]
         self._enrolments: AsyncCollection[Document] = database["enrolments"]
         self._slots: AsyncCollection[Document] = database["slots"]
+        self._migrations: AsyncCollection[Document] = database["migrations"]
+        self._due = _SlotList(database["due_slots"], "next_due_at", lambda doc: doc.get("next_due_at"))
+        self._closing = _SlotList(database["closing_slots"], "closes_at", lambda doc: doc.get("closes_at"))
+        self._unpublished = _SlotList(
+            database["unpublished_slots"], "view_at", lambda doc: doc.get("view_at") if doc.get("dirty") else None
+        )
+        self._lists = (self._due, self._closing, self._unpublished)
 
     async def ensure_indexes(self) -> None:
         await self._enrolments.create_index([("meeting_id", ASCENDING)])
@@ -314,7 +393,30 @@ class NotifierStore:
         await self._slots.create_index([("closes_at", ASCENDING)])
         await self._slots.create_index([("dirty", ASCENDING)])
         await self._slots.create_index([("lease_token", ASCENDING)])
+        for slot_list in self._lists:
+            await slot_list.collection.create_index([(slot_list.field, ASCENDING)])
         await self._backfill_meeting_dates()
+        started = dt.datetime.now(dt.UTC)
+        for slot_list in self._lists:
+            await self._once(slot_list.collection.name, functools.partial(slot_list.backfill, self._slots, started))
+        await self._once("meeting_members", self._backfill_meeting_members)
+
+    async def _once(self, name: str, migrate: Callable[[], Awaitable[None]]) -> None:
+        """Runs an idempotent migration unless a previous start completed it (several may run it at once)."""
+        if await self._migrations.find_one({"_id": name}) is not None:
+            return
+        await migrate()
+        await self._migrations.update_one({"_id": name}, {"$set": {"done": True}}, upsert=True)
+
+    async def _backfill_meeting_members(self) -> None:
+        """Enrolments recorded before `members` existed: add each to its meeting's list."""
+        meetings: dict[str, tuple[list[str], str | None]] = {}
+        cursor = self._enrolments.find({"meeting_id": {"$ne": None}}, {"meeting_id": 1, "meeting_date": 1})
+        async for doc in cursor:
+            members, _ = meetings.setdefault(str(doc["meeting_id"]), ([], doc.get("meeting_date")))
+            members.append(str(doc["_id"]))
+        for meeting_id, (members, meeting_date) in meetings.items():
+            await self._add_members(meeting_id, members, meeting_date)
 
     async def _backfill_meeting_dates(self) -> None:
         """Documents written before retention keep the meeting date only in `enrolled`: copy it to the top."""
@@ -364,7 +466,7 @@ class NotifierStore:
 
     async def get_meeting(self, meeting_id: str) -> MeetingFacts | None:
         doc = await self._meetings.find_one({"_id": meeting_id})
-        if doc is None:
+        if doc is None or doc.get("event_at") is None:  # not known yet: only its members were recorded
             return None
         experts: dict[ExpertRole, ExpertContact | None] = {}
         for role in ("radiologist", "nuclear_physician"):
@@ -396,6 +498,10 @@ class NotifierStore:
                 purge = max(purge, ms(doc["purge_at"]))
             rev = int(doc.get("rev", 0)) if doc is not None else 0
             new_doc = {"_id": enrolment_id, **_facts_doc(after), "purge_at": purge, "rev": rev + 1}
+            if new_doc["meeting_id"] is not None and new_doc["meeting_id"] != (doc or {}).get("meeting_id"):
+                # Before the facts: every enrolment stored with a meeting is in that meeting's list (a member
+                # whose write then fails, or that moves later, is left out when read).
+                await self._add_members(new_doc["meeting_id"], [enrolment_id], new_doc["meeting_date"])
             if doc is None:
                 try:
                     await self._enrolments.insert_one(new_doc)
@@ -416,9 +522,41 @@ class NotifierStore:
         doc = await self._enrolments.find_one({"_id": enrolment_id})
         return None if doc is None else _facts(doc)
 
+    async def _add_members(self, meeting_id: str, enrolment_ids: list[str], meeting_date: str | None) -> None:
+        """Adds enrolments to their meeting's list: an idempotent `$set`. A meeting not known yet gets a document
+        with its members and the enrolments' meeting date, so that retention (`sweep_expired`) deletes it too;
+        `accept_meeting` completes it."""
+        update: Document = {"$set": {f"members.{member_key(key)}": key for key in enrolment_ids}}
+        if meeting_date is not None:
+            update["$setOnInsert"] = {"date": meeting_date}
+        for _ in range(_WRITE_ATTEMPTS):
+            try:
+                await self._meetings.update_one({"_id": meeting_id}, update, upsert=True)
+            except OperationFailure as error:  # a concurrent insert of the same meeting: the update now applies
+                if _is_duplicate(error):
+                    continue
+                raise
+            return
+        raise StoreConflictError(f"meeting {meeting_id} kept changing; try again")
+
     async def enrolments_of_meeting(self, meeting_id: str) -> list[str]:
-        cursor = self._enrolments.find({"meeting_id": meeting_id}, {"_id": 1})
-        return [str(doc["_id"]) async for doc in cursor]
+        """The enrolments whose facts name the meeting, read by `_id` from the meeting's list of members.
+
+        A member that has since moved to another meeting is left out. A meeting stored before the list existed
+        (no `members`) falls back to a query on every enrolment.
+        """
+        meeting = await self._meetings.find_one({"_id": meeting_id}, {"members": 1})
+        members = (meeting or {}).get("members")
+        if not isinstance(members, dict):
+            cursor = self._enrolments.find({"meeting_id": meeting_id}, {"_id": 1})
+            return [str(doc["_id"]) async for doc in cursor]
+        wanted = sorted({str(enrolment_id) for enrolment_id in members.values()})
+        found: list[str] = []
+        for start in range(0, len(wanted), _MEMBER_READS_AT_ONCE):
+            chunk = wanted[start : start + _MEMBER_READS_AT_ONCE]
+            docs = await asyncio.gather(*(self._enrolments.find_one({"_id": key}, {"meeting_id": 1}) for key in chunk))
+            found += [str(doc["_id"]) for doc in docs if doc is not None and doc.get("meeting_id") == meeting_id]
+        return found
 
     async def purge_enrolments(self, now: dt.datetime) -> int:
         """Deletes the facts (and slots) of enrolments never enrolled whose `purge_at` is past: facts that came
@@ -453,6 +591,8 @@ class NotifierStore:
         # when its day ended by the start of the cutoff day.
         ended: Document = {"$lte": meeting_end(cutoff - dt.timedelta(days=1), zone)}
         for key in [str(doc["_id"]) async for doc in self._slots.find({"meeting_end": ended}, {"_id": 1})]:
+            for slot_list in self._lists:  # the entries first: an entry must not outlive its slot
+                await slot_list.delete(key)
             await self._slots.delete_one({"_id": key, "meeting_end": ended})
         for key in [str(doc["_id"]) async for doc in self._meetings.find({"date": past}, {"_id": 1})]:
             await self._meetings.delete_one({"_id": key, "date": past})
@@ -460,7 +600,10 @@ class NotifierStore:
 
     async def _delete_slots(self, enrolment_id: str) -> None:
         for role in ROLES:
-            await self._slots.delete_one({"_id": slot_id(enrolment_id, role)})
+            key = slot_id(enrolment_id, role)
+            for slot_list in self._lists:
+                await slot_list.delete(key)
+            await self._slots.delete_one({"_id": key})
 
     # --- slots ------------------------------------------------------------------------------------------------
 
@@ -469,12 +612,24 @@ class NotifierStore:
         return None if doc is None else _slot_record(doc)
 
     async def has_slots(self, enrolment_id: str) -> bool:
-        return await self._slots.count_documents({"enrolment_id": enrolment_id}, limit=1) > 0
+        for role in ROLES:
+            if await self._slots.find_one({"_id": slot_id(enrolment_id, role)}, {"_id": 1}) is not None:
+                return True
+        return False
 
     async def closing(self, now: dt.datetime, limit: int = 100) -> list[str]:
         """Enrolments with a role still open (waiting, pending) whose meeting day is over."""
-        cursor = self._slots.find({"closes_at": {"$lte": now}}, {"enrolment_id": 1}).limit(limit)
-        return list(dict.fromkeys([str(doc["enrolment_id"]) async for doc in cursor]))
+        found: dict[str, None] = {}
+        async for entry in self._closing.until(now):
+            doc = await self._slots.find_one({"_id": entry["_id"]}, {"enrolment_id": 1, "closes_at": 1, "rev": 1})
+            closes_at = None if doc is None else doc.get("closes_at")
+            if doc is not None and closes_at is not None and closes_at <= now:
+                found[str(doc["enrolment_id"])] = None
+                if len(found) >= limit:
+                    break
+            else:
+                await self._closing.correct(entry, doc, now)
+        return list(found)
 
     async def save_slot(
         self, before: SlotRecord | None, slot: RoleSlot, now: dt.datetime, *, release_lease: bool = False
@@ -500,31 +655,54 @@ class NotifierStore:
             lease_token=None if release_lease else base.lease_token,
         )
         doc = _slot_doc(record)
+        key = str(doc["_id"])
+        listed = [(slot_list, slot_list.of_slot(doc)) for slot_list in self._lists]
+        for slot_list, at in listed:  # before the slot: a slot with a date set always has its entry
+            if at is not None:
+                await slot_list.announce(key, at, record.rev, now)
         if before is None:
             try:
                 await self._slots.insert_one(doc)
             except DuplicateKeyError:
                 return None
-            return record
-        try:
-            result = await self._slots.replace_one({"_id": doc["_id"], "rev": before.rev}, doc)
-        except OperationFailure as error:
-            if _is_duplicate(error):
+        else:
+            try:
+                result = await self._slots.replace_one({"_id": key, "rev": before.rev}, doc)
+            except OperationFailure as error:
+                if _is_duplicate(error):
+                    return None
+                raise
+            if result.matched_count != 1:
                 return None
-            raise
-        return record if result.matched_count == 1 else None
+        old = _slot_doc(before) if before is not None else {}
+        for slot_list, at in listed:
+            # An entry of a slot whose date was not set is a failed announcement, corrected when read.
+            if at is None and slot_list.of_slot(old) is not None:
+                await slot_list.cleared(key, record.rev)
+        return record
 
     async def claim_due(self, now: dt.datetime, lease: dt.timedelta, token: str) -> SlotRecord | None:
-        """Takes one slot with a due notification, under a lease, so that no other instance sends it."""
-        doc = await self._slots.find_one_and_update(
-            {
-                "next_due_at": {"$lte": now},
-                "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
-            },
-            {"$set": {"lease_until": ms(now + lease), "lease_token": token}, "$inc": {"rev": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
-        return None if doc is None else _slot_record(doc)
+        """Takes one slot with a due notification, under a lease, so that no other instance sends it.
+
+        The candidates, earliest first, come from `due_slots`; each is taken by a write on the slot by `_id`,
+        conditional on its being due and not leased. An entry that no longer matches its slot is corrected.
+        """
+        async for entry in self._due.until(now):
+            key = str(entry["_id"])
+            doc = await self._slots.find_one_and_update(
+                {
+                    "_id": key,
+                    "next_due_at": {"$lte": now},
+                    "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
+                },
+                {"$set": {"lease_until": ms(now + lease), "lease_token": token}, "$inc": {"rev": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return _slot_record(doc)
+            # Leased by another instance, or stale: corrected from the slot as it is now.
+            await self._due.correct(entry, await self._slots.find_one({"_id": key}, {"next_due_at": 1, "rev": 1}), now)
+        return None
 
     async def release_token(self, token: str) -> None:
         """Gives back the claim made with `token`, whatever the slot's revision (used when stopping)."""
@@ -535,11 +713,22 @@ class NotifierStore:
 
     async def mark_published(self, record: SlotRecord) -> None:
         # Conditional on the version: a newer view written meanwhile stays dirty and is published too.
-        await self._slots.update_one(
-            {"_id": slot_id(record.slot.enrolment_id, record.slot.role), "version": record.version, "dirty": True},
-            {"$set": {"dirty": False}},
+        key = slot_id(record.slot.enrolment_id, record.slot.role)
+        result = await self._slots.update_one(
+            {"_id": key, "version": record.version, "dirty": True}, {"$set": {"dirty": False}}
         )
+        if result.modified_count:
+            await self._unpublished.cleared(key, record.rev)
 
     async def unpublished(self, older_than: dt.datetime, limit: int = 100) -> list[SlotRecord]:
-        cursor = self._slots.find({"dirty": True, "view_at": {"$lte": older_than}}).limit(limit)
-        return [_slot_record(doc) async for doc in cursor]
+        found: list[SlotRecord] = []
+        async for entry in self._unpublished.until(older_than):
+            doc = await self._slots.find_one({"_id": entry["_id"]})
+            view_at = None if doc is None else self._unpublished.of_slot(doc)
+            if doc is not None and view_at is not None and view_at <= older_than:
+                found.append(_slot_record(doc))
+                if len(found) >= limit:
+                    break
+            else:
+                await self._unpublished.correct(entry, doc, older_than)
+        return found

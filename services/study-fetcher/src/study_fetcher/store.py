@@ -1,4 +1,4 @@
-"""The fetcher's state in its own MongoDB database (`proxymage_fetcher`): three collections.
+"""The fetcher's state in its own MongoDB database (`proxymage_fetcher`): four collections.
 
 - `jobs`: one document per (enrolment, StudyInstanceUID), `_id` = "<enrolment_id>|<uid>" (a BusinessId
   cannot contain `|`). The domain fields (state, version, attempts...) plus scheduling and ownership:
@@ -6,6 +6,9 @@
   (every write is conditional on it: optimistic concurrency without transactions), `unpublished` (the
   current version is not yet acknowledged by Kafka: a crash between the write and the publication is
   repaired by re-publishing, the single-document version of an outbox).
+- `schedule`: the claimable work, so that a worker's poll reads it rather than every job (finished ones
+  included). One document per job a worker may claim now or later (`_id` = the job's key) with a lower bound
+  of the job's `due_at` and `lease_until`; see `Schedule` for the rules that keep it one.
 - `transfers`: one document per StudyInstanceUID: the lease of the worker moving it (so two enrolments
   selecting the same study cause one move), a move counter and the last verified complete move.
 - `enrolments`: what the catalogue needs (linked PACS patients, meeting date) and the latest selection,
@@ -26,6 +29,7 @@ import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
+from uuid import uuid4
 
 from proxymage_shared.events import PacsPatientRef
 from proxymage_shared.mongo import Document
@@ -137,15 +141,129 @@ def _due_at(job: Job, now: dt.datetime, lease_until: dt.datetime) -> dt.datetime
     return None
 
 
+CLAIMABLE_STATES: Final = ("queued", "not_yet_available", "retrieving")
+
+
+def _claimable(now: dt.datetime) -> Document:
+    """The claim's conditions on a job document, besides its `_id`."""
+    return {"state": {"$in": list(CLAIMABLE_STATES)}, **_due_by(now), "retired": {"$ne": True}}
+
+
+def _due_by(moment: Any) -> Document:
+    return {"due_at": {"$lte": moment}, "lease_until": {"$lte": moment}}
+
+
+def _slot(doc: Document | None) -> tuple[dt.datetime, dt.datetime] | None:
+    """(due_at, lease_until) of a job a worker may claim now or later; None for one it never will (gone,
+    final, held, retired)."""
+    if doc is None or doc.get("retired") is True or doc.get("state") not in CLAIMABLE_STATES:
+        return None
+    due_at, lease_until = doc.get("due_at"), doc.get("lease_until")
+    if not isinstance(due_at, dt.datetime) or not isinstance(lease_until, dt.datetime):
+        return None
+    return due_at, lease_until
+
+
+# The document recording that the jobs of a database created before `schedule` existed were scheduled
+# (its `_id` has no `|`, so it is no job's key, and no `due_at`, so no claim reads it).
+_SCHEDULED_MARK: Final = "scheduled-existing-jobs"
+
+
+class Schedule:
+    """`schedule`: per claimable job, a lower bound of when it can be claimed (`due_at`, `lease_until`).
+
+    A claim picks the earliest entry due, then takes the job by `_id` with the claim's full conditions: an
+    entry that is early, or whose job is gone or never claimable again, only costs a rejected write, after
+    which the entry is `repair`ed. What must never happen is a claimable job without an entry, or with an
+    entry later than the job, so:
+    - a write that may make a job claimable sooner (insert, save, release, postpone, wake) first `lower`s the
+      entry (`$min`, created if missing): a crash after it leaves an early entry, which is harmless;
+    - after the write, the entry is `settle`d to the job's exact values (or deleted), guarded by the entry's
+      `token` read before the job was: a concurrent settle working from an older read of the job then fails
+      its guard, and a settle that fails its own falls back to `lower`, so the last write is never stale;
+    - writes that only delay a job (claims, retire) leave the entry early.
+    """
+
+    def __init__(self, database: AsyncDatabase[Document], jobs: AsyncCollection[Document]) -> None:
+        self._schedule: AsyncCollection[Document] = database["schedule"]
+        self._jobs = jobs
+
+    async def ensure_indexes(self) -> None:
+        await self._schedule.create_index([("due_at", ASCENDING)])
+        if await self._schedule.find_one({"_id": _SCHEDULED_MARK}) is not None:
+            return
+        # A database from before `schedule`: every job that can be claimed gets its entry, once (replicas
+        # starting together both do it: `lower` is idempotent).
+        cursor = self._jobs.find(
+            {"state": {"$in": list(CLAIMABLE_STATES)}, "due_at": {"$ne": None}, "retired": {"$ne": True}},
+            {"due_at": 1, "lease_until": 1, "state": 1},
+        )
+        async for doc in cursor:
+            if (slot := _slot(doc)) is not None:
+                await self.lower(str(doc["_id"]), due_at=slot[0], lease_until=slot[1])
+        await self._schedule.update_one({"_id": _SCHEDULED_MARK}, {"$set": {"done": True}}, upsert=True)
+
+    async def earliest_due(self, now: dt.datetime, skip: list[str]) -> Document | None:
+        return await self._schedule.find_one({**_due_by(now), "_id": {"$nin": skip}}, sort=[("due_at", ASCENDING)])
+
+    async def lower(
+        self,
+        key: str,
+        *,
+        due_at: dt.datetime | None = None,
+        lease_until: dt.datetime | None = None,
+        create: bool = True,
+    ) -> None:
+        """Brings the entry's bounds down to those given (a missing entry is created, the missing bound FREE)."""
+        bounds = {name: value for name, value in (("due_at", due_at), ("lease_until", lease_until)) if value}
+        update: Document = {"$min": bounds, "$set": {"token": uuid4().hex}}
+        if missing := {name: FREE for name in ("due_at", "lease_until") if name not in bounds}:
+            update["$setOnInsert"] = missing
+        await self._schedule.update_one({"_id": key}, update, upsert=create)
+
+    async def repair(self, entry: Document | None, key: str, doc: Document | None) -> bool:
+        """Sets the entry to the job `doc` (read after `entry`): its bounds, or no entry if it is never
+        claimable. False if the entry changed since `entry` was read."""
+        slot = _slot(doc)
+        if entry is None:
+            if slot is None:
+                return True
+            try:
+                await self._schedule.insert_one(
+                    {"_id": key, "due_at": slot[0], "lease_until": slot[1], "token": uuid4().hex}
+                )
+            except DuplicateKeyError:
+                return False
+            return True
+        guard = {"_id": key, "token": entry.get("token")}
+        if slot is None:
+            return (await self._schedule.delete_one(guard)).deleted_count == 1
+        update = {"$set": {"due_at": slot[0], "lease_until": slot[1], "token": uuid4().hex}}
+        return (await self._schedule.update_one(guard, update)).matched_count == 1
+
+    async def settle(self, key: str, doc: Document | None = None, *, read: bool = True) -> None:
+        """After a write of job `key`: the entry takes the job's values (`doc` as written, or read again)."""
+        entry = await self._schedule.find_one({"_id": key})
+        if read:
+            doc = await self._jobs.find_one({"_id": key})
+        if await self.repair(entry, key, doc):
+            return
+        # A concurrent write changed the entry: make sure it is not later than the job now is.
+        if (slot := _slot(await self._jobs.find_one({"_id": key}))) is not None:
+            await self.lower(key, due_at=slot[0], lease_until=slot[1])
+
+
 class JobStore:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._jobs: AsyncCollection[Document] = database["jobs"]
+        self._schedule = Schedule(database, self._jobs)
 
     async def ensure_indexes(self) -> None:
         await self._jobs.create_index([("due_at", ASCENDING)])
         await self._jobs.create_index([("study_uid", ASCENDING), ("state", ASCENDING)])
         await self._jobs.create_index([("enrolment_id", ASCENDING)])
         await self._jobs.create_index([("unpublished", ASCENDING), ("updated_at", ASCENDING)])
+        await self._schedule.ensure_indexes()
 
     async def get(self, key: str) -> StoredJob | None:
         doc = await self._jobs.find_one({"_id": key})
@@ -175,6 +293,7 @@ class JobStore:
 
     async def delete(self, key: str) -> None:
         await self._jobs.delete_one({"_id": key})
+        await self._schedule.settle(key)
 
     async def insert(self, enrolment_id: str, study_instance_uid: str, job: Job, now: dt.datetime) -> StoredJob | None:
         """Creates the job; None if it exists already (a concurrent or earlier handler created it)."""
@@ -191,10 +310,14 @@ class JobStore:
             "unpublished": job.version > 0,
             "updated_at": now,
         }
+        if doc["due_at"] is not None:
+            await self._schedule.lower(doc["_id"], due_at=doc["due_at"], lease_until=FREE)
         try:
             await self._jobs.insert_one(doc)
         except DuplicateKeyError:
+            await self._schedule.settle(doc["_id"])
             return None
+        await self._schedule.settle(doc["_id"], doc, read=False)
         return _stored(doc)
 
     async def save(self, stored: StoredJob, job: Job, now: dt.datetime) -> StoredJob | None:
@@ -207,12 +330,20 @@ class JobStore:
         }
         if job.version != stored.job.version:
             fields["unpublished"] = True
+        if fields["due_at"] is not None:
+            await self._schedule.lower(stored.key, due_at=fields["due_at"])
         doc = await self._jobs.find_one_and_update(
             {"_id": stored.key, "revision": stored.revision},
             {"$set": fields},
             return_document=ReturnDocument.AFTER,
         )
-        return _stored(doc) if doc else None
+        if doc is None:
+            if fields["due_at"] is not None:
+                await self._schedule.settle(stored.key)  # our early entry, if we made one, is set right
+            return None
+        if fields["due_at"] is not None or _due_at(stored.job, now, stored.lease_until) is not None:
+            await self._schedule.settle(stored.key, doc, read=False)
+        return _stored(doc)
 
     async def set_deadline(self, enrolment_id: str, deadline: dt.datetime) -> None:
         await self._jobs.update_many(
@@ -224,19 +355,23 @@ class JobStore:
 
     async def claim_due(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> StoredJob | None:
         """Takes the most overdue job that no live worker holds (queued, waiting and due, or retrieving
-        under an expired lease)."""
-        doc = await self._jobs.find_one_and_update(
-            {
-                "state": {"$in": ["queued", "not_yet_available", "retrieving"]},
-                "due_at": {"$lte": now},
-                "lease_until": {"$lte": now},
-                "retired": {"$ne": True},
-            },
-            {"$set": {"lease_owner": owner, "lease_until": now + lease, "waiting": False}, "$inc": {"revision": 1}},
-            sort=[("due_at", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-        )
-        return _stored(doc) if doc else None
+        under an expired lease).
+
+        The candidates come from `schedule` (live work only), earliest due first; each is taken by `_id` on
+        the claim's full conditions, and an entry whose job does not meet them is repaired and skipped."""
+        tried: list[str] = []
+        while (entry := await self._schedule.earliest_due(now, tried)) is not None:
+            key = str(entry["_id"])
+            doc = await self._jobs.find_one_and_update(
+                {"_id": key, **_claimable(now)},
+                {"$set": {"lease_owner": owner, "lease_until": now + lease, "waiting": False}, "$inc": {"revision": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return _stored(doc)
+            tried.append(key)
+            await self._schedule.repair(entry, key, await self._jobs.find_one({"_id": key}))
+        return None
 
     async def claim_companions(
         self, study_instance_uid: str, owner: str, now: dt.datetime, lease: dt.timedelta
@@ -277,24 +412,34 @@ class JobStore:
             {"_id": {"$in": keys}, "lease_owner": owner, "state": {"$ne": "retrieving"}},
             {"$set": {"lease_until": until}},
         )
+        for key in keys:  # later bounds: not needed for correctness, they spare other workers rejected claims
+            await self._schedule.settle(key)
         return result.modified_count + result_other.modified_count
 
     async def release(self, keys: list[str], owner: str) -> None:
+        for key in keys:  # a job no longer leased is claimable no later than its due time: never one without entry
+            await self._schedule.lower(key, lease_until=FREE, create=False)
         await self._jobs.update_many(
             {"_id": {"$in": keys}, "lease_owner": owner}, {"$set": {"lease_owner": None, "lease_until": FREE}}
         )
+        for key in keys:
+            await self._schedule.settle(key)
 
     async def postpone(self, key: str, owner: str, due_at: dt.datetime) -> None:
         """Gives a claimed job back, to be looked at again at `due_at` or when its study's transfer ends."""
+        await self._schedule.lower(key, due_at=due_at, lease_until=FREE)
         await self._jobs.update_one(
             {"_id": key, "lease_owner": owner},
             {"$set": {"lease_owner": None, "lease_until": FREE, "due_at": due_at, "waiting": True}},
         )
+        await self._schedule.settle(key)
 
     async def wake_waiters(self, study_instance_uid: str, now: dt.datetime) -> None:
-        await self._jobs.update_many(
-            {"study_uid": study_instance_uid, "waiting": True}, {"$set": {"due_at": now, "waiting": False}}
-        )
+        waiting = self._jobs.find({"study_uid": study_instance_uid, "waiting": True}, {"_id": 1})
+        for key in [str(doc["_id"]) async for doc in waiting]:
+            await self._schedule.lower(key, due_at=now)
+            await self._jobs.update_one({"_id": key, "waiting": True}, {"$set": {"due_at": now, "waiting": False}})
+            await self._schedule.settle(key)
 
     # --- publication (outbox) -----------------------------------------------------------------------------
 
