@@ -295,7 +295,14 @@ async def test_the_whole_flow_through_rest(
             if data.get("study_instance_uid") == uid and "retrieval" in data
         ]
         assert statuses, f"no live update for {uid}"
-        assert statuses[-1] == "available"
+        assert statuses[-1] == "available", (
+            uid,
+            [
+                (d.get("kind"), d["retrieval"]["status"], d.get("selected"))
+                for _, d in sse_events
+                if d.get("study_instance_uid") == uid
+            ],
+        )
         ranks = [STATUS_RANK[status] for status in statuses]
         assert ranks == sorted(ranks), f"states out of order for {uid}: {statuses}"
 

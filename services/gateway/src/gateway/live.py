@@ -16,7 +16,7 @@ from proxymage_shared.logging import get_logger
 
 from gateway import views
 from gateway.hub import Hub
-from gateway.projection import ENROLMENTS, MEETINGS, RCPS, Patch, get_path, patches
+from gateway.projection import ENROLMENTS, MEETINGS, RCPS, Patch, get_path, patches, study_key
 from gateway.store import ReadModelStore
 from gateway.viewer import ViewerLinks
 
@@ -111,6 +111,17 @@ class Projector:
             self.announce(patch, document)
 
     def announce(self, patch: Patch, document: dict[str, Any]) -> None:
+        self._announce(patch, document)
+        if patch.kind == "selection":
+            # The topics are consumed independently: study states may have been projected before the selection
+            # that makes them count (and were then announced as not selected). Say each one again, now selected.
+            for uid in views.selected_uids(document):
+                if get_path(document, f"retrieval.{study_key(uid)}") is not None:
+                    again = Patch(ENROLMENTS, patch.key, f"retrieval.{study_key(uid)}", patch.order,
+                                  {"study_instance_uid": uid}, "study-status")  # fmt: skip
+                    self._announce(again, document)
+
+    def _announce(self, patch: Patch, document: dict[str, Any]) -> None:
         if patch.collection == ENROLMENTS:
             data = enrolment_message(patch, document, self._links)
             self._hub.publish(enrolment_stream(patch.key), patch.kind, data)
