@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from gateway.projection import member_key
 from gateway.store import ReadModelStore
 from proxymage_shared import topics
 from proxymage_shared.mongo import create_mongo_client
@@ -141,3 +142,28 @@ async def test_a_meeting_lists_its_enrolments_and_not_one_moved_to_another_meeti
         ] == ["enr-mem-2"]
 
     await eventually(listed, 20, "each meeting to list its own enrolments")
+
+
+async def test_a_read_model_from_before_member_lists_keeps_its_meetings_enrolments(
+    stack_env: dict[str, str], unique: str
+) -> None:
+    client = create_mongo_client(stack_env["PROXYMAGE_MONGO_URL"])
+    database = client[f"it_gw_members_{unique}"]
+    try:
+        # Two enrolments projected by an older gateway: their meeting has no member list.
+        for key in ("enr-old-1", "enr-old-2"):
+            await database["enrolments"].insert_one({"_id": key, "enrolment": {"meeting_id": "m-old", "order": "1"}})
+        await database["meetings"].insert_one({"_id": "m-old", "enrolment_details": {"date": "2030-01-01"}})
+        store = ReadModelStore(database)
+        await store.ensure_indexes()  # at start: the lists are filled once
+        await store.ensure_indexes()
+        # A new enrolment gives the meeting a member the new way; the older ones are still listed.
+        await database["enrolments"].insert_one({"_id": "enr-new", "enrolment": {"meeting_id": "m-old", "order": "2"}})
+        await database["meetings"].update_one(
+            {"_id": "m-old"}, {"$set": {f"members.{member_key('enr-new')}": {"enrolment_id": "enr-new"}}}
+        )
+        listed = [document["_id"] for document in await store.meeting_enrolments("m-old", 100)]
+        assert listed == ["enr-new", "enr-old-1", "enr-old-2"]
+    finally:
+        await client.drop_database(f"it_gw_members_{unique}")
+        await client.close()

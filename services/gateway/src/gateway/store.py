@@ -25,13 +25,14 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from gateway.projection import ENROLMENTS, MEETINGS, ORDER, RCPS, Patch, get_path, supersedes
+from gateway.projection import ENROLMENTS, MEETINGS, ORDER, RCPS, Patch, get_path, member_key, supersedes
 
 DUPLICATE_KEY: Final = 11000
 FERRETDB_INTERNAL: Final = 1
 MAX_RACES: Final = 10
 MEMBER_READS_AT_ONCE: Final = 32
 SWEEP_CHUNK: Final = 500
+MEMBERS_MIGRATION: Final = "meeting-members"
 
 
 def _is_duplicate_key(error: OperationFailure) -> bool:
@@ -53,6 +54,24 @@ class ReadModelStore:
         await self._collections[MEETINGS].create_index([("experts.date", DESCENDING)])
         await self.audit.create_index([("at", DESCENDING)])
         await self.audit.create_index([("enrolment_id", ASCENDING)])
+        await self._list_members_once()
+
+    async def _list_members_once(self) -> None:
+        """Fills the meetings' member lists from the enrolments of a read model projected before they existed
+        (once: a marker in `migrations`); without it those enrolments would vanish from their meeting's page as
+        soon as a new enrolment gives the meeting a list. Idempotent if cut short (`$set` of the same values)."""
+        migrations = self._collections[ENROLMENTS].database["migrations"]
+        if await migrations.find_one({"_id": MEMBERS_MIGRATION}) is not None:
+            return
+        cursor = self._collections[ENROLMENTS].find({}, {"enrolment.meeting_id": 1})
+        async for document in cursor:
+            meeting_id = (get_path(document, "enrolment") or {}).get("meeting_id")
+            if isinstance(meeting_id, str):
+                key = f"members.{member_key(str(document['_id']))}"
+                await self._collections[MEETINGS].update_one(
+                    {"_id": meeting_id}, {"$set": {key: {"enrolment_id": str(document["_id"])}}}, upsert=True
+                )
+        await migrations.update_one({"_id": MEMBERS_MIGRATION}, {"$set": {"done": True}}, upsert=True)
 
     async def apply(self, patch: Patch) -> Document | None:
         """Applies `patch` if it is newer; returns the document as read again after the write (so that it
