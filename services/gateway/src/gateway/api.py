@@ -256,7 +256,7 @@ def _router(context: ApiContext) -> APIRouter:
     )
     async def get_meeting_enrolments(who: Reader, meeting_id: MeetingId) -> MeetingEnrolments:
         meeting = await _guarded(context.store.meeting(meeting_id))
-        documents = await _guarded(context.store.meeting_enrolments(meeting_id, context.page_size * 10))
+        documents = await _guarded(context.store.enrolments_of(meeting_id, meeting, context.page_size * 10))
         status = 200 if meeting is not None or documents else 404
         context.auditor.record(
             who=who.name, role=who.role, action="read_meeting_enrolments", status=status, meeting_id=meeting_id

@@ -24,7 +24,7 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import httpx
 from proxymage_shared.logging import get_logger
@@ -126,12 +126,17 @@ def study_query(query: str) -> StudyQuery | None:
     kept: list[str] = []
     uids: list[str] = []
     patients: list[str] = []
+    limit = 0
     for part in query.split("&"):
         raw_key, _, raw_value = part.partition("=")
-        kind = _STUDY_QUERY_KEYS.get(unquote_plus(raw_key))
-        value = unquote_plus(raw_value)
-        if kind is None or (kind == "page" and unquote_plus(raw_key) == "limit"):
-            continue  # dropped; `limit` is set below
+        key, value = unquote_plus(raw_key), unquote_plus(raw_value)
+        kind = _STUDY_QUERY_KEYS.get(key)
+        if key == "limit":
+            if not limit and value.isdigit():
+                limit = int(value)  # the first one given, capped below
+            continue
+        if kind is None:
+            continue  # dropped
         if kind == "uid":
             found = [uid for uid in re.split(r"[,\\]", value) if uid]
             if not found or any(re.fullmatch(_UID, uid) is None for uid in found):
@@ -144,16 +149,8 @@ def study_query(query: str) -> StudyQuery | None:
         kept.append(part)
     if len(set(patients)) > 1 or not (uids or patients):
         return None
-    limit = _requested_limit(query)
     kept.append(f"limit={min(limit, MAX_STUDIES_PER_QUERY) if limit else MAX_STUDIES_PER_QUERY}")
     return StudyQuery("&".join(kept), tuple(dict.fromkeys(uids)), patients[0] if patients else None)
-
-
-def _requested_limit(query: str) -> int:
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        if key == "limit" and value.isdigit():
-            return int(value)
-    return 0
 
 
 def _value(item: object, tag: str) -> str | None:

@@ -126,12 +126,16 @@ class ReadModelStore:
         return await self._collections[RCPS].find_one({"_id": rcp_id})
 
     async def meeting_enrolments(self, meeting_id: str, limit: int) -> list[Document]:
-        """The enrolments of a meeting, read by `_id` from the meeting's list of members (kept by the projection).
+        """The enrolments of a meeting (its document read here; see `enrolments_of`)."""
+        return await self.enrolments_of(meeting_id, await self.meeting(meeting_id), limit)
+
+    async def enrolments_of(self, meeting_id: str, meeting: Document | None, limit: int) -> list[Document]:
+        """The enrolments of a meeting whose document the caller has read, by `_id` from its list of members
+        (kept by the projection).
 
         A member that has since moved to another meeting is left out. A meeting projected before the list existed
         (no `members`) falls back to a query on every enrolment.
         """
-        meeting = await self._collections[MEETINGS].find_one({"_id": meeting_id})
         members = (meeting or {}).get("members")
         if not isinstance(members, dict):
             cursor = self._collections[ENROLMENTS].find({"enrolment.meeting_id": meeting_id}).sort("_id", ASCENDING)
