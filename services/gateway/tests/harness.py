@@ -16,7 +16,7 @@ from gateway.app import build
 from gateway.auth import token_hash
 from gateway.bench import delete_topics
 from gateway.settings import ApiToken, Settings
-from gateway.viewer_bench import available_study_events
+from gateway.viewer_bench import available_study_events, shows_available
 from proxymage_shared.devtools.synthetic import SyntheticStudy
 from proxymage_shared.events import Event, utc_now
 from proxymage_shared.mongo import create_mongo_client
@@ -65,15 +65,7 @@ async def make_available(gw: RunningGateway, study: SyntheticStudy, enrolment_id
     gateway shows every part (the topics are consumed independently)."""
     for topic, event in available_study_events(study, enrolment_id, f"m-{enrolment_id}"):
         await gw.send(topic, event, enrolment_id)
-    await gw.wait_for(
-        f"/api/v1/enrolments/{enrolment_id}",
-        lambda a: (
-            a["identity"]["status"] == "matched"
-            and a["studies"]
-            and a["studies"][0]["description"] == study.description
-            and a["studies"][0]["retrieval"]["status"] == "available"
-        ),
-    )
+    await gw.wait_for(f"/api/v1/enrolments/{enrolment_id}", lambda answer: shows_available(answer, study))
 
 
 @contextlib.asynccontextmanager

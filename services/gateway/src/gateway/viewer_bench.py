@@ -130,17 +130,21 @@ async def _stored_count(settings: _BenchSettings, study: SyntheticStudy) -> int:
     return int(found[0].get("00201208", {}).get("Value", [0])[0])
 
 
-async def _available(client: httpx.AsyncClient) -> bool:
-    answer = await client.get(f"/api/v1/enrolments/{ENROLMENT}")
-    if answer.status_code != 200:
-        return False
-    body = answer.json()
+def shows_available(answer: dict[str, Any], study: SyntheticStudy) -> bool:
+    """Whether an enrolment's REST answer shows every part of `available_study_events` projected (the topics are
+    consumed independently): matched, catalogued, selected, available (also used by the gateway's tests)."""
+    studies = answer["studies"]
     return bool(
-        body["identity"]["status"] == "matched"
-        and body["studies"]
-        and body["studies"][0]["description"]
-        and body["studies"][0]["retrieval"]["status"] == "available"
+        answer["identity"]["status"] == "matched"
+        and studies
+        and studies[0]["description"] == study.description
+        and studies[0]["retrieval"]["status"] == "available"
     )
+
+
+async def _available(client: httpx.AsyncClient, study: SyntheticStudy) -> bool:
+    answer = await client.get(f"/api/v1/enrolments/{ENROLMENT}")
+    return answer.status_code == 200 and shows_available(answer.json(), study)
 
 
 async def _one_run(browser: Browser, url: str) -> float:
@@ -209,7 +213,7 @@ async def main_async(instances: int, runs: int) -> None:
             for topic, value in available_study_events(study):
                 await producer.send_and_wait(settings.topic(topic), json.dumps(value).encode(), key=ENROLMENT.encode())
             deadline = time.monotonic() + 60
-            while not await _available(client):
+            while not await _available(client, study):
                 if time.monotonic() > deadline:
                     raise SystemExit("the study did not show `available` in the gateway")
                 await asyncio.sleep(0.2)
