@@ -16,7 +16,8 @@ SERVICES := deploy/local/services.sh
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: ## Install uv (if missing) and the Python workspace from uv.lock
+install: ## Install the Debian packages (as root), uv (if missing) and the Python workspace from uv.lock
+	@bash deploy/local/system-packages.sh
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
 	@echo "workspace installed in .venv"

@@ -115,11 +115,15 @@ class Figures:
         return cls(len(ordered), statistics.median(ordered) * 1000, p95 * 1000, warmup)
 
 
+SERVICES: tuple[str, ...] = ("gateway", "fetcher", "notifier", "identity")
+
+
 @dataclass(slots=True)
 class Options:
     samples: int
     min_samples: int
     budget_seconds: float
+    services: tuple[str, ...] = SERVICES
 
 
 # One op: `prepare()` (untimed) returns the coroutine factory to time, `after(result)` (untimed) cleans up.
@@ -665,7 +669,7 @@ async def run_size(client: AsyncMongoClient[Document], n: int, options: Options)
     started = time.perf_counter()
     enrolments = make_enrolments(n, rng, now)
     tag = uuid.uuid4().hex[:8]
-    names = {service: f"bench_hot_{n}_{service}_{tag}" for service in ("gateway", "fetcher", "notifier", "identity")}
+    names = {service: f"bench_hot_{n}_{service}_{tag}" for service in options.services}
     rows: list[Row] = []
     try:
         for service, database_name in names.items():
@@ -732,11 +736,17 @@ async def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="timed ops per operation and size")
     parser.add_argument("--min-samples", type=int, default=10, help="fewest timed ops of a slow operation")
     parser.add_argument(
+        "--services", default=",".join(SERVICES), help=f"comma-separated, of {', '.join(SERVICES)} (default: all)"
+    )
+    parser.add_argument(
         "--budget-seconds", type=float, default=45.0, help="time per operation and size above which samples drop"
     )
     args = parser.parse_args()
     sizes = sorted(int(size) for size in args.sizes.split(","))
-    options = Options(args.samples, min(args.min_samples, args.samples), args.budget_seconds)
+    services = tuple(service for service in SERVICES if service in args.services.split(","))
+    if not services:
+        parser.error(f"--services: none of {', '.join(SERVICES)}")
+    options = Options(args.samples, min(args.min_samples, args.samples), args.budget_seconds, services)
     url = mongo_url()
     client = create_mongo_client(url, timeout_ms=30_000, app_name="proxymage-bench-hot-paths")
     started = time.perf_counter()

@@ -8,6 +8,7 @@ Each test works in its own databases and drops them."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -85,6 +86,42 @@ async def test_a_guarded_filter_is_served_by_the_id_index(store: Store, key: Any
     assert (await jobs.update_one({"_id": key, "state": "free"}, {"$set": {"state": "x"}})).matched_count == 0
     assert (await jobs.delete_one({"_id": key, "state": "taken"})).deleted_count == 1
     assert await jobs.count_documents({}) == len(others)
+
+
+async def test_a_date_upper_bound_is_pushed_down_and_matches_as_mongodb_does(store: Store) -> None:
+    db = store.client[store.database_name()]
+    entries = db["schedule"]
+    now = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
+    before, after = now - dt.timedelta(minutes=1), now + dt.timedelta(minutes=30)
+    waiting = [{"_id": f"later-{index}", "due_at": after} for index in range(200)]
+    await entries.insert_many(
+        [
+            *waiting,
+            {"_id": "due", "due_at": before},
+            {"_id": "due-exactly", "due_at": now},
+            {"_id": "epoch", "due_at": dt.datetime(1970, 1, 1, tzinfo=dt.UTC)},
+            {"_id": "array-with-one-due", "due_at": [after, before]},
+            {"_id": "array-none-due", "due_at": [after]},
+            {"_id": "a-number", "due_at": 5},
+            {"_id": "a-string", "due_at": "2020-01-01"},
+            {"_id": "null", "due_at": None},
+            {"_id": "missing"},
+        ]
+    )
+
+    explained = await db.command("explain", {"find": "schedule", "filter": {"due_at": {"$lte": now}}})
+    assert explained["filterPushdown"] is True
+    # What MongoDB matches: dates up to the bound, and arrays holding one (never numbers, strings, nulls).
+    lte = {doc["_id"] async for doc in entries.find({"due_at": {"$lte": now}})}
+    assert lte == {"due", "due-exactly", "epoch", "array-with-one-due"}
+    lt = {doc["_id"] async for doc in entries.find({"due_at": {"$lt": now}, "_id": {"$ne": "epoch"}})}
+    assert lt == {"due", "array-with-one-due"}
+    # Two bounds on two fields, sorted, as a schedule's poll asks.
+    skip = ["epoch", "array-with-one-due"]
+    first = await entries.find_one({"due_at": {"$lte": now}, "_id": {"$nin": skip}}, sort=[("due_at", 1)])
+    assert first is not None
+    assert first["_id"] == "due"
+    assert await entries.count_documents({"due_at": {"$lte": after}}) == len(waiting) + 4 + 1
 
 
 async def test_concurrent_increments_are_all_applied(store: Store) -> None:

@@ -100,3 +100,91 @@ async def test_a_stale_entry_is_dropped_and_retention_removes_entries(database: 
     await jobs.retire("enr-c")
     await jobs.delete(inserted.key)
     assert await database["schedule"].find_one({"_id": inserted.key}) is None
+
+
+async def test_work_due_later_waits_out_of_the_claims_way_and_is_promoted_on_time(
+    database: AsyncDatabase[Document],
+) -> None:
+    now = ms(dt.datetime.now(dt.UTC))
+    retry_at = now + dt.timedelta(minutes=10)
+    jobs = JobStore(database)
+    await jobs.ensure_indexes()
+    waiting = dataclasses.replace(_job("not_yet_available", now), attempts=1, next_attempt_at=retry_at)
+    inserted = await jobs.insert("enr-w", "1.2.6", waiting, now)
+    assert inserted is not None
+    # A claim reads `schedule` only: the retry due in ten minutes is not there, but in `schedule_later`.
+    assert await database["schedule"].find_one({"_id": inserted.key}) is None
+    later = await database["schedule_later"].find_one({"_id": inserted.key})
+    assert later is not None
+    assert later["due_at"] == retry_at
+    assert await jobs.claim_due("w1", now, LEASE) is None
+    # Within the horizon of its time, a claim promotes it; at its time, it is claimed.
+    assert await jobs.claim_due("w1", retry_at - dt.timedelta(seconds=10), LEASE) is None
+    assert await database["schedule_later"].find_one({"_id": inserted.key}) is None
+    assert await database["schedule"].find_one({"_id": inserted.key}) is not None
+    claimed = await jobs.claim_due("w1", retry_at, LEASE)
+    assert claimed is not None
+    assert claimed.key == inserted.key
+
+
+async def test_a_claimed_job_leaves_the_claims_way_and_comes_back_when_released(
+    database: AsyncDatabase[Document],
+) -> None:
+    now = ms(dt.datetime.now(dt.UTC))
+    jobs = JobStore(database)
+    await jobs.ensure_indexes()
+    inserted = await jobs.insert("enr-l", "1.2.7", _job("queued", now), now)
+    assert inserted is not None
+    claimed = await jobs.claim_due("w1", now, LEASE)
+    assert claimed is not None
+    # Its entry stayed early; the next poll is refused by the lease and moves the entry to its lease's end.
+    assert await jobs.claim_due("w2", now, LEASE) is None
+    assert await database["schedule"].find_one({"_id": claimed.key}) is None
+    moved = await database["schedule_later"].find_one({"_id": claimed.key})
+    assert moved is not None
+    assert moved["lease_until"] == now + LEASE
+    earliest = await database["schedule_later"].find_one({"_id": "earliest"})
+    assert earliest is not None
+    assert earliest["at"] <= now + LEASE
+    # Given back: claimable at once, by another worker.
+    await jobs.release([claimed.key], "w1")
+    again = await jobs.claim_due("w2", now, LEASE)
+    assert again is not None
+    assert again.key == claimed.key
+    assert again.job.state == "queued"
+
+
+async def test_earliest_follows_the_entries_left_and_those_written_after_a_promotion(
+    database: AsyncDatabase[Document],
+) -> None:
+    now = ms(dt.datetime.now(dt.UTC))
+    jobs = JobStore(database)
+    await jobs.ensure_indexes()
+
+    async def waiting(enrolment_id: str, uid: str, retry_at: dt.datetime) -> str:
+        job = dataclasses.replace(_job("not_yet_available", now), attempts=1, next_attempt_at=retry_at)
+        inserted = await jobs.insert(enrolment_id, uid, job, now)
+        assert inserted is not None
+        return inserted.key
+
+    async def earliest() -> dt.datetime:
+        marker = await database["schedule_later"].find_one({"_id": "earliest"})
+        assert marker is not None
+        return marker["at"]  # type: ignore[no-any-return]
+
+    soon, far = now + dt.timedelta(minutes=5), now + dt.timedelta(hours=1)
+    first = await waiting("enr-p", "1.2.8", soon)
+    await waiting("enr-f", "1.2.10", far)
+    assert await earliest() <= soon
+    claimed = await jobs.claim_due("w1", soon, dt.timedelta(hours=2))  # held beyond this test's times
+    assert claimed is not None
+    assert claimed.key == first
+    assert await earliest() == far  # computed again from what is left there
+    # A job due sooner, written after, lowers it: the claims then promote it on time.
+    sooner = now + dt.timedelta(minutes=10)
+    third = await waiting("enr-q", "1.2.9", sooner)
+    assert await earliest() <= sooner
+    assert await jobs.claim_due("w1", sooner - dt.timedelta(seconds=1), LEASE) is None
+    claimed = await jobs.claim_due("w1", sooner, LEASE)
+    assert claimed is not None
+    assert claimed.key == third

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from uuid import uuid4
 
 from proxymage_shared.events import PacsPatientRef
@@ -40,6 +40,8 @@ from pymongo.errors import DuplicateKeyError
 
 from study_fetcher.domain import Job, Owner, Progress, State
 from study_fetcher.lifecycle import Lifecycle, LifecycleStatus, advance
+
+_T = TypeVar("_T")
 
 # "Not leased": a lease that expired long ago (comparisons with $lte need a value, not null).
 FREE: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -164,47 +166,165 @@ def _slot(doc: Document | None) -> tuple[dt.datetime, dt.datetime] | None:
     return due_at, lease_until
 
 
-# The document recording that the jobs of a database created before `schedule` existed were scheduled
-# (its `_id` has no `|`, so it is no job's key, and no `due_at`, so no claim reads it).
+# The documents recording the one-time migrations at start: jobs of a database created before `schedule`
+# existed were scheduled; entries due later were moved out of `schedule` (their `_id`s have no `|`, so they are
+# no job's key, and no `due_at`, so no claim or promotion reads them).
 _SCHEDULED_MARK: Final = "scheduled-existing-jobs"
+_SPLIT_MARK: Final = "split-later-entries"
+# In `schedule_later`: a lower bound of the claim time of every entry there (`at`), so that a claim knows
+# with one read by `_id` whether some entry must be promoted.
+_EARLIEST: Final = "earliest"
+# Entries whose claim time is further than this from now wait in `schedule_later`, so that a claim reads
+# the work due about now only, however many jobs wait for a retry later.
+HORIZON: Final = dt.timedelta(seconds=30)
+
+
+def _claim_time(due_at: dt.datetime, lease_until: dt.datetime) -> dt.datetime:
+    return max(due_at, lease_until)
+
+
+class _Entries:
+    """One collection of schedule entries: `_id` = the job's key, `due_at`, `lease_until`, `token` (changed by
+    every write, so that a write based on an earlier read can be made conditional on nothing having changed)."""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+
+    async def get(self, key: str) -> Document | None:
+        return await self.collection.find_one({"_id": key})
+
+    async def lower(self, key: str, bounds: dict[str, dt.datetime], *, create: bool) -> None:
+        """Brings the entry's bounds down to those given (a missing entry is created, the missing bound FREE)."""
+        update: Document = {"$min": bounds, "$set": {"token": uuid4().hex}}
+        if missing := {name: FREE for name in ("due_at", "lease_until") if name not in bounds}:
+            update["$setOnInsert"] = missing
+        await self.collection.update_one({"_id": key}, update, upsert=create)
+
+    async def put(self, entry: Document | None, key: str, slot: tuple[dt.datetime, dt.datetime]) -> bool:
+        """Sets the entry to `slot`, if it is still as `entry` was read (None: absent). False otherwise."""
+        if entry is None:
+            try:
+                await self.collection.insert_one(
+                    {"_id": key, "due_at": slot[0], "lease_until": slot[1], "token": uuid4().hex}
+                )
+            except DuplicateKeyError:
+                return False
+            return True
+        update = {"$set": {"due_at": slot[0], "lease_until": slot[1], "token": uuid4().hex}}
+        return (await self.collection.update_one(_unchanged(entry), update)).matched_count == 1
+
+    async def drop(self, entry: Document | None) -> bool:
+        """Deletes the entry, if it is still as `entry` was read. False if it changed."""
+        if entry is None:
+            return True
+        return (await self.collection.delete_one(_unchanged(entry))).deleted_count == 1
+
+    async def due_by(self, moment: dt.datetime) -> list[Document]:
+        return [doc async for doc in self.collection.find(_due_by(moment))]
+
+
+def _unchanged(entry: Document) -> Document:
+    return {"_id": entry["_id"], "token": entry.get("token")}
 
 
 class Schedule:
-    """`schedule`: per claimable job, a lower bound of when it can be claimed (`due_at`, `lease_until`).
+    """The claimable work, in two collections: `schedule`, the entries claimable within `HORIZON` (what a claim
+    reads), and `schedule_later`, the others, promoted to `schedule` by the claims as their time comes.
 
-    A claim picks the earliest entry due, then takes the job by `_id` with the claim's full conditions: an
-    entry that is early, or whose job is gone or never claimable again, only costs a rejected write, after
-    which the entry is `repair`ed. What must never happen is a claimable job without an entry, or with an
-    entry later than the job, so:
-    - a write that may make a job claimable sooner (insert, save, release, postpone, wake) first `lower`s the
-      entry (`$min`, created if missing): a crash after it leaves an early entry, which is harmless;
-    - after the write, the entry is `settle`d to the job's exact values (or deleted), guarded by the entry's
-      `token` read before the job was: a concurrent settle working from an older read of the job then fails
-      its guard, and a settle that fails its own falls back to `lower`, so the last write is never stale;
-    - writes that only delay a job (claims, retire) leave the entry early.
+    An entry is, per claimable job, a lower bound of when it can be claimed (`due_at`, `lease_until`). A claim
+    picks the earliest entry due in `schedule`, then takes the job by `_id` with the claim's full conditions:
+    an entry that is early, or whose job is gone or never claimable again, only costs a rejected write, after
+    which the entry is `repair`ed. What must never happen is a claimable job without an entry, or with entries
+    all later than the job, or an entry in `schedule_later` not promoted by its time, so:
+    - a write that may make a job claimable sooner (insert, save, release, postpone, wake) first `lower`s an
+      entry (`$min`, created if missing; into `schedule_later` only if the new bounds are beyond the horizon):
+      a crash after it leaves an early entry, which is harmless;
+    - after the write, the entries are `settle`d to the job's exact values (in the collection its time
+      belongs to; the other entry deleted), each guarded by the entry's `token` read before the job was: a
+      concurrent settle working from an older read of the job then fails its guard, and a settle that fails
+      its own falls back to `lower`, so the last write is never stale;
+    - writes that only delay a job (claims, retire) leave the entries early;
+    - `schedule_later`'s `earliest` document is lowered to the lowest bound written (the entry's time after a
+      `$min` is never below it) before any entry there is written (a crash then leaves it early) and again
+      after (a promotion that computed it again meanwhile, without that entry, then fails its guard or is
+      corrected), so it is never above an entry's time; a claim reads it by `_id` and, once it is within the
+      horizon, promotes the entries due and computes it again (guarded by its token).
+    A job is then claimable at most a poll after its time, and a claim reads only the entries due about now.
     """
 
-    def __init__(self, database: AsyncDatabase[Document], jobs: AsyncCollection[Document]) -> None:
-        self._schedule: AsyncCollection[Document] = database["schedule"]
+    def __init__(
+        self,
+        database: AsyncDatabase[Document],
+        jobs: AsyncCollection[Document],
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._soon = _Entries(database["schedule"])
+        self._later = _Entries(database["schedule_later"])
         self._jobs = jobs
+        self._clock = clock
 
     async def ensure_indexes(self) -> None:
-        await self._schedule.create_index([("due_at", ASCENDING)])
-        if await self._schedule.find_one({"_id": _SCHEDULED_MARK}) is not None:
-            return
-        # A database from before `schedule`: every job that can be claimed gets its entry, once (replicas
-        # starting together both do it: `lower` is idempotent).
-        cursor = self._jobs.find(
-            {"state": {"$in": list(CLAIMABLE_STATES)}, "due_at": {"$ne": None}, "retired": {"$ne": True}},
-            {"due_at": 1, "lease_until": 1, "state": 1},
-        )
-        async for doc in cursor:
-            if (slot := _slot(doc)) is not None:
-                await self.lower(str(doc["_id"]), due_at=slot[0], lease_until=slot[1])
-        await self._schedule.update_one({"_id": _SCHEDULED_MARK}, {"$set": {"done": True}}, upsert=True)
+        await self._soon.collection.create_index([("due_at", ASCENDING)])
+        soon = self._soon.collection
+        if await soon.find_one({"_id": _SCHEDULED_MARK}) is None:
+            # A database from before `schedule`: every job that can be claimed gets its entry, once (replicas
+            # starting together both do it: `lower` is idempotent).
+            cursor = self._jobs.find(
+                {"state": {"$in": list(CLAIMABLE_STATES)}, "due_at": {"$ne": None}, "retired": {"$ne": True}},
+                {"due_at": 1, "lease_until": 1, "state": 1},
+            )
+            async for doc in cursor:
+                if (slot := _slot(doc)) is not None:
+                    await self.lower(str(doc["_id"]), due_at=slot[0], lease_until=slot[1])
+            await soon.update_one({"_id": _SCHEDULED_MARK}, {"$set": {"done": True}}, upsert=True)
+        if await soon.find_one({"_id": _SPLIT_MARK}) is None:
+            # A database from before `schedule_later`: the entries due later move there, once.
+            beyond = self._clock() + HORIZON
+            async for entry in soon.find({"due_at": {"$ne": None}}):
+                if _claim_time(entry["due_at"], entry["lease_until"]) > beyond:
+                    await self.settle(str(entry["_id"]))
+            await soon.update_one({"_id": _SPLIT_MARK}, {"$set": {"done": True}}, upsert=True)
 
     async def earliest_due(self, now: dt.datetime, skip: list[str]) -> Document | None:
-        return await self._schedule.find_one({**_due_by(now), "_id": {"$nin": skip}}, sort=[("due_at", ASCENDING)])
+        await self.promote(now)
+        return await self._soon.collection.find_one(
+            {**_due_by(now), "_id": {"$nin": skip}}, sort=[("due_at", ASCENDING)]
+        )
+
+    async def promote(self, now: dt.datetime) -> None:
+        """Moves the entries of `schedule_later` claimable within the horizon of `now` to `schedule`."""
+        until = now + HORIZON
+        earliest = await self._later.get(_EARLIEST)
+        if earliest is None or earliest["at"] > until:
+            return
+        for entry in await self._later.due_by(until):
+            await self._soon.lower(
+                str(entry["_id"]), {"due_at": entry["due_at"], "lease_until": entry["lease_until"]}, create=True
+            )
+            await self._later.drop(entry)  # changed meanwhile: it stays, and `earliest` is below it
+        times = [
+            _claim_time(doc["due_at"], doc["lease_until"])
+            async for doc in self._later.collection.find({"due_at": {"$ne": None}}, {"due_at": 1, "lease_until": 1})
+        ]
+        # No entry left: a time no claim reaches, so that the next write there lowers it.
+        at = min(times, default=dt.datetime.max.replace(tzinfo=dt.UTC))
+        await self._later.collection.update_one(_unchanged(earliest), {"$set": {"at": at, "token": uuid4().hex}})
+
+    async def _lower_earliest(self, at: dt.datetime) -> None:
+        await self._later.collection.update_one(
+            {"_id": _EARLIEST}, {"$min": {"at": at}, "$set": {"token": uuid4().hex}}, upsert=True
+        )
+
+    async def _write_later(self, write: Callable[[], Awaitable[_T]], bound: dt.datetime) -> _T:
+        """Runs a write of `schedule_later` whose entry's time is never below `bound`, keeping `earliest` right."""
+        await self._lower_earliest(bound)
+        try:
+            return await write()
+        finally:
+            await self._lower_earliest(bound)
+
+    def _is_later(self, moment: dt.datetime) -> bool:
+        return moment > self._clock() + HORIZON
 
     async def lower(
         self,
@@ -214,43 +334,48 @@ class Schedule:
         lease_until: dt.datetime | None = None,
         create: bool = True,
     ) -> None:
-        """Brings the entry's bounds down to those given (a missing entry is created, the missing bound FREE)."""
+        """Makes sure the job has an entry no later than the bounds given (the missing bound FREE), or, with
+        `create=False`, lowers the entries it has."""
         bounds = {name: value for name, value in (("due_at", due_at), ("lease_until", lease_until)) if value}
-        update: Document = {"$min": bounds, "$set": {"token": uuid4().hex}}
-        if missing := {name: FREE for name in ("due_at", "lease_until") if name not in bounds}:
-            update["$setOnInsert"] = missing
-        await self._schedule.update_one({"_id": key}, update, upsert=create)
+        if not bounds:
+            return
+        if not create:
+            await self._soon.lower(key, bounds, create=False)
+            if await self._later.get(key) is not None:
+                await self._write_later(lambda: self._later.lower(key, bounds, create=False), min(bounds.values()))
+            return
+        if self._is_later(max(bounds.values())):
+            await self._write_later(lambda: self._later.lower(key, bounds, create=True), min(bounds.values()))
+        else:
+            await self._soon.lower(key, bounds, create=True)
 
-    async def repair(self, entry: Document | None, key: str, doc: Document | None) -> bool:
-        """Sets the entry to the job `doc` (read after `entry`): its bounds, or no entry if it is never
-        claimable. False if the entry changed since `entry` was read."""
+    async def repair(self, key: str, doc: Document | None, soon: Document | None, later: Document | None) -> bool:
+        """Sets the job's entries to the job `doc` (read after the entries `soon` and `later` were): one entry,
+        in the collection its time belongs to, or none if it is never claimable. False if an entry changed
+        since it was read."""
         slot = _slot(doc)
-        if entry is None:
-            if slot is None:
-                return True
-            try:
-                await self._schedule.insert_one(
-                    {"_id": key, "due_at": slot[0], "lease_until": slot[1], "token": uuid4().hex}
-                )
-            except DuplicateKeyError:
-                return False
-            return True
-        guard = {"_id": key, "token": entry.get("token")}
         if slot is None:
-            return (await self._schedule.delete_one(guard)).deleted_count == 1
-        update = {"$set": {"due_at": slot[0], "lease_until": slot[1], "token": uuid4().hex}}
-        return (await self._schedule.update_one(guard, update)).matched_count == 1
+            dropped_soon = await self._soon.drop(soon)
+            return await self._later.drop(later) and dropped_soon
+        if self._is_later(_claim_time(*slot)):
+            placed = await self._write_later(lambda: self._later.put(later, key, slot), _claim_time(*slot))
+            return placed and await self._soon.drop(soon)
+        placed = await self._soon.put(soon, key, slot)
+        return placed and await self._later.drop(later)
 
     async def settle(self, key: str, doc: Document | None = None, *, read: bool = True) -> None:
-        """After a write of job `key`: the entry takes the job's values (`doc` as written, or read again)."""
-        entry = await self._schedule.find_one({"_id": key})
+        """After a write of job `key`: its entries take the job's values (`doc` as written, or read again)."""
+        soon, later = await self._soon.get(key), await self._later.get(key)
         if read:
             doc = await self._jobs.find_one({"_id": key})
-        if await self.repair(entry, key, doc):
+        if await self.repair(key, doc, soon, later):
             return
-        # A concurrent write changed the entry: make sure it is not later than the job now is.
+        # A concurrent write changed an entry: make sure the job has one not later than it now is.
         if (slot := _slot(await self._jobs.find_one({"_id": key}))) is not None:
             await self.lower(key, due_at=slot[0], lease_until=slot[1])
+
+    async def later_entry(self, key: str) -> Document | None:
+        return await self._later.get(key)
 
 
 class JobStore:
@@ -370,7 +495,8 @@ class JobStore:
             if doc is not None:
                 return _stored(doc)
             tried.append(key)
-            await self._schedule.repair(entry, key, await self._jobs.find_one({"_id": key}))
+            later = await self._schedule.later_entry(key)
+            await self._schedule.repair(key, await self._jobs.find_one({"_id": key}), entry, later)
         return None
 
     async def claim_companions(
