@@ -6,8 +6,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from proxymage_shared.kafka import RetryPolicy
-from proxymage_shared.retry import BackoffSchedule
+from proxymage_shared.retry import BackoffSchedule, RetryPolicy, retry_in_place
 
 
 def test_delays_follow_the_schedule_then_repeat_the_last() -> None:
@@ -35,3 +34,55 @@ def test_invalid_schedules_are_refused() -> None:
 def test_in_place_retry_delays_are_capped(attempt: int) -> None:
     policy = RetryPolicy(max_attempts=5, base_seconds=0.5, max_seconds=10)
     assert 0 < policy.delay(attempt) <= 10
+
+
+def test_in_place_retries_stop_at_the_limit_and_a_seeded_policy_repeats_itself() -> None:
+    policy = RetryPolicy(max_attempts=3, base_seconds=1, max_seconds=4, rng=random.Random(7))
+    assert [policy.exhausted(n) for n in (1, 2, 3)] == [False, False, True]
+    assert not RetryPolicy(max_attempts=0).exhausted(10_000)  # 0: no limit (a service's start-up)
+    again = RetryPolicy(max_attempts=3, base_seconds=1, max_seconds=4, rng=random.Random(7))
+    assert [policy.delay(n) for n in (1, 2, 3, 4)] == [again.delay(n) for n in (1, 2, 3, 4)]
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=-1)
+
+
+async def test_retry_in_place_retries_only_the_errors_named_and_raises_the_last() -> None:
+    calls: list[int] = []
+    waits: list[float] = []
+    told: list[tuple[int, str]] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("down")
+        return "ok"
+
+    policy = RetryPolicy(max_attempts=5, base_seconds=0.1, max_seconds=1)
+    result = await retry_in_place(
+        flaky,
+        policy,
+        retry_on=(ConnectionError,),
+        sleep=sleep,
+        on_retry=lambda n, e, d: told.append((n, type(e).__name__)),
+    )
+    assert result == "ok"
+    assert len(calls) == 3
+    assert len(waits) == 2
+    assert told == [(1, "ConnectionError"), (2, "ConnectionError")]
+
+    async def always_down() -> str:
+        raise ConnectionError("still down")
+
+    with pytest.raises(ConnectionError, match="still down"):
+        await retry_in_place(always_down, RetryPolicy(max_attempts=2, base_seconds=0), retry_on=(OSError,), sleep=sleep)
+
+    async def refused() -> str:
+        raise ValueError("not retried")
+
+    waits.clear()
+    with pytest.raises(ValueError, match="not retried"):
+        await retry_in_place(refused, policy, retry_on=(ConnectionError,), sleep=sleep)
+    assert waits == []

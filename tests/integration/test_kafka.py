@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from proxymage_shared import events, kafka, topics
 from proxymage_shared.errors import PermanentError, TransientError
+from proxymage_shared.retry import RetryPolicy
 from proxymage_shared.settings import ServiceSettings
 from proxymage_shared.testing import eventually
 
@@ -125,7 +126,7 @@ async def test_transient_failures_are_retried_and_permanent_ones_dead_lettered(
             raise TransientError("still down")
         done.append(event.enrolment_id)
 
-    kafka.subscribe(broker, test_settings, topic, events.ImagingRefresh, handle, retry=kafka.RetryPolicy(4, 0.01, 0.05))
+    kafka.subscribe(broker, test_settings, topic, events.ImagingRefresh, handle, retry=RetryPolicy(4, 0.01, 0.05))
     await broker.start()
     try:
         for enrolment in ("enr-flaky", "enr-refused", "enr-broken", "enr-last"):

@@ -18,3 +18,31 @@ class TransientError(ProxymageError):
 
 class PermanentError(ProxymageError):
     """Will fail the same way every time: do not retry."""
+
+
+class WriteConflictError(TransientError):
+    """A read-then-conditional write kept losing to concurrent writers (`idempotency.until_written`)."""
+
+
+def describe(error: BaseException) -> str:
+    """The one rule for an error's details in logs and dead-letter reasons: what cannot quote stored or
+    received data. Our own errors' messages are written for operators (no patient data, see `ProxymageError`);
+    a validation error is told by field and rule, without the values; a driver or system error by its type and
+    code; any other error by its type only (a library's message may quote a document, a query or a name)."""
+    kind = type(error).__name__
+    if isinstance(error, ProxymageError):
+        return f"{kind}: {error}" if str(error) else kind
+    errors = getattr(error, "errors", None)
+    if callable(errors) and type(error).__name__ == "ValidationError":
+        try:
+            items = errors(include_input=False, include_url=False, include_context=False)
+        except TypeError:
+            return kind
+        parts = [f"{'.'.join(str(part) for part in item['loc']) or '(message)'}: {item['msg']}" for item in items]
+        return f"{kind}: " + "; ".join(parts)
+    if isinstance(error, OSError) and error.errno is not None:
+        return f"{kind} (errno {error.errno}: {error.strerror})"
+    code = getattr(error, "code", None)
+    if isinstance(code, int) and not isinstance(code, bool):
+        return f"{kind} (code {code})"
+    return kind

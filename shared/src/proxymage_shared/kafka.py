@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -32,9 +31,10 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from pydantic import ValidationError
 
 from proxymage_shared import metrics
-from proxymage_shared.errors import PermanentError
+from proxymage_shared.errors import PermanentError, describe
 from proxymage_shared.events import Event
 from proxymage_shared.logging import get_logger
+from proxymage_shared.retry import RetryPolicy
 from proxymage_shared.settings import KafkaSecurity, ServiceSettings
 from proxymage_shared.topics import TopicSpec, dead_letter_topic
 
@@ -149,26 +149,13 @@ async def dead_letter(
     log.warning("dead_lettered", topic=topic, partition=partition, offset=offset, kind=kind, reason=reason)
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Bounded in-place retries of a failing handler: capped exponential backoff with full jitter."""
-
-    max_attempts: int = 5
-    base_seconds: float = 0.5
-    max_seconds: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Delay before retry number `attempt` (1-based)."""
-        ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-
-    @classmethod
-    def from_settings(cls, settings: ServiceSettings) -> RetryPolicy:
-        return cls(
-            settings.handler_max_attempts,
-            settings.handler_retry_base_seconds,
-            settings.handler_retry_max_seconds,
-        )
+def handler_retry_policy(settings: ServiceSettings) -> RetryPolicy:
+    """The in-place retries of a failing handler (retry.py's step 2), from the service's settings."""
+    return RetryPolicy(
+        settings.handler_max_attempts,
+        settings.handler_retry_base_seconds,
+        settings.handler_retry_max_seconds,
+    )
 
 
 def _decode_headers(raw: Any) -> dict[str, str]:
@@ -197,7 +184,7 @@ def subscribe(
     `retry.max_attempts`, then dead-lettered. Only a failure to dead-letter (Kafka itself down) or
     cancellation leaves the offset uncommitted, so the message is delivered again.
     """
-    policy = retry or RetryPolicy.from_settings(settings)
+    policy = retry or handler_retry_policy(settings)
     group_id = f"{settings.consumer_group()}.{topic.removeprefix(settings.topic_prefix)}{group_suffix}"
 
     async def consume(message: KafkaMessage) -> None:
@@ -238,14 +225,11 @@ def subscribe(
             try:
                 await handler(event, delivery)
             except PermanentError as error:
-                await park(f"{type(error).__name__}: {error}", "permanent_error")
+                await park(describe(error), "permanent_error")
                 return
             except Exception as error:
-                if attempt >= policy.max_attempts:
-                    await park(
-                        f"gave up after {attempt} attempts: {type(error).__name__}: {error}",
-                        "retries_exhausted",
-                    )
+                if policy.exhausted(attempt):
+                    await park(f"gave up after {attempt} attempts: {describe(error)}", "retries_exhausted")
                     return
                 metrics.HANDLER_RETRIES.labels(topic).inc()
                 log.warning(
@@ -253,7 +237,7 @@ def subscribe(
                     topic=topic,
                     event_id=str(event.event_id),
                     attempt=attempt,
-                    error=type(error).__name__,
+                    error=describe(error),
                 )
                 await asyncio.sleep(policy.delay(attempt))
                 attempt += 1

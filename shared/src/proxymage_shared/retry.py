@@ -1,22 +1,50 @@
 """Retry policies as data (CONVENTIONS.md, after dcm4chee's per-queue policies): one object from settings,
-never numbers scattered in handlers. Pure: no clock, no sleeping."""
+never numbers scattered in handlers. Pure but for `retry_in_place`, which sleeps between attempts.
+
+The decision tree, the same in every service, for an operation that failed:
+
+1. **Permanent** (`errors.PermanentError`: the peer refused, the input is invalid): never retried. A Kafka
+   message goes to its dead-letter topic with the reason; a durable job records the failure.
+2. **Transient**, first **in place** (`RetryPolicy`, `retry_in_place`): a few quick retries (capped exponential
+   backoff with jitter, seconds) inside the same call, while the message is held: a Kafka handler
+   (`kafka.subscribe`), a PACS query, a service's start-up (unbounded there: it waits for its dependencies).
+3. Still failing, then **durable** (`BackoffSchedule`), where the work outlives the call: the state is
+   written with the time of the next attempt (minutes, up to 30 min), and a periodic task or a worker takes it
+   up again, in whichever replica (a retrieval job, an e-mail, a PACS search).
+4. Where there is no durable state to keep (a projection, a plain handler), the exhausted in-place retries
+   end in the **dead-letter** topic with the reason (`kafka.subscribe`): never lost, replayable.
+
+Every delay is jittered (many jobs failing together must not retry together), from a `random.Random` the
+policy owns (a test gives it a seeded one), never the module-level generator.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+T = TypeVar("T")
+
+# The durable schedule's default: after failed attempt 1, 2, ...; the last delay repeats.
+DEFAULT_DELAYS_SECONDS: Final[tuple[float, ...]] = (15, 60, 300, 900, 1800)
+DEFAULT_JITTER: Final = 0.2
 
 
 @dataclass(frozen=True, slots=True)
 class BackoffSchedule:
-    """Delays before retry 1, 2, ... ; the last delay repeats. E.g. 15 s, 1 min, 5 min, 15 min, then 30 min.
+    """Durable retries: delays before retry 1, 2, ... ; the last delay repeats. E.g. 15 s, 1 min, 5 min,
+    15 min, then 30 min.
 
     `jitter` spreads retries of many jobs that failed together (0.2 = each delay drawn in ±20 %).
     """
 
-    delays_seconds: tuple[float, ...] = (15, 60, 300, 900, 1800)
-    jitter: float = 0.2
+    delays_seconds: tuple[float, ...] = DEFAULT_DELAYS_SECONDS
+    jitter: float = DEFAULT_JITTER
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.delays_seconds or any(delay < 0 for delay in self.delays_seconds):
@@ -29,8 +57,56 @@ class BackoffSchedule:
         base = self.delays_seconds[min(max(attempt, 1), len(self.delays_seconds)) - 1]
         if not self.jitter:
             return base
-        draw = (rng or random).uniform(-self.jitter, self.jitter)
+        draw = (rng or self.rng).uniform(-self.jitter, self.jitter)
         return base * (1 + draw)
 
     def next_attempt_at(self, now: dt.datetime, attempt: int, rng: random.Random | None = None) -> dt.datetime:
         return now + dt.timedelta(seconds=self.delay(attempt, rng))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """In-place retries: at most `max_attempts` tries of one operation (0: no limit), capped exponential
+    backoff with "equal jitter" (each delay drawn in [ceiling / 2, ceiling])."""
+
+    max_attempts: int = 5
+    base_seconds: float = 0.5
+    max_seconds: float = 10.0
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 0 or self.base_seconds < 0 or self.max_seconds < self.base_seconds:
+            raise ValueError("a retry policy needs max_attempts >= 0 and 0 <= base_seconds <= max_seconds")
+
+    def delay(self, attempt: int) -> float:
+        """Delay before retry number `attempt` (1-based)."""
+        ceiling = min(self.max_seconds, self.base_seconds * 2 ** min(max(attempt, 1) - 1, 62))
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def exhausted(self, attempt: int) -> bool:
+        """Whether `attempt` (1-based) failed tries are all this policy allows."""
+        return self.max_attempts != 0 and attempt >= self.max_attempts
+
+
+async def retry_in_place(
+    operation: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    retry_on: tuple[type[BaseException], ...],
+    on_retry: Callable[[int, BaseException, float], None] | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> T:
+    """Runs `operation`, retrying it in place on the errors `retry_on` until the policy is exhausted (then the
+    last error is raised). `on_retry(attempt, error, delay)` is told before each wait (to log it)."""
+    attempt = 1
+    while True:
+        try:
+            return await operation()
+        except retry_on as error:
+            if policy.exhausted(attempt):
+                raise
+            delay = policy.delay(attempt)
+            if on_retry is not None:
+                on_retry(attempt, error, delay)
+            await sleep(delay)
+            attempt += 1

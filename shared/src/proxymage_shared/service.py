@@ -13,23 +13,27 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 
 from proxymage_shared import mongo
+from proxymage_shared.errors import describe
 from proxymage_shared.health import HealthServer, ReadinessCheck, create_health_app
 from proxymage_shared.kafka import GRACEFUL_SECONDS, create_broker, drain, ensure_topics
-from proxymage_shared.logging import get_logger
-from proxymage_shared.settings import ServiceSettings
+from proxymage_shared.logging import configure_logging, get_logger
+from proxymage_shared.retry import RetryPolicy
+from proxymage_shared.settings import ServiceSettings, load_settings
 from proxymage_shared.topics import topic_specs
 
 log = get_logger(__name__)
+S = TypeVar("S", bound=ServiceSettings)
 
 Hook = Callable[[], Awaitable[None]]
-START_RETRY_MAX_SECONDS = 10.0
+# Until its dependencies answer, a service keeps trying to start (retry.py, step 2 without a limit).
+START_RETRY = RetryPolicy(max_attempts=0, base_seconds=0.5, max_seconds=10.0)
 
 
 @dataclass
@@ -84,7 +88,7 @@ def periodic(
                 await action()
             except Exception as error:
                 # The error's type only: a message may quote stored data (a patient's name, say).
-                log.warning(f"{name}_failed", error=type(error).__name__)
+                log.warning(f"{name}_failed", error=describe(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_seconds)
 
@@ -133,18 +137,19 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
     started = False
     tasks: list[asyncio.Task[None]] = []
     try:
-        delay = 0.5
+        attempt = 1
         while not stop.is_set():
             began = time.monotonic()
             try:
                 await _start_dependencies(service)
             except Exception as error:
-                log.warning("start_retry", error=type(error).__name__, detail=str(error)[:300], retry_in=delay)
+                delay = START_RETRY.delay(attempt)
+                log.warning("start_retry", error=describe(error), retry_in=round(delay, 3))
                 with contextlib.suppress(Exception):
                     await service.broker.stop()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, START_RETRY_MAX_SECONDS)
+                attempt += 1
             else:
                 started = True
                 tasks = [asyncio.create_task(loop_(stop)) for loop_ in service.background]
@@ -168,3 +173,10 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
         log.info("stopped")
+
+
+def main(build: Callable[[S], Service], settings_type: type[S]) -> None:
+    """A service's process: its settings from the environment, logging, then `run_service` until SIGTERM."""
+    settings = load_settings(settings_type)
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    asyncio.run(run_service(build(settings)))

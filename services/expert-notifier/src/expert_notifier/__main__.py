@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from proxymage_shared.logging import configure_logging
-from proxymage_shared.service import run_service
-from proxymage_shared.settings import load_settings
+from proxymage_shared.service import main as run
 
 from expert_notifier.app import build
 from expert_notifier.settings import Settings
 
 
 def main() -> None:
-    settings = load_settings(Settings)
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    asyncio.run(run_service(build(settings)))
+    run(build, Settings)
 
 
 if __name__ == "__main__":
