@@ -79,9 +79,9 @@ def enrolled(minutes: int, event_id: str = "e1", consent: bool = True) -> Enroll
 
 
 def identity(status: IdentityStatus, source: Stamp, delay: int = 1, event_id: str | None = None) -> IdentityFact:
+    at = source.occurred_at
     return IdentityFact(
-        source.at, source.at + dt.timedelta(minutes=delay), event_id or f"id-{source.event_id}-{status}", status,
-        source.event_id,
+        at, at + dt.timedelta(minutes=delay), event_id or f"id-{source.event_id}-{status}", status, source.event_id,
     )  # fmt: skip
 
 
@@ -244,13 +244,15 @@ def histories(draw: st.DrawFn) -> list[Fact]:
     for index in range(draw(st.integers(1, 3))):
         event = enrolled(draw(st.integers(0, 40)), f"e{index}", consent=draw(st.sampled_from([True, True, False])))
         sources.append((event.stamp, False))
-        facts.append(Fact(event.stamp.at, f"enrolled e{index} consent={event.consent}",
+        facts.append(Fact(event.stamp.occurred_at, f"enrolled e{index} consent={event.consent}",
                           functools.partial(EnrolmentFacts.with_enrolled, fact=event)))  # fmt: skip
     for index in range(draw(st.sampled_from([0, 0, 0, 1, 2]))):
         stamp = Stamp.of(at(draw(st.integers(0, 40))), f"w{index}")
         sources.append((stamp, True))
         facts.append(
-            Fact(stamp.at, f"withdrawn w{index}", functools.partial(EnrolmentFacts.with_withdrawal, stamp=stamp))
+            Fact(
+                stamp.occurred_at, f"withdrawn w{index}", functools.partial(EnrolmentFacts.with_withdrawal, stamp=stamp)
+            )
         )
     for index in range(draw(st.integers(1, 6))):
         # Mostly about the latest enrolled event (the one that counts), sometimes about an older one.
@@ -273,7 +275,7 @@ def histories(draw: st.DrawFn) -> list[Fact]:
             expertise=draw(st.sampled_from([True, True, False])),
             event_id=f"s{index}",
         )
-        facts.append(Fact(chosen.stamp.at, f"selection s{index} expertise={chosen.expertise_requested}",
+        facts.append(Fact(chosen.stamp.occurred_at, f"selection s{index} expertise={chosen.expertise_requested}",
                           functools.partial(EnrolmentFacts.with_selection, fact=chosen)))  # fmt: skip
     return facts
 

@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from expert_notifier.handlers import Notifier, NotifierOptions
+from expert_notifier.handlers import Handlers, NotifierOptions
 from expert_notifier.message import MailSettings
 from expert_notifier.store import NotifierStore
 from proxymage_shared.events import (
@@ -99,7 +99,7 @@ async def test_expired_enrolments_and_meetings_are_deleted_and_live_ones_kept(
         envelope_from="p@3c.mssante.test",
         zone=PARIS,
     )
-    notifier = Notifier(store, NoMail(), nowhere, options, clock=lambda: NOW)
+    notifier = Handlers(store, NoMail(), nowhere, options, clock=lambda: NOW)
     old_day, live_day = dt.date(2026, 9, 1), dt.date(2026, 12, 2)
     await notifier.on_meeting_experts(meeting("m-old", old_day), DELIVERY)
     await notifier.on_meeting_experts(meeting("m-cutoff", CUTOFF), DELIVERY)  # exactly the retention: kept

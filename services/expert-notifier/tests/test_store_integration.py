@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-from expert_notifier.domain import Enrolled, Notification, RoleSlot, Stamp, ms
+from expert_notifier.domain import Enrolled, Notification, RoleSlot, Stamp
 from expert_notifier.message import PatientFacts
 from expert_notifier.store import NotifierStore, SlotRecord, _slot_doc
 from proxymage_shared.events import Expert, MeetingExperts
+from proxymage_shared.idempotency import to_ms as ms
 from proxymage_shared.mongo import Document, create_mongo_client
 from pymongo.asynchronous.database import AsyncDatabase
 

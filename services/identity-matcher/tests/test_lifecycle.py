@@ -50,11 +50,16 @@ def test_an_older_event_is_stale(current_kind: LifecycleKind, incoming_kind: Lif
     assert decide(current, event(incoming_kind, "b", 9)) is Acceptance.STALE
 
 
-def test_on_a_tie_the_first_event_seen_stays_current() -> None:
-    current = Current(event("enrolled", "a", 5), answered=False)
-    assert decide(current, event("withdrawn", "b", 5)) is Acceptance.STALE
-    current = Current(event("withdrawn", "b", 5), answered=True)
-    assert decide(current, event("enrolled", "a", 5)) is Acceptance.STALE
+def test_on_a_tie_of_times_the_greater_event_id_wins_whatever_the_order_of_arrival() -> None:
+    # idempotency.EventStamp: the same order in every service (before issue 12 the first one seen stayed).
+    assert decide(Current(event("enrolled", "a", 5), answered=False), event("withdrawn", "b", 5)) is Acceptance.NEW
+    assert decide(Current(event("withdrawn", "b", 5), answered=True), event("enrolled", "a", 5)) is Acceptance.STALE
+
+
+def test_times_are_compared_to_the_millisecond_as_stored() -> None:
+    current = Current(event("enrolled", "b", 5), answered=True)
+    within_the_millisecond = LifecycleEvent("withdrawn", "a", T0 + dt.timedelta(seconds=5, microseconds=900))
+    assert decide(current, within_the_millisecond) is Acceptance.STALE
 
 
 def test_the_current_event_again_is_resumed_until_answered_then_a_duplicate() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from study_fetcher.cleanup import ViewerCleaner
+from study_fetcher.ports import Transfer
 from study_fetcher.retention import RetentionSweep
 
 NOW = dt.datetime(2026, 11, 1, 3, tzinfo=dt.UTC)
@@ -22,7 +23,7 @@ class CrashError(Exception):
 
 @dataclass
 class StoredJob:
-    key: str
+    job_key: str
     study_instance_uid: str
 
 
@@ -87,10 +88,10 @@ class Transfers:
     async def request_purge(self, uid: str, now: dt.datetime) -> None:
         self.w.transfers.setdefault(uid, {"lease_owner": None})["purge_pending"] = True
 
-    async def claim(self, uid: str, owner: str, now: dt.datetime, lease: dt.timedelta) -> dict[str, Any] | None:
+    async def claim(self, uid: str, owner: str, now: dt.datetime, lease: dt.timedelta) -> Transfer | None:
         doc = self.w.transfers.setdefault(uid, {"purge_pending": False, "lease_owner": None})
         doc["lease_owner"] = owner
-        return dict(doc)
+        return Transfer(uid, owner, now + lease, purge_pending=doc["purge_pending"])
 
     async def purge_settled(self, uid: str, owner: str) -> None:
         self.w.transfers[uid]["purge_pending"] = False

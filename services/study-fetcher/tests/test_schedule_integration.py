@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from proxymage_shared.idempotency import to_ms
 from proxymage_shared.mongo import Document, create_mongo_client
 from pymongo.asynchronous.database import AsyncDatabase
 from study_fetcher.domain import Job
-from study_fetcher.store import FREE, JobStore, _due_at, _job_fields, job_key, ms
+from study_fetcher.ports import job_key_of
+from study_fetcher.store import FREE, JobStore, _due_at, _job_fields
 
 LEASE = dt.timedelta(minutes=5)
 
@@ -44,7 +46,7 @@ def _job(state: Any, at: dt.datetime) -> Job:
 def _legacy(enrolment_id: str, uid: str, job: Job, at: dt.datetime) -> Document:
     """A job as written before `schedule` existed."""
     return {
-        "_id": job_key(enrolment_id, uid),
+        "_id": job_key_of(enrolment_id, uid),
         "enrolment_id": enrolment_id,
         "study_uid": uid,
         **_job_fields(job),
@@ -59,7 +61,7 @@ def _legacy(enrolment_id: str, uid: str, job: Job, at: dt.datetime) -> Document:
 
 
 async def test_existing_jobs_are_scheduled_at_start_and_claimed_once(database: AsyncDatabase[Document]) -> None:
-    now = ms(dt.datetime.now(dt.UTC))
+    now = to_ms(dt.datetime.now(dt.UTC))
     earlier = now - dt.timedelta(minutes=1)
     await database["jobs"].insert_many(
         [
@@ -73,21 +75,21 @@ async def test_existing_jobs_are_scheduled_at_start_and_claimed_once(database: A
 
     claimed = await jobs.claim_due("w1", now, LEASE)
     assert claimed is not None
-    assert claimed.key == "enr-a|1.2.3"
+    assert claimed.job_key == "enr-a|1.2.3"
     assert await jobs.claim_due("w2", now, LEASE) is None  # leased: its entry is repaired, not claimed again
-    await jobs.release([claimed.key], "w1")
+    await jobs.release([claimed.job_key], "w1")
     again = await jobs.claim_due("w2", now, LEASE)
     assert again is not None
-    assert again.key == claimed.key
+    assert again.job_key == claimed.job_key
     # Finished: never claimable again, its entry goes.
     saved = await jobs.save(again, dataclasses.replace(again.job, state="available", version=2), now)
     assert saved is not None
-    assert await database["schedule"].find_one({"_id": claimed.key}) is None
+    assert await database["schedule"].find_one({"_id": claimed.job_key}) is None
     assert await jobs.claim_due("w3", now + 2 * LEASE, LEASE) is None
 
 
 async def test_a_stale_entry_is_dropped_and_retention_removes_entries(database: AsyncDatabase[Document]) -> None:
-    now = ms(dt.datetime.now(dt.UTC))
+    now = to_ms(dt.datetime.now(dt.UTC))
     jobs = JobStore(database)
     await jobs.ensure_indexes()
     await database["schedule"].insert_one({"_id": "enr-gone|1.2.9", "due_at": FREE, "lease_until": FREE, "token": "x"})
@@ -95,17 +97,17 @@ async def test_a_stale_entry_is_dropped_and_retention_removes_entries(database: 
     assert inserted is not None
     claimed = await jobs.claim_due("w1", now, LEASE)
     assert claimed is not None
-    assert claimed.key == inserted.key
+    assert claimed.job_key == inserted.job_key
     assert await database["schedule"].find_one({"_id": "enr-gone|1.2.9"}) is None
     await jobs.retire("enr-c")
-    await jobs.delete(inserted.key)
-    assert await database["schedule"].find_one({"_id": inserted.key}) is None
+    await jobs.delete(inserted.job_key)
+    assert await database["schedule"].find_one({"_id": inserted.job_key}) is None
 
 
 async def test_work_due_later_waits_out_of_the_claims_way_and_is_promoted_on_time(
     database: AsyncDatabase[Document],
 ) -> None:
-    now = ms(dt.datetime.now(dt.UTC))
+    now = to_ms(dt.datetime.now(dt.UTC))
     retry_at = now + dt.timedelta(minutes=10)
     jobs = JobStore(database)
     await jobs.ensure_indexes()
@@ -113,24 +115,24 @@ async def test_work_due_later_waits_out_of_the_claims_way_and_is_promoted_on_tim
     inserted = await jobs.insert("enr-w", "1.2.6", waiting, now)
     assert inserted is not None
     # A claim reads `schedule` only: the retry due in ten minutes is not there, but in `schedule_later`.
-    assert await database["schedule"].find_one({"_id": inserted.key}) is None
-    later = await database["schedule_later"].find_one({"_id": inserted.key})
+    assert await database["schedule"].find_one({"_id": inserted.job_key}) is None
+    later = await database["schedule_later"].find_one({"_id": inserted.job_key})
     assert later is not None
     assert later["due_at"] == retry_at
     assert await jobs.claim_due("w1", now, LEASE) is None
     # Within the horizon of its time, a claim promotes it; at its time, it is claimed.
     assert await jobs.claim_due("w1", retry_at - dt.timedelta(seconds=10), LEASE) is None
-    assert await database["schedule_later"].find_one({"_id": inserted.key}) is None
-    assert await database["schedule"].find_one({"_id": inserted.key}) is not None
+    assert await database["schedule_later"].find_one({"_id": inserted.job_key}) is None
+    assert await database["schedule"].find_one({"_id": inserted.job_key}) is not None
     claimed = await jobs.claim_due("w1", retry_at, LEASE)
     assert claimed is not None
-    assert claimed.key == inserted.key
+    assert claimed.job_key == inserted.job_key
 
 
 async def test_a_claimed_job_leaves_the_claims_way_and_comes_back_when_released(
     database: AsyncDatabase[Document],
 ) -> None:
-    now = ms(dt.datetime.now(dt.UTC))
+    now = to_ms(dt.datetime.now(dt.UTC))
     jobs = JobStore(database)
     await jobs.ensure_indexes()
     inserted = await jobs.insert("enr-l", "1.2.7", _job("queued", now), now)
@@ -139,25 +141,25 @@ async def test_a_claimed_job_leaves_the_claims_way_and_comes_back_when_released(
     assert claimed is not None
     # Its entry stayed early; the next poll is refused by the lease and moves the entry to its lease's end.
     assert await jobs.claim_due("w2", now, LEASE) is None
-    assert await database["schedule"].find_one({"_id": claimed.key}) is None
-    moved = await database["schedule_later"].find_one({"_id": claimed.key})
+    assert await database["schedule"].find_one({"_id": claimed.job_key}) is None
+    moved = await database["schedule_later"].find_one({"_id": claimed.job_key})
     assert moved is not None
     assert moved["lease_until"] == now + LEASE
     earliest = await database["schedule_later"].find_one({"_id": "earliest"})
     assert earliest is not None
     assert earliest["at"] <= now + LEASE
     # Given back: claimable at once, by another worker.
-    await jobs.release([claimed.key], "w1")
+    await jobs.release([claimed.job_key], "w1")
     again = await jobs.claim_due("w2", now, LEASE)
     assert again is not None
-    assert again.key == claimed.key
+    assert again.job_key == claimed.job_key
     assert again.job.state == "queued"
 
 
 async def test_earliest_follows_the_entries_left_and_those_written_after_a_promotion(
     database: AsyncDatabase[Document],
 ) -> None:
-    now = ms(dt.datetime.now(dt.UTC))
+    now = to_ms(dt.datetime.now(dt.UTC))
     jobs = JobStore(database)
     await jobs.ensure_indexes()
 
@@ -165,7 +167,7 @@ async def test_earliest_follows_the_entries_left_and_those_written_after_a_promo
         job = dataclasses.replace(_job("not_yet_available", now), attempts=1, next_attempt_at=retry_at)
         inserted = await jobs.insert(enrolment_id, uid, job, now)
         assert inserted is not None
-        return inserted.key
+        return inserted.job_key
 
     async def earliest() -> dt.datetime:
         marker = await database["schedule_later"].find_one({"_id": "earliest"})
@@ -178,7 +180,7 @@ async def test_earliest_follows_the_entries_left_and_those_written_after_a_promo
     assert await earliest() <= soon
     claimed = await jobs.claim_due("w1", soon, dt.timedelta(hours=2))  # held beyond this test's times
     assert claimed is not None
-    assert claimed.key == first
+    assert claimed.job_key == first
     assert await earliest() == far  # computed again from what is left there
     # A job due sooner, written after, lowers it: the claims then promote it on time.
     sooner = now + dt.timedelta(minutes=10)
@@ -187,4 +189,4 @@ async def test_earliest_follows_the_entries_left_and_those_written_after_a_promo
     assert await jobs.claim_due("w1", sooner - dt.timedelta(seconds=1), LEASE) is None
     claimed = await jobs.claim_due("w1", sooner, LEASE)
     assert claimed is not None
-    assert claimed.key == third
+    assert claimed.job_key == third

@@ -4,6 +4,8 @@ Consumes `dcc.meeting-experts.v1`, `dcc.patient-enrolled.v1`, `dcc.studies-selec
 `dcc.enrolment-withdrawn.v1`, `identity.resolved.v1` and `imaging.study-status.v1`; sends e-mails over SMTP
 with STARTTLS and a client certificate; publishes `expertise.notification.v1`. Deletes what it keeps of the
 enrolments and meetings past their retention (proxymage_shared.retention).
+
+`build(settings, overrides=Overrides(...))` replaces adapters (tests give in-memory fakes, a fixed clock).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import datetime as dt
 import email.utils
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from proxymage_shared import topics
@@ -23,80 +26,99 @@ from proxymage_shared.events import (
     PatientEnrolled,
     StudiesSelected,
     StudyStatusChanged,
+    utc_now,
 )
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.retention import sweeper
 from proxymage_shared.retry import BackoffSchedule
 from proxymage_shared.service import Service, build_service, periodic
 
-from expert_notifier.handlers import Notifier, NotifierOptions, Sender
+from expert_notifier.handlers import Handlers, NotifierOptions
 from expert_notifier.message import MailSettings, default_message_id_domain
+from expert_notifier.ports import NotifierRepository, Sender
 from expert_notifier.settings import Settings
 from expert_notifier.smtp import SmtpSender
 from expert_notifier.store import NotifierStore
 
 
-def build(settings: Settings, sender: Sender | None = None) -> Service:
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Adapters to use instead of the real ones (None: the real one). A replaced store is not given the
+    real store's start-up and retention tasks; a replaced sender keeps the real relay's readiness probe."""
+
+    store: NotifierRepository | None = None
+    sender: Sender | None = None
+    clock: Callable[[], dt.datetime] | None = None
+
+
+def options(settings: Settings) -> NotifierOptions:
+    _, envelope_from = email.utils.parseaddr(settings.mail_from)
+    return NotifierOptions(
+        mail=MailSettings(
+            mail_from=settings.mail_from,
+            reply_to=settings.reply_to,
+            registration_url=settings.dcc_registration_url,
+            message_id_domain=settings.message_id_domain or default_message_id_domain(settings.mail_from),
+        ),
+        envelope_from=envelope_from,
+        allowed_domains=settings.smtp.allowed_domains,
+        zone=settings.zone(),
+        retries=BackoffSchedule(settings.retry_delays_seconds),
+        lease=dt.timedelta(seconds=settings.send_lease_seconds),
+        retention=dt.timedelta(days=settings.enrolment_retention_days),
+        republish_after=dt.timedelta(seconds=settings.republish_after_seconds),
+    )
+
+
+def build(settings: Settings, sender: Sender | None = None, *, overrides: Overrides | None = None) -> Service:
     """The service; `sender` replaces the SMTP sender's sending (tests wrap it), the readiness probe stays."""
+    overrides = overrides or Overrides()
     smtp = SmtpSender(settings.smtp)
     # Readiness: the relay answers EHLO, STARTTLS succeeds with our certificate and a command after it.
     service = build_service(settings, readiness_checks={"smtp": smtp.probe})
-    store = NotifierStore(service.mongo_client[settings.database_name()])
     outcome_topic = settings.topic(topics.EXPERTISE_NOTIFICATION)
 
     async def publish(outcome: ExpertiseNotification) -> None:
         await publish_event(service.broker, outcome_topic, outcome.enrolment_id, outcome)
 
-    _, envelope_from = email.utils.parseaddr(settings.mail_from)
-    notifier = Notifier(
-        store,
-        sender or smtp,
-        publish,
-        NotifierOptions(
-            mail=MailSettings(
-                mail_from=settings.mail_from,
-                reply_to=settings.reply_to,
-                registration_url=settings.dcc_registration_url,
-                message_id_domain=settings.message_id_domain or default_message_id_domain(settings.mail_from),
-            ),
-            envelope_from=envelope_from,
-            allowed_domains=settings.smtp.allowed_domains,
-            zone=settings.zone(),
-            retries=BackoffSchedule(settings.retry_delays_seconds),
-            lease=dt.timedelta(seconds=settings.send_lease_seconds),
-            retention=dt.timedelta(days=settings.enrolment_retention_days),
-            republish_after=dt.timedelta(seconds=settings.republish_after_seconds),
-        ),
+    store: NotifierRepository
+    if overrides.store is None:
+        mongo_store = NotifierStore(service.mongo_client[settings.database_name()])
+        service.on_start.append(mongo_store.ensure_indexes)
+
+        async def sweep_expired(cutoff: dt.date) -> int:
+            return await mongo_store.sweep_expired(cutoff, settings.zone())
+
+        service.background.append(sweeper(settings, sweep_expired))
+        store = mongo_store
+    else:
+        store = overrides.store
+    handlers = Handlers(
+        store, overrides.sender or sender or smtp, publish, options(settings), clock=overrides.clock or utc_now
     )
     subscribe(
-        service.broker, settings, settings.topic(topics.MEETING_EXPERTS), MeetingExperts, notifier.on_meeting_experts
+        service.broker, settings, settings.topic(topics.MEETING_EXPERTS), MeetingExperts, handlers.on_meeting_experts
     )
-    subscribe(service.broker, settings, settings.topic(topics.PATIENT_ENROLLED), PatientEnrolled, notifier.on_enrolled)
-    subscribe(service.broker, settings, settings.topic(topics.STUDIES_SELECTED), StudiesSelected, notifier.on_selected)
+    subscribe(service.broker, settings, settings.topic(topics.PATIENT_ENROLLED), PatientEnrolled, handlers.on_enrolled)
+    subscribe(service.broker, settings, settings.topic(topics.STUDIES_SELECTED), StudiesSelected, handlers.on_selected)
     subscribe(
-        service.broker, settings, settings.topic(topics.ENROLMENT_WITHDRAWN), EnrolmentWithdrawn, notifier.on_withdrawn
-    )
-    subscribe(
-        service.broker, settings, settings.topic(topics.IDENTITY_RESOLVED), IdentityResolved, notifier.on_identity
+        service.broker, settings, settings.topic(topics.ENROLMENT_WITHDRAWN), EnrolmentWithdrawn, handlers.on_withdrawn
     )
     subscribe(
-        service.broker, settings, settings.topic(topics.STUDY_STATUS), StudyStatusChanged, notifier.on_study_status
+        service.broker, settings, settings.topic(topics.IDENTITY_RESOLVED), IdentityResolved, handlers.on_identity
+    )
+    subscribe(
+        service.broker, settings, settings.topic(topics.STUDY_STATUS), StudyStatusChanged, handlers.on_study_status
     )
 
-    service.on_start.append(store.ensure_indexes)
     for _ in range(settings.send_workers):
-        service.background.append(_send_worker(notifier, settings.send_poll_seconds))
-    service.background.append(periodic("maintenance", notifier.maintain, settings.maintenance_interval_seconds))
-
-    async def sweep_expired(cutoff: dt.date) -> int:
-        return await store.sweep_expired(cutoff, settings.zone())
-
-    service.background.append(sweeper(settings, sweep_expired))
+        service.background.append(_send_worker(handlers, settings.send_poll_seconds))
+    service.background.append(periodic("maintenance", handlers.maintain, settings.maintenance_interval_seconds))
     return service
 
 
-def _send_worker(notifier: Notifier, poll_seconds: float) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+def _send_worker(handlers: Handlers, poll_seconds: float) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
     async def run(stop: asyncio.Event) -> None:
-        await notifier.send_loop(stop, poll_seconds)
+        await handlers.send_loop(stop, poll_seconds)
 
     return run

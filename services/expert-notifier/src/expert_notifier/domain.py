@@ -15,7 +15,9 @@ nothing):
 |                     | `identity.resolved.v1` `withdrawn`     |                                                  |
 | `identity`          | `identity.resolved.v1`                 | the answered DCC event's time, then occurred_at  |
 | `selection`         | `dcc.studies-selected.v1`              | occurred_at                                      |
-| `studies[uid]`      | `imaging.study-status.v1`              | `version` of the study's job                     |
+| `studies[UID]`      | `imaging.study-status.v1`              | `version` of the study's job                     |
+
+The stamp is `idempotency.EventStamp` (`Stamp` here), the order of events shared by every service.
 
 Derived: the enrolment is *withdrawn* when its latest withdrawal is not older than its latest enrolled event
 (a later enrolled event re-opens it; on a tie the withdrawal wins: a data-protection officer prefers an
@@ -79,6 +81,7 @@ from dataclasses import dataclass, replace
 from typing import Final, Literal, TypeAlias
 
 from proxymage_shared.events import ExpertRole, IdentityStatus, NotificationStatus, RetrievalStatus
+from proxymage_shared.idempotency import EventStamp, to_ms
 from proxymage_shared.reasons import Reason
 from proxymage_shared.retry import BackoffSchedule
 
@@ -116,22 +119,8 @@ class MeetingFacts:
 # --- facts, newer wins ----------------------------------------------------------------------------------------
 
 
-def ms(value: dt.datetime) -> dt.datetime:
-    """UTC with millisecond precision: what MongoDB stores, so that a stored stamp equals the event's."""
-    value = value.astimezone(dt.UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Stamp:
-    """When a fact happened and which event said it; stamps are totally ordered (time, then event id)."""
-
-    at: dt.datetime
-    event_id: str
-
-    @classmethod
-    def of(cls, at: dt.datetime, event_id: object) -> Stamp:
-        return cls(ms(at), str(event_id))
+# When a fact happened and which event said it: totally ordered (time to the millisecond, then event id).
+Stamp: TypeAlias = EventStamp
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +157,14 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class StudyFact:
-    uid: str
+    study_instance_uid: str
     version: int
     status: RetrievalStatus
+
+    @property
+    def uid(self) -> str:
+        """The former name of `study_instance_uid`, still read by bench/store_hot_paths.py."""
+        return self.study_instance_uid
 
 
 _IDENTITY_WAIT: Final[dict[str, str]] = {"unmatched": "patient_not_found", "error": "identity_error"}
@@ -186,18 +180,18 @@ class EnrolmentFacts:
     withdrawal: Stamp | None = None
     identity: IdentityFact | None = None
     selection: Selection | None = None
-    studies: tuple[StudyFact, ...] = ()  # sorted by uid: equal facts are equal values, whatever the order
+    studies: tuple[StudyFact, ...] = ()  # sorted by UID: equal facts are equal values, whatever the order
 
     def with_enrolled(self, fact: Enrolled) -> EnrolmentFacts:
         facts = self
-        if fact.consent and (self.consent_given is None or fact.stamp > self.consent_given):
+        if fact.consent and fact.stamp.is_newer_than(self.consent_given):
             facts = replace(facts, consent_given=fact.stamp)
-        if self.enrolled is None or fact.stamp > self.enrolled.stamp:
+        if fact.stamp.is_newer_than(self.enrolled.stamp if self.enrolled else None):
             facts = replace(facts, enrolled=fact)
         return facts
 
     def with_withdrawal(self, stamp: Stamp) -> EnrolmentFacts:
-        if self.withdrawal is None or stamp > self.withdrawal:
+        if stamp.is_newer_than(self.withdrawal):
             return replace(self, withdrawal=stamp)
         return self
 
@@ -212,16 +206,16 @@ class EnrolmentFacts:
         return facts
 
     def with_selection(self, fact: Selection) -> EnrolmentFacts:
-        if self.selection is None or fact.stamp > self.selection.stamp:
+        if fact.stamp.is_newer_than(self.selection.stamp if self.selection else None):
             return replace(self, selection=fact)
         return self
 
     def with_study(self, fact: StudyFact) -> EnrolmentFacts:
-        known = next((s for s in self.studies if s.uid == fact.uid), None)
+        known = next((s for s in self.studies if s.study_instance_uid == fact.study_instance_uid), None)
         if known is not None and known.version >= fact.version:
             return self
-        others = [s for s in self.studies if s.uid != fact.uid]
-        return replace(self, studies=tuple(sorted([*others, fact], key=lambda s: s.uid)))
+        others = [s for s in self.studies if s.study_instance_uid != fact.study_instance_uid]
+        return replace(self, studies=tuple(sorted([*others, fact], key=lambda s: s.study_instance_uid)))
 
     # --- derived ---------------------------------------------------------------------------------------------
 
@@ -233,7 +227,8 @@ class EnrolmentFacts:
     def withdrawn(self) -> bool:
         if self.withdrawal is None:
             return False
-        return self.enrolled is None or self.withdrawal.at >= self.enrolled.stamp.at
+        # By time alone, not by stamp: on a tie the withdrawal wins (a business rule, see the table above).
+        return self.enrolled is None or self.withdrawal.occurred_at >= self.enrolled.stamp.occurred_at
 
     def closure(self) -> str | None:
         """The reason code that closes the enrolment (nothing more may be sent), or None."""
@@ -256,7 +251,20 @@ class EnrolmentFacts:
         if self.selection is None:
             return ()
         selected = set(self.selection.study_instance_uids)
-        return tuple(s.uid for s in self.studies if s.uid in selected and s.status == "available")
+        return tuple(
+            s.study_instance_uid for s in self.studies if s.study_instance_uid in selected and s.status == "available"
+        )
+
+
+def slot_id(enrolment_id: str, role: ExpertRole) -> str:
+    """The key of a role's slot: (enrolment, role)."""
+    # Business ids cannot contain "|" (events.BusinessId), so the key is unambiguous.
+    return f"{enrolment_id}|{role}"
+
+
+def notification_key(enrolment_id: str, role: ExpertRole, email: str) -> str:
+    """The unique key of one e-mail: (enrolment, role, expert address)."""
+    return f"{enrolment_id}|{role}|{email.lower()}"
 
 
 # --- what is wanted -----------------------------------------------------------------------------------------
@@ -303,7 +311,7 @@ Desired: TypeAlias = NotRequested | Waiting | NoExpert | Cancelled | MeetingPass
 
 def meeting_end(meeting_date: dt.date, zone: dt.tzinfo) -> dt.datetime:
     """The end of the meeting day in the site's time zone, as UTC: nothing is sent from then on."""
-    return ms(dt.datetime.combine(meeting_date + dt.timedelta(days=1), dt.time.min, tzinfo=zone))
+    return to_ms(dt.datetime.combine(meeting_date + dt.timedelta(days=1), dt.time.min, tzinfo=zone))
 
 
 def meeting_date_of(facts: EnrolmentFacts, meeting: MeetingFacts | None) -> dt.date | None:

@@ -34,11 +34,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Final, Protocol
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Histogram
-from proxymage_shared.errors import TransientError
+from proxymage_shared.errors import describe
 from proxymage_shared.events import (
     EnrolmentWithdrawn,
     ExpertiseNotification,
@@ -50,6 +50,7 @@ from proxymage_shared.events import (
     StudyStatusChanged,
     utc_now,
 )
+from proxymage_shared.idempotency import LOST_RACE, LostRace, to_ms, until_written
 from proxymage_shared.kafka import Delivery
 from proxymage_shared.logging import get_logger
 from proxymage_shared.retry import BackoffSchedule
@@ -71,11 +72,14 @@ from expert_notifier.domain import (
     desired,
     meeting_date_of,
     meeting_end,
-    ms,
+    notification_key,
+    slot_id,
 )
 from expert_notifier.message import MailSettings, MeetingText, build_message, patient_facts, render
+from expert_notifier.ports import NotifierRepository, Sender, SlotRecord
 from expert_notifier.smtp import SmtpSendError
-from expert_notifier.store import NotifierStore, SlotRecord, notification_key, slot_id
+
+__all__ = ["Handlers", "LostClaimError", "NotifierOptions", "Sender"]
 
 log = get_logger(__name__)
 
@@ -91,21 +95,9 @@ SEND_SECONDS: Final = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 90),
 )
 OUTCOME_NAMESPACE: Final = uuid.UUID("5b8f0d7e-2c61-4f0a-9a3e-7d4c1e2b9f31")
-SLOT_WRITE_ATTEMPTS: Final = 10
 
 Publish = Callable[[ExpertiseNotification], Awaitable[None]]
 SlotChange = Callable[[RoleSlot, SlotRecord | None, dt.datetime], RoleSlot]
-
-
-class Sender(Protocol):
-    async def send(
-        self,
-        message: EmailMessage,
-        *,
-        sender: str,
-        recipient: str,
-        proceed: Callable[[], Awaitable[bool]] | None = None,
-    ) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +125,12 @@ class _Decision:
         return slot.reconcile(self.wanted, self.meeting_id, now, in_flight, self.closes_at)
 
 
-class Notifier:
+class Handlers:
+    """The expert-notifier's handlers of consumed events, its sender and its maintenance round."""
+
     def __init__(
         self,
-        store: NotifierStore,
+        store: NotifierRepository,
         sender: Sender,
         publish: Publish,
         options: NotifierOptions,
@@ -217,8 +211,8 @@ class Notifier:
     async def on_identity(self, event: IdentityResolved, delivery: Delivery) -> None:
         fact = IdentityFact(
             # Outcomes from before `source_occurred_at` existed are ordered by their own time.
-            source_at=ms(event.source_occurred_at or event.occurred_at),
-            at=ms(event.occurred_at),
+            source_at=to_ms(event.source_occurred_at or event.occurred_at),
+            at=to_ms(event.occurred_at),
             event_id=str(event.event_id),
             status=event.status,
             source_event_id=str(event.source_event_id),
@@ -239,7 +233,7 @@ class Notifier:
         log.debug(
             "study_status_received",
             enrolment_id=event.enrolment_id,
-            study_uid=event.study_instance_uid,
+            study_instance_uid=event.study_instance_uid,
             status=event.status,
             version=event.version,
             accepted=accepted,
@@ -303,7 +297,8 @@ class Notifier:
         With `token`, the change is made only while this worker's claim is the one stored (else
         `LostClaimError`); returns None when nothing had to be written.
         """
-        for _ in range(SLOT_WRITE_ATTEMPTS):
+
+        async def attempt() -> SlotRecord | LostRace | None:
             record = await self._store.load_slot(enrolment_id, role)
             if token is not None and (record is None or record.lease_token != token):
                 raise LostClaimError(slot_id(enrolment_id, role))
@@ -313,11 +308,12 @@ class Notifier:
                 return None
             saved = await self._store.save_slot(record, slot, now, release_lease=release_lease)
             if saved is None:
-                continue
+                return LOST_RACE
             if saved.dirty:
                 await self._publish_view(saved)
             return saved
-        raise TransientError(f"the notification slot {slot_id(enrolment_id, role)} kept changing; try again")
+
+        return await until_written(attempt, what=f"the notification slot {slot_id(enrolment_id, role)}")
 
     async def _publish_view(self, record: SlotRecord) -> None:
         assert record.view is not None
@@ -492,7 +488,7 @@ class Notifier:
             try:
                 await self.send_due()
             except Exception as error:
-                log.warning("send_round_failed", error=type(error).__name__, detail=str(error)[:300])
+                log.warning("send_round_failed", error=describe(error))
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
             try:
                 await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)

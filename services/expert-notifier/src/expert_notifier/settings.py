@@ -13,6 +13,7 @@ from __future__ import annotations
 import zoneinfo
 from pathlib import Path
 
+from proxymage_shared.retry import DEFAULT_DELAYS_SECONDS
 from proxymage_shared.settings import ServiceSettings, TimeZoneName
 from pydantic import BaseModel, Field, model_validator
 
@@ -51,7 +52,7 @@ class Settings(ServiceSettings):
     # Transient failures (connection, timeout, 4xx) and TLS/certificate problems are retried on this
     # schedule (the last delay repeats) until the end of the meeting day: an expertise request is never
     # sent after the meeting (CONTRACT v1.1), it ends `not_sent` / `failed`.
-    retry_delays_seconds: tuple[float, ...] = (15, 60, 300, 900, 1800)
+    retry_delays_seconds: tuple[float, ...] = DEFAULT_DELAYS_SECONDS
     # The time zone of the meeting dates: the meeting day ends at midnight there (IANA name).
     timezone: TimeZoneName = "Europe/Paris"
     # How often the sender looks for due notifications (it is also woken at once by new ones).

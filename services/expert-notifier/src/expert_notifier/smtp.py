@@ -28,13 +28,14 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from typing import Final
 
 import aiosmtplib
+from proxymage_shared.errors import describe
 
 from expert_notifier.domain import SendFailure
+from expert_notifier.ports import Proceed
 from expert_notifier.settings import SmtpEndpoint
 
 MAX_REPLY: Final = 300
@@ -96,9 +97,8 @@ def classify(error: BaseException) -> SendFailure:
     if isinstance(error, aiosmtplib.SMTPTimeoutError | aiosmtplib.SMTPConnectTimeoutError | TimeoutError):
         return SendFailure("transient", "le relais de messagerie sécurisée n'a pas répondu à temps")
     if isinstance(error, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected | ConnectionError):
-        return SendFailure(
-            "transient", f"relais de messagerie sécurisée injoignable ({' '.join(str(error).split())[:MAX_REPLY]})"
-        )
+        # `describe`, not the message: a library's message may quote anything (errors.describe).
+        return SendFailure("transient", f"relais de messagerie sécurisée injoignable ({describe(error)})")
     if isinstance(error, aiosmtplib.SMTPNotSupported) or (
         isinstance(error, aiosmtplib.SMTPException) and "STARTTLS" in str(error).upper()
     ):
@@ -147,14 +147,7 @@ class SmtpSender:
             local_hostname=self._endpoint.helo_name or socket.gethostname(),
         )
 
-    async def send(
-        self,
-        message: EmailMessage,
-        *,
-        sender: str,
-        recipient: str,
-        proceed: Callable[[], Awaitable[bool]] | None = None,
-    ) -> bool:
+    async def send(self, message: EmailMessage, *, sender: str, recipient: str, proceed: Proceed | None = None) -> bool:
         """Sends `message` to `recipient` only; True once the relay accepted it, False when `proceed` said no
         (nothing was transmitted); raises `SmtpSendError` (classified) for any failure.
 

@@ -3,8 +3,8 @@
 - `meetings`: one document per meeting, the latest `dcc.meeting-experts` by `occurred_at`.
 - `enrolments`: one document per enrolment, the `domain.EnrolmentFacts` (what the e-mail needs of the
   enrolled event: civility, display name, requesting doctor, meeting, consent, no birth date; the latest
-  withdrawal; the latest identity outcome; the current selection; the latest status of each study), with the
-  enrolled event's `meeting_date` at top level.
+  withdrawal; the latest identity outcome; the current selection; the latest status of each study, whose
+  StudyInstanceUID is stored as `studies[].uid`), with the enrolled event's `meeting_date` at top level.
 - `slots`: one document per (enrolment, role): the `RoleSlot` aggregate (every notification of that role,
   unique by address), plus the lease of the instance sending it and the published view (`version`,
   `dirty` until published: an outbox).
@@ -20,7 +20,9 @@ one query on an indexed field (`meeting_date`, `meeting_end`, `date`) and delete
 for an enrolment whose enrolled event never came (no meeting date) are deleted at their `purge_at` instead
 (`purge_enrolments`), with their slots.
 
-Every write is a single-document insert or conditional update: meetings compare `occurred_at`; enrolments
+Every write is a single-document insert or conditional update (`proxymage_shared.idempotency`): meetings
+compare the event's stamp (`occurred_at`, then `event_id`: `EventStamp`; before issue 12 only the time, so
+of two events of the same millisecond the first one seen stayed); enrolments
 and slots are replaced only if their revision `rev` is the one read (optimistic concurrency), so the
 consumers of the five topics and the sender of one or several instances never overwrite each other's
 facts or decisions. The "newer wins" rules themselves are the pure `EnrolmentFacts.with_*`.
@@ -32,18 +34,17 @@ import asyncio
 import datetime as dt
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from proxymage_shared.errors import TransientError
 from proxymage_shared.events import ExpertRole, IdentityStatus, MeetingExperts, NotificationStatus, RetrievalStatus
+from proxymage_shared.idempotency import LOST_RACE, EventStamp, LostRace, is_duplicate_key, to_ms, until_written
 from proxymage_shared.mongo import Document
 from proxymage_shared.reasons import Reason
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import PyMongoError
 
 from expert_notifier.domain import (
     ROLES,
@@ -60,13 +61,14 @@ from expert_notifier.domain import (
     StudyFact,
     View,
     meeting_end,
-    ms,
+    notification_key,
+    slot_id,
 )
 from expert_notifier.message import PatientFacts
+from expert_notifier.ports import SlotRecord
 
-# FerretDB reports a unique-key violation of an update/upsert as OperationFailure code 1; MongoDB as 11000.
-_DUPLICATE_CODES = frozenset({1, 11000, 11001})
-_WRITE_ATTEMPTS = 10
+__all__ = ["NotifierStore", "SlotRecord", "member_key", "notification_key", "slot_id"]
+
 # Slot modes of documents written before CONTRACT v1.1.
 _LEGACY_MODES = {"withdrawn": "not_requested"}
 # How many enrolments of a meeting are read (by `_id`) at once.
@@ -78,38 +80,6 @@ _ANNOUNCED_WRITE_EXPIRES = dt.timedelta(minutes=5)
 def member_key(enrolment_id: str) -> str:
     """A field name for an enrolment id (hexadecimal: no `.` or `$`, and no two ids share one)."""
     return enrolment_id.encode().hex()
-
-
-def slot_id(enrolment_id: str, role: ExpertRole) -> str:
-    # Business ids cannot contain "|" (events.BusinessId), so the key is unambiguous.
-    return f"{enrolment_id}|{role}"
-
-
-def notification_key(enrolment_id: str, role: ExpertRole, email: str) -> str:
-    """The unique key of one e-mail: (enrolment, role, expert address)."""
-    return f"{enrolment_id}|{role}|{email.lower()}"
-
-
-class StoreConflictError(TransientError):
-    """A document kept changing under us; the handler is retried (a transient failure)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SlotRecord:
-    """A slot as stored: the aggregate plus what only the store manages."""
-
-    slot: RoleSlot
-    rev: int = 0
-    version: int = 0
-    view: View | None = None
-    view_at: dt.datetime | None = None
-    published_meeting_id: str | None = None
-    lease_until: dt.datetime | None = None
-    lease_token: str | None = None
-    dirty: bool = False
-
-    def leased(self, now: dt.datetime) -> bool:
-        return self.lease_until is not None and self.lease_until > now
 
 
 # --- (de)serialisation -------------------------------------------------------------------------------------
@@ -127,11 +97,11 @@ def _reason(value: Any) -> Reason | None:
 
 
 def _stamp_doc(stamp: Stamp | None) -> Document | None:
-    return None if stamp is None else {"at": stamp.at, "event_id": stamp.event_id}
+    return None if stamp is None else {"at": stamp.occurred_at, "event_id": stamp.event_id}
 
 
 def _stamp(value: Any) -> Stamp | None:
-    return None if not value else Stamp(ms(value["at"]), str(value["event_id"]))
+    return None if not value else Stamp.of(value["at"], value["event_id"])
 
 
 def _facts_doc(facts: EnrolmentFacts) -> Document:
@@ -173,7 +143,7 @@ def _facts_doc(facts: EnrolmentFacts) -> Document:
             "expertise_requested": selection.expertise_requested,
             "study_instance_uids": list(selection.study_instance_uids),
         },
-        "studies": [{"uid": s.uid, "version": s.version, "status": s.status} for s in facts.studies],
+        "studies": [{"uid": s.study_instance_uid, "version": s.version, "status": s.status} for s in facts.studies],
     }
 
 
@@ -193,8 +163,8 @@ def _facts(doc: Document) -> EnrolmentFacts:
     identity_doc = doc.get("identity")
     identity = (
         IdentityFact(
-            source_at=ms(identity_doc["source_at"]),
-            at=ms(identity_doc["at"]),
+            source_at=to_ms(identity_doc["source_at"]),
+            at=to_ms(identity_doc["at"]),
             event_id=str(identity_doc["event_id"]),
             status=cast(IdentityStatus, identity_doc["status"]),
             source_event_id=str(identity_doc["source_event_id"]),
@@ -310,8 +280,15 @@ def _slot_doc(record: SlotRecord) -> Document:
     }
 
 
-def _is_duplicate(error: OperationFailure) -> bool:
-    return isinstance(error, DuplicateKeyError) or error.code in _DUPLICATE_CODES
+async def _inserted(collection: AsyncCollection[Document], doc: Document) -> bool | LostRace:
+    """Inserts `doc`: True, or `LOST_RACE` when its `_id` is taken (a concurrent writer inserted it first)."""
+    try:
+        await collection.insert_one(doc)
+    except PyMongoError as error:
+        if is_duplicate_key(error):
+            return LOST_RACE
+        raise
+    return True
 
 
 class _SlotList:
@@ -334,7 +311,7 @@ class _SlotList:
 
     async def announce(self, key: str, at: dt.datetime, rev: int, now: dt.datetime) -> None:
         await self.collection.update_one(
-            {"_id": key}, {"$min": {self.field: at}, "$max": {"rev": rev, "announced_at": ms(now)}}, upsert=True
+            {"_id": key}, {"$min": {self.field: at}, "$max": {"rev": rev, "announced_at": to_ms(now)}}, upsert=True
         )
 
     async def cleared(self, key: str, rev: int) -> None:
@@ -351,14 +328,14 @@ class _SlotList:
         """Aligns `entry` with its slot as read (`slot`: None if gone), unless the write it announced may not
         have reached the slot yet. Conditional on the entry as read: one announced meanwhile stays."""
         rev, announced_at = entry.get("rev"), entry.get("announced_at")
-        on_the_way = announced_at is not None and ms(announced_at) > ms(now - _ANNOUNCED_WRITE_EXPIRES)
+        on_the_way = announced_at is not None and to_ms(announced_at) > to_ms(now - _ANNOUNCED_WRITE_EXPIRES)
         if int((slot or {}).get("rev", 0)) < int(rev or 0) and on_the_way:
             return
         at = None if slot is None else self.of_slot(slot)
         as_read: Document = {"_id": entry["_id"], "rev": rev, "announced_at": announced_at}
         if at is None:
             await self.collection.delete_one(as_read)
-        elif ms(at) != ms(entry[self.field]):
+        elif to_ms(at) != to_ms(entry[self.field]):
             await self.collection.update_one(as_read, {"$set": {self.field: at}})
 
     async def backfill(self, slots: AsyncCollection[Document], now: dt.datetime) -> None:
@@ -436,7 +413,7 @@ class NotifierStore:
         def expert(value: Any) -> Document | None:
             return None if value is None else {"name": value.name, "email": value.email}
 
-        occurred_at = ms(event.occurred_at)
+        occurred_at = to_ms(event.occurred_at)
         update: Document = {
             "event_id": str(event.event_id),
             "title": event.title,
@@ -448,21 +425,23 @@ class NotifierStore:
             },
             "event_at": occurred_at,
         }
-        for _ in range(_WRITE_ATTEMPTS):  # a concurrent writer may change the document between our read and write
-            current = await self._meetings.find_one({"_id": event.meeting_id}, {"event_at": 1})
+        incoming = EventStamp.of(event.occurred_at, event.event_id)
+
+        async def attempt() -> bool | LostRace:
+            current = await self._meetings.find_one({"_id": event.meeting_id}, {"event_at": 1, "event_id": 1})
             if current is None:
-                try:
-                    await self._meetings.insert_one({"_id": event.meeting_id, **update})
-                except DuplicateKeyError:
-                    continue
-                return True
-            stamp = current.get("event_at")
-            if stamp is not None and ms(stamp) >= occurred_at:
+                return await _inserted(self._meetings, {"_id": event.meeting_id, **update})
+            at, event_id = current.get("event_at"), current.get("event_id")
+            if at is not None and not incoming.is_newer_than(EventStamp.of(at, event_id)):
                 return False
-            result = await self._meetings.update_one({"_id": event.meeting_id, "event_at": stamp}, {"$set": update})
-            if result.matched_count:
-                return True
-        raise StoreConflictError(f"meeting {event.meeting_id} kept changing; try again")
+            # Conditional on the stamp read (time and id: two events of one millisecond are ordered by id).
+            result = await self._meetings.update_one(
+                {"_id": event.meeting_id, "event_at": at, "event_id": event_id}, {"$set": update}
+            )
+            return True if result.matched_count else LOST_RACE
+
+        # A concurrent writer may change the document between our read and write.
+        return await until_written(attempt, what=f"meeting {event.meeting_id}")
 
     async def get_meeting(self, meeting_id: str) -> MeetingFacts | None:
         doc = await self._meetings.find_one({"_id": meeting_id})
@@ -487,15 +466,16 @@ class NotifierStore:
     ) -> bool:
         """Applies `change` to the enrolment's facts (read, change, conditional write); False if it changed
         nothing (a replay or an older event). `purge_at` only ever moves the deletion later."""
-        for _ in range(_WRITE_ATTEMPTS):
+
+        async def attempt() -> bool | LostRace:
             doc = await self._enrolments.find_one({"_id": enrolment_id})
             before = _facts(doc) if doc is not None else EnrolmentFacts(enrolment_id)
             after = change(before)
             if doc is not None and after == before:
                 return False
-            purge = ms(purge_at)
+            purge = to_ms(purge_at)
             if doc is not None and doc.get("purge_at") is not None:
-                purge = max(purge, ms(doc["purge_at"]))
+                purge = max(purge, to_ms(doc["purge_at"]))
             rev = int(doc.get("rev", 0)) if doc is not None else 0
             new_doc = {"_id": enrolment_id, **_facts_doc(after), "purge_at": purge, "rev": rev + 1}
             if new_doc["meeting_id"] is not None and new_doc["meeting_id"] != (doc or {}).get("meeting_id"):
@@ -503,20 +483,16 @@ class NotifierStore:
                 # whose write then fails, or that moves later, is left out when read).
                 await self._add_members(new_doc["meeting_id"], [enrolment_id], new_doc["meeting_date"])
             if doc is None:
-                try:
-                    await self._enrolments.insert_one(new_doc)
-                except DuplicateKeyError:
-                    continue
-                return True
+                return await _inserted(self._enrolments, new_doc)
             try:
                 result = await self._enrolments.replace_one({"_id": enrolment_id, "rev": doc.get("rev")}, new_doc)
-            except OperationFailure as error:
-                if _is_duplicate(error):
-                    continue
+            except PyMongoError as error:
+                if is_duplicate_key(error):
+                    return LOST_RACE
                 raise
-            if result.matched_count == 1:
-                return True
-        raise StoreConflictError(f"enrolment {enrolment_id} kept changing; try again")
+            return True if result.matched_count == 1 else LOST_RACE
+
+        return await until_written(attempt, what=f"enrolment {enrolment_id}")
 
     async def get_facts(self, enrolment_id: str) -> EnrolmentFacts | None:
         doc = await self._enrolments.find_one({"_id": enrolment_id})
@@ -529,15 +505,17 @@ class NotifierStore:
         update: Document = {"$set": {f"members.{member_key(key)}": key for key in enrolment_ids}}
         if meeting_date is not None:
             update["$setOnInsert"] = {"date": meeting_date}
-        for _ in range(_WRITE_ATTEMPTS):
+
+        async def attempt() -> LostRace | None:
             try:
                 await self._meetings.update_one({"_id": meeting_id}, update, upsert=True)
-            except OperationFailure as error:  # a concurrent insert of the same meeting: the update now applies
-                if _is_duplicate(error):
-                    continue
+            except PyMongoError as error:  # a concurrent insert of the same meeting: the update now applies
+                if is_duplicate_key(error):
+                    return LOST_RACE
                 raise
-            return
-        raise StoreConflictError(f"meeting {meeting_id} kept changing; try again")
+            return None
+
+        await until_written(attempt, what=f"meeting {meeting_id}")
 
     async def enrolments_of_meeting(self, meeting_id: str) -> list[str]:
         """The enrolments whose facts name the meeting, read by `_id` from the meeting's list of members.
@@ -637,23 +615,9 @@ class NotifierStore:
         """Stores `slot` if nobody changed it since `before` was read; None on a conflict (read again).
 
         When the role's view (status, reason, meeting) changes, it gets the next version and is marked to
-        be published (`dirty`) in the same write.
+        be published (`dirty`) in the same write (`SlotRecord.next`).
         """
-        base = before or SlotRecord(slot=slot)
-        view = slot.view()
-        changed = view != base.view or slot.meeting_id != base.published_meeting_id
-        record = replace(
-            base,
-            slot=slot,
-            rev=base.rev + 1,
-            version=base.version + 1 if changed else base.version,
-            view=view,
-            view_at=ms(now) if changed else base.view_at,
-            published_meeting_id=slot.meeting_id,
-            dirty=True if changed else base.dirty,
-            lease_until=None if release_lease else base.lease_until,
-            lease_token=None if release_lease else base.lease_token,
-        )
+        record = SlotRecord.next(before, slot, now, release_lease=release_lease)
         doc = _slot_doc(record)
         key = str(doc["_id"])
         listed = [(slot_list, slot_list.of_slot(doc)) for slot_list in self._lists]
@@ -661,15 +625,13 @@ class NotifierStore:
             if at is not None:
                 await slot_list.announce(key, at, record.rev, now)
         if before is None:
-            try:
-                await self._slots.insert_one(doc)
-            except DuplicateKeyError:
+            if await _inserted(self._slots, doc) is LOST_RACE:
                 return None
         else:
             try:
                 result = await self._slots.replace_one({"_id": key, "rev": before.rev}, doc)
-            except OperationFailure as error:
-                if _is_duplicate(error):
+            except PyMongoError as error:
+                if is_duplicate_key(error):
                     return None
                 raise
             if result.matched_count != 1:
@@ -695,7 +657,7 @@ class NotifierStore:
                     "next_due_at": {"$lte": now},
                     "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}],
                 },
-                {"$set": {"lease_until": ms(now + lease), "lease_token": token}, "$inc": {"rev": 1}},
+                {"$set": {"lease_until": to_ms(now + lease), "lease_token": token}, "$inc": {"rev": 1}},
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 from proxymage_shared.dicom import DicomTransientError, PatientRecord, patient_query
@@ -12,7 +11,10 @@ from proxymage_shared.errors import TransientError
 from proxymage_shared.logging import get_logger
 from pydicom.dataset import Dataset
 
+from identity_matcher.ports import Candidates, PatientDirectory
 from identity_matcher.query_plan import PatientKeys, QueryLevel
+
+__all__ = ["AnswerTooLargeError", "Candidates", "MircDirectory", "PatientDirectory", "PatientFinder"]
 
 log = get_logger(__name__)
 
@@ -22,16 +24,6 @@ REFUSED_AS_TOO_LARGE: Final = frozenset(code for code in (0xA700, 0xA701) if cod
 
 class AnswerTooLargeError(TransientError):
     """Even the narrowest query was capped or refused by the PACS."""
-
-
-@dataclass(frozen=True, slots=True)
-class Candidates:
-    records: tuple[PatientRecord, ...]
-    level: str  # which level of the plan answered (for logs and the outcome's reason)
-
-
-class PatientDirectory(Protocol):
-    async def find(self, plan: tuple[QueryLevel, ...], vigilance: tuple[PatientKeys, ...] = ()) -> Candidates: ...
 
 
 class PatientFinder(Protocol):

@@ -1,14 +1,14 @@
 """Use cases of the identity-matcher: an enrolment's lifecycle events in, `identity.resolved` outcomes out.
 
 Semantics (ARCHITECTURE.md, CONTRACT.md "Lifecycle of an enrolment (v1.1)"):
-- the enrolment's current lifecycle event is the newest by `occurred_at` of its enrolled events and
-  withdrawals (`lifecycle.py`); only the current one is answered, whatever the order of arrival;
+- the enrolment's current lifecycle event is the newest (by `occurred_at`, then `event_id`) of its enrolled
+  events and withdrawals (`lifecycle.py`); only the current one is answered, whatever the order of arrival;
 - withdrawn: publish `withdrawn` (answering the withdrawal) and send no DICOM request at all;
 - no consent: publish `no_consent` and send no DICOM request at all;
 - otherwise query MIRC by birth date (narrowing if the answer is capped), apply the strict rules locally,
   publish `matched` (every matching PACS patient) or `unmatched` (with near misses);
-- MIRC failing after a few quick tries: publish `error` with a readable reason and retry later on a
-  backoff schedule, without anyone acting, and at once on a DCC refresh;
+- MIRC failing after a few quick tries (`pacs_retry`, in place): publish `error` with a readable reason and
+  retry later on a backoff schedule, without anyone acting, and at once on a DCC refresh;
 - a newer enrolled event for the same enrolment supersedes the previous outcome (and re-opens a withdrawn
   enrolment); the same event twice gives one outcome. The outcome is published before it is recorded, so
   a crash in between re-publishes (at-least-once) rather than loses it; its `event_id` is derived from the
@@ -20,7 +20,6 @@ events, and a stable `reason_code` with its French `reason` (proxymage_shared.re
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 import uuid
@@ -30,7 +29,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Histogram
-from proxymage_shared.errors import ProxymageError
+from proxymage_shared.errors import ProxymageError, describe
 from proxymage_shared.events import (
     EnrolmentWithdrawn,
     IdentityResolved,
@@ -41,16 +40,14 @@ from proxymage_shared.events import (
 )
 from proxymage_shared.kafka import Delivery
 from proxymage_shared.logging import get_logger
-from proxymage_shared.mongo import Document
 from proxymage_shared.reasons import Reason
-from proxymage_shared.retry import BackoffSchedule
+from proxymage_shared.retry import BackoffSchedule, RetryPolicy, retry_in_place
 
-from identity_matcher.directory import Candidates, PatientDirectory
 from identity_matcher.lifecycle import ANSWER
 from identity_matcher.matching import Resolution, dcc_side_problem, normalised_names, resolve
+from identity_matcher.ports import Candidates, Claim, EnrolmentRepository, PatientDirectory, RecordedOutcome
 from identity_matcher.query_plan import query_plan, vigilance_queries
 from identity_matcher.rules import DccIdentity
-from identity_matcher.store import EnrolmentStore
 
 log = get_logger(__name__)
 
@@ -65,21 +62,30 @@ OUTCOME_NAMESPACE: Final = uuid.UUID("9d5c3a0e-6f1b-4f5e-9a57-3c1d2b7e8f10")
 Publish = Callable[[IdentityResolved], Awaitable[None]]
 
 
+def pacs_retry_policy(attempts: int, base_seconds: float) -> RetryPolicy:
+    """The in-place tries of one resolution's MIRC queries (retry.py, step 2): `attempts` tries, waiting about
+    `base_seconds`, then twice as long, ... between them (the ceiling is the longest of those waits)."""
+    return RetryPolicy(
+        max_attempts=attempts, base_seconds=base_seconds, max_seconds=base_seconds * 2 ** max(attempts - 2, 0)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ResolverOptions:
     family_is_used_name: bool = False
-    pacs_attempts: int = 3
-    pacs_retry_base_seconds: float = 0.5
+    pacs_retry: RetryPolicy = field(default_factory=lambda: pacs_retry_policy(3, 0.5))
     error_retries: BackoffSchedule = field(default_factory=BackoffSchedule)
     lease: dt.timedelta = dt.timedelta(minutes=2)
     # The zone in which reasons give times (the next automatic try) to the people reading them.
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Paris"))
 
 
-class IdentityResolver:
+class Handlers:
+    """The identity-matcher's handlers of consumed events, and its durable retry round."""
+
     def __init__(
         self,
-        store: EnrolmentStore,
+        store: EnrolmentRepository,
         directory: PatientDirectory,
         publish: Publish,
         options: ResolverOptions,
@@ -134,25 +140,19 @@ class IdentityResolver:
             handled += 1
         return handled
 
-    async def _resolve_stored(self, document: Document) -> None:
-        event = PatientEnrolled.model_validate(document["event"], strict=False)
-        await self._resolve(
-            event,
-            previous_attempts=int(document.get("attempts", 0)),
-            resolutions_done=int(document.get("resolutions", 0)),
-        )
+    async def _resolve_stored(self, claimed: Claim) -> None:
+        await self._resolve(claimed.event, previous_attempts=claimed.attempts, resolutions_done=claimed.resolutions)
 
     # --- withdrawal ------------------------------------------------------------------------------------
 
     async def _withdraw(self, event: EnrolmentWithdrawn) -> None:
         started = time.perf_counter()
-        document = await self._store.get(event.enrolment_id) or {}
+        stored = await self._store.enrolment(event.enrolment_id)
         # The meeting comes from the enrolled event kept so far, if one was seen before the withdrawal.
-        stored = document.get("event")
-        enrolled = PatientEnrolled.model_validate(stored, strict=False) if stored else None
+        enrolled = stored.enrolled if stored is not None else None
         reason = Reason.of("enrolment_withdrawn")
         outcome = IdentityResolved(
-            event_id=_outcome_id(str(event.event_id), int(document.get("resolutions", 0))),
+            event_id=_outcome_id(str(event.event_id), stored.resolutions if stored is not None else 0),
             occurred_at=self._clock(),
             enrolment_id=event.enrolment_id,
             source_event_id=event.event_id,
@@ -188,7 +188,7 @@ class IdentityResolver:
                     detail = "prochain essai automatique le " + french_time(next_attempt_at, self._options.timezone)
                     resolution = Resolution("unmatched", reason=Reason.of("identity_error", detail))
                     status = "error"
-                    log.warning("mirc_query_failed", enrolment_id=event.enrolment_id, error=type(error).__name__)
+                    log.warning("mirc_query_failed", enrolment_id=event.enrolment_id, error=describe(error))
                 else:
                     resolution = resolve(
                         identity, candidates.records, family_is_used_name=self._options.family_is_used_name
@@ -237,14 +237,16 @@ class IdentityResolver:
             log.info("outcome_superseded", enrolment_id=outcome.enrolment_id, event_id=source_event_id)
             return
         await self._publish(outcome)
-        await self._store.record_outcome(
-            outcome.enrolment_id,
-            source_event_id,
-            outcome.status,
-            attempts=attempts,
-            next_attempt_at=next_attempt_at,
-            outcome_event_id=str(outcome.event_id),
-            now=self._clock(),
+        await self._store.record(
+            RecordedOutcome(
+                outcome.enrolment_id,
+                source_event_id,
+                outcome.status,
+                attempts=attempts,
+                next_attempt_at=next_attempt_at,
+                outcome_event_id=str(outcome.event_id),
+                at=self._clock(),
+            )
         )
         OUTCOMES.labels(outcome.status).inc()
         RESOLUTION_SECONDS.observe(time.perf_counter() - started)
@@ -264,14 +266,14 @@ class IdentityResolver:
         """Queries MIRC, retrying transient failures a few times quickly before giving up for now."""
         plan = query_plan(identity.birth_date, identity.sex, normalised_names(identity))
         vigilance = vigilance_queries(identity.birth_date, identity.sex)
-        for attempt in range(1, self._options.pacs_attempts + 1):
-            try:
-                return await self._directory.find(plan, vigilance)
-            except ProxymageError:
-                if attempt == self._options.pacs_attempts:
-                    raise
-                await asyncio.sleep(self._options.pacs_retry_base_seconds * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+
+        async def find() -> Candidates:
+            return await self._directory.find(plan, vigilance)
+
+        def on_retry(attempt: int, error: BaseException, delay: float) -> None:
+            log.info("mirc_query_retrying", attempt=attempt, error=describe(error), delay=round(delay, 3))
+
+        return await retry_in_place(find, self._options.pacs_retry, retry_on=(ProxymageError,), on_retry=on_retry)
 
 
 def _outcome_id(source_event_id: str, resolutions_done: int) -> uuid.UUID:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zoneinfo
 
+from proxymage_shared.retry import DEFAULT_DELAYS_SECONDS
 from proxymage_shared.settings import DicomPeer, ServiceSettings, TimeZoneName
 from pydantic import Field
 
@@ -22,11 +23,12 @@ class Settings(ServiceSettings):
     mirc_family_is_used_name: bool = False
     # An answer this large is treated as capped by the PACS: the query is narrowed and sent again.
     mirc_max_answers: int = Field(default=500, ge=1)
-    # In-handler tries of one resolution before it is reported as `error` and retried later.
+    # In-handler tries of one resolution before it is reported as `error` and retried later, waiting about
+    # `pacs_retry_base_seconds`, then twice as long, ... between them (jittered: handlers.pacs_retry_policy).
     pacs_attempts: int = Field(default=3, ge=1)
     pacs_retry_base_seconds: float = Field(default=0.5, ge=0)
     # Later retries of an `error` outcome, without anyone acting (the last delay repeats).
-    error_retry_delays_seconds: tuple[float, ...] = (15, 60, 300, 900, 1800)
+    error_retry_delays_seconds: tuple[float, ...] = DEFAULT_DELAYS_SECONDS
     error_retry_poll_seconds: float = Field(default=2.0, gt=0)
     # A claimed retry is owned this long; an instance that died loses it after this.
     retry_lease_seconds: float = Field(default=120.0, gt=0)

@@ -9,22 +9,27 @@ enrolments whose meeting is past `retention_days` by one query on it (`sweep_exp
 ever seen withdrawn has no meeting date and is kept.
 
 Every write is a single-document insert or a conditional update keyed by the enrolment and the lifecycle
-event it answers, so replays are harmless and a late, older event never overwrites a newer one.
+event it answers, so replays are harmless and a late, older event never overwrites a newer one
+(`proxymage_shared.idempotency`). No StudyInstanceUID is stored here (this service knows patients, not studies).
+
+The store returns typed values (`ports.StoredEnrolment`, `ports.Claim`), never its documents.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final
+from typing import Final
 
 from proxymage_shared.events import EnrolmentWithdrawn, IdentityStatus, PatientEnrolled
+from proxymage_shared.idempotency import LOST_RACE, LostRace, is_duplicate_key, to_ms, until_written
 from proxymage_shared.mongo import Document
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import PyMongoError
 
 from identity_matcher.lifecycle import Acceptance, Current, LifecycleEvent, LifecycleKind, decide
+from identity_matcher.ports import Claim, RecordedOutcome, StoredEnrolment
 
 __all__ = ["PENDING", "Acceptance", "EnrolmentStore"]
 
@@ -34,19 +39,37 @@ PENDING: Final = "pending"
 _QUERYABLE: Final = ("matched", "unmatched", "error")
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    # MongoDB keeps milliseconds: compare what it can store.
-    value = value.astimezone(dt.UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
 def _current(document: Document | None) -> Current | None:
     if document is None:
         return None
     # Documents written before withdrawals existed have no `kind`: they hold an enrolled event.
     kind: LifecycleKind = "withdrawn" if document.get("kind") == "withdrawn" else "enrolled"
-    event = LifecycleEvent(kind, str(document["event_id"]), _utc(document["occurred_at"]))
+    event = LifecycleEvent(kind, str(document["event_id"]), to_ms(document["occurred_at"]))
     return Current(event, answered=document.get("status") != PENDING)
+
+
+def _enrolled(document: Document) -> PatientEnrolled | None:
+    stored = document.get("event")
+    return PatientEnrolled.model_validate(stored, strict=False) if stored else None
+
+
+def _stored(document: Document) -> StoredEnrolment:
+    return StoredEnrolment(
+        enrolment_id=str(document["_id"]),
+        enrolled=_enrolled(document),
+        attempts=int(document.get("attempts", 0)),
+        resolutions=int(document.get("resolutions", 0)),
+    )
+
+
+def _claim(document: Document | None) -> Claim | None:
+    """A claimed document: only a consented enrolled event is ever claimed, so it holds the event."""
+    if document is None:
+        return None
+    stored = _stored(document)
+    if stored.enrolled is None:
+        raise ValueError(f"enrolment {stored.enrolment_id} was claimed without its enrolled event")
+    return Claim(stored.enrolled, stored.attempts, stored.resolutions)
 
 
 def _fresh_outcome() -> Document:
@@ -78,7 +101,7 @@ class EnrolmentStore:
         fields: Document = {
             "kind": "enrolled",
             "event_id": str(event.event_id),
-            "occurred_at": _utc(event.occurred_at),
+            "occurred_at": to_ms(event.occurred_at),
             "event": event.model_dump(mode="json", by_alias=True),
             "meeting_date": event.meeting_date.isoformat(),
             "consent": event.consent,
@@ -96,7 +119,7 @@ class EnrolmentStore:
         fields: Document = {
             "kind": "withdrawn",
             "event_id": str(event.event_id),
-            "occurred_at": _utc(event.occurred_at),
+            "occurred_at": to_ms(event.occurred_at),
             **_fresh_outcome(),
         }
         return await self._accept(
@@ -105,7 +128,8 @@ class EnrolmentStore:
 
     async def _accept(self, enrolment_id: str, fields: Document, *, on_insert: Document) -> Acceptance:
         incoming = LifecycleEvent(fields["kind"], fields["event_id"], fields["occurred_at"])
-        for _ in range(3):  # a concurrent writer may change the document between our read and write
+
+        async def attempt() -> Acceptance | LostRace:
             document = await self._enrolments.find_one({"_id": enrolment_id})
             acceptance = decide(_current(document), incoming)
             if acceptance is not Acceptance.NEW:
@@ -113,15 +137,18 @@ class EnrolmentStore:
             if document is None:
                 try:
                     await self._enrolments.insert_one({"_id": enrolment_id, **on_insert, **fields})
-                except DuplicateKeyError:
-                    continue
+                except PyMongoError as error:
+                    if is_duplicate_key(error):
+                        return LOST_RACE
+                    raise
                 return Acceptance.NEW
             replaced = await self._enrolments.update_one(
                 {"_id": enrolment_id, "event_id": document["event_id"]}, {"$set": fields}
             )
-            if replaced.matched_count:
-                return Acceptance.NEW
-        return Acceptance.STALE
+            return Acceptance.NEW if replaced.matched_count else LOST_RACE
+
+        # A concurrent writer may change the document between our read and write.
+        return await until_written(attempt, what=f"enrolment {enrolment_id}")
 
     async def is_current(self, enrolment_id: str, event_id: str) -> bool:
         """True while `event_id` is the enrolment's current lifecycle event (enrolled event or withdrawal)."""
@@ -157,13 +184,25 @@ class EnrolmentStore:
         )
         return result.matched_count == 1
 
-    async def claim_due_retry(self, now: dt.datetime, lease: dt.timedelta) -> Document | None:
+    async def record(self, outcome: RecordedOutcome) -> bool:
+        """`record_outcome` of a `RecordedOutcome` (the use cases' port)."""
+        return await self.record_outcome(
+            outcome.enrolment_id,
+            outcome.event_id,
+            outcome.status,
+            attempts=outcome.attempts,
+            next_attempt_at=outcome.next_attempt_at,
+            outcome_event_id=outcome.outcome_event_id,
+            now=outcome.at,
+        )
+
+    async def claim_due_retry(self, now: dt.datetime, lease: dt.timedelta) -> Claim | None:
         """Takes one `error` enrolment whose retry is due, with a lease so no other instance runs it.
 
         Only an enrolled event with consent ends in `error` today; kind and consent are checked as well so
         that a withdrawn or no-consent enrolment can never query MIRC, whatever a future change records.
         """
-        return await self._enrolments.find_one_and_update(
+        claimed = await self._enrolments.find_one_and_update(
             {
                 "status": "error",
                 "kind": {"$ne": "withdrawn"},
@@ -174,14 +213,15 @@ class EnrolmentStore:
             {"$set": {"lease_until": now + lease}},
             return_document=ReturnDocument.AFTER,
         )
+        return _claim(claimed)
 
-    async def claim_for_refresh(self, enrolment_id: str, now: dt.datetime, lease: dt.timedelta) -> Document | None:
+    async def claim_for_refresh(self, enrolment_id: str, now: dt.datetime, lease: dt.timedelta) -> Claim | None:
         """Takes a consented, resolved enrolment to resolve again now (DCC refresh), unless another worker holds it.
 
         Never a withdrawn or no-consent one: its refresh queries no PACS (CONTRACT v1.1). Nor one still
         `pending`: its resolution is running (or will, on the event's redelivery).
         """
-        return await self._enrolments.find_one_and_update(
+        claimed = await self._enrolments.find_one_and_update(
             {
                 "_id": enrolment_id,
                 "kind": {"$ne": "withdrawn"},
@@ -192,8 +232,14 @@ class EnrolmentStore:
             {"$set": {"lease_until": now + lease}},
             return_document=ReturnDocument.AFTER,
         )
+        return _claim(claimed)
 
-    async def get(self, enrolment_id: str) -> dict[str, Any] | None:
+    async def enrolment(self, enrolment_id: str) -> StoredEnrolment | None:
+        document = await self._enrolments.find_one({"_id": enrolment_id})
+        return None if document is None else _stored(document)
+
+    async def get(self, enrolment_id: str) -> Document | None:
+        """The stored document itself, for inspection (operators, tests); the use cases read `enrolment`."""
         return await self._enrolments.find_one({"_id": enrolment_id})
 
     async def sweep_expired(self, cutoff: dt.date) -> int:

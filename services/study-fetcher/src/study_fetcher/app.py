@@ -5,6 +5,8 @@ publishes `imaging.catalogued.v1` and `imaging.study-status.v1`. No internal top
 and are claimed with leases by `mirc_max_associations` workers per instance, so retries never block a
 partition and instances share the work however the consumer group's partitions are spread. Enrolments past
 their retention are deleted, with their studies' viewer-store copies nobody else needs (`retention.py`).
+
+`build(settings, overrides=Overrides(...))` replaces adapters (tests give in-memory fakes, a fixed clock).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 from proxymage_shared import topics
 from proxymage_shared.dicom import DicomClient, DicomTimeouts, echo_check
@@ -22,6 +25,7 @@ from proxymage_shared.events import (
     StudiesSelected,
     StudyRemoved,
     StudyStatusChanged,
+    utc_now,
 )
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.logging import get_logger
@@ -30,17 +34,41 @@ from proxymage_shared.service import Service, build_service, periodic
 
 from study_fetcher import domain
 from study_fetcher.cleanup import ViewerCleaner
-from study_fetcher.handlers import Catalogue, CatalogueOptions, Handlers, JobUpdater, RetrievalOptions, utc_now
+from study_fetcher.handlers import Catalogue, CatalogueOptions, Handlers, RetrievalOptions
 from study_fetcher.pacs import DicomPacs, OrthancRest
+from study_fetcher.ports import (
+    Clock,
+    EnrolmentRepository,
+    JobRepository,
+    Pacs,
+    TransferRepository,
+    ViewerPurge,
+)
 from study_fetcher.retention import RetentionSweep
 from study_fetcher.settings import Settings
 from study_fetcher.store import EnrolmentStore, JobStore, TransferStore
+from study_fetcher.updater import JobUpdater
 from study_fetcher.worker import Retriever, WorkerOptions
 
 log = get_logger(__name__)
 
 
-def build(settings: Settings, *, instance_id: str | None = None) -> Service:
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Adapters to use instead of the real ones (None: the real one). A replaced store is not given the
+    real store's start-up task (its indexes)."""
+
+    enrolments: EnrolmentRepository | None = None
+    jobs: JobRepository | None = None
+    transfers: TransferRepository | None = None
+    pacs: Pacs | None = None
+    purge: ViewerPurge | None = None
+    clock: Clock | None = None
+
+
+def build(settings: Settings, *, instance_id: str | None = None, overrides: Overrides | None = None) -> Service:
+    overrides = overrides or Overrides()
+    clock = overrides.clock or utc_now
     timeouts = DicomTimeouts(dimse=settings.dimse_timeout_seconds, network=settings.dimse_timeout_seconds)
     mirc = DicomClient(
         settings.calling_ae_title, settings.mirc, max_associations=settings.mirc_max_associations, timeouts=timeouts
@@ -50,15 +78,19 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
     )
     service = build_service(settings, readiness_checks={"mirc": echo_check(mirc), "viewer": echo_check(viewer)})
     database = service.mongo_client[settings.database_name()]
-    enrolments, jobs, transfers = EnrolmentStore(database), JobStore(database), TransferStore(database)
+    enrolment_store, job_store = EnrolmentStore(database), JobStore(database)
+    enrolments = overrides.enrolments or enrolment_store
+    jobs = overrides.jobs or job_store
+    transfers = overrides.transfers or TransferStore(database)
     owner = instance_id or uuid.uuid4().hex
     lease = dt.timedelta(seconds=settings.lease_seconds)
-    pacs = DicomPacs(mirc, viewer, settings.destination())
-    purge = OrthancRest(
+    pacs = overrides.pacs or DicomPacs(mirc, viewer, settings.destination())
+    rest = OrthancRest(
         settings.viewer_rest(),
         settings.viewer_rest_username,
         settings.viewer_rest_password.get_secret_value() if settings.viewer_rest_password else None,
     )
+    purge = overrides.purge or rest
     status_topic = settings.topic(topics.STUDY_STATUS)
     catalogue_topic = settings.topic(topics.IMAGING_CATALOGUED)
 
@@ -68,7 +100,7 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
     async def publish_catalogue(event: ImagingCatalogued) -> None:
         await publish_event(service.broker, catalogue_topic, event.enrolment_id, event)
 
-    updater = JobUpdater(jobs, publish_status, domain.RetrievalPolicy(settings.retry_schedule()), utc_now)
+    updater = JobUpdater(jobs, publish_status, domain.RetrievalPolicy(settings.retry_schedule()), clock)
     catalogue = Catalogue(
         enrolments,
         pacs,
@@ -76,9 +108,10 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
         CatalogueOptions(
             display_names=dict(settings.pacs_display_names), retries=settings.retry_schedule(), lease=lease
         ),
+        clock,
     )
-    cleaner = ViewerCleaner(jobs=jobs, transfers=transfers, purge=purge, owner=owner, lease=lease, clock=utc_now)
-    retention = RetentionSweep(enrolments=enrolments, jobs=jobs, transfers=transfers, cleaner=cleaner, clock=utc_now)
+    cleaner = ViewerCleaner(jobs=jobs, transfers=transfers, purge=purge, owner=owner, lease=lease, clock=clock)
+    retention = RetentionSweep(enrolments=enrolments, jobs=jobs, transfers=transfers, cleaner=cleaner, clock=clock)
     retriever = Retriever(
         jobs=jobs,
         transfers=transfers,
@@ -92,6 +125,7 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
         ),
         owner=owner,
         cleaner=cleaner,
+        clock=clock,
     )
     handlers = Handlers(
         enrolments=enrolments,
@@ -105,6 +139,7 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
             purge_removed=settings.purge_removed_from_viewer,
         ),
         wake=retriever.wake.set,
+        clock=clock,
     )
     subscribe(
         service.broker,
@@ -119,20 +154,22 @@ def build(settings: Settings, *, instance_id: str | None = None) -> Service:
 
     async def housekeeping() -> None:
         """Re-publishes unacknowledged job versions, retries failed catalogues and owed viewer-store purges."""
-        older_than = utc_now() - dt.timedelta(seconds=settings.republish_after_seconds)
+        older_than = clock() - dt.timedelta(seconds=settings.republish_after_seconds)
         if republished := await updater.republish_pending(older_than):
             log.info("status_republished", count=republished)
         await catalogue.retry_due()
         await cleaner.settle_owed()
 
     async def ensure_indexes() -> None:
-        await enrolments.ensure_indexes()
-        await jobs.ensure_indexes()
+        if overrides.enrolments is None:
+            await enrolment_store.ensure_indexes()
+        if overrides.jobs is None:
+            await job_store.ensure_indexes()
 
     async def close_clients() -> None:
         mirc.close()
         viewer.close()
-        await purge.close()
+        await rest.close()
 
     service.on_start.append(ensure_indexes)
     service.on_stop.append(close_clients)

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import Counter
+from proxymage_shared.errors import describe
 from proxymage_shared.logging import get_logger
 
 from study_fetcher import domain
-from study_fetcher.pacs import ViewerPurge, ViewerStoreUnavailableError
-from study_fetcher.store import JobStore, TransferStore
+from study_fetcher.pacs import ViewerStoreUnavailableError
+from study_fetcher.ports import Clock, JobRepository, TransferRepository, ViewerPurge
 
 log = get_logger(__name__)
 
@@ -36,12 +36,12 @@ class ViewerCleaner:
     def __init__(
         self,
         *,
-        jobs: JobStore,
-        transfers: TransferStore,
+        jobs: JobRepository,
+        transfers: TransferRepository,
         purge: ViewerPurge,
         owner: str,
         lease: dt.timedelta,
-        clock: Callable[[], dt.datetime],
+        clock: Clock,
     ) -> None:
         self._jobs = jobs
         self._transfers = transfers
@@ -62,7 +62,7 @@ class ViewerCleaner:
             PURGES.labels("busy").inc()
             return  # a move of the study is running: its worker settles the purge when it ends
         try:
-            if not transfer.get("purge_pending"):
+            if not transfer.purge_pending:
                 return
             if await self._jobs.live_users(study_instance_uid, domain.LIVE_STATES):
                 await self._transfers.purge_settled(study_instance_uid, self._owner)
@@ -72,7 +72,7 @@ class ViewerCleaner:
                 deleted = await asyncio.wait_for(self._purge.delete_study(study_instance_uid), PURGE_TIMEOUT_SECONDS)
             except (ViewerStoreUnavailableError, TimeoutError) as error:
                 PURGES.labels("error").inc()
-                log.warning("purge_failed", study_uid=study_instance_uid, error=type(error).__name__)
+                log.warning("purge_failed", study_uid=study_instance_uid, error=describe(error))
                 return  # still owed: housekeeping tries again
             await self._transfers.forget_verification(study_instance_uid, self._owner)
             await self._transfers.purge_settled(study_instance_uid, self._owner)

@@ -437,3 +437,17 @@ def deadline_for(meeting_date: dt.date, after: dt.timedelta, timezone: dt.tzinfo
     with the default `after` of one day, the end of the meeting day."""
     midnight = dt.datetime.combine(meeting_date, dt.time(0), tzinfo=timezone)
     return (midnight + after).astimezone(dt.UTC)
+
+
+def due_at(job: Job, now: dt.datetime, lease_until: dt.datetime) -> dt.datetime | None:
+    """When a worker may (re)start the job: queued at once, waiting at its next attempt, retrieving when its
+    lease expires (take-over); never for the final states, nor while held (waiting for the lifecycle)."""
+    if job.held:
+        return None
+    if job.state == "queued":
+        return now
+    if job.state == "not_yet_available":
+        return job.next_attempt_at or now
+    if job.state == "retrieving":
+        return lease_until
+    return None

@@ -17,7 +17,7 @@ from typing import Final
 
 from prometheus_client import Counter
 from proxymage_shared.dicom import DicomUnavailableError, MalformedAnswerError
-from proxymage_shared.errors import ProxymageError, TransientError
+from proxymage_shared.errors import ProxymageError, WriteConflictError, describe
 from proxymage_shared.events import (
     IdentityResolved,
     ImagingCatalogued,
@@ -25,9 +25,9 @@ from proxymage_shared.events import (
     PacsPatientRef,
     StudiesSelected,
     StudyRemoved,
-    StudyStatusChanged,
+    utc_now,
 )
-from proxymage_shared.events import Progress as ProgressModel
+from proxymage_shared.idempotency import to_ms
 from proxymage_shared.kafka import Delivery
 from proxymage_shared.logging import get_logger
 from proxymage_shared.reasons import Reason
@@ -37,99 +37,25 @@ from study_fetcher import domain, lifecycle
 from study_fetcher.catalogue import build_listing
 from study_fetcher.cleanup import ViewerCleaner
 from study_fetcher.lifecycle import Lifecycle, LifecycleStatus
-from study_fetcher.pacs import Pacs
-from study_fetcher.store import Acceptance, EnrolmentStore, JobStore, StoredJob, job_key, ms
+from study_fetcher.ports import (
+    Acceptance,
+    Clock,
+    EnrolmentRepository,
+    IdentityOutcome,
+    JobRepository,
+    ListedStudy,
+    Pacs,
+    PublishCatalogue,
+    job_key_of,
+    owner_of,
+)
+from study_fetcher.updater import JobUpdater
 
 log = get_logger(__name__)
 
-STATUS_NAMESPACE: Final = uuid.UUID("4f0d7a55-31c2-4d8e-a9a3-1b6f0e2c7d41")
 CATALOGUE_NAMESPACE: Final = uuid.UUID("c3e8b1f2-5a47-4b0e-8d6c-9e2a1f3b5c70")
 
 CATALOGUES: Final = Counter("proxymage_fetcher_catalogues_total", "Catalogues published, by status.", ["status"])
-STATUS_CHANGES: Final = Counter(
-    "proxymage_fetcher_status_changes_total", "Retrieval job versions published, by state.", ["state"]
-)
-
-PublishStatus = Callable[[StudyStatusChanged], Awaitable[None]]
-PublishCatalogue = Callable[[ImagingCatalogued], Awaitable[None]]
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-class ConcurrentUpdateError(TransientError):
-    """A job kept changing under us; the consumer retries the event."""
-
-
-def status_event(stored: StoredJob) -> StudyStatusChanged:
-    """The published form of one job version; its id is derived from (job, version): re-publishing after a
-    crash sends the same event."""
-    job = stored.job
-    return StudyStatusChanged(
-        event_id=uuid.uuid5(STATUS_NAMESPACE, f"{stored.key}:{job.version}"),
-        occurred_at=stored.updated_at,
-        enrolment_id=stored.enrolment_id,
-        study_instance_uid=stored.study_instance_uid,
-        status=job.state,
-        version=job.version,
-        progress=ProgressModel(done=job.progress.done, total=job.progress.total) if job.progress else None,
-        attempts=job.attempts,
-        next_attempt_at=job.next_attempt_at,
-        reason=job.reason,
-        reason_code=job.reason_code,
-    )
-
-
-class JobUpdater:
-    """Applies state-machine inputs to stored jobs (re-reading on concurrent writes) and publishes every new
-    version. Shared by the handlers and the retrieval workers."""
-
-    def __init__(self, jobs: JobStore, publish: PublishStatus, policy: domain.RetrievalPolicy, clock: Clock) -> None:
-        self._jobs = jobs
-        self._publish = publish
-        self._policy = policy
-        self._clock = clock
-
-    async def apply(self, stored: StoredJob, event: domain.Input) -> tuple[StoredJob, bool]:
-        """The job after `event` and whether it changed. The write is conditional on the revision read."""
-        current = stored
-        for _ in range(20):
-            new = domain.transition(current.job, event, self._policy)
-            if new is None:
-                return current, False
-            saved = await self._jobs.save(current, new, ms(self._clock()))
-            if saved is not None:
-                if new.version != current.job.version:
-                    await self.publish(saved)
-                return saved, True
-            reread = await self._jobs.get(current.key)
-            if reread is None:  # pragma: no cover - jobs are never deleted
-                return current, False
-            current = reread
-        raise ConcurrentUpdateError(f"job {stored.key} kept changing")
-
-    async def publish(self, stored: StoredJob) -> None:
-        await self._publish(status_event(stored))
-        await self._jobs.mark_published(stored.key, stored.job.version)
-        STATUS_CHANGES.labels(stored.job.state).inc()
-        log.info(
-            "study_status",
-            enrolment_id=stored.enrolment_id,
-            study_uid=stored.study_instance_uid,
-            status=stored.job.state,
-            version=stored.job.version,
-            attempts=stored.job.attempts,
-            reason=stored.job.reason,
-        )
-
-    async def republish_pending(self, older_than: dt.datetime) -> int:
-        """Publishes versions written but not acknowledged (the process stopped in between)."""
-        pending = await self._jobs.unpublished(older_than)
-        for stored in pending:
-            await self.publish(stored)
-        return len(pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +70,7 @@ class Catalogue:
 
     def __init__(
         self,
-        enrolments: EnrolmentStore,
+        enrolments: EnrolmentRepository,
         pacs: Pacs,
         publish: PublishCatalogue,
         options: CatalogueOptions,
@@ -178,9 +104,9 @@ class Catalogue:
         except DicomUnavailableError:
             reason = domain.PACS_UNREACHABLE
         except MalformedAnswerError as error:
-            reason = Reason.of("pacs_error", f"réponse illisible : {error}")
+            reason = Reason.of("pacs_error", f"réponse illisible : {describe(error)}")
         except ProxymageError as error:
-            reason = Reason.of("catalogue_error", str(error))
+            reason = Reason.of("catalogue_error", describe(error))
         now = self._clock()
         if reason is None:
             outcome = ImagingCatalogued(
@@ -203,10 +129,9 @@ class Catalogue:
         await self._publish(outcome)
         await self._enrolments.catalogue_outcome(enrolment_id, failed_attempts=failures, due_at=due_at, now=now)
         if reason is None:
-            studies = [
-                {"uid": s.study_instance_uid, "patient_id": s.pacs_patient.patient_id, "issuer": s.pacs_patient.issuer}
-                for s in outcome.studies
-            ]
+            studies = tuple(
+                ListedStudy(study.study_instance_uid, owner_of(study.pacs_patient)) for study in outcome.studies
+            )
             if await self._enrolments.catalogue_listed(enrolment_id, identity_event_id, studies) and self.on_listed:
                 await self.on_listed(enrolment_id)
         CATALOGUES.labels(outcome.status).inc()
@@ -273,8 +198,8 @@ class Handlers:
     def __init__(
         self,
         *,
-        enrolments: EnrolmentStore,
-        jobs: JobStore,
+        enrolments: EnrolmentRepository,
+        jobs: JobRepository,
         updater: JobUpdater,
         catalogue: Catalogue,
         cleaner: ViewerCleaner,
@@ -295,7 +220,7 @@ class Handlers:
     def _deadline(self, meeting_date: dt.date | None) -> dt.datetime | None:
         if meeting_date is None:
             return None
-        return ms(domain.deadline_for(meeting_date, self._options.deadline_after_meeting, self._options.timezone))
+        return to_ms(domain.deadline_for(meeting_date, self._options.deadline_after_meeting, self._options.timezone))
 
     # --- lifecycle and catalogue -------------------------------------------------------------------------
 
@@ -309,16 +234,18 @@ class Handlers:
             status = "pending"  # a new (corrected) identity not resolved yet: nothing new is moved meanwhile
         else:
             status = event.status
-        source_at = ms(event.source_occurred_at or event.occurred_at)
+        source_at = to_ms(event.source_occurred_at or event.occurred_at)
         acceptance = await self._enrolments.accept_identity(
             event.enrolment_id,
-            str(event.event_id),
-            ms(event.occurred_at),
-            status=status,
-            source_event_id=str(event.source_event_id),
-            source_at=source_at,
-            meeting_date=event.meeting_date,
-            pacs_patients=event.pacs_patients if status == "matched" else (),
+            IdentityOutcome(
+                event_id=str(event.event_id),
+                at=to_ms(event.occurred_at),
+                status=status,
+                source_event_id=str(event.source_event_id),
+                source_at=source_at,
+                meeting_date=event.meeting_date,
+                pacs_patients=event.pacs_patients if status == "matched" else (),
+            ),
         )
         log.info(
             "identity_received",
@@ -368,11 +295,11 @@ class Handlers:
 
     async def settle_held(self, enrolment_id: str) -> None:
         """The enrolment's catalogue is listed: held jobs are admitted or denied now."""
-        await self._apply_lifecycle(enrolment_id, ms(self._clock()))
+        await self._apply_lifecycle(enrolment_id, to_ms(self._clock()))
 
     async def on_refresh(self, event: ImagingRefresh, delivery: Delivery) -> None:
         acceptance = await self._enrolments.accept_refresh(
-            event.enrolment_id, str(event.event_id), ms(event.occurred_at)
+            event.enrolment_id, str(event.event_id), to_ms(event.occurred_at)
         )
         log.info(
             "refresh_received",
@@ -387,7 +314,7 @@ class Handlers:
             # Unknown, pending, unmatched, no consent or withdrawn: no PACS is queried for it.
             await self._enrolments.refresh_done(event.enrolment_id, str(event.event_id))
             return
-        now = ms(self._clock())
+        now = to_ms(self._clock())
         for stored in await self._jobs.of_enrolment(event.enrolment_id):
             await self._updater.apply(stored, domain.Refresh(now))
         self._wake()
@@ -403,7 +330,7 @@ class Handlers:
     # --- retrieval jobs ----------------------------------------------------------------------------------
 
     async def on_selected(self, event: StudiesSelected, delivery: Delivery) -> None:
-        at = ms(event.occurred_at)
+        at = to_ms(event.occurred_at)
         acceptance = await self._enrolments.accept_selection(event.enrolment_id, str(event.event_id), at)
         log.info(
             "selection_received",
@@ -419,42 +346,44 @@ class Handlers:
         deadline = self._deadline(enrolment.meeting_date if enrolment else None)
         selected = dict.fromkeys(event.study_instance_uids)
         existing = {stored.study_instance_uid: stored for stored in await self._jobs.of_enrolment(event.enrolment_id)}
-        now = ms(self._clock())
-        for uid in selected:
-            admission = lifecycle.judge(life, uid, at)
-            stored = existing.get(uid)
+        now = to_ms(self._clock())
+        for study_instance_uid in selected:
+            admission = lifecycle.judge(life, study_instance_uid, at)
+            stored = existing.get(study_instance_uid)
             if stored is None:
-                created = await self._jobs.insert(event.enrolment_id, uid, domain.new_job(at, deadline, admission), now)
+                job = domain.new_job(at, deadline, admission)
+                created = await self._jobs.insert(event.enrolment_id, study_instance_uid, job, now)
                 if created is not None:
                     await self._updater.publish(created)
                     continue
-                stored = await self._jobs.get(job_key(event.enrolment_id, uid))
-                if stored is None:  # pragma: no cover - jobs are never deleted
-                    raise ConcurrentUpdateError("job vanished")
+                stored = await self._jobs.get(job_key_of(event.enrolment_id, study_instance_uid))
+                if stored is None:  # pragma: no cover - jobs are never deleted but by retention
+                    raise WriteConflictError("job vanished")
             await self._updater.apply(stored, domain.Select(at, admission))
         self._wake()
-        for uid, stored in existing.items():
-            if uid not in selected:
+        for study_instance_uid, stored in existing.items():
+            if study_instance_uid not in selected:
                 _, removed = await self._updater.apply(stored, domain.Remove(at))
                 if removed and self._options.purge_removed:
-                    await self._cleaner.request(uid)
+                    await self._cleaner.request(study_instance_uid)
         await self._enrolments.selection_done(event.enrolment_id, str(event.event_id))
 
     async def on_removed(self, event: StudyRemoved, delivery: Delivery) -> None:
-        at = ms(event.occurred_at)
-        uid = event.study_instance_uid
-        key = job_key(event.enrolment_id, uid)
-        stored = await self._jobs.get(key)
+        at = to_ms(event.occurred_at)
+        study_instance_uid = event.study_instance_uid
+        job_key = job_key_of(event.enrolment_id, study_instance_uid)
+        stored = await self._jobs.get(job_key)
         if stored is None:
             # Never selected (yet): remember the removal so that an older selection arriving late is ignored.
-            created = await self._jobs.insert(event.enrolment_id, uid, domain.removed_tombstone(at), ms(self._clock()))
-            log.info("removal_received", enrolment_id=event.enrolment_id, study_uid=uid, applied=False)
+            tombstone = domain.removed_tombstone(at)
+            created = await self._jobs.insert(event.enrolment_id, study_instance_uid, tombstone, to_ms(self._clock()))
+            log.info("removal_received", enrolment_id=event.enrolment_id, study_uid=study_instance_uid, applied=False)
             if created is not None:
                 return
-            stored = await self._jobs.get(key)
-            if stored is None:  # pragma: no cover - jobs are never deleted
-                raise ConcurrentUpdateError("job vanished")
+            stored = await self._jobs.get(job_key)
+            if stored is None:  # pragma: no cover - jobs are never deleted but by retention
+                raise WriteConflictError("job vanished")
         _, removed = await self._updater.apply(stored, domain.Remove(at))
-        log.info("removal_received", enrolment_id=event.enrolment_id, study_uid=uid, applied=removed)
+        log.info("removal_received", enrolment_id=event.enrolment_id, study_uid=study_instance_uid, applied=removed)
         if removed and self._options.purge_removed:
-            await self._cleaner.request(uid)
+            await self._cleaner.request(study_instance_uid)

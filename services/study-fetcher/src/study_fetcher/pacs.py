@@ -4,33 +4,15 @@ REST API (Orthanc) for purging removed studies."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
-from proxymage_shared.dicom import DicomClient, MoveProgress, StudyRecord, study_query
+from proxymage_shared.dicom import DicomClient, StudyRecord, study_query
 from proxymage_shared.errors import TransientError
 from proxymage_shared.events import PacsPatientRef
 
+from study_fetcher.ports import OnProgress, Pacs, StudyPresence, ViewerPurge
 
-@dataclass(frozen=True, slots=True)
-class StudyPresence:
-    """A study as a study-level C-FIND by UID shows it: `None` when the peer does not hold it."""
-
-    instances: int | None
-
-
-class Pacs(Protocol):
-    async def studies_of(self, patient: PacsPatientRef) -> list[StudyRecord]: ...
-    async def in_mirc(self, study_instance_uid: str) -> StudyPresence | None: ...
-    async def in_viewer(self, study_instance_uid: str) -> StudyPresence | None: ...
-    async def move(
-        self,
-        study_instance_uid: str,
-        on_progress: Callable[[MoveProgress], None],
-        cancel: threading.Event | None = None,
-    ) -> int: ...
+__all__ = ["DicomPacs", "OrthancRest", "Pacs", "StudyPresence", "ViewerPurge", "ViewerStoreUnavailableError"]
 
 
 def _presence(records: list[StudyRecord], study_instance_uid: str) -> StudyPresence | None:
@@ -62,19 +44,12 @@ class DicomPacs:
         return _presence(records, study_instance_uid)
 
     async def move(
-        self,
-        study_instance_uid: str,
-        on_progress: Callable[[MoveProgress], None],
-        cancel: threading.Event | None = None,
+        self, study_instance_uid: str, on_progress: OnProgress, cancel: threading.Event | None = None
     ) -> int:
         """Moves the study MIRC -> viewer store; returns the completed sub-operations (raises otherwise).
         Setting `cancel` cancels it (MoveCancelledError)."""
         result = await self._mirc.move_study(study_instance_uid, self._destination, on_progress, cancel)
         return result.completed + result.warning
-
-
-class ViewerPurge(Protocol):
-    async def delete_study(self, study_instance_uid: str) -> int: ...
 
 
 class ViewerStoreUnavailableError(TransientError):

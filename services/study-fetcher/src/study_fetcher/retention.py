@@ -20,12 +20,11 @@ Several replicas may sweep at once: every write is by `_id` or conditional, and 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 
 from proxymage_shared.logging import get_logger
 
 from study_fetcher.cleanup import ViewerCleaner
-from study_fetcher.store import EnrolmentStore, JobStore, TransferStore
+from study_fetcher.ports import Clock, EnrolmentRepository, JobRepository, TransferRepository
 
 log = get_logger(__name__)
 
@@ -34,11 +33,11 @@ class RetentionSweep:
     def __init__(
         self,
         *,
-        enrolments: EnrolmentStore,
-        jobs: JobStore,
-        transfers: TransferStore,
+        enrolments: EnrolmentRepository,
+        jobs: JobRepository,
+        transfers: TransferRepository,
         cleaner: ViewerCleaner,
-        clock: Callable[[], dt.datetime],
+        clock: Clock,
     ) -> None:
         self._enrolments = enrolments
         self._jobs = jobs
@@ -57,12 +56,12 @@ class RetentionSweep:
         await self._jobs.retire(enrolment_id)
         jobs = await self._jobs.of_enrolment(enrolment_id)
         studies = list(dict.fromkeys(stored.study_instance_uid for stored in jobs))
-        for uid in studies:
-            await self._transfers.request_purge(uid, self._clock())
+        for study_instance_uid in studies:
+            await self._transfers.request_purge(study_instance_uid, self._clock())
         for stored in jobs:
-            await self._jobs.delete(stored.key)
-        for uid in studies:
-            await self._cleaner.settle(uid)
+            await self._jobs.delete(stored.job_key)
+        for study_instance_uid in studies:
+            await self._cleaner.settle(study_instance_uid)
         forgotten = await self._enrolments.forget(enrolment_id, cutoff)
         log.info("enrolment_expired", enrolment_id=enrolment_id, jobs=len(jobs), studies=len(studies))
         return int(forgotten)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 
-from proxymage_shared.retry import BackoffSchedule
+from proxymage_shared.retry import DEFAULT_DELAYS_SECONDS, DEFAULT_JITTER, BackoffSchedule
 from proxymage_shared.settings import DicomPeer, ServiceSettings, TimeZoneName
 from pydantic import Field, SecretStr, model_validator
 
@@ -30,8 +30,8 @@ class Settings(ServiceSettings):
     pacs_display_names: dict[str, str] = Field(default_factory=dict)
 
     # Retrieval retries (ARCHITECTURE.md): delays after failed attempt 1, 2, ...; the last one repeats.
-    retry_delays_seconds: tuple[float, ...] = (15, 60, 300, 900, 1800)
-    retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    retry_delays_seconds: tuple[float, ...] = DEFAULT_DELAYS_SECONDS
+    retry_jitter: float = Field(default=DEFAULT_JITTER, ge=0, lt=1)
     # Deadline = midnight starting the meeting day (in `deadline_timezone`) + this (default: end of that day).
     deadline_after_meeting: dt.timedelta = dt.timedelta(days=1)
     deadline_timezone: TimeZoneName = "Europe/Paris"

@@ -1,7 +1,8 @@
 """The fetcher's state in its own MongoDB database (`proxymage_fetcher`): four collections.
 
-- `jobs`: one document per (enrolment, StudyInstanceUID), `_id` = "<enrolment_id>|<uid>" (a BusinessId
-  cannot contain `|`). The domain fields (state, version, attempts...) plus scheduling and ownership:
+- `jobs`: one document per (enrolment, StudyInstanceUID), `_id` = the job's key, "<enrolment_id>|<uid>"
+  (`ports.job_key_of`; a BusinessId cannot contain `|`), the StudyInstanceUID in `study_uid`. The domain
+  fields (state, version, attempts...) plus scheduling and ownership:
   `due_at` (when a worker may start it), `lease_owner`/`lease_until` (the worker running it), `revision`
   (every write is conditional on it: optimistic concurrency without transactions), `unpublished` (the
   current version is not yet acknowledged by Kafka: a crash between the write and the publication is
@@ -9,37 +10,51 @@
 - `schedule`: the claimable work, so that a worker's poll reads it rather than every job (finished ones
   included). One document per job a worker may claim now or later (`_id` = the job's key) with a lower bound
   of the job's `due_at` and `lease_until`; see `Schedule` for the rules that keep it one.
-- `transfers`: one document per StudyInstanceUID: the lease of the worker moving it (so two enrolments
+- `transfers`: one document per StudyInstanceUID (its `_id`): the lease of the worker moving it (so two enrolments
   selecting the same study cause one move), a move counter and the last verified complete move.
-- `enrolments`: what the catalogue needs (linked PACS patients, meeting date) and the latest selection,
-  identity and refresh handled, so stale or replayed events change nothing.
+- `enrolments`: what the catalogue needs (linked PACS patients, meeting date), the current catalogue
+  (`catalogue_studies`, each StudyInstanceUID in `uid`) and the latest selection, identity and refresh
+  handled, so stale or replayed events change nothing.
 
 Retention (`study_fetcher.retention`): the enrolments past their meeting date's retention are found by one
 query on `enrolments.meeting_date` (ISO text, indexed); their jobs by `enrolment_id`. A job being deleted is
 first `retired`: it no longer keeps its study in the viewer store, and no worker starts it.
 
 Everything is a single-document insert or conditional update, on MongoDB and FerretDB alike (no `$expr`,
-no TTL index, no positional updates; unique keys only through `_id` and `insert_one`).
+no TTL index, no positional updates; unique keys only through `_id` and `insert_one`), with the mechanisms of
+`proxymage_shared.idempotency`. The stores return the typed values of `study_fetcher.ports`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import enum
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 from uuid import uuid4
 
 from proxymage_shared.events import PacsPatientRef
+from proxymage_shared.idempotency import LOST_RACE, EventStamp, LostRace, is_duplicate_key, until_written
 from proxymage_shared.mongo import Document
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import OperationFailure
 
 from study_fetcher.domain import Job, Owner, Progress, State
+from study_fetcher.domain import due_at as _due_at
 from study_fetcher.lifecycle import Lifecycle, LifecycleStatus, advance
+from study_fetcher.ports import (
+    Acceptance,
+    Enrolment,
+    IdentityOutcome,
+    ListedStudy,
+    StoredJob,
+    Transfer,
+    job_key_of,
+    owner_of,
+)
+
+__all__ = ["Acceptance", "Enrolment", "EnrolmentStore", "JobStore", "StoredJob", "Transfer", "TransferStore"]
 
 _T = TypeVar("_T")
 
@@ -47,30 +62,19 @@ _T = TypeVar("_T")
 FREE: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def ms(value: dt.datetime) -> dt.datetime:
-    """MongoDB keeps milliseconds: every time we compare with a stored one is truncated the same way."""
-    value = value.astimezone(dt.UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
-
-
 def _text(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # fixed width: text order is time order
 
 
-def job_key(enrolment_id: str, study_instance_uid: str) -> str:
-    return f"{enrolment_id}|{study_instance_uid}"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredJob:
-    key: str
-    enrolment_id: str
-    study_instance_uid: str
-    job: Job
-    revision: int
-    lease_owner: str | None
-    lease_until: dt.datetime
-    updated_at: dt.datetime
+async def _inserted(collection: AsyncCollection[Document], doc: Document) -> bool:
+    """Inserts `doc`; False if its `_id` is taken (a concurrent or earlier writer)."""
+    try:
+        await collection.insert_one(doc)
+    except OperationFailure as error:
+        if not is_duplicate_key(error):
+            raise
+        return False
+    return True
 
 
 def _opt_time(value: Any) -> dt.datetime | None:
@@ -118,7 +122,7 @@ def _stored(doc: Document) -> StoredJob:
         owner=_owner(doc.get("owner")),
     )
     return StoredJob(
-        key=doc["_id"],
+        job_key=doc["_id"],
         enrolment_id=doc["enrolment_id"],
         study_instance_uid=doc["study_uid"],
         job=job,
@@ -127,20 +131,6 @@ def _stored(doc: Document) -> StoredJob:
         lease_until=doc["lease_until"].astimezone(dt.UTC),
         updated_at=doc["updated_at"].astimezone(dt.UTC),
     )
-
-
-def _due_at(job: Job, now: dt.datetime, lease_until: dt.datetime) -> dt.datetime | None:
-    """When a worker may (re)start the job: queued at once, waiting at its next attempt, retrieving when its
-    lease expires (take-over); never for the final states, nor while held (waiting for the lifecycle)."""
-    if job.held:
-        return None
-    if job.state == "queued":
-        return now
-    if job.state == "not_yet_available":
-        return job.next_attempt_at or now
-    if job.state == "retrieving":
-        return lease_until
-    return None
 
 
 CLAIMABLE_STATES: Final = ("queued", "not_yet_available", "retrieving")
@@ -190,26 +180,22 @@ class _Entries:
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
 
-    async def get(self, key: str) -> Document | None:
-        return await self.collection.find_one({"_id": key})
+    async def get(self, job_key: str) -> Document | None:
+        return await self.collection.find_one({"_id": job_key})
 
-    async def lower(self, key: str, bounds: dict[str, dt.datetime], *, create: bool) -> None:
+    async def lower(self, job_key: str, bounds: dict[str, dt.datetime], *, create: bool) -> None:
         """Brings the entry's bounds down to those given (a missing entry is created, the missing bound FREE)."""
         update: Document = {"$min": bounds, "$set": {"token": uuid4().hex}}
         if missing := {name: FREE for name in ("due_at", "lease_until") if name not in bounds}:
             update["$setOnInsert"] = missing
-        await self.collection.update_one({"_id": key}, update, upsert=create)
+        await self.collection.update_one({"_id": job_key}, update, upsert=create)
 
-    async def put(self, entry: Document | None, key: str, slot: tuple[dt.datetime, dt.datetime]) -> bool:
+    async def put(self, entry: Document | None, job_key: str, slot: tuple[dt.datetime, dt.datetime]) -> bool:
         """Sets the entry to `slot`, if it is still as `entry` was read (None: absent). False otherwise."""
         if entry is None:
-            try:
-                await self.collection.insert_one(
-                    {"_id": key, "due_at": slot[0], "lease_until": slot[1], "token": uuid4().hex}
-                )
-            except DuplicateKeyError:
-                return False
-            return True
+            return await _inserted(
+                self.collection, {"_id": job_key, "due_at": slot[0], "lease_until": slot[1], "token": uuid4().hex}
+            )
         update = {"$set": {"due_at": slot[0], "lease_until": slot[1], "token": uuid4().hex}}
         return (await self.collection.update_one(_unchanged(entry), update)).matched_count == 1
 
@@ -328,7 +314,7 @@ class Schedule:
 
     async def lower(
         self,
-        key: str,
+        job_key: str,
         *,
         due_at: dt.datetime | None = None,
         lease_until: dt.datetime | None = None,
@@ -340,16 +326,16 @@ class Schedule:
         if not bounds:
             return
         if not create:
-            await self._soon.lower(key, bounds, create=False)
-            if await self._later.get(key) is not None:
-                await self._write_later(lambda: self._later.lower(key, bounds, create=False), min(bounds.values()))
+            await self._soon.lower(job_key, bounds, create=False)
+            if await self._later.get(job_key) is not None:
+                await self._write_later(lambda: self._later.lower(job_key, bounds, create=False), min(bounds.values()))
             return
         if self._is_later(max(bounds.values())):
-            await self._write_later(lambda: self._later.lower(key, bounds, create=True), min(bounds.values()))
+            await self._write_later(lambda: self._later.lower(job_key, bounds, create=True), min(bounds.values()))
         else:
-            await self._soon.lower(key, bounds, create=True)
+            await self._soon.lower(job_key, bounds, create=True)
 
-    async def repair(self, key: str, doc: Document | None, soon: Document | None, later: Document | None) -> bool:
+    async def repair(self, job_key: str, doc: Document | None, soon: Document | None, later: Document | None) -> bool:
         """Sets the job's entries to the job `doc` (read after the entries `soon` and `later` were): one entry,
         in the collection its time belongs to, or none if it is never claimable. False if an entry changed
         since it was read."""
@@ -358,24 +344,24 @@ class Schedule:
             dropped_soon = await self._soon.drop(soon)
             return await self._later.drop(later) and dropped_soon
         if self._is_later(_claim_time(*slot)):
-            placed = await self._write_later(lambda: self._later.put(later, key, slot), _claim_time(*slot))
+            placed = await self._write_later(lambda: self._later.put(later, job_key, slot), _claim_time(*slot))
             return placed and await self._soon.drop(soon)
-        placed = await self._soon.put(soon, key, slot)
+        placed = await self._soon.put(soon, job_key, slot)
         return placed and await self._later.drop(later)
 
-    async def settle(self, key: str, doc: Document | None = None, *, read: bool = True) -> None:
-        """After a write of job `key`: its entries take the job's values (`doc` as written, or read again)."""
-        soon, later = await self._soon.get(key), await self._later.get(key)
+    async def settle(self, job_key: str, doc: Document | None = None, *, read: bool = True) -> None:
+        """After a write of job `job_key`: its entries take the job's values (`doc` as written, or read again)."""
+        soon, later = await self._soon.get(job_key), await self._later.get(job_key)
         if read:
-            doc = await self._jobs.find_one({"_id": key})
-        if await self.repair(key, doc, soon, later):
+            doc = await self._jobs.find_one({"_id": job_key})
+        if await self.repair(job_key, doc, soon, later):
             return
         # A concurrent write changed an entry: make sure the job has one not later than it now is.
-        if (slot := _slot(await self._jobs.find_one({"_id": key}))) is not None:
-            await self.lower(key, due_at=slot[0], lease_until=slot[1])
+        if (slot := _slot(await self._jobs.find_one({"_id": job_key}))) is not None:
+            await self.lower(job_key, due_at=slot[0], lease_until=slot[1])
 
-    async def later_entry(self, key: str) -> Document | None:
-        return await self._later.get(key)
+    async def later_entry(self, job_key: str) -> Document | None:
+        return await self._later.get(job_key)
 
 
 class JobStore:
@@ -390,8 +376,8 @@ class JobStore:
         await self._jobs.create_index([("unpublished", ASCENDING), ("updated_at", ASCENDING)])
         await self._schedule.ensure_indexes()
 
-    async def get(self, key: str) -> StoredJob | None:
-        doc = await self._jobs.find_one({"_id": key})
+    async def get(self, job_key: str) -> StoredJob | None:
+        doc = await self._jobs.find_one({"_id": job_key})
         return _stored(doc) if doc else None
 
     async def of_enrolment(self, enrolment_id: str) -> list[StoredJob]:
@@ -416,14 +402,14 @@ class JobStore:
             {"enrolment_id": enrolment_id, "retired": {"$ne": True}}, {"$set": {"retired": True, "due_at": None}}
         )
 
-    async def delete(self, key: str) -> None:
-        await self._jobs.delete_one({"_id": key})
-        await self._schedule.settle(key)
+    async def delete(self, job_key: str) -> None:
+        await self._jobs.delete_one({"_id": job_key})
+        await self._schedule.settle(job_key)
 
     async def insert(self, enrolment_id: str, study_instance_uid: str, job: Job, now: dt.datetime) -> StoredJob | None:
         """Creates the job; None if it exists already (a concurrent or earlier handler created it)."""
         doc: Document = {
-            "_id": job_key(enrolment_id, study_instance_uid),
+            "_id": job_key_of(enrolment_id, study_instance_uid),
             "enrolment_id": enrolment_id,
             "study_uid": study_instance_uid,
             **_job_fields(job),
@@ -437,9 +423,7 @@ class JobStore:
         }
         if doc["due_at"] is not None:
             await self._schedule.lower(doc["_id"], due_at=doc["due_at"], lease_until=FREE)
-        try:
-            await self._jobs.insert_one(doc)
-        except DuplicateKeyError:
+        if not await _inserted(self._jobs, doc):
             await self._schedule.settle(doc["_id"])
             return None
         await self._schedule.settle(doc["_id"], doc, read=False)
@@ -456,18 +440,18 @@ class JobStore:
         if job.version != stored.job.version:
             fields["unpublished"] = True
         if fields["due_at"] is not None:
-            await self._schedule.lower(stored.key, due_at=fields["due_at"])
+            await self._schedule.lower(stored.job_key, due_at=fields["due_at"])
         doc = await self._jobs.find_one_and_update(
-            {"_id": stored.key, "revision": stored.revision},
+            {"_id": stored.job_key, "revision": stored.revision},
             {"$set": fields},
             return_document=ReturnDocument.AFTER,
         )
         if doc is None:
             if fields["due_at"] is not None:
-                await self._schedule.settle(stored.key)  # our early entry, if we made one, is set right
+                await self._schedule.settle(stored.job_key)  # our early entry, if we made one, is set right
             return None
         if fields["due_at"] is not None or _due_at(stored.job, now, stored.lease_until) is not None:
-            await self._schedule.settle(stored.key, doc, read=False)
+            await self._schedule.settle(stored.job_key, doc, read=False)
         return _stored(doc)
 
     async def set_deadline(self, enrolment_id: str, deadline: dt.datetime) -> None:
@@ -486,17 +470,17 @@ class JobStore:
         the claim's full conditions, and an entry whose job does not meet them is repaired and skipped."""
         tried: list[str] = []
         while (entry := await self._schedule.earliest_due(now, tried)) is not None:
-            key = str(entry["_id"])
+            job_key = str(entry["_id"])
             doc = await self._jobs.find_one_and_update(
-                {"_id": key, **_claimable(now)},
+                {"_id": job_key, **_claimable(now)},
                 {"$set": {"lease_owner": owner, "lease_until": now + lease, "waiting": False}, "$inc": {"revision": 1}},
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:
                 return _stored(doc)
-            tried.append(key)
-            later = await self._schedule.later_entry(key)
-            await self._schedule.repair(key, await self._jobs.find_one({"_id": key}), entry, later)
+            tried.append(job_key)
+            later = await self._schedule.later_entry(job_key)
+            await self._schedule.repair(job_key, await self._jobs.find_one({"_id": job_key}), entry, later)
         return None
 
     async def claim_companions(
@@ -529,52 +513,65 @@ class JobStore:
                 claimed.append(_stored(doc))
         return claimed
 
-    async def renew(self, keys: list[str], owner: str, until: dt.datetime) -> int:
+    async def renew(self, job_keys: list[str], owner: str, until: dt.datetime) -> int:
         result = await self._jobs.update_many(
-            {"_id": {"$in": keys}, "lease_owner": owner, "state": "retrieving"},
+            {"_id": {"$in": job_keys}, "lease_owner": owner, "state": "retrieving"},
             {"$set": {"lease_until": until, "due_at": until}},
         )
         result_other = await self._jobs.update_many(
-            {"_id": {"$in": keys}, "lease_owner": owner, "state": {"$ne": "retrieving"}},
+            {"_id": {"$in": job_keys}, "lease_owner": owner, "state": {"$ne": "retrieving"}},
             {"$set": {"lease_until": until}},
         )
-        for key in keys:  # later bounds: not needed for correctness, they spare other workers rejected claims
-            await self._schedule.settle(key)
+        for job_key in job_keys:  # later bounds: not needed for correctness, they spare other workers rejected claims
+            await self._schedule.settle(job_key)
         return result.modified_count + result_other.modified_count
 
-    async def release(self, keys: list[str], owner: str) -> None:
-        for key in keys:  # a job no longer leased is claimable no later than its due time: never one without entry
-            await self._schedule.lower(key, lease_until=FREE, create=False)
+    async def release(self, job_keys: list[str], owner: str) -> None:
+        for job_key in job_keys:  # no longer leased, it is claimable no later than its due time: never without entry
+            await self._schedule.lower(job_key, lease_until=FREE, create=False)
         await self._jobs.update_many(
-            {"_id": {"$in": keys}, "lease_owner": owner}, {"$set": {"lease_owner": None, "lease_until": FREE}}
+            {"_id": {"$in": job_keys}, "lease_owner": owner}, {"$set": {"lease_owner": None, "lease_until": FREE}}
         )
-        for key in keys:
-            await self._schedule.settle(key)
+        for job_key in job_keys:
+            await self._schedule.settle(job_key)
 
-    async def postpone(self, key: str, owner: str, due_at: dt.datetime) -> None:
+    async def postpone(self, job_key: str, owner: str, due_at: dt.datetime) -> None:
         """Gives a claimed job back, to be looked at again at `due_at` or when its study's transfer ends."""
-        await self._schedule.lower(key, due_at=due_at, lease_until=FREE)
+        await self._schedule.lower(job_key, due_at=due_at, lease_until=FREE)
         await self._jobs.update_one(
-            {"_id": key, "lease_owner": owner},
+            {"_id": job_key, "lease_owner": owner},
             {"$set": {"lease_owner": None, "lease_until": FREE, "due_at": due_at, "waiting": True}},
         )
-        await self._schedule.settle(key)
+        await self._schedule.settle(job_key)
 
     async def wake_waiters(self, study_instance_uid: str, now: dt.datetime) -> None:
         waiting = self._jobs.find({"study_uid": study_instance_uid, "waiting": True}, {"_id": 1})
-        for key in [str(doc["_id"]) async for doc in waiting]:
-            await self._schedule.lower(key, due_at=now)
-            await self._jobs.update_one({"_id": key, "waiting": True}, {"$set": {"due_at": now, "waiting": False}})
-            await self._schedule.settle(key)
+        for job_key in [str(doc["_id"]) async for doc in waiting]:
+            await self._schedule.lower(job_key, due_at=now)
+            await self._jobs.update_one({"_id": job_key, "waiting": True}, {"$set": {"due_at": now, "waiting": False}})
+            await self._schedule.settle(job_key)
 
     # --- publication (outbox) -----------------------------------------------------------------------------
 
-    async def mark_published(self, key: str, version: int) -> None:
-        await self._jobs.update_one({"_id": key, "version": version}, {"$set": {"unpublished": False}})
+    async def mark_published(self, job_key: str, version: int) -> None:
+        await self._jobs.update_one({"_id": job_key, "version": version}, {"$set": {"unpublished": False}})
 
     async def unpublished(self, older_than: dt.datetime, limit: int = 100) -> list[StoredJob]:
         cursor = self._jobs.find({"unpublished": True, "updated_at": {"$lte": older_than}}).limit(limit)
         return [_stored(doc) async for doc in cursor]
+
+
+def _transfer(doc: Document) -> Transfer:
+    verified = doc.get("verified_instances")
+    return Transfer(
+        study_instance_uid=str(doc["_id"]),
+        lease_owner=doc.get("lease_owner"),
+        lease_until=doc["lease_until"].astimezone(dt.UTC),
+        moves=int(doc.get("moves") or 0),
+        verified_instances=None if verified is None else int(verified),
+        verified_at=_opt_time(doc.get("verified_at")),
+        purge_pending=doc.get("purge_pending") is True,
+    )
 
 
 class TransferStore:
@@ -585,15 +582,15 @@ class TransferStore:
 
     async def claim(
         self, study_instance_uid: str, owner: str, now: dt.datetime, lease: dt.timedelta
-    ) -> Document | None:
-        """The transfer document, leased to `owner`; None while another worker holds it."""
+    ) -> Transfer | None:
+        """The study's transfer, leased to `owner`; None while another worker holds it."""
         doc = await self._transfers.find_one_and_update(
             {"_id": study_instance_uid, "lease_until": {"$lte": now}},
             {"$set": {"lease_owner": owner, "lease_until": now + lease}},
             return_document=ReturnDocument.AFTER,
         )
         if doc is not None:
-            return doc
+            return _transfer(doc)
         fresh: Document = {
             "_id": study_instance_uid,
             "lease_owner": owner,
@@ -602,11 +599,7 @@ class TransferStore:
             "verified_instances": None,
             "verified_at": None,
         }
-        try:
-            await self._transfers.insert_one(fresh)
-        except DuplicateKeyError:
-            return None
-        return fresh
+        return _transfer(fresh) if await _inserted(self._transfers, fresh) else None
 
     async def renew(self, study_instance_uid: str, owner: str, until: dt.datetime) -> None:
         await self._transfers.update_one(
@@ -636,8 +629,9 @@ class TransferStore:
             {"$set": {"verified_instances": None, "verified_at": None}},
         )
 
-    async def get(self, study_instance_uid: str) -> Document | None:
-        return await self._transfers.find_one({"_id": study_instance_uid})
+    async def get(self, study_instance_uid: str) -> Transfer | None:
+        doc = await self._transfers.find_one({"_id": study_instance_uid})
+        return _transfer(doc) if doc else None
 
     # --- purges owed to the viewer store (consent/enrolment withdrawn, corrected identity) ------------------
 
@@ -670,29 +664,9 @@ class TransferStore:
         return [str(doc["_id"]) async for doc in cursor]
 
 
-class Acceptance(enum.Enum):
-    NEW = "new"  # newer than what we handled: act on it
-    RESUME = "resume"  # the same event, its effects possibly incomplete (redelivery after a crash): act again
-    DUPLICATE = "duplicate"  # the same event, fully handled: nothing to do
-    STALE = "stale"  # older than what we handled: nothing to do
-
-
-@dataclass(frozen=True, slots=True)
-class Enrolment:
-    enrolment_id: str
-    meeting_date: dt.date | None
-    pacs_patients: tuple[PacsPatientRef, ...]
-    catalogue_attempts: int
-    identity_event_id: str | None = None
-    identity_source_id: str | None = None
-    lifecycle: Lifecycle = field(default_factory=Lifecycle)
-
-
-def owner_of(patient: PacsPatientRef) -> Owner:
-    return (patient.patient_id, patient.issuer)
-
-
-def _enrolment(doc: Document) -> Enrolment:
+def enrolment_of(doc: Document) -> Enrolment:
+    """The enrolment a stored document describes (its catalogue counts only if listed for the current
+    identity outcome)."""
     meeting_date = doc.get("meeting_date")
     patients = tuple(PacsPatientRef(**patient) for patient in doc.get("pacs_patients") or ())
     status: LifecycleStatus = doc.get("identity_status") or "pending"
@@ -722,6 +696,90 @@ def _enrolment(doc: Document) -> Enrolment:
     )
 
 
+Judge = Callable[[Document | None], tuple[Acceptance, Document]]
+
+
+def acceptance_of(current: Document | None, kind: str, event_id: str, at: dt.datetime, order: str | None) -> Acceptance:
+    """Whether event `event_id` (time `at`, or position `order`) of `kind` is new for the enrolment document
+    `current`. Without `order`, events are ordered by `EventStamp` (time, then event id: two events of the same
+    millisecond are ordered by id, where a bare time comparison once judged the later-arriving one stale)."""
+    if current is None:
+        return Acceptance.NEW
+    current_id = current.get(f"{kind}_event_id")
+    if current_id == event_id:
+        return Acceptance.DUPLICATE if current.get(f"{kind}_done") else Acceptance.RESUME
+    if order is not None:
+        return Acceptance.STALE if str(current.get(f"{kind}_order") or "") >= order else Acceptance.NEW
+    previous_at = current.get(f"{kind}_at")
+    if previous_at is not None and not EventStamp.of(at, event_id).is_newer_than(
+        EventStamp.of(previous_at, current_id)
+    ):
+        return Acceptance.STALE
+    return Acceptance.NEW
+
+
+def event_judge(
+    kind: str,
+    event_id: str,
+    at: dt.datetime,
+    fields: Callable[[Document | None], Document] = lambda _: {},
+    order: str | None = None,
+) -> Judge:
+    """Judges event `event_id` (time `at`) of `kind` against the enrolment document, and says what recording it
+    as the enrolment's latest of `kind` writes if it is new: `fields(current document)` with the event's id and
+    time and `<kind>_done` false (set by the store's `done` once its effects are complete)."""
+
+    def judge(current: Document | None) -> tuple[Acceptance, Document]:
+        acceptance = acceptance_of(current, kind, event_id, at, order)
+        if acceptance is not Acceptance.NEW:
+            return acceptance, {}
+        update = {**fields(current), f"{kind}_event_id": event_id, f"{kind}_at": at, f"{kind}_done": False}
+        if order is not None:
+            update[f"{kind}_order"] = order
+        return acceptance, update
+
+    return judge
+
+
+def identity_judge(outcome: IdentityOutcome) -> Judge:
+    """Identity outcomes are ordered by the DCC event they answer, then by publication: an outcome of a
+    superseded enrolled event published late (after a withdrawal's) never re-opens the enrolment."""
+    order = f"{_text(outcome.source_at)}|{_text(outcome.at)}"
+    return event_judge(
+        "identity", outcome.event_id, outcome.at, lambda current: identity_fields(current, outcome), order
+    )
+
+
+def identity_fields(current: Document | None, outcome: IdentityOutcome) -> Document:
+    """What a new identity outcome writes: the enrolment's lifecycle after it; a closure (no consent,
+    withdrawn) remembers its event time so that older selections are voided whatever their arrival order."""
+    previous = enrolment_of(current).lifecycle if current is not None else Lifecycle()
+    patients = frozenset(owner_of(patient) for patient in outcome.pacs_patients)
+    life = advance(previous, outcome.status, outcome.source_at, patients)
+    update: Document = {
+        "identity_status": life.status,
+        "identity_source_id": outcome.source_event_id,
+        "pacs_patients": [patient.model_dump() for patient in outcome.pacs_patients if owner_of(patient) in patients],
+        "closed_at": life.closed_at,
+        "closed_by": life.closed_by,
+        "reopened_at": life.reopened_at,
+    }
+    if outcome.meeting_date is not None:
+        update["meeting_date"] = outcome.meeting_date.isoformat()
+    return update
+
+
+def listed_fields(identity_event_id: str | None, studies: tuple[ListedStudy, ...]) -> Document:
+    """The stored catalogue: `catalogue_studies` holds each study's StudyInstanceUID in `uid`."""
+    return {
+        "catalogue_studies": [
+            {"uid": study.study_instance_uid, "patient_id": study.owner[0], "issuer": study.owner[1]}
+            for study in studies
+        ],
+        "catalogue_identity": identity_event_id,
+    }
+
+
 class EnrolmentStore:
     """Per enrolment: linked patients, meeting date, and which identity/selection/refresh was handled."""
 
@@ -744,96 +802,45 @@ class EnrolmentStore:
 
     async def get(self, enrolment_id: str) -> Enrolment | None:
         doc = await self._enrolments.find_one({"_id": enrolment_id})
-        return _enrolment(doc) if doc else None
+        return enrolment_of(doc) if doc else None
 
-    async def _accept(
-        self,
-        enrolment_id: str,
-        kind: str,
-        event_id: str,
-        at: dt.datetime,
-        fields: Document | Callable[[Document | None], Document],
-        order: str | None = None,
-    ) -> Acceptance:
-        """Records event `event_id` (time `at`) as the enrolment's latest of `kind`, unless it is not newer.
+    async def _accept(self, enrolment_id: str, kind: str, judge: Judge) -> Acceptance:
+        """Records an event as the enrolment's latest of `kind` if `judge` finds it new. A concurrent writer
+        may change the document between our read and write: the event is then judged again (`until_written`)."""
+        id_field = f"{kind}_event_id"
 
-        `fields` (or `fields(current document)`) are written with it. `<kind>_done` tells whether the effects
-        of the recorded event are complete (set by `done`)."""
-        id_field, at_field, done_field = f"{kind}_event_id", f"{kind}_at", f"{kind}_done"
-        for _ in range(5):  # a concurrent writer may change the document between our read and write
+        async def attempt() -> Acceptance | LostRace:
             current = await self._enrolments.find_one({"_id": enrolment_id})
-            extra = fields(current) if callable(fields) else fields
-            update = {**extra, id_field: event_id, at_field: at, done_field: False}
-            if order is not None:
-                update[f"{kind}_order"] = order
+            acceptance, update = judge(current)
+            if acceptance is not Acceptance.NEW:
+                return acceptance
             if current is None:
-                try:
-                    await self._enrolments.insert_one({"_id": enrolment_id, **update})
-                except DuplicateKeyError:
-                    continue
-                return Acceptance.NEW
-            if current.get(id_field) == event_id:
-                return Acceptance.DUPLICATE if current.get(done_field) else Acceptance.RESUME
-            if order is not None:
-                if str(current.get(f"{kind}_order") or "") >= order:
-                    return Acceptance.STALE
-            elif (previous := current.get(at_field)) is not None and previous.astimezone(dt.UTC) >= at:
-                return Acceptance.STALE
+                inserted = await _inserted(self._enrolments, {"_id": enrolment_id, **update})
+                return Acceptance.NEW if inserted else LOST_RACE
             replaced = await self._enrolments.update_one(
                 {"_id": enrolment_id, id_field: current.get(id_field)}, {"$set": update}
             )
-            if replaced.matched_count:
-                return Acceptance.NEW
-        return Acceptance.STALE
+            return Acceptance.NEW if replaced.matched_count else LOST_RACE
+
+        return await until_written(attempt, what=f"enrolment {enrolment_id} ({kind})")
 
     async def _done(self, enrolment_id: str, kind: str, event_id: str) -> None:
         await self._enrolments.update_one(
             {"_id": enrolment_id, f"{kind}_event_id": event_id}, {"$set": {f"{kind}_done": True}}
         )
 
-    async def accept_identity(
-        self,
-        enrolment_id: str,
-        event_id: str,
-        at: dt.datetime,
-        *,
-        status: LifecycleStatus,
-        source_event_id: str,
-        source_at: dt.datetime,
-        meeting_date: dt.date | None,
-        pacs_patients: tuple[PacsPatientRef, ...],
-    ) -> Acceptance:
-        """Records the enrolment's new lifecycle outcome; a closure (no consent, withdrawn) remembers its
-        event time so that older selections are voided whatever their arrival order."""
+    async def accept_identity(self, enrolment_id: str, outcome: IdentityOutcome) -> Acceptance:
+        """Records the enrolment's new lifecycle outcome (`identity_judge`)."""
+        return await self._accept(enrolment_id, "identity", identity_judge(outcome))
 
-        def fields(current: Document | None) -> Document:
-            previous = _enrolment(current).lifecycle if current is not None else Lifecycle()
-            patients = frozenset(owner_of(patient) for patient in pacs_patients)
-            life = advance(previous, status, source_at, patients)
-            update: Document = {
-                "identity_status": life.status,
-                "identity_source_id": source_event_id,
-                "pacs_patients": [patient.model_dump() for patient in pacs_patients if owner_of(patient) in patients],
-                "closed_at": life.closed_at,
-                "closed_by": life.closed_by,
-                "reopened_at": life.reopened_at,
-            }
-            if meeting_date is not None:
-                update["meeting_date"] = meeting_date.isoformat()
-            return update
-
-        # Outcomes are ordered by the DCC event they answer, then by publication: an outcome of a superseded
-        # enrolled event published late (after a withdrawal's) never re-opens the enrolment.
-        return await self._accept(
-            enrolment_id, "identity", event_id, at, fields, order=f"{_text(source_at)}|{_text(at)}"
-        )
-
-    async def catalogue_listed(self, enrolment_id: str, identity_event_id: str | None, studies: list[Document]) -> bool:
+    async def catalogue_listed(
+        self, enrolment_id: str, identity_event_id: str | None, studies: tuple[ListedStudy, ...]
+    ) -> bool:
         """Records the current catalogue (uid -> linked patient) of the identity outcome `identity_event_id`;
         False when a newer outcome replaced it meanwhile (its own listing will follow)."""
         result = await self._enrolments.update_one(
             {"_id": enrolment_id, "identity_event_id": identity_event_id},
-            {"$set": {"catalogue_studies": studies, "catalogue_identity": identity_event_id}},
+            {"$set": listed_fields(identity_event_id, studies)},
         )
         return result.matched_count == 1
 
@@ -841,13 +848,13 @@ class EnrolmentStore:
         await self._done(enrolment_id, "identity", event_id)
 
     async def accept_selection(self, enrolment_id: str, event_id: str, at: dt.datetime) -> Acceptance:
-        return await self._accept(enrolment_id, "selection", event_id, at, {})
+        return await self._accept(enrolment_id, "selection", event_judge("selection", event_id, at))
 
     async def selection_done(self, enrolment_id: str, event_id: str) -> None:
         await self._done(enrolment_id, "selection", event_id)
 
     async def accept_refresh(self, enrolment_id: str, event_id: str, at: dt.datetime) -> Acceptance:
-        return await self._accept(enrolment_id, "refresh", event_id, at, {})
+        return await self._accept(enrolment_id, "refresh", event_judge("refresh", event_id, at))
 
     async def refresh_done(self, enrolment_id: str, event_id: str) -> None:
         await self._done(enrolment_id, "refresh", event_id)
@@ -876,4 +883,4 @@ class EnrolmentStore:
             {"$set": {"catalogue_lease_until": now + lease}},
             return_document=ReturnDocument.AFTER,
         )
-        return _enrolment(doc) if doc else None
+        return enrolment_of(doc) if doc else None

@@ -12,7 +12,7 @@ One attempt, for the study S of a claimed job:
 6. record the outcome for every job of the attempt, release the leases, wake jobs that waited for S.
 
 Leases are renewed while the attempt runs; a worker that dies loses them after `lease` and another instance
-takes the jobs over. All job writes are conditional (store.JobStore.save), so a removal during a move wins.
+takes the jobs over. All job writes are conditional (ports.JobRepository.save), so a removal during a move wins.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -36,16 +35,16 @@ from proxymage_shared.dicom import (
     MoveProgress,
 )
 from proxymage_shared.dicom.status import classify
-from proxymage_shared.errors import ProxymageError
+from proxymage_shared.errors import ProxymageError, describe
+from proxymage_shared.events import utc_now
+from proxymage_shared.idempotency import to_ms
 from proxymage_shared.logging import get_logger
-from proxymage_shared.mongo import Document
 from proxymage_shared.reasons import Reason
 
 from study_fetcher import domain
 from study_fetcher.cleanup import ViewerCleaner
-from study_fetcher.handlers import Clock, JobUpdater, utc_now
-from study_fetcher.pacs import Pacs
-from study_fetcher.store import JobStore, StoredJob, TransferStore, ms
+from study_fetcher.ports import Clock, JobRepository, Pacs, StoredJob, Transfer, TransferRepository
+from study_fetcher.updater import JobUpdater
 
 log = get_logger(__name__)
 
@@ -61,7 +60,6 @@ ATTEMPT_SECONDS: Final = Histogram(
     ["outcome"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
 )
-_INCOMPLETE_COUNTS: Final = re.compile(r"(\d+) completed, (\d+) failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +71,17 @@ class WorkerOptions:
 
 
 def _incomplete(error: IncompleteMoveError) -> domain.MoveReport:
-    found = _INCOMPLETE_COUNTS.search(str(error))
-    if found is None:
-        return domain.MoveReport(completed=0, failed=1)
-    return domain.MoveReport(completed=int(found.group(1)), failed=max(int(found.group(2)), 1))
+    """What an incomplete move delivered; at least one failure (a "warning" ending with none failed is not
+    complete either)."""
+    return domain.MoveReport(completed=error.result.completed, failed=max(error.result.failed, 1))
 
 
 class Retriever:
     def __init__(
         self,
         *,
-        jobs: JobStore,
-        transfers: TransferStore,
+        jobs: JobRepository,
+        transfers: TransferRepository,
         updater: JobUpdater,
         pacs: Pacs,
         options: WorkerOptions,
@@ -103,7 +100,7 @@ class Retriever:
         self.wake = asyncio.Event()
 
     def _now(self) -> dt.datetime:
-        return ms(self._clock())
+        return to_ms(self._clock())
 
     async def run_once(self) -> bool:
         """Runs one due job (with every job waiting for the same study); False when none is due."""
@@ -111,31 +108,34 @@ class Retriever:
         claimed = await self._jobs.claim_due(self._owner, now, self._options.lease)
         if claimed is None:
             return False
-        uid = claimed.study_instance_uid
-        transfer = await self._transfers.claim(uid, self._owner, now, self._options.lease)
+        study_instance_uid = claimed.study_instance_uid
+        transfer = await self._transfers.claim(study_instance_uid, self._owner, now, self._options.lease)
         if transfer is None:
             # Another worker is moving this study for another enrolment: its end wakes this job.
-            await self._jobs.postpone(claimed.key, self._owner, now + self._options.transfer_wait)
+            await self._jobs.postpone(claimed.job_key, self._owner, now + self._options.transfer_wait)
             return True
-        keys = [claimed.key]
+        job_keys = [claimed.job_key]
         verified: int | None = None
         abandoned = False
         try:
-            members = [claimed, *await self._jobs.claim_companions(uid, self._owner, now, self._options.lease)]
-            keys = [member.key for member in members]
-            verified, abandoned = await self._attempt(uid, members, transfer)
+            companions = await self._jobs.claim_companions(study_instance_uid, self._owner, now, self._options.lease)
+            members = [claimed, *companions]
+            job_keys = [member.job_key for member in members]
+            verified, abandoned = await self._attempt(study_instance_uid, members, transfer)
         finally:
             released_at = self._now()
-            await self._jobs.release(keys, self._owner)
-            await self._transfers.release(uid, self._owner, verified_instances=verified, now=released_at)
-            await self._jobs.wake_waiters(uid, released_at)
+            await self._jobs.release(job_keys, self._owner)
+            await self._transfers.release(study_instance_uid, self._owner, verified_instances=verified, now=released_at)
+            await self._jobs.wake_waiters(study_instance_uid, released_at)
         if abandoned and self._cleaner is not None:
             # Every job was removed during the attempt (withdrawal, corrected identity...): the purge owed
             # meanwhile could not run while this move held the study; it runs now if nobody needs the study.
-            await self._cleaner.settle(uid)
+            await self._cleaner.settle(study_instance_uid)
         return True
 
-    async def _attempt(self, uid: str, members: list[StoredJob], transfer: Document) -> tuple[int | None, bool]:
+    async def _attempt(
+        self, study_instance_uid: str, members: list[StoredJob], transfer: Transfer
+    ) -> tuple[int | None, bool]:
         """Runs the attempt; returns the verified instance count (None unless verified) and whether every job
         ended removed (the result is discarded: whatever reached the viewer store must be purged)."""
         started = time.perf_counter()
@@ -143,27 +143,27 @@ class Retriever:
         for member in members:
             stored, applied = await self._updater.apply(member, domain.Start(self._now()))
             if applied:
-                latest[member.key] = stored
+                latest[member.job_key] = stored
         if not latest:
             return None, False  # removed (or taken) meanwhile: nothing was moved
-        heartbeat = asyncio.create_task(self._heartbeat(uid, list(latest)))
+        heartbeat = asyncio.create_task(self._heartbeat(study_instance_uid, list(latest)))
         cancel = threading.Event()
         watcher = asyncio.create_task(self._watch_removal(list(latest), cancel))
         try:
-            outcome = await self._retrieve(uid, transfer, latest, cancel)
+            outcome = await self._retrieve(study_instance_uid, transfer, latest, cancel)
         finally:
             for task in (heartbeat, watcher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for key, stored in list(latest.items()):
-            latest[key], _ = await self._updater.apply(stored, outcome)
+        for job_key, stored in list(latest.items()):
+            latest[job_key], _ = await self._updater.apply(stored, outcome)
         name = type(outcome).__name__.lower()
         ATTEMPTS.labels(name).inc()
         ATTEMPT_SECONDS.labels(name).observe(time.perf_counter() - started)
         log.info(
             "retrieval_attempt",
-            study_uid=uid,
+            study_uid=study_instance_uid,
             jobs=len(latest),
             outcome=name,
             reason=outcome.reason.code if isinstance(outcome, domain.Retry | domain.Refused) else None,
@@ -172,60 +172,61 @@ class Retriever:
         abandoned = all(stored.job.state == "removed" for stored in latest.values())
         return (outcome.instances if isinstance(outcome, domain.Verified) else None), abandoned
 
-    async def _watch_removal(self, keys: list[str], cancel: threading.Event) -> None:
+    async def _watch_removal(self, job_keys: list[str], cancel: threading.Event) -> None:
         """Cancels the running move once every job it serves is removed (consent or enrolment withdrawn,
         corrected identity, DCC removal): nothing is moved on behalf of an enrolment that no longer wants it."""
         while True:
             await asyncio.sleep(self._options.cancel_poll_seconds)
             try:
                 # One read by `_id` per job: indexed on every backend (an `$in` is a scan on FerretDB v1).
-                states = [stored.job.state for key in keys if (stored := await self._jobs.get(key)) is not None]
+                states = [
+                    stored.job.state for job_key in job_keys if (stored := await self._jobs.get(job_key)) is not None
+                ]
             except Exception as error:  # the next poll tries again
-                log.warning("removal_watch_failed", error=type(error).__name__)
+                log.warning("removal_watch_failed", error=describe(error))
                 continue
             if states and all(state == "removed" for state in states):
                 cancel.set()
-                log.info("move_cancel_requested", jobs=len(keys))
+                log.info("move_cancel_requested", jobs=len(job_keys))
                 return
 
     async def _retrieve(
-        self, uid: str, transfer: Document, latest: dict[str, StoredJob], cancel: threading.Event
+        self, study_instance_uid: str, transfer: Transfer, latest: dict[str, StoredJob], cancel: threading.Event
     ) -> domain.Outcome:
         try:
-            in_mirc = await self._pacs.in_mirc(uid)
+            in_mirc = await self._pacs.in_mirc(study_instance_uid)
         except DicomUnavailableError:
             return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
         except ProxymageError as error:
-            return domain.Retry(self._now(), Reason.of("pacs_error", str(error)))
+            return domain.Retry(self._now(), Reason.of("pacs_error", describe(error)))
         if in_mirc is None:
             return domain.Retry(self._now(), domain.NOT_IN_MIRC)
 
-        recorded = transfer.get("verified_instances")
-        if recorded is not None:
+        if transfer.verified_instances is not None:
             try:
-                in_viewer = await self._pacs.in_viewer(uid)
+                in_viewer = await self._pacs.in_viewer(study_instance_uid)
             except ProxymageError:
                 in_viewer = None
             reused = domain.assess_reuse(
-                int(recorded), in_mirc.instances, in_viewer.instances if in_viewer is not None else None
+                transfer.verified_instances, in_mirc.instances, in_viewer.instances if in_viewer is not None else None
             )
             if reused is not None:
                 MOVES.labels("reused").inc()
                 return reused
 
-        await self._transfers.count_move(uid, self._owner, self._now())
+        await self._transfers.count_move(study_instance_uid, self._owner, self._now())
         MOVES.labels("moved").inc()
         progress = _ProgressRelay(self._updater, latest, self._options.progress_interval_seconds)
         relay = asyncio.create_task(progress.run())
         try:
-            completed = await self._pacs.move(uid, progress.report, cancel)
+            completed = await self._pacs.move(study_instance_uid, progress.report, cancel)
         except MoveCancelledError:
             MOVES.labels("cancelled").inc()
             return domain.Retry(self._now(), Reason.of("move_failed", "transfert annulé"))  # applies to no job
         except IncompleteMoveError as error:
             return domain.assess_move(_incomplete(error), in_mirc.instances, None, self._now())
         except DicomPermanentError as error:
-            meaning = classify(error.status)[1] if error.status is not None else str(error)
+            meaning = classify(error.status)[1] if error.status is not None else describe(error)
             return domain.Refused(Reason.of("move_refused", meaning))
         except DicomUnavailableError:
             return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
@@ -233,12 +234,12 @@ class Retriever:
             status = f"statut 0x{error.status:04X}" if error.status is not None else None
             return domain.Retry(self._now(), Reason.of("move_failed", status))
         except ProxymageError as error:
-            return domain.Retry(self._now(), Reason.of("move_failed", str(error)))
+            return domain.Retry(self._now(), Reason.of("move_failed", describe(error)))
         finally:
             await progress.close(relay)
 
         try:
-            in_viewer = await self._pacs.in_viewer(uid)
+            in_viewer = await self._pacs.in_viewer(study_instance_uid)
         except ProxymageError:
             return domain.Retry(self._now(), domain.VIEWER_UNREACHABLE)
         return domain.assess_move(
@@ -248,16 +249,16 @@ class Retriever:
             self._now(),
         )
 
-    async def _heartbeat(self, uid: str, keys: list[str]) -> None:
+    async def _heartbeat(self, study_instance_uid: str, job_keys: list[str]) -> None:
         period = max(self._options.lease.total_seconds() / 3, 0.05)
         while True:
             await asyncio.sleep(period)
             until = self._now() + self._options.lease
             try:
-                await self._jobs.renew(keys, self._owner, until)
-                await self._transfers.renew(uid, self._owner, until)
+                await self._jobs.renew(job_keys, self._owner, until)
+                await self._transfers.renew(study_instance_uid, self._owner, until)
             except Exception as error:  # the next beat tries again; the lease may lapse meanwhile
-                log.warning("lease_renewal_failed", study_uid=uid, error=type(error).__name__)
+                log.warning("lease_renewal_failed", study_uid=study_instance_uid, error=describe(error))
 
     async def loop(self, stop: asyncio.Event, poll_seconds: float) -> None:
         """One worker: runs due jobs back to back, else waits for a wake-up (a handler) or the next poll."""
@@ -265,7 +266,7 @@ class Retriever:
             try:
                 busy = await self.run_once()
             except Exception as error:
-                log.warning("retrieval_round_failed", error=type(error).__name__, detail=str(error)[:300])
+                log.warning("retrieval_round_failed", error=describe(error))
                 busy = False
             if busy:
                 continue
@@ -299,8 +300,10 @@ class _ProgressRelay:
             progress = self._progress
             if progress is not None:
                 done = progress.completed + progress.warning
-                for key, stored in list(self._latest.items()):
-                    self._latest[key], _ = await self._updater.apply(stored, domain.Progressed(done, progress.total))
+                for job_key, stored in list(self._latest.items()):
+                    self._latest[job_key], _ = await self._updater.apply(
+                        stored, domain.Progressed(done, progress.total)
+                    )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._finished.wait(), self._interval)
 
@@ -311,4 +314,4 @@ class _ProgressRelay:
         try:
             await task
         except Exception as error:
-            log.warning("progress_update_failed", error=type(error).__name__)
+            log.warning("progress_update_failed", error=describe(error))

@@ -268,7 +268,8 @@ class DicomClient:
                         if not result.complete:
                             raise IncompleteMoveError(
                                 f"C-MOVE from {self.peer.ae_title}: {meaning}; "
-                                f"{counts.completed} completed, {counts.failed} failed"
+                                f"{counts.completed} completed, {counts.failed} failed",
+                                result=result,
                             )
                         return result
                     self._raise_for("C-MOVE", code)

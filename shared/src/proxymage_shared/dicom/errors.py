@@ -6,7 +6,12 @@ narrow a C-FIND that the PACS refused as too large with 0xA700).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from proxymage_shared.errors import PermanentError, TransientError
+
+if TYPE_CHECKING:  # results.py imports this module
+    from proxymage_shared.dicom.results import MoveResult
 
 
 class DicomUnavailableError(TransientError):
@@ -34,7 +39,12 @@ class MalformedAnswerError(TransientError):
 
 
 class IncompleteMoveError(TransientError):
-    """The move ended, but not every instance arrived: never treat the study as complete."""
+    """The move ended, but not every instance arrived: never treat the study as complete. `result` is how it
+    ended (final status and sub-operation counts), for the caller to assess what arrived."""
+
+    def __init__(self, message: str, *, result: MoveResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class MoveCancelledError(TransientError):

@@ -1,0 +1,268 @@
+"""The retrieval worker's steps (`study_fetcher.worker.Retriever`) with in-memory stores and a scripted PACS:
+claim, transfer lease, companions, MIRC check, reuse of a verified move, the move and each way it ends,
+verification, cancellation, progress, lease renewal. No server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+from collections.abc import Callable
+
+import pytest
+from proxymage_shared import dicom
+from proxymage_shared.errors import TransientError
+from proxymage_shared.reasons import Reason
+from proxymage_shared.testing import eventually
+from study_fetcher import domain
+from study_fetcher.ports import StudyPresence, Transfer, job_key_of
+from study_fetcher.worker import Retriever, WorkerOptions
+
+from .test_handlers import ENROLMENT, NOW, STUDY, World
+
+OTHER_ENROLMENT = "enr-2"
+KEY = job_key_of(ENROLMENT, STUDY)
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    async def check() -> bool:
+        return predicate()
+
+    await eventually(check, timeout=5)
+
+
+def retriever(world: World, **options: object) -> Retriever:
+    return Retriever(
+        jobs=world.jobs,
+        transfers=world.transfers,
+        updater=world.updater,
+        pacs=world.pacs,
+        options=WorkerOptions(**options),  # type: ignore[arg-type]
+        owner="w1",
+        cleaner=world.cleaner,
+        clock=lambda: NOW,
+    )
+
+
+async def queued(world: World, enrolment_id: str = ENROLMENT, *, held: bool = False) -> None:
+    admission = domain.Hold(Reason.of("waiting_identity")) if held else domain.Admit()
+    await world.jobs.insert(enrolment_id, STUDY, domain.new_job(NOW, None, admission), NOW)
+
+
+def state(world: World, job_key: str = KEY) -> tuple[str, str | None]:
+    job = world.jobs.job(job_key)
+    return job.state, job.reason_code
+
+
+async def run(world: World, **options: object) -> bool:
+    return await retriever(world, **options).run_once()
+
+
+async def test_no_due_job_is_no_work() -> None:
+    assert await run(World()) is False
+
+
+async def test_a_study_moved_for_another_enrolment_postpones_the_job_until_that_move_ends() -> None:
+    world = World()
+    await queued(world)
+    world.transfers.transfers[STUDY] = Transfer(STUDY, "w2", NOW + dt.timedelta(minutes=1))
+    assert await run(world) is True
+    row = world.jobs.rows[KEY]
+    assert (row.waiting, row.due_at, row.stored.lease_owner) == (True, NOW + dt.timedelta(seconds=1), None)
+    assert state(world) == ("queued", None)
+
+
+async def test_a_study_not_yet_in_mirc_waits_and_the_transfer_is_released() -> None:
+    world = World()
+    await queued(world)
+    assert await run(world) is True
+    assert state(world) == ("not_yet_available", "not_in_mirc")
+    transfer = world.transfers.transfers[STUDY]
+    assert (transfer.lease_owner, transfer.verified_instances) == (None, None)
+    assert world.jobs.rows[KEY].stored.lease_owner is None
+    assert world.pacs.moves == []
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "detail"),
+    [(dicom.DicomUnavailableError("down"), "pacs_unreachable", None), (TransientError("odd"), "pacs_error", "odd")],
+)
+async def test_a_failed_mirc_check_is_retried_later(error: Exception, code: str, detail: str | None) -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = error
+    await run(world)
+    assert state(world) == ("not_yet_available", code)
+    reason = world.jobs.job(KEY).reason or ""
+    assert detail is None or f"TransientError: {detail}" in reason
+
+
+async def test_a_verified_earlier_move_still_in_the_viewer_is_reused_without_moving() -> None:
+    world = World()
+    await queued(world)
+    world.transfers.transfers[STUDY] = Transfer(STUDY, None, NOW - dt.timedelta(hours=1), verified_instances=10)
+    world.pacs.mirc[STUDY] = world.pacs.viewer[STUDY] = StudyPresence(10)
+    await run(world)
+    assert state(world) == ("available", None)
+    assert world.pacs.moves == []
+
+
+@pytest.mark.parametrize("viewer", [StudyPresence(4), dicom.DicomUnavailableError("viewer down")])
+async def test_a_verified_move_no_longer_in_the_viewer_is_moved_again(viewer: object) -> None:
+    world = World()
+    await queued(world)
+    world.transfers.transfers[STUDY] = Transfer(STUDY, None, NOW - dt.timedelta(hours=1), verified_instances=10)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.viewer[STUDY] = viewer
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
+    await run(world)
+    assert state(world) == ("available", None)
+    assert world.pacs.moves == [STUDY]
+    transfer = world.transfers.transfers[STUDY]
+    assert (transfer.moves, transfer.verified_instances) == (1, 10)
+
+
+async def test_a_complete_move_verified_in_the_viewer_makes_every_waiting_job_available_with_one_move() -> None:
+    world = World()
+    await queued(world)
+    await queued(world, OTHER_ENROLMENT)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
+    await run(world)
+    assert state(world) == state(world, job_key_of(OTHER_ENROLMENT, STUDY)) == ("available", None)
+    assert world.pacs.moves == [STUDY]
+
+
+async def test_a_held_job_of_another_enrolment_is_not_moved_for() -> None:
+    world = World()
+    await queued(world)
+    await queued(world, OTHER_ENROLMENT, held=True)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
+    await run(world)
+    assert state(world, job_key_of(OTHER_ENROLMENT, STUDY)) == ("queued", "waiting_identity")
+
+
+async def test_a_move_the_viewer_does_not_fully_hold_is_incomplete() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 7
+    await run(world)
+    assert state(world) == ("not_yet_available", "move_incomplete")
+    assert world.transfers.transfers[STUDY].verified_instances is None
+
+
+@pytest.mark.parametrize(
+    ("error", "expected", "text"),
+    [
+        (
+            dicom.IncompleteMoveError("partial", result=dicom.MoveResult(0xB000, 7, 3, 0)),
+            ("not_yet_available", "move_incomplete"),
+            "3 instances sur 10 en échec",
+        ),
+        (
+            dicom.IncompleteMoveError("warning", result=dicom.MoveResult(0xB000, 10, 0, 0)),
+            ("not_yet_available", "move_incomplete"),
+            "1 instances sur 11 en échec",
+        ),
+        (dicom.DicomPermanentError("refused", status=0xA801), ("failed", "move_refused"), None),
+        (dicom.DicomPermanentError("refused"), ("failed", "move_refused"), "DicomPermanentError: refused"),
+        (dicom.DicomUnavailableError("down"), ("not_yet_available", "pacs_unreachable"), None),
+        (dicom.DicomTransientError("busy", status=0xA702), ("not_yet_available", "move_failed"), "statut 0xA702"),
+        (dicom.DicomTransientError("busy"), ("not_yet_available", "move_failed"), None),
+        (TransientError("odd"), ("not_yet_available", "move_failed"), "TransientError: odd"),
+    ],
+)
+async def test_each_way_a_move_fails_is_recorded(error: Exception, expected: tuple[str, str], text: str | None) -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.move_result = error
+    await run(world)
+    assert state(world) == expected
+    assert text is None or text in (world.jobs.job(KEY).reason or "")
+
+
+async def test_a_viewer_that_cannot_be_asked_after_the_move_is_retried_later() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.viewer[STUDY] = dicom.DicomUnavailableError("viewer down")
+    world.pacs.move_result = 10
+    await run(world)
+    assert state(world) == ("not_yet_available", "viewer_unreachable")
+
+
+def removing_during_move(world: World) -> Callable[[str, object, threading.Event | None], object]:
+    async def script(study_instance_uid: str, on_progress: object, cancel: threading.Event | None) -> None:
+        stored = await world.jobs.get(KEY)
+        assert stored is not None
+        assert cancel is not None
+        await world.updater.apply(stored, domain.Remove(NOW + dt.timedelta(seconds=1)))
+        await world.transfers.request_purge(study_instance_uid, NOW)  # owed meanwhile, while the move holds it
+        await until(cancel.is_set)
+        raise dicom.MoveCancelledError("cancelled")
+
+    return script
+
+
+async def test_a_move_whose_jobs_are_all_removed_is_cancelled_and_its_study_purged() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.on_move = removing_during_move(world)
+    await run(world, cancel_poll_seconds=0.01)
+    assert state(world)[0] == "removed"
+    assert world.purge.deleted == [STUDY]  # settled once the move released the study
+
+
+async def test_move_progress_is_published_as_retrieving_versions() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+
+    async def progress(
+        study_instance_uid: str, on_progress: Callable[[dicom.MoveProgress], None], cancel: object
+    ) -> None:
+        on_progress(dicom.MoveProgress(remaining=5, completed=4, failed=0, warning=1))
+        await until(lambda: world.jobs.job(KEY).progress is not None)
+
+    world.pacs.on_move = progress
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
+    await run(world, progress_interval_seconds=0.01)
+    assert [(s.status, s.progress.done if s.progress else None) for s in world.statuses][-2:] == [
+        ("retrieving", 5),
+        ("available", 10),
+    ]
+
+
+async def test_leases_are_renewed_while_a_move_runs() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+
+    async def slow(*_: object) -> None:
+        await until(lambda: world.jobs.renewals >= 2)
+
+    world.pacs.on_move = slow
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
+    await run(world, lease=dt.timedelta(seconds=0.06))
+    assert state(world) == ("available", None)
+
+
+async def test_the_worker_loop_survives_a_failed_round_and_runs_the_next_job() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
+    world.jobs.fail_claim = RuntimeError("store down")
+    worker, stop = retriever(world), asyncio.Event()
+    task = asyncio.create_task(worker.loop(stop, poll_seconds=0.01))
+    try:
+        await until(lambda: state(world)[0] == "available")
+    finally:
+        stop.set()
+        worker.wake.set()
+        await task
+    assert world.jobs.fail_claim is None
