@@ -154,6 +154,11 @@ async def test_a_read_model_from_before_member_lists_keeps_its_meetings_enrolmen
         for key in ("enr-old-1", "enr-old-2"):
             await database["enrolments"].insert_one({"_id": key, "enrolment": {"meeting_id": "m-old", "order": "1"}})
         await database["meetings"].insert_one({"_id": "m-old", "enrolment_details": {"date": "2030-01-01"}})
+        # A meeting that lists one of its two enrolments already: only the other one is added.
+        for key in ("enr-part-1", "enr-part-2"):
+            await database["enrolments"].insert_one({"_id": key, "enrolment": {"meeting_id": "m-part", "order": "1"}})
+        listed_before = {"enrolment_id": "enr-part-1", "order": "1"}
+        await database["meetings"].insert_one({"_id": "m-part", "members": {member_key("enr-part-1"): listed_before}})
         store = ReadModelStore(database)
         await store.ensure_indexes()  # at start: the lists are filled once
         await store.ensure_indexes()
@@ -164,6 +169,13 @@ async def test_a_read_model_from_before_member_lists_keeps_its_meetings_enrolmen
         )
         listed = [document["_id"] for document in await store.meeting_enrolments("m-old", 100)]
         assert listed == ["enr-new", "enr-old-1", "enr-old-2"]
+        assert [document["_id"] for document in await store.meeting_enrolments("m-part", 100)] == [
+            "enr-part-1",
+            "enr-part-2",
+        ]
+        assert (await database["meetings"].find_one({"_id": "m-part"}) or {})["members"][
+            member_key("enr-part-1")
+        ] == listed_before  # left as the projection wrote it
     finally:
         await client.drop_database(f"it_gw_members_{unique}")
         await client.close()

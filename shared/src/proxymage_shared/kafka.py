@@ -23,10 +23,9 @@ from typing import Any, Final, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from faststream import AckPolicy
+from faststream import AckPolicy, StreamMessage
 from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import ValidationError
 
@@ -166,6 +165,16 @@ def _decode_headers(raw: Any) -> dict[str, str]:
     return headers
 
 
+async def _as_is(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    """The subscribers' decoder: the message itself, which `subscribe`'s handler takes as its one argument.
+
+    FastStream's own decoder would JSON-decode every body (the handler validates the bytes itself), and taking the
+    message through FastStream's context (`KafkaMessage`) makes its dependency injection resolve the context in a
+    worker thread for every message: a thread round trip (a few turns of the event loop) before each handler.
+    """
+    return message
+
+
 def subscribe(
     broker: KafkaBroker,
     settings: ServiceSettings,
@@ -187,7 +196,8 @@ def subscribe(
     policy = retry or handler_retry_policy(settings)
     group_id = f"{settings.consumer_group()}.{topic.removeprefix(settings.topic_prefix)}{group_suffix}"
 
-    async def consume(message: KafkaMessage) -> None:
+    async def consume(message: Any) -> None:  # a StreamMessage (`_as_is`): `Any` so that nothing validates it
+        assert isinstance(message, StreamMessage)
         record = message.raw_message
         assert not isinstance(record, tuple)  # batch consumers are not used here
         delivery = Delivery(
@@ -253,6 +263,7 @@ def subscribe(
         max_workers=concurrency or settings.consumer_concurrency,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
+        decoder=_as_is,
         title=f"{topic}:{settings.service_name}",
         description=(model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else None,
     )(consume)

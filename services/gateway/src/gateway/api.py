@@ -578,7 +578,10 @@ async def _event_stream(hub: Hub, stream: str, last_event_id: str | None, heartb
                 yield _resync(stream)
             item: Message | None
             try:
-                item = await asyncio.wait_for(listener.queue.get(), heartbeat)
+                # Waited for in this task (`asyncio.wait_for` would start a task per message: one more turn of
+                # the event loop between the projection's write and the client).
+                async with asyncio.timeout(heartbeat):
+                    item = await listener.queue.get()
             except TimeoutError:
                 yield b": keepalive\n\n"
                 continue

@@ -95,13 +95,23 @@ class Projector:
         return False
 
     async def handle(self, event: Event, delivery: Delivery | None = None) -> None:
-        for patch in patches(event):
+        made = patches(event)
+        written: list[Patch] = []  # member patches already written with their meeting's details
+        for patch in made:
             if self._unchanged_meeting_details(patch):
                 continue
             if patch.kind == "member":
-                await self._store.add_member(patch)  # nothing to announce: the enrolment's own patch does
+                if not any(patch is done for done in written):
+                    await self._store.add_member(patch)  # nothing to announce: the enrolment's own patch does
                 continue
-            document = await self._store.apply(patch)
+            # A meeting's details and its new member go in one write (written only if the details apply).
+            member = next(
+                (p for p in made if p.kind == "member" and (p.collection, p.key) == (patch.collection, patch.key)),
+                None,
+            )
+            document = await self._store.apply(patch, member)
+            if member is not None and document is not None:
+                written.append(member)
             # Told even when nothing was written here: another gateway instance may have applied it first.
             if patch.collection == ENROLMENTS and self._on_enrolment_change is not None:
                 self._on_enrolment_change()

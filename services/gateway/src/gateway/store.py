@@ -63,22 +63,35 @@ class ReadModelStore:
         migrations = self._collections[ENROLMENTS].database["migrations"]
         if await migrations.find_one({"_id": MEMBERS_MIGRATION}) is not None:
             return
+        # Only the enrolments their meeting does not list yet are written (one read of the meetings first): a read
+        # model whose lists are already filled (projected since they exist) costs no write per enrolment at start.
+        listed: set[tuple[str, str]] = set()
+        async for meeting in self._collections[MEETINGS].find({}, {"members": 1}):
+            members = meeting.get("members")
+            if isinstance(members, dict):
+                listed.update((str(meeting["_id"]), field) for field in members)
         cursor = self._collections[ENROLMENTS].find({}, {"enrolment.meeting_id": 1})
         async for document in cursor:
             meeting_id = (get_path(document, "enrolment") or {}).get("meeting_id")
-            if isinstance(meeting_id, str):
+            if isinstance(meeting_id, str) and (meeting_id, member_key(str(document["_id"]))) not in listed:
                 key = f"members.{member_key(str(document['_id']))}"
                 await self._collections[MEETINGS].update_one(
                     {"_id": meeting_id}, {"$set": {key: {"enrolment_id": str(document["_id"])}}}, upsert=True
                 )
         await migrations.update_one({"_id": MEMBERS_MIGRATION}, {"$set": {"done": True}}, upsert=True)
 
-    async def apply(self, patch: Patch) -> Document | None:
+    async def apply(self, patch: Patch, member: Patch | None = None) -> Document | None:
         """Applies `patch` if it is newer; returns the document as read again after the write (so that it
-        includes whatever other parts were written concurrently), or None when the patch was stale."""
-        return await self._compare_and_set(patch)
+        includes whatever other parts were written concurrently), or None when the patch was stale.
 
-    async def _compare_and_set(self, patch: Patch) -> Document | None:
+        `member`, a `member` patch of the same document, is written in the same update when `patch` applies (a
+        meeting's details and its new member: one round trip); when None is returned it was not written."""
+        if member is not None:
+            assert member.kind == "member"
+            assert (member.collection, member.key) == (patch.collection, patch.key)
+        return await self._compare_and_set(patch, member)
+
+    async def _compare_and_set(self, patch: Patch, member: Patch | None = None) -> Document | None:
         """The document after writing `patch`, or None when the stored part is as new or newer.
 
         One round trip in the usual case: an upsert whose filter says "this part's order is lower, or absent".
@@ -88,11 +101,14 @@ class ReadModelStore:
         """
         collection = self._collections[patch.collection]
         at = f"{patch.path}.{ORDER}"
+        values = {patch.path: patch.stored_value()}
+        if member is not None:
+            values[member.path] = member.stored_value()
         for _ in range(MAX_RACES):
             try:
                 return await collection.find_one_and_update(
                     {"_id": patch.key, at: {"$not": {"$gte": patch.order}}},
-                    {"$set": {patch.path: patch.stored_value()}},
+                    {"$set": values},
                     upsert=True,
                     return_document=ReturnDocument.AFTER,
                 )
