@@ -10,8 +10,10 @@ UV ?= uv
 PYTEST_ARGS ?=
 STACK := deploy/local/stack.sh
 SERVICES := deploy/local/services.sh
+COMPOSE := $(UV) run --frozen podman-compose -f deploy/compose/compose.yaml
 
-.PHONY: help install up down status services test unit lint format topics seed demo bench
+.PHONY: help install up down status services test unit lint format topics seed demo bench images compose-up compose-down \
+  containers-test helm-check
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -87,3 +89,26 @@ demo: up ## Start everything, seed MIRC and the services, and print where everyt
 	@echo "Simulated regional PACS:       http://127.0.0.1:$(PROXYMAGE_LOCAL_MIRC_HTTP_PORT)/app/explorer.html  (Orthanc MIRC, loopback only)"
 	@echo "Received e-mails:              var/smtp/mailbox/"
 	@echo "Everything keeps running until: make down"
+
+images: ## Build every OCI image with podman: the four services, Kafka, FerretDB, Orthanc, SMTP (sizes at the end)
+	@bash deploy/images/base.sh image
+	@bash deploy/images/build.sh
+
+compose-up: install ## Start the compose stack (images of `make images`); gateway on http://127.0.0.1:28080
+	@bash deploy/compose/secrets.sh
+	@$(COMPOSE) up -d
+	@echo "Gateway: http://127.0.0.1:$${PROXYMAGE_COMPOSE_GATEWAY_PORT:-28080}/console/  (token: var/compose/secrets/dcc-token)"
+
+compose-down: install ## Stop and remove the compose stack's containers (its named volumes are kept)
+	@$(COMPOSE) down
+
+containers-test: install ## Run the tests marked `containers` (podman, the images of `make images`; not in make test)
+	@bash deploy/helm/check.sh tools
+	@bash $(STACK) up
+	@status=0; $(UV) run --frozen pytest -m containers $(PYTEST_ARGS) || status=$$?; \
+	  if [ -z "$${KEEP_STACK:-}" ]; then bash $(SERVICES) stop; bash $(STACK) down; fi; \
+	  exit $$status
+
+helm-check: install ## Helm chart: helm lint, helm template, schema validation (Kubernetes + KEDA), chart tests
+	@bash deploy/helm/check.sh
+	@$(UV) run --frozen pytest tests/helm/test_chart.py $(PYTEST_ARGS)

@@ -7,6 +7,7 @@
 #   ca.pem, ca.key                 test CA: the only CA the server trusts for client certificates,
 #                                  and the CA clients trust for the server certificate
 #   server.pem, server.key         server certificate, CN=localhost, SAN DNS:localhost IP:127.0.0.1 IP:::1
+#                                  (or $PROXYMAGE_SMTP_SERVER_SAN)
 #   client.pem, client.key         client certificate, CN=proxymage-notifier.test, signed by ca.pem
 #   rogue-ca.pem, rogue-ca.key     a second, untrusted CA
 #   rogue-client.pem, rogue-client.key   client certificate with the same CN, signed by rogue-ca.pem:
@@ -21,6 +22,8 @@ CERTS_DIR="${1:-$PM_ROOT/$PROXYMAGE_LOCAL_SMTP_DIR/certs}"
 CA_DAYS=3650
 LEAF_DAYS=1095
 CLIENT_CN=proxymage-notifier.test
+# The server certificate's names; deploy/compose/secrets.sh adds the SMTP container's host name.
+SERVER_SAN="${PROXYMAGE_SMTP_SERVER_SAN:-DNS:localhost,IP:127.0.0.1,IP:::1}"
 # Regenerate anything that expires within this many seconds.
 MIN_REMAINING_SECONDS=86400
 
@@ -91,8 +94,7 @@ if ! valid ca; then
   ca_regenerated=1
 fi
 if [ "$ca_regenerated" = 1 ] || ! valid server; then
-  make_leaf server ca "/O=Proxymage test/CN=localhost" serverAuth \
-    "DNS:localhost,IP:127.0.0.1,IP:::1"
+  make_leaf server ca "/O=Proxymage test/CN=localhost" serverAuth "$SERVER_SAN"
 fi
 if [ "$ca_regenerated" = 1 ] || ! valid client; then
   make_leaf client ca "/O=Proxymage test/CN=$CLIENT_CN" clientAuth "DNS:$CLIENT_CN"
