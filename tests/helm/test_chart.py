@@ -220,6 +220,9 @@ def test_production_values_use_sasl_ssl_three_brokers_rf3_and_a_replica_set_secr
         assert env["PROXYMAGE_KAFKA_SECURITY__SSL_CAFILE"]["value"] == "/etc/proxymage/kafka/ca.crt"
         assert len(env["PROXYMAGE_KAFKA_BOOTSTRAP_SERVERS"]["value"].split(",")) == 3
         assert env["PROXYMAGE_MONGO_URL"]["valueFrom"]["secretKeyRef"]["name"] == "proxymage-mongo"
+        # The topics Job creates the topics with RF 3: the services do not create them at start (with RF 1).
+        assert env["PROXYMAGE_CREATE_TOPICS_AT_START"]["value"] == "false"
+        assert env["PROXYMAGE_TOPIC_REPLICATION_FACTOR"]["value"] == "3"
     for scaled in by_kind(docs, "ScaledObject").values():
         for trigger in scaled["spec"]["triggers"]:
             assert trigger["metadata"]["sasl"] == "scram_sha512"

@@ -296,15 +296,34 @@ async def publish_event(broker: KafkaBroker, topic: str, key: str, event: Event)
     )
 
 
+def admin_security_options(settings: KafkaSecurity) -> dict[str, Any]:
+    """The admin client's security options: aiokafka's client takes them as keyword arguments, not as
+    FastStream's `BaseSecurity`; the same settings give both."""
+    security = _security(settings)
+    if security is None:
+        return {}
+    options: dict[str, Any] = {"security_protocol": settings.protocol, "ssl_context": security.ssl_context}
+    if settings.protocol.startswith("SASL_"):
+        options["sasl_mechanism"] = settings.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = settings.sasl_username or ""
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+    return options
+
+
 async def ensure_topics(
     bootstrap_servers: str,
     specs: list[TopicSpec],
     *,
     replication_factor: int = 1,
+    security: KafkaSecurity | None = None,
     timeout_ms: int = 15_000,
 ) -> list[str]:
     """Creates the topics that do not exist yet and returns their names. Idempotent."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers,
+        request_timeout_ms=timeout_ms,
+        **admin_security_options(security or KafkaSecurity()),
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -101,10 +101,12 @@ async def _broker_ready(broker: KafkaBroker) -> bool:
 
 async def _start_dependencies(service: Service) -> None:
     settings = service.settings
-    if service.create_topics:
+    if service.create_topics and settings.create_topics_at_start:
         await ensure_topics(
             settings.kafka_bootstrap_servers,
             topic_specs(settings.topic_partitions, prefix=settings.topic_prefix),
+            replication_factor=settings.topic_replication_factor,
+            security=settings.kafka_security,
         )
     if not await mongo.ping(service.mongo_client):
         raise ConnectionError("MongoDB does not answer")

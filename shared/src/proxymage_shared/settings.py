@@ -73,6 +73,11 @@ class ServiceSettings(BaseSettings):
     # Partitions of the topics a service creates at start when they are missing (`proxymage-dev topics` in
     # production, with the cluster's replication factor).
     topic_partitions: int = Field(default=6, ge=1, le=256)
+    # Replicas of each partition of the topics created at start (3 on a 3-broker cluster).
+    topic_replication_factor: int = Field(default=1, ge=1, le=16)
+    # Whether a service creates its missing topics at start. Off where a Job (Helm) or the cluster's operators
+    # create them, or where the service's Kafka user may not create topics.
+    create_topics_at_start: bool = True
     mongo_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017/")
     mongo_database: str = ""
     log_level: LogLevel = "INFO"

@@ -65,6 +65,11 @@ study-fetcher: [identity.resolved.v1, dcc.imaging-refresh.v1, dcc.studies-select
   value: {{ .Values.config.topicPrefix | quote }}
 - name: PROXYMAGE_TOPIC_PARTITIONS
   value: {{ .Values.config.topicPartitions | quote }}
+- name: PROXYMAGE_TOPIC_REPLICATION_FACTOR
+  value: {{ .Values.kafka.replicationFactor | quote }}
+{{- /* The topics Job creates the topics; a service then only checks nothing is missing at its first use. */}}
+- name: PROXYMAGE_CREATE_TOPICS_AT_START
+  value: {{ (not .Values.topicsJob.enabled) | quote }}
 {{- if .Values.kafka.sasl.mechanism }}
 - name: PROXYMAGE_KAFKA_SECURITY__SASL_MECHANISM
   value: {{ .Values.kafka.sasl.mechanism | quote }}

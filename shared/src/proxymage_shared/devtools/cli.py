@@ -29,14 +29,29 @@ class DevSettings(ServiceSettings):
 
 @app.command()
 def topics(
-    partitions: Annotated[int, typer.Option(help="Partitions of each topic.")] = 6,
-    replication_factor: Annotated[int, typer.Option(help="Replicas of each partition (3 in production).")] = 1,
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions of each topic (default: PROXYMAGE_TOPIC_PARTITIONS, 6).")
+    ] = None,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(help="Replicas of each partition (default: PROXYMAGE_TOPIC_REPLICATION_FACTOR; 3 in production)."),
+    ] = None,
     prefix: Annotated[str | None, typer.Option(help="Topic name prefix (default: PROXYMAGE_TOPIC_PREFIX).")] = None,
 ) -> None:
     """Creates every contract topic and its dead-letter topic (idempotent)."""
     settings = load_settings(DevSettings)
-    specs = topic_specs(partitions, prefix=settings.topic_prefix if prefix is None else prefix)
-    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, specs, replication_factor=replication_factor))
+    specs = topic_specs(
+        settings.topic_partitions if partitions is None else partitions,
+        prefix=settings.topic_prefix if prefix is None else prefix,
+    )
+    created = asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap_servers,
+            specs,
+            replication_factor=settings.topic_replication_factor if replication_factor is None else replication_factor,
+            security=settings.kafka_security,
+        )
+    )
     typer.echo(f"{len(created)} topic(s) created, {len(specs) - len(created)} already there")
     for name in created:
         typer.echo(f"  + {name}")
