@@ -5,22 +5,14 @@
 # Facts (ARCHITECTURE.md "Measured facts"): crun refuses this kernel's hybrid cgroups, so podman runs with
 # runc; without explicit ulimits setrlimit fails with EPERM. PROXYMAGE_BASE_IMAGE names the image.
 set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BASE_IMAGE="${PROXYMAGE_BASE_IMAGE:-localhost/debian:bookworm}"
 CONF_DIR="${PROXYMAGE_CONTAINERS_CONF_DIR:-/etc/containers}"
 
 log() { echo "[images] $*" >&2; }
 
 tools() {
-  local missing=()
-  command -v podman >/dev/null 2>&1 || missing+=(podman)
-  command -v runc >/dev/null 2>&1 || missing+=(runc)
-  command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
-  if [ "${#missing[@]}" -gt 0 ]; then
-    [ "$(id -u)" -eq 0 ] || { log "ERROR: needs root to install: ${missing[*]} (sudo apt-get install -y ${missing[*]})"; exit 1; }
-    log "installing from Debian: ${missing[*]}"
-    apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
-  fi
+  bash "$ROOT/deploy/local/system-packages.sh" podman runc mmdebstrap
   if [ ! -e "$CONF_DIR/containers.conf" ] || ! grep -q 'runtime = "runc"' "$CONF_DIR/containers.conf"; then
     mkdir -p "$CONF_DIR"
     cat >"$CONF_DIR/containers.conf" <<'CONF'

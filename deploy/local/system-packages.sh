@@ -17,6 +17,11 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v patch >/dev/null 2>&1 || missing+=(patch)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# Extra commands a caller needs, each from the Debian package of the same name (deploy/images/base.sh:
+# podman runc mmdebstrap).
+for command in "$@"; do
+  command -v "$command" >/dev/null 2>&1 || missing+=("$command")
+done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 echo "[system-packages] installing from Debian: ${missing[*]}" >&2
@@ -30,5 +35,12 @@ else
   echo "  then run the make command again." >&2
   exit 1
 fi
-"${as_root[@]}" apt-get update -q >&2
-DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q "${missing[@]}" >&2
+# apt's own output goes to a log, shown only if it fails.
+log=$(mktemp /tmp/proxymage-apt.XXXXXX.log)
+if ! { "${as_root[@]}" apt-get update -q && DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -q "${missing[@]}"; } >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "[system-packages] ERROR: apt-get failed (whole output: $log)" >&2
+  exit 1
+fi
+rm -f "$log"
+echo "[system-packages] installed: ${missing[*]}" >&2
