@@ -36,7 +36,7 @@ status: ## Show each server's and service's state
 	@bash $(SERVICES) status
 
 topics: install ## Create every topic and its dead-letter topic (idempotent)
-	@$(UV) run --frozen proxymage-dev topics
+	@$(UV) run --frozen proxymage-admin topics
 
 seed: install ## Store the synthetic patients' studies into MIRC
 	@$(UV) run --frozen proxymage-dev seed-pacs --seed 42
@@ -54,26 +54,26 @@ unit: install ## Run the unit tests only (no servers)
 	@$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
 
 bench: up ## Measure the figures the issues name (store, identity rules, latencies, retrieval vs movescu, viewer)
-	@$(UV) run --frozen python -m proxymage_shared.devtools.store_capacity
+	@$(UV) run --frozen python -m proxymage_dev.bench.store_capacity
 	@$(UV) run --frozen python bench/store_hot_paths.py
-	@$(UV) run --frozen python -m identity_matcher.bench
-	@$(UV) run --frozen python -m study_fetcher.bench
-	@$(UV) run --frozen python -m gateway.bench
-	@$(UV) run --frozen python -m gateway.viewer_bench
+	@$(UV) run --frozen python -m proxymage_dev.bench.identity_matcher
+	@$(UV) run --frozen python -m proxymage_dev.bench.study_fetcher
+	@$(UV) run --frozen python -m proxymage_dev.bench.gateway
+	@$(UV) run --frozen python -m proxymage_dev.bench.viewer
 
 lint: install ## ruff check, ruff format --check, mypy --strict on every src/, uv lock --check
 	@$(UV) lock --check --quiet
 	@$(UV) run --frozen ruff check .
 	@$(UV) run --frozen ruff format --check .
 	@$(UV) run --frozen mypy --strict shared/src services/identity-matcher/src services/study-fetcher/src \
-	  services/expert-notifier/src services/gateway/src
+	  services/expert-notifier/src services/gateway/src dev/src
 
 format: install ## Apply ruff's fixes and formatting
 	@$(UV) run --frozen ruff check --fix .
 	@$(UV) run --frozen ruff format .
 
 demo: up ## Start everything, seed MIRC and the services, and print where everything is (until `make down`)
-	@$(UV) run --frozen proxymage-dev topics
+	@$(UV) run --frozen proxymage-admin topics
 	@$(UV) run --frozen proxymage-dev seed-pacs --seed 42
 	@bash $(SERVICES) start
 	@$(UV) run --frozen proxymage-dev demo-scenario

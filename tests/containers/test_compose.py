@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import synthetic_studies
+from proxymage_dev.seed_pacs import store_studies
+from proxymage_dev.synthetic import synthetic_studies
+from proxymage_dev.testing import ConditionTimeoutError, eventually
 from proxymage_shared.settings import DicomPeer
-from proxymage_shared.testing import ConditionTimeoutError, eventually
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 

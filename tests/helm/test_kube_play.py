@@ -30,9 +30,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from proxymage_shared.devtools.synthetic import SyntheticStudy
-from proxymage_shared.pytest_plugin import ROOT, delete_from_orthanc, free_port
-from proxymage_shared.testing import eventually
+from proxymage_dev.pytest_plugin import ROOT, delete_from_orthanc, free_port
+from proxymage_dev.synthetic import SyntheticStudy
+from proxymage_dev.testing import eventually
 
 CHART = ROOT / "deploy" / "helm" / "proxymage"
 HELM = ROOT / "var" / "helm" / "bin" / "helm"

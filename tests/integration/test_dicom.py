@@ -7,7 +7,8 @@ import datetime as dt
 
 import pytest
 from prometheus_client import REGISTRY
-from proxymage_shared.devtools.synthetic import PATIENTS, SyntheticStudy
+from proxymage_dev.pytest_plugin import delete_from_orthanc
+from proxymage_dev.synthetic import PATIENTS, SyntheticStudy
 from proxymage_shared.dicom import (
     DicomClient,
     DicomTimeouts,
@@ -17,7 +18,6 @@ from proxymage_shared.dicom import (
     study_query,
 )
 from proxymage_shared.errors import ProxymageError
-from proxymage_shared.pytest_plugin import delete_from_orthanc
 from proxymage_shared.settings import DicomPeer
 
 

@@ -12,11 +12,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
+from proxymage_dev.testing import eventually
 from proxymage_shared import events, kafka, topics
 from proxymage_shared.errors import PermanentError, TransientError
 from proxymage_shared.retry import RetryPolicy
 from proxymage_shared.settings import ServiceSettings
-from proxymage_shared.testing import eventually
 
 
 def refresh(enrolment_id: str) -> events.ImagingRefresh:

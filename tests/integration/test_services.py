@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from proxymage_shared.pytest_plugin import free_port
-from proxymage_shared.testing import ConditionTimeoutError
+from proxymage_dev.pytest_plugin import free_port
+from proxymage_dev.testing import ConditionTimeoutError
 
 SERVICES = ["identity_matcher", "study_fetcher", "expert_notifier", "gateway"]
 

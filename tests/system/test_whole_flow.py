@@ -23,11 +23,11 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway.viewer_probe import IMAGE_DRAWN_JS
 from playwright.async_api import async_playwright, expect
-from proxymage_shared.devtools.synthetic import SyntheticStudy
-from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, delete_from_orthanc, free_port
-from proxymage_shared.testing import eventually
+from proxymage_dev.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, delete_from_orthanc, free_port
+from proxymage_dev.synthetic import SyntheticStudy
+from proxymage_dev.testing import eventually
+from proxymage_dev.viewer_probe import IMAGE_DRAWN_JS
 
 TOKEN = "system-test-dcc-token"
 SCREENSHOTS = ROOT / "var" / "screenshots"

@@ -35,16 +35,16 @@ from expert_notifier.message import message_id
 from expert_notifier.settings import Settings
 from expert_notifier.smtp import SmtpSender
 from expert_notifier.store import NotifierStore, notification_key
+from proxymage_dev.pytest_plugin import ROOT, free_port
+from proxymage_dev.testing import eventually
 from proxymage_shared import topics
 from proxymage_shared.events import ExpertiseNotification, NotificationStatus
 from proxymage_shared.kafka import ensure_topics
 from proxymage_shared.logging import configure_logging
 from proxymage_shared.mongo import create_mongo_client
-from proxymage_shared.pytest_plugin import ROOT, free_port
 from proxymage_shared.reasons import TEXTS
 from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
-from proxymage_shared.testing import eventually
 from proxymage_shared.topics import topic_specs
 
 SMTP_DIR = ROOT / "var" / "smtp"

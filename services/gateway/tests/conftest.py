@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from playwright.async_api import Browser, async_playwright
-from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS
+from proxymage_dev.pytest_plugin import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture

@@ -14,16 +14,16 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from gateway.app import build
 from gateway.auth import token_hash
-from gateway.bench import delete_topics
 from gateway.settings import ApiToken, Settings
-from gateway.viewer_bench import available_study_events, shows_available
-from proxymage_shared.devtools.synthetic import SyntheticStudy
+from proxymage_dev.bench.gateway import delete_topics
+from proxymage_dev.bench.viewer import available_study_events, shows_available
+from proxymage_dev.pytest_plugin import free_port
+from proxymage_dev.synthetic import SyntheticStudy
+from proxymage_dev.testing import eventually
 from proxymage_shared.events import Event, utc_now
 from proxymage_shared.mongo import create_mongo_client
-from proxymage_shared.pytest_plugin import free_port
 from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
-from proxymage_shared.testing import eventually
 
 DCC_TOKEN = "it-dcc-token"
 VIEWER_TOKEN = "it-viewer-token"

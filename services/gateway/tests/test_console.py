@@ -46,6 +46,8 @@ from gateway.console.labels import (
     script_labels,
 )
 from playwright.async_api import Browser, Dialog, Page, expect
+from proxymage_dev.pytest_plugin import ROOT, free_port
+from proxymage_dev.testing import eventually
 from proxymage_shared import topics
 from proxymage_shared.events import (
     MODALITIES,
@@ -60,9 +62,7 @@ from proxymage_shared.events import (
     Progress,
     StudyStatusChanged,
 )
-from proxymage_shared.pytest_plugin import ROOT, free_port
 from proxymage_shared.reasons import TEXTS, Reason
-from proxymage_shared.testing import eventually
 
 SCREENSHOTS = ROOT / "var" / "screenshots"
 TOKEN = "jeton-console-essai-" + uuid.uuid4().hex

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from proxymage_dev.seed_pacs import store_studies
+from proxymage_dev.synthetic import SyntheticStudy, large_study, synthetic_studies
+from proxymage_dev.testing import eventually
 from proxymage_shared import topics
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import SyntheticStudy, large_study, synthetic_studies
 from proxymage_shared.settings import DicomPeer
-from proxymage_shared.testing import eventually
 
 from .harness import DCC_TOKEN, VIEWER_TOKEN, RunningGateway, base, make_available, running_gateway
 

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from proxymage_dev.testing import eventually
 from proxymage_shared import topics
-from proxymage_shared.testing import eventually
 
 from .harness import DCC_TOKEN, VIEWER_TOKEN, RunningGateway, base, running_gateway
 

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from gateway.auth import COOKIE_NAME, TokenVerifier
 from gateway.ohif import CONTENT_SECURITY_POLICY, IMMUTABLE, NO_STORE, REVALIDATE, mount
 from gateway.settings import ApiToken
-from proxymage_shared.pytest_plugin import ROOT
+from proxymage_dev.pytest_plugin import ROOT
 
 TOKEN = "jeton-visionneuse-essai"
 VIEWER_LINK = "/viewer/viewer?StudyInstanceUIDs=1.2.826.0.1.3680043.10.1338.42"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from gateway.projection import member_key
 from gateway.store import ReadModelStore
+from proxymage_dev.testing import eventually
 from proxymage_shared import topics
 from proxymage_shared.mongo import create_mongo_client
-from proxymage_shared.testing import eventually
 
 from .harness import RunningGateway, base, running_gateway
 

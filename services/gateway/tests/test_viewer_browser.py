@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from gateway.auth import COOKIE_NAME
-from gateway.viewer_probe import CONTROL_LABELS_JS, IMAGE_DRAWN_JS, forbidden_controls
 from playwright.async_api import Browser, Page, Request
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import large_study
-from proxymage_shared.pytest_plugin import ROOT
+from proxymage_dev.pytest_plugin import ROOT
+from proxymage_dev.seed_pacs import store_studies
+from proxymage_dev.synthetic import large_study
+from proxymage_dev.viewer_probe import CONTROL_LABELS_JS, IMAGE_DRAWN_JS, forbidden_controls
 from proxymage_shared.settings import DicomPeer
 
 from .harness import VIEWER_TOKEN, RunningGateway, make_available, running_gateway

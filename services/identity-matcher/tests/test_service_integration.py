@@ -1,5 +1,5 @@
 """The identity-matcher end to end, against real Kafka, FerretDB and the MIRC Orthanc seeded with the
-synthetic patients (proxymage_shared.devtools.synthetic): enrolments and withdrawals in on Kafka, outcomes
+synthetic patients (proxymage_dev.synthetic): enrolments and withdrawals in on Kafka, outcomes
 out on Kafka. What MIRC received is read from the service's own DICOM request counter (/metrics)."""
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from identity_matcher.app import build
 from identity_matcher.settings import Settings
 from prometheus_client.parser import text_string_to_metric_families
+from proxymage_dev.pytest_plugin import free_port, orthanc
+from proxymage_dev.synthetic import PATIENTS, SyntheticStudy
+from proxymage_dev.testing import eventually
 from proxymage_shared import reasons, topics
-from proxymage_shared.devtools.synthetic import PATIENTS, SyntheticStudy
 from proxymage_shared.events import EnrolmentWithdrawn, IdentityResolved, Patient, PatientEnrolled, Person
 from proxymage_shared.kafka import DLQ_KIND, DLQ_REASON
 from proxymage_shared.logging import configure_logging
-from proxymage_shared.pytest_plugin import free_port, orthanc
 from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
-from proxymage_shared.testing import eventually
 
 
 @dataclass

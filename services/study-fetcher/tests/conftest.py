@@ -21,9 +21,11 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from proxymage_dev.pytest_plugin import delete_from_orthanc, free_port, orthanc_rest
+from proxymage_dev.seed_pacs import store_studies
+from proxymage_dev.synthetic import PATIENTS, SyntheticPatient, SyntheticStudy, synthetic_studies
+from proxymage_dev.testing import eventually
 from proxymage_shared import topics
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import PATIENTS, SyntheticPatient, SyntheticStudy, synthetic_studies
 from proxymage_shared.events import (
     Event,
     IdentityResolved,
@@ -33,10 +35,8 @@ from proxymage_shared.events import (
 from proxymage_shared.kafka import ensure_topics
 from proxymage_shared.logging import configure_logging
 from proxymage_shared.mongo import create_mongo_client
-from proxymage_shared.pytest_plugin import delete_from_orthanc, free_port, orthanc_rest
 from proxymage_shared.service import run_service
 from proxymage_shared.settings import DicomPeer, load_settings
-from proxymage_shared.testing import eventually
 from proxymage_shared.topics import topic_specs
 from study_fetcher.app import build
 from study_fetcher.settings import Settings

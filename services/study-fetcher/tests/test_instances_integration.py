@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import httpx
-from proxymage_shared.devtools.synthetic import large_study
-from proxymage_shared.pytest_plugin import ROOT, free_port
+from proxymage_dev.pytest_plugin import ROOT, free_port
+from proxymage_dev.synthetic import large_study
+from proxymage_dev.testing import eventually
 from proxymage_shared.settings import DicomPeer
-from proxymage_shared.testing import eventually
 
 from .conftest import FETCH_PATIENT, SENSITIVE, absent_from_viewer, fresh_studies, store, viewer_instances
 

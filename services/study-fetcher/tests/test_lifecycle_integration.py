@@ -9,9 +9,9 @@ import datetime as dt
 import random
 
 from prometheus_client import REGISTRY
-from proxymage_shared.devtools.synthetic import SyntheticPatient, SyntheticStudy, large_study, synthetic_studies
+from proxymage_dev.synthetic import SyntheticPatient, SyntheticStudy, large_study, synthetic_studies
+from proxymage_dev.testing import eventually
 from proxymage_shared.settings import DicomPeer
-from proxymage_shared.testing import eventually
 from study_fetcher.cleanup import ViewerCleaner
 from study_fetcher.pacs import OrthancRest
 from study_fetcher.retention import RetentionSweep

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from proxymage_dev.pytest_plugin import delete_from_orthanc, orthanc
+from proxymage_dev.synthetic import SyntheticStudy, large_study
+from proxymage_dev.testing import eventually
 from proxymage_shared import reasons, topics
-from proxymage_shared.devtools.synthetic import SyntheticStudy, large_study
-from proxymage_shared.pytest_plugin import delete_from_orthanc, orthanc
 from proxymage_shared.settings import DicomPeer
-from proxymage_shared.testing import eventually
 
 from .conftest import FETCH_PATIENT, Harness, absent_from_viewer, event_fields, fresh_studies, store, viewer_instances
 

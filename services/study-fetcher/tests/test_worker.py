@@ -10,10 +10,10 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from proxymage_dev.testing import eventually
 from proxymage_shared import dicom
 from proxymage_shared.errors import TransientError
 from proxymage_shared.reasons import Reason
-from proxymage_shared.testing import eventually
 from study_fetcher import domain
 from study_fetcher.ports import StudyPresence, Transfer, job_key_of
 from study_fetcher.worker import Retriever, WorkerOptions

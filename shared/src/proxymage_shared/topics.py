@@ -65,7 +65,7 @@ def dead_letter_topic(topic: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """How a topic is created: by code (`proxymage topics`), never by a broker default."""
+    """How a topic is created: by code (`proxymage-admin topics`, or a service at start), never by a broker default."""
 
     name: str
     partitions: int

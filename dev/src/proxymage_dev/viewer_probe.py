@@ -1,4 +1,4 @@
-"""What a browser check of the built-in viewer looks for (the browser test and `python -m gateway.viewer_bench`).
+"""What a browser check of the built-in viewer looks for (the browser test and `python -m proxymage_dev.bench.viewer`).
 
 - **An image is drawn**: a cornerstone viewport canvas of OHIF (`canvas.cornerstone-canvas`, a 2D canvas the
   rendering engine copies each rendered frame into) whose pixels are not all the same colour. A blank or

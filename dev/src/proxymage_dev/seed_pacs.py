@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from proxymage_shared.dicom.client import set_tcp_nodelay
+from proxymage_shared.settings import DicomPeer
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 
-from proxymage_shared.devtools.synthetic import MODALITY_SOP_CLASSES, SyntheticStudy
-from proxymage_shared.dicom.client import set_tcp_nodelay
-from proxymage_shared.settings import DicomPeer
+from proxymage_dev.synthetic import MODALITY_SOP_CLASSES, SyntheticStudy
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,7 @@ import uuid
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-
 from proxymage_shared import topics
-from proxymage_shared.devtools.synthetic import PATIENTS, synthetic_studies
 from proxymage_shared.events import (
     EnrolmentWithdrawn,
     Event,
@@ -23,6 +21,8 @@ from proxymage_shared.events import (
     RcpSettings,
     StudiesSelected,
 )
+
+from proxymage_dev.synthetic import PATIENTS, synthetic_studies
 
 RCP_ID = "rcp-orl-fictif"
 MEETING_ID_PREFIX = "m-demo-orl"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from proxymage_dev.scenario import scenario_events
 from proxymage_shared import topics
-from proxymage_shared.devtools.scenario import scenario_events
 from proxymage_shared.events import EnrolmentWithdrawn, PatientEnrolled, StudiesSelected
 
 

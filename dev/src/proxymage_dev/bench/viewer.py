@@ -1,11 +1,11 @@
-"""`python -m gateway.viewer_bench`: click on "Visuel disponible" -> first image drawn by OHIF, in Chromium.
+"""`python -m proxymage_dev.bench.viewer`: click on "Visuel disponible" -> first image drawn by OHIF, in Chromium.
 
 A generated 300-slice CT (512x512, 16-bit, as a scanner writes it) is stored into the VIEWER Orthanc (skipped when
 already there) and made `available` for one enrolment through the events the services publish; an in-process
 gateway (own topic prefix and database) serves the console, the OHIF viewer and the DICOMweb path. Each run opens
 the enrolment's console page in a fresh browser context (no cache, as a new meeting-room session), then times
 from the click on the link to the first animation frame where a viewport canvas holds a non-uniform image
-(`gateway.viewer_probe`). Debian's Chromium headless, no GPU (software rendering, like a meeting-room PC without
+(`proxymage_dev.viewer_probe`). Debian's Chromium headless, no GPU (software rendering, like a meeting-room PC without
 drivers would be at worst). Prints each run and the median.
 """
 
@@ -23,10 +23,15 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from gateway.app import build
+from gateway.auth import COOKIE_NAME, token_hash
+from gateway.settings import ApiToken, Settings
 from playwright.async_api import Browser, async_playwright
+from proxymage_dev.bench.gateway import delete_topics, free_port
+from proxymage_dev.seed_pacs import store_studies
+from proxymage_dev.synthetic import SyntheticStudy, large_study
+from proxymage_dev.viewer_probe import IMAGE_DRAWN_JS
 from proxymage_shared import topics
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import SyntheticStudy, large_study
 from proxymage_shared.events import utc_now
 from proxymage_shared.kafka import ensure_topics
 from proxymage_shared.mongo import create_mongo_client
@@ -34,17 +39,11 @@ from proxymage_shared.service import run_service
 from proxymage_shared.settings import DicomPeer, load_settings
 from proxymage_shared.topics import topic_specs
 
-from gateway.app import build
-from gateway.auth import COOKIE_NAME, token_hash
-from gateway.bench import delete_topics, free_port
-from gateway.settings import ApiToken, Settings
-from gateway.viewer_probe import IMAGE_DRAWN_JS
-
 BENCH_TOKEN = "bench-viewer-token"  # noqa: S105 - a throwaway token of this process's own gateway
 BENCH_SEED = 20_261_010
 ENROLMENT = "enr-bench-viewer"
 ROOT = Path(__file__).resolve().parents[4]
-# The Chromium flags of the browser tests (proxymage_shared.pytest_plugin.CHROMIUM_ARGS), without pytest.
+# The Chromium flags of the browser tests (proxymage_dev.pytest_plugin.CHROMIUM_ARGS), without pytest.
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run")
 

@@ -1,4 +1,4 @@
-"""`python -m proxymage_shared.devtools.store_capacity`: what the MongoDB store sustains as history grows.
+"""`python -m proxymage_dev.bench.store_capacity`: what the MongoDB store sustains as history grows.
 
 Locally the store is FerretDB (deploy/local/ferretdb); the figures hold it to two goals:
 1. Capacity: updates by `_id` per second with four databases (one per service) written concurrently,
@@ -23,11 +23,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from pymongo import ReturnDocument
-from pymongo.asynchronous.collection import AsyncCollection
-
 from proxymage_shared.mongo import Document, create_mongo_client
 from proxymage_shared.settings import ServiceSettings, load_settings
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
 
 SERVICES = ("identity_matcher", "study_fetcher", "expert_notifier", "gateway")
 CAPACITY_GOAL = 1000.0

@@ -1,5 +1,5 @@
-"""`python -m study_fetcher.bench`: retrieval through the fetcher against dcmtk's `movescu` (ARCHITECTURE.md
-"Budgets": selection event -> `available` published within movescu's time + 10 %).
+"""`python -m proxymage_dev.bench.study_fetcher`: retrieval through the fetcher against dcmtk's `movescu`
+(ARCHITECTURE.md "Budgets": selection event -> `available` published within movescu's time + 10 %).
 
 Stores one generated CT study (300 instances of 512x512 16-bit by default) into MIRC, then alternately, a few
 times: deletes it from the viewer store and moves it MIRC -> viewer store with `/usr/bin/movescu`; deletes it
@@ -27,9 +27,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from dotenv import dotenv_values
 from prometheus_client import REGISTRY
+from proxymage_dev.seed_pacs import store_studies
+from proxymage_dev.synthetic import BENCH_PATIENT, large_study
 from proxymage_shared import topics
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import BENCH_PATIENT, large_study
 from proxymage_shared.events import IdentityResolved, PacsPatientRef, StudyStatusChanged
 from proxymage_shared.kafka import ensure_topics
 from proxymage_shared.logging import configure_logging
@@ -37,7 +37,6 @@ from proxymage_shared.mongo import create_mongo_client
 from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
 from proxymage_shared.topics import topic_specs
-
 from study_fetcher.app import build
 from study_fetcher.settings import Settings
 

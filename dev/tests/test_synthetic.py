@@ -6,7 +6,7 @@ import datetime as dt
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from proxymage_shared.devtools.synthetic import PATIENTS, large_study, synthetic_studies
+from proxymage_dev.synthetic import PATIENTS, large_study, synthetic_studies
 
 TODAY = dt.date(2026, 11, 28)
 

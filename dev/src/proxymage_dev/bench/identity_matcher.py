@@ -1,4 +1,4 @@
-"""`python -m identity_matcher.bench`: the identity-matcher's figures for `make bench`.
+"""`python -m proxymage_dev.bench.identity_matcher`: the identity-matcher's figures for `make bench`.
 
 1. Strict comparisons per second of the pure rules, one process, on a generated population
    (target: >= 100 000/s). Measured as the service works: each side normalised once per query
@@ -18,9 +18,12 @@ import time
 import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from identity_matcher.app import build
+from identity_matcher.rules import DccIdentity, candidate_from_record, decide_prepared, prepare_candidate, prepare_dcc
+from identity_matcher.settings import Settings
+from proxymage_dev.seed_pacs import store_studies
+from proxymage_dev.synthetic import PATIENTS, synthetic_studies
 from proxymage_shared import topics
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import PATIENTS, synthetic_studies
 from proxymage_shared.dicom import PatientRecord
 from proxymage_shared.events import IdentityResolved, Patient, PatientEnrolled, Person
 from proxymage_shared.kafka import ensure_topics
@@ -28,10 +31,6 @@ from proxymage_shared.logging import configure_logging
 from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
 from proxymage_shared.topics import topic_specs
-
-from identity_matcher.app import build
-from identity_matcher.rules import DccIdentity, candidate_from_record, decide_prepared, prepare_candidate, prepare_dcc
-from identity_matcher.settings import Settings
 
 SYLLABLES = ("BA", "BÉ", "CO", "DU", "FI", "GA", "LÉ", "MA", "NO", "RI", "SA", "TI", "VO", "ZE", "'", "-")
 FIRST_NAMES = ("Hélène", "Jean-Pierre", "Zoé", "Noël", "Anaïs", "Luc", "Marie Claire", "Amélie", "Paul")

@@ -1,5 +1,5 @@
 """pytest fixtures for tests against the real local stack (deploy/local), registered for every package
-of the workspace through the `pytest11` entry point of proxymage-shared.
+of the workspace through the `pytest11` entry point of proxymage-dev.
 
 `make test` starts the stack before pytest; `stack_env` makes sure it is up (starting what is missing
 through the same scripts) so that one test file can also be run on its own. Tests that use it are marked
@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from dotenv import dotenv_values
-
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import SyntheticStudy, synthetic_studies
 from proxymage_shared.kafka import ensure_topics
 from proxymage_shared.settings import DicomPeer, ServiceSettings, load_settings
 from proxymage_shared.topics import topic_specs
+
+from proxymage_dev.seed_pacs import store_studies
+from proxymage_dev.synthetic import SyntheticStudy, synthetic_studies
 
 ROOT = Path(__file__).resolve().parents[3]
 ENV_FILE = ROOT / "deploy" / "local" / "local.env"

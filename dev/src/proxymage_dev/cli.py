@@ -1,4 +1,5 @@
-"""`proxymage-dev`: the project's developer and operator commands (topics, synthetic PACS data).
+"""`proxymage-dev`: the project's developer commands (synthetic PACS data, demo scenario; topics, as
+`proxymage-admin topics` does, which the service images ship). Not in the images (the proxymage-dev member).
 
 Settings come from the environment and `PROXYMAGE_ENV_FILE` like the services' (the Makefile points it at
 deploy/local/local.env).
@@ -10,15 +11,14 @@ import asyncio
 from typing import Annotated
 
 import typer
-
-from proxymage_shared.devtools.scenario import publish_scenario
-from proxymage_shared.devtools.seed_pacs import store_studies
-from proxymage_shared.devtools.synthetic import PATIENTS, large_study, synthetic_studies
-from proxymage_shared.kafka import ensure_topics
+from proxymage_shared.admin import create_topics, report
 from proxymage_shared.settings import DicomPeer, ServiceSettings, load_settings
-from proxymage_shared.topics import topic_specs
 
-app = typer.Typer(help="Proxymage developer and operator commands.", no_args_is_help=True)
+from proxymage_dev.scenario import publish_scenario
+from proxymage_dev.seed_pacs import store_studies
+from proxymage_dev.synthetic import PATIENTS, large_study, synthetic_studies
+
+app = typer.Typer(help="Proxymage developer commands.", no_args_is_help=True)
 
 
 class DevSettings(ServiceSettings):
@@ -38,23 +38,11 @@ def topics(
     ] = None,
     prefix: Annotated[str | None, typer.Option(help="Topic name prefix (default: PROXYMAGE_TOPIC_PREFIX).")] = None,
 ) -> None:
-    """Creates every contract topic and its dead-letter topic (idempotent)."""
-    settings = load_settings(DevSettings)
-    specs = topic_specs(
-        settings.topic_partitions if partitions is None else partitions,
-        prefix=settings.topic_prefix if prefix is None else prefix,
+    """Creates every contract topic and its dead-letter topic (idempotent); the same as `proxymage-admin topics`."""
+    created, total = create_topics(
+        load_settings(DevSettings), partitions=partitions, replication_factor=replication_factor, prefix=prefix
     )
-    created = asyncio.run(
-        ensure_topics(
-            settings.kafka_bootstrap_servers,
-            specs,
-            replication_factor=settings.topic_replication_factor if replication_factor is None else replication_factor,
-            security=settings.kafka_security,
-        )
-    )
-    typer.echo(f"{len(created)} topic(s) created, {len(specs) - len(created)} already there")
-    for name in created:
-        typer.echo(f"  + {name}")
+    typer.echo(report(created, total))
 
 
 @app.command("seed-pacs")

@@ -1,4 +1,4 @@
-"""`python -m gateway.bench`: enrolment event -> catalogue visible in the gateway, at a steady rate.
+"""`python -m proxymage_dev.bench.gateway`: enrolment event -> catalogue visible in the gateway, at a steady rate.
 
 Two measures in the same run, on the same Kafka and MongoDB (ARCHITECTURE.md "Budgets"):
 
@@ -30,6 +30,10 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from gateway.app import EVENT_TYPES, build
+from gateway.auth import token_hash
+from gateway.projection import MEETINGS, apply_patch, patches
+from gateway.settings import ApiToken, Settings
 from proxymage_shared import topics
 from proxymage_shared.events import utc_now
 from proxymage_shared.kafka import ensure_topics
@@ -37,11 +41,6 @@ from proxymage_shared.mongo import create_mongo_client
 from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
 from proxymage_shared.topics import TopicSpec, topic_specs
-
-from gateway.app import EVENT_TYPES, build
-from gateway.auth import token_hash
-from gateway.projection import MEETINGS, apply_patch, patches
-from gateway.settings import ApiToken, Settings
 
 BENCH_TOKEN = "bench-token"  # noqa: S105 - a throwaway token of this process's own gateway
 
