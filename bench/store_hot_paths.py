@@ -80,12 +80,14 @@ from proxymage_shared.events import (
     StudiesSelected,
     StudyStatusChanged,
 )
+from proxymage_shared.idempotency import to_ms as ms
 from proxymage_shared.mongo import Document, create_mongo_client
 from proxymage_shared.settings import ServiceSettings, load_settings
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from study_fetcher.domain import Job, Progress
-from study_fetcher.store import FREE, JobStore, _due_at, _job_fields, job_key, ms
+from study_fetcher.ports import job_key_of as job_key
+from study_fetcher.store import FREE, JobStore, _due_at, _job_fields
 
 DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27117/"
 BATCH = 1000
@@ -451,7 +453,7 @@ async def bench_fetcher(
     async def give_back(result: Any) -> None:
         if result is None:
             raise RuntimeError(f"fetcher claim_due found no due job ({queued} queued)")
-        await collection.update_one({"_id": result.key}, {"$set": {"lease_owner": None, "lease_until": FREE}})
+        await collection.update_one({"_id": result.job_key}, {"$set": {"lease_owner": None, "lease_until": FREE}})
 
     async def save() -> Callable[[], Awaitable[Any]]:
         stored = await jobs.get(rng.choice(keys))
