@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from gateway.audit import Auditor
 from gateway.auth import COOKIE_NAME, TokenVerifier
 from gateway.dicomweb import MAX_STUDIES_PER_QUERY, PREFIX, DicomWebProxy, StoreAccount, parse, study_query
+from gateway.read_model import EnrolmentRecord, enrolment_record
 from gateway.settings import ApiToken
 from gateway.study_access import Grant, StudyAccess
 from proxymage_shared.mongo import Document
@@ -103,11 +104,11 @@ def test_a_study_query_must_name_studies_or_one_exact_patient() -> None:
         assert study_query(refused) is None, refused
     named = study_query(f"StudyInstanceUID={S}&includefield=00081030&PatientName=X*")
     assert named is not None
-    assert named.study_uids == (S,)
+    assert named.study_instance_uids == (S,)
     assert named.query == f"StudyInstanceUID={S}&includefield=00081030&limit={MAX_STUDIES_PER_QUERY}"
     several = study_query(f"StudyInstanceUID={S}%2C{SE}")
     assert several is not None
-    assert several.study_uids == (S, SE)
+    assert several.study_instance_uids == (S, SE)
     # Values go as the client encoded them: `^` stays `%5E` as sent, never re-encoded differently.
     patient = study_query("PatientID=P%5E1&limit=5000")
     assert patient is not None
@@ -125,6 +126,7 @@ def _enrolment(uid: str, patient_id: str, status: str) -> Document:
         "_id": "e-1",
         "catalogue": {
             "order": "1",
+            "status": "listed",
             "studies": [{"study_instance_uid": uid, "pacs_patient": {"patient_id": patient_id, "issuer": "X"}}],
         },
         "identity": {"order": "1", "status": "matched", "pacs_patients": [{"patient_id": patient_id, "issuer": "X"}]},
@@ -140,10 +142,10 @@ class Lookups:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    async def __call__(self, uids: object) -> list[Document]:
+    async def __call__(self, study_instance_uids: object) -> list[EnrolmentRecord]:
         self.calls += 1
         await self.gate.wait()
-        return list(self.documents)
+        return [enrolment_record(document) for document in self.documents]
 
 
 async def test_access_follows_the_enrolments_state_and_is_cached_until_forgotten() -> None:
@@ -154,7 +156,7 @@ async def test_access_follows_the_enrolments_state_and_is_cached_until_forgotten
     assert await access.grants(S) == {Grant("e-1", "P-1")}
     assert lookups.calls == 1
     lookups.documents = [_enrolment(S, "P-1", "retrieving")]
-    access.forget()  # the projector applied an enrolment change
+    access.forget()  # the handlers applied an enrolment change
     assert await access.grants(S) == frozenset()
     lookups.documents = [_enrolment(S, "P-1", "available")]
     now[0] = 6.0  # past the TTL: asked again even without a change seen

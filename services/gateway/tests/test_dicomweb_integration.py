@@ -42,7 +42,7 @@ class Stored:
 
 @pytest.fixture
 async def gw(stack_env: dict[str, str], unique: str) -> AsyncIterator[RunningGateway]:
-    # A long cache life: only the projector's invalidation can close a study within the tests' deadlines.
+    # A long cache life: only the handlers' invalidation can close a study within the tests' deadlines.
     async with running_gateway(unique, viewer_access_cache_seconds=300) as running:
         yield running
 

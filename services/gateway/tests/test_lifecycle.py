@@ -4,7 +4,6 @@ than the enrolled event, re-opening, outcomes arriving before or after the DCC e
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from gateway import filters as flt
 from gateway import views
@@ -40,7 +39,7 @@ def selected(offset: int, uids: tuple[str, ...]) -> StudiesSelected:
 
 
 def view(events: list[Event]) -> Enrolment:
-    document = fold(events)[("enrolments", ENROLMENT)]
+    document = fold(events).enrolment()
     return views.enrolment_view(document, None, flt.Overrides(all=True), TODAY, LINKS)
 
 
@@ -75,7 +74,7 @@ def test_a_withdrawal_newer_than_the_enrolment_withdraws_at_once() -> None:
         assert study.retrieval.status == "removed"
         assert study.retrieval.viewer_url is None
         assert study.retrieval.reason == WITHDRAWN_REST
-    document = fold([*events, withdrawn(20)])[("enrolments", ENROLMENT)]
+    document = fold([*events, withdrawn(20)]).enrolment()
     summary = views.summary_view(document)
     assert summary.identity_status == "withdrawn"
     assert summary.studies.by_status == {"removed": 2}
@@ -189,5 +188,5 @@ def expected_status(events: list[Event]) -> str:
 def test_any_order_any_subset_gives_the_status_of_the_newest_dcc_event(delivered: list[Event]) -> None:
     if not any(event in delivered for event in DCC_EVENTS):
         return  # outcomes alone (no DCC event consumed yet): shown as they come, see test_views
-    document: dict[str, Any] = fold(delivered)[("enrolments", ENROLMENT)]
+    document = fold(delivered).enrolment()
     assert views.identity_view(document).status == expected_status(delivered)

@@ -10,6 +10,7 @@ from typing import Any
 from gateway import filters as flt
 from gateway import views
 from gateway.projection import ORDER, Patch, apply_patch, patches
+from gateway.read_model import EnrolmentRecord, enrolment_record, rcp_record
 from gateway.viewer import ViewerLinks
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -204,11 +205,17 @@ POOL: list[Event] = [
     ),
 ]
 
-Documents = dict[tuple[str, str], dict[str, Any]]
+
+class Documents(dict[tuple[str, str], dict[str, Any]]):
+    """The stored documents by (collection, key)."""
+
+    def enrolment(self, enrolment_id: str = ENROLMENT) -> EnrolmentRecord:
+        """The enrolment's document as the store reads it."""
+        return enrolment_record(self[("enrolments", enrolment_id)])
 
 
 def fold(events: list[Event]) -> Documents:
-    documents: Documents = {}
+    documents = Documents()
     for event in events:
         for patch in patches(event):
             key = (patch.collection, patch.key)
@@ -246,8 +253,8 @@ def test_any_order_and_replays_give_the_same_documents(order: list[Event], repla
 
 
 def test_the_final_document_is_the_newest_state() -> None:
-    document = CANONICAL[("enrolments", ENROLMENT)]
-    answer = views.enrolment_view(document, CANONICAL[("rcps", "rcp-1")], flt.Overrides(all=True), BASE.date(), LINKS)
+    rcp = rcp_record(CANONICAL[("rcps", "rcp-1")])
+    answer = views.enrolment_view(CANONICAL.enrolment(), rcp, flt.Overrides(all=True), BASE.date(), LINKS)
     assert answer.identity.status == "error"  # the latest outcome of the current enrolled event
     assert answer.withdrawal is None  # re-opened by the second enrolled event
     assert answer.patient is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from gateway import filters as flt
 from gateway import reasons, views
+from gateway.read_model import ReasonedPart
 from gateway.viewer import ViewerLinks
 from proxymage_shared.events import ExpertiseNotification, ImagingCatalogued
 from proxymage_shared.reasons import TEXTS, Reason
@@ -13,21 +14,26 @@ from .test_lifecycle import matched_with_two_available
 from .test_projection import ENROLMENT, UIDS, _base, enrolled, fold, identity, status
 
 
+def tell(fields: dict[str, str | None]) -> reasons.ToldReason:
+    """The reason of a stored part holding `fields`."""
+    return reasons.told(ReasonedPart.model_validate(fields))
+
+
 def test_a_coded_reason_is_code_and_text() -> None:
-    told = reasons.told({"reason_code": "not_in_mirc", "reason": TEXTS["not_in_mirc"]})
+    told = tell({"reason_code": "not_in_mirc", "reason": TEXTS["not_in_mirc"]})
     assert told.rest == Reason.of("not_in_mirc").rest() == f"not_in_mirc: {TEXTS['not_in_mirc']}"
     assert told.code == "not_in_mirc"
     assert told.text == TEXTS["not_in_mirc"]
     # A code without a text: the shared vocabulary's text.
-    assert reasons.told({"reason_code": "pacs_unreachable"}).text == TEXTS["pacs_unreachable"]
+    assert tell({"reason_code": "pacs_unreachable"}).text == TEXTS["pacs_unreachable"]
     # A text with a detail is kept as published.
     detailed = Reason.of("move_incomplete", "3 images sur 40")
-    assert reasons.told({"reason_code": detailed.code, "reason": detailed.text}).rest == detailed.rest()
+    assert tell({"reason_code": detailed.code, "reason": detailed.text}).rest == detailed.rest()
 
 
 def test_no_reason() -> None:
     assert reasons.told(None) == reasons.NO_REASON
-    assert reasons.told({"reason": None, "reason_code": None}) == reasons.NO_REASON
+    assert tell({"reason": None, "reason_code": None}) == reasons.NO_REASON
 
 
 @pytest.mark.parametrize(
@@ -49,20 +55,20 @@ def test_no_reason() -> None:
 )
 def test_old_english_reasons_are_told_in_french(published: str, code: str) -> None:
     assert reasons.legacy_code(published) == code
-    told = reasons.told({"reason": published})
+    told = tell({"reason": published})
     assert told.rest == published  # the REST `reason` stays what the event said
     assert told.code is None  # the event carried no code
     assert told.text == TEXTS[code]
 
 
 def test_an_old_deadline_says_its_cause_in_french() -> None:
-    told = reasons.told({"reason": "deadline passed: not yet in MIRC"})
+    told = tell({"reason": "deadline passed: not yet in MIRC"})
     assert told.text == f"{TEXTS['deadline_passed']} ({TEXTS['not_in_mirc']})"
-    assert reasons.told({"reason": "deadline passed"}).text == TEXTS["deadline_passed"]
+    assert tell({"reason": "deadline passed"}).text == TEXTS["deadline_passed"]
 
 
 def test_a_text_that_is_not_ours_is_shown_as_is() -> None:
-    told = reasons.told({"reason": "L'examen n'est pas encore arrivé dans MIRC."})
+    told = tell({"reason": "L'examen n'est pas encore arrivé dans MIRC."})
     assert told.rest == told.text == "L'examen n'est pas encore arrivé dans MIRC."
     assert told.code is None
 
@@ -86,7 +92,7 @@ def test_every_rest_reason_of_an_enrolment_is_formatted() -> None:
     later = status(41, UIDS[1], 3, "not_yet_available").model_copy(
         update={"reason_code": "not_in_mirc", "reason": TEXTS["not_in_mirc"]}
     )
-    document = fold([*events, notification, later])[("enrolments", ENROLMENT)]
+    document = fold([*events, notification, later]).enrolment()
     answer = views.enrolment_view(document, None, flt.Overrides(all=True), views.dt.date(2023, 3, 22), LINKS)
     (note,) = answer.expertise.notifications
     assert (note.status, note.reason, note.reason_code, note.reason_text) == (
@@ -102,13 +108,13 @@ def test_every_rest_reason_of_an_enrolment_is_formatted() -> None:
     error = ImagingCatalogued.model_validate(
         {**_base(50), "enrolment_id": ENROLMENT, "status": "error", "reason_code": "catalogue_error"}, strict=False
     )
-    catalogue = views.catalogue_view(fold([*events, error])[("enrolments", ENROLMENT)])
+    catalogue = views.catalogue_view(fold([*events, error]).enrolment())
     assert catalogue.reason == f"catalogue_error: {TEXTS['catalogue_error']}"
     assert catalogue.reason_code == "catalogue_error"
 
     refused = enrolled(60, "A")
     no_consent = identity(61, refused, "no_consent", reason_code="no_consent", reason=TEXTS["no_consent"])
-    told = views.identity_view(fold([*events, refused, no_consent])[("enrolments", ENROLMENT)])
+    told = views.identity_view(fold([*events, refused, no_consent]).enrolment())
     assert told.status == "no_consent"
     assert told.reason == f"no_consent: {TEXTS['no_consent']}"
     assert told.reason_text == TEXTS["no_consent"]

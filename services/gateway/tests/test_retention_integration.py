@@ -167,9 +167,9 @@ async def test_a_read_model_from_before_member_lists_keeps_its_meetings_enrolmen
         await database["meetings"].update_one(
             {"_id": "m-old"}, {"$set": {f"members.{member_key('enr-new')}": {"enrolment_id": "enr-new"}}}
         )
-        listed = [document["_id"] for document in await store.meeting_enrolments("m-old", 100)]
+        listed = [record.enrolment_id for record in await store.meeting_enrolments("m-old", 100)]
         assert listed == ["enr-new", "enr-old-1", "enr-old-2"]
-        assert [document["_id"] for document in await store.meeting_enrolments("m-part", 100)] == [
+        assert [record.enrolment_id for record in await store.meeting_enrolments("m-part", 100)] == [
             "enr-part-1",
             "enr-part-2",
         ]

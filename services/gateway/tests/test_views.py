@@ -16,12 +16,12 @@ TODAY = dt.date(2023, 3, 22)
 
 def test_pending_until_the_current_enrolment_is_resolved() -> None:
     first, corrected = enrolled(1, "A"), enrolled(5, "B")
-    document = fold([first, identity(2, first, "matched"), catalogue(3, UIDS)])[("enrolments", "enr-1")]
+    document = fold([first, identity(2, first, "matched"), catalogue(3, UIDS)]).enrolment()
     answer = views.enrolment_view(document, None, flt.Overrides(), TODAY, LINKS)
     assert answer.identity.status == "matched"
     assert answer.identity.pacs_patients == 1
     assert len(answer.studies) == 3
-    document = fold([first, identity(2, first, "matched"), catalogue(3, UIDS), corrected])[("enrolments", "enr-1")]
+    document = fold([first, identity(2, first, "matched"), catalogue(3, UIDS), corrected]).enrolment()
     answer = views.enrolment_view(document, None, flt.Overrides(), TODAY, LINKS)
     assert answer.identity.status == "pending"
     assert answer.studies == []  # the previous identity's studies are not shown any more
@@ -42,7 +42,7 @@ def test_states_and_viewer_link() -> None:
         strict=False,
     )
     events = [first, identity(2, first, "matched"), catalogue(3, UIDS), selection, status(4, UIDS[0], 3, "available")]
-    document = fold(events)[("enrolments", "enr-1")]
+    document = fold(events).enrolment()
     answer = views.enrolment_view(document, None, flt.Overrides(), TODAY, LINKS)
     by_uid = {study.study_instance_uid: study for study in answer.studies}
     assert by_uid[UIDS[0]].retrieval.status == "available"

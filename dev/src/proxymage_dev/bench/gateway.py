@@ -226,7 +226,7 @@ async def preload(settings: Settings, count: int) -> float:
             for index in range(first, min(count, first + batch_size)):
                 meeting_id = f"m-history-{index // PATIENTS_PER_MEETING}"
                 events = _events(index, meeting_id, "h")
-                uid = events[2][1]["studies"][0]["study_instance_uid"]
+                study_instance_uid = events[2][1]["studies"][0]["study_instance_uid"]
                 enrolment_id = events[0][1]["enrolment_id"]
                 common = {"enrolment_id": enrolment_id, "occurred_at": utc_now().isoformat()}
                 events += [
@@ -235,7 +235,7 @@ async def preload(settings: Settings, count: int) -> float:
                         {
                             **common,
                             "event_id": str(uuid.uuid4()),
-                            "study_instance_uids": [uid],
+                            "study_instance_uids": [study_instance_uid],
                             "expertise_requested": False,
                         },
                     ),
@@ -244,7 +244,7 @@ async def preload(settings: Settings, count: int) -> float:
                         {
                             **common,
                             "event_id": str(uuid.uuid4()),
-                            "study_instance_uid": uid,
+                            "study_instance_uid": study_instance_uid,
                             "status": "available",
                             "version": 3,
                             "attempts": 1,

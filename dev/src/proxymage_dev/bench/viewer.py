@@ -91,7 +91,7 @@ def available_study_events(
         "series": study.series_count,
         "pacs_patient": pacs_patient,
     }
-    uid = study.study_instance_uid
+    study_instance_uid = study.study_instance_uid
     return [
         (topics.PATIENT_ENROLLED, enrolled),
         (
@@ -106,11 +106,17 @@ def available_study_events(
         (topics.IMAGING_CATALOGUED, _event(enrolment_id=enrolment_id, status="listed", studies=[catalogued])),
         (
             topics.STUDIES_SELECTED,
-            _event(enrolment_id=enrolment_id, study_instance_uids=[uid], expertise_requested=False),
+            _event(enrolment_id=enrolment_id, study_instance_uids=[study_instance_uid], expertise_requested=False),
         ),
         (
             topics.STUDY_STATUS,
-            _event(enrolment_id=enrolment_id, study_instance_uid=uid, status="available", version=3, attempts=1),
+            _event(
+                enrolment_id=enrolment_id,
+                study_instance_uid=study_instance_uid,
+                status="available",
+                version=3,
+                attempts=1,
+            ),
         ),
     ]
 

@@ -5,11 +5,15 @@ One HTTP port serves the REST API and SSE (`/api/v1/...`), the documents (`/docs
 DICOMweb path (`/dicom-web/`) and the health endpoints (`/healthz`, `/readyz`, `/metrics`). Consumes every
 outcome topic and the DCC topics it shows (ARCHITECTURE.md "Topics") into the read model; publishes nothing but
 the DCC's commands.
+
+`build(settings, overrides=Overrides(...))` replaces adapters (tests give an in-memory read model).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
@@ -27,8 +31,9 @@ from gateway.audit import Auditor
 from gateway.auth import TokenVerifier
 from gateway.dicomweb import PREFIX as DICOMWEB_PREFIX
 from gateway.dicomweb import DicomWebProxy, StoreAccount
+from gateway.handlers import Handlers
 from gateway.hub import Hub
-from gateway.live import Projector
+from gateway.ports import ReadModel
 from gateway.settings import Settings
 from gateway.store import ReadModelStore
 from gateway.study_access import StudyAccess
@@ -43,9 +48,25 @@ def _attach(api: FastAPI, health: Starlette) -> FastAPI:
     return api
 
 
-def build(settings: Settings) -> Service:
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """Adapters to use instead of the real ones (None: the real one). A replaced read model is not given the
+    real store's start-up (indexes) and retention tasks."""
+
+    store: ReadModel | None = None
+
+
+def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
+    overrides = overrides or Overrides()
     service = build_service(settings)
-    store = ReadModelStore(service.mongo_client[settings.database_name()])
+    store: ReadModel
+    if overrides.store is None:
+        mongo_store = ReadModelStore(service.mongo_client[settings.database_name()])
+        service.on_start.append(mongo_store.ensure_indexes)
+        service.background.append(sweeper(settings, _sweep(mongo_store, settings)))
+        store = mongo_store
+    else:
+        store = overrides.store
     hub = Hub(settings.sse_buffer_size, settings.sse_max_streams)
     links = ViewerLinks(settings.viewer_url_template, settings.public_url or "")
     verifier = TokenVerifier(settings.api_tokens)
@@ -62,14 +83,14 @@ def build(settings: Settings) -> Service:
         else None
     )
     dicomweb = DicomWebProxy(viewer_store, verifier, access, auditor, settings.public_url)
-    projector = Projector(store, hub, links, on_enrolment_change=access.forget)
+    handlers = Handlers(store, hub, links, on_enrolment_change=access.forget)
     for topic in CONSUMED_TOPICS:
         subscribe(
             service.broker,
             settings,
             settings.topic(topic),
             EVENT_TYPES[topic],
-            projector.handle,
+            handlers.handle,
             group_suffix=settings.consumer_group_suffix,
         )
 
@@ -109,14 +130,17 @@ def build(settings: Settings) -> Service:
         hub.close()
 
     service.http_app = lambda health: _attach(api, health)
-    service.on_start.append(store.ensure_indexes)
     service.on_stop.append(close_streams)
     service.on_stop.append(dicomweb.close)
     service.background.append(auditor.run)
+    return service
+
+
+def _sweep(store: ReadModelStore, settings: Settings) -> Callable[[dt.date], Awaitable[int]]:
+    """The retention sweep: the read model's expired documents, and audit entries past their own retention."""
 
     async def sweep(cutoff: dt.date) -> int:
         audit_before = dt.datetime.now(dt.UTC) - dt.timedelta(days=settings.audit_retention_days)
         return await store.sweep_expired(cutoff, audit_before)
 
-    service.background.append(sweeper(settings, sweep))
-    return service
+    return sweep

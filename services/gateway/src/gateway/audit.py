@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final, TypeAlias
 
 from prometheus_client import Counter
 from proxymage_shared.logging import get_logger
@@ -19,14 +19,16 @@ log = get_logger(__name__)
 
 AUDIT_DROPPED: Final = Counter("proxymage_gateway_audit_failures_total", "Audit records that could not be written.")
 
-Writer = Callable[[list[dict[str, Any]]], Awaitable[None]]
+# One entry of the trail, as stored: ids, names and the time, no patient data.
+AuditRecord: TypeAlias = dict[str, dt.datetime | str | int | None]
+Writer = Callable[[list[AuditRecord]], Awaitable[None]]
 
 
 class Auditor:
     def __init__(self, write: Writer, batch_size: int = 200, max_pending: int = 100_000) -> None:
         self._write = write
         self._batch_size = batch_size
-        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_pending)
+        self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(maxsize=max_pending)
 
     def record(
         self,
@@ -40,7 +42,7 @@ class Auditor:
         rcp_id: str | None = None,
         event_id: str | None = None,
     ) -> None:
-        entry = {
+        entry: AuditRecord = {
             "at": dt.datetime.now(dt.UTC),
             "who": who,
             "role": role,
@@ -57,8 +59,8 @@ class Auditor:
             AUDIT_DROPPED.inc()
             log.error("audit_queue_full", action=action)
 
-    def _take_batch(self) -> list[dict[str, Any]]:
-        batch: list[dict[str, Any]] = []
+    def _take_batch(self) -> list[AuditRecord]:
+        batch: list[AuditRecord] = []
         while len(batch) < self._batch_size:
             try:
                 batch.append(self._queue.get_nowait())

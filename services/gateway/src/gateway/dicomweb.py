@@ -96,7 +96,7 @@ class StudyQuery:
     """A study-level QIDO the proxy may forward: its raw query string, and the studies or patient it names."""
 
     query: str
-    study_uids: tuple[str, ...]
+    study_instance_uids: tuple[str, ...]
     patient_id: str | None
 
 
@@ -124,7 +124,7 @@ def study_query(query: str) -> StudyQuery | None:
     `limit` is capped so that one query cannot make the proxy check thousands of studies.
     """
     kept: list[str] = []
-    uids: list[str] = []
+    study_instance_uids: list[str] = []
     patients: list[str] = []
     limit = 0
     for part in query.split("&"):
@@ -138,19 +138,19 @@ def study_query(query: str) -> StudyQuery | None:
         if kind is None:
             continue  # dropped
         if kind == "uid":
-            found = [uid for uid in re.split(r"[,\\]", value) if uid]
-            if not found or any(re.fullmatch(_UID, uid) is None for uid in found):
+            found = [study_instance_uid for study_instance_uid in re.split(r"[,\\]", value) if study_instance_uid]
+            if not found or any(re.fullmatch(_UID, study_instance_uid) is None for study_instance_uid in found):
                 return None
-            uids += found
+            study_instance_uids += found
         elif kind == "patient":
             if not value.strip() or _WILDCARD.search(value) or len(value) > 64:
                 return None
             patients.append(value)
         kept.append(part)
-    if len(set(patients)) > 1 or not (uids or patients):
+    if len(set(patients)) > 1 or not (study_instance_uids or patients):
         return None
     kept.append(f"limit={min(limit, MAX_STUDIES_PER_QUERY) if limit else MAX_STUDIES_PER_QUERY}")
-    return StudyQuery("&".join(kept), tuple(dict.fromkeys(uids)), patients[0] if patients else None)
+    return StudyQuery("&".join(kept), tuple(dict.fromkeys(study_instance_uids)), patients[0] if patients else None)
 
 
 def _value(item: object, tag: str) -> str | None:
@@ -232,11 +232,11 @@ class DicomWebProxy:
             return await self._query_within(request, headers, target.path, request.url.query)
         return await self._forward(request, headers, target.path, request.url.query)
 
-    def _audit(self, who: Principal, uid: str, grants: frozenset[Grant]) -> None:
+    def _audit(self, who: Principal, study_instance_uid: str, grants: frozenset[Grant]) -> None:
         """One audit entry per reader, study and answer per minute (a viewer asks for the same study many times)."""
         now = time.monotonic()
         status = 200 if grants else 404
-        key = (who.name, uid, status)
+        key = (who.name, study_instance_uid, status)
         if now - self._audited.get(key, -AUDIT_WINDOW_SECONDS) < AUDIT_WINDOW_SECONDS:
             return
         if len(self._audited) >= 10_000:
@@ -326,10 +326,10 @@ class DicomWebProxy:
     async def _query_studies(
         self, request: Request, headers: dict[str, str], query: StudyQuery, who: Principal
     ) -> Response:
-        if query.study_uids:
-            named = await self._access.grants_of(query.study_uids)
-            for named_uid, named_grants in named.items():
-                self._audit(who, named_uid, named_grants)
+        if query.study_instance_uids:
+            named = await self._access.grants_of(query.study_instance_uids)
+            for named_study_instance_uid, named_grants in named.items():
+                self._audit(who, named_study_instance_uid, named_grants)
             if not any(named.values()):
                 return _problem(404, "not found")  # as for a study path: nothing said about the store
         answer = await self._query(request, headers, _STUDY_QUERY, query.query)
@@ -343,10 +343,12 @@ class DicomWebProxy:
         except ValueError:
             return _problem(502, "the viewer store's answer is not JSON")
         items = found[:MAX_STUDIES_PER_QUERY] if isinstance(found, list) else []
-        listed = [uid for item in items if (uid := _value(item, _STUDY_UID_TAG)) is not None]
+        listed = [
+            study_instance_uid for item in items if (study_instance_uid := _value(item, _STUDY_UID_TAG)) is not None
+        ]
         opened = await self._access.grants_of(listed)
         kept = [item for item in items if _opened(item, opened)]
-        if query.study_uids and not kept:
+        if query.study_instance_uids and not kept:
             # Named studies that are available but no longer in the store (purged): as absent as the others.
             return _problem(404, "not found")
         if request.method == "HEAD":
@@ -356,9 +358,11 @@ class DicomWebProxy:
 
 def _opened(item: object, grants: dict[str, frozenset[Grant]]) -> bool:
     """A study of the store's answer is shown only if available, and under the PatientID it was catalogued with."""
-    uid = _value(item, _STUDY_UID_TAG)
+    study_instance_uid = _value(item, _STUDY_UID_TAG)
     patient_id = _value(item, _PATIENT_ID_TAG)
-    return uid is not None and any(grant.patient_id == patient_id for grant in grants.get(uid, ()))
+    return study_instance_uid is not None and any(
+        grant.patient_id == patient_id for grant in grants.get(study_instance_uid, ())
+    )
 
 
 def _raw_path(scope: Scope) -> str:

@@ -19,10 +19,12 @@ import asyncio
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
+
+from gateway.projection import Json
 
 RESYNC: Final = "resync"
 
@@ -87,7 +89,7 @@ class Hub:
                 return
             del self._streams[victim]
 
-    def publish(self, stream_name: str, event: str, data: dict[str, Any]) -> Message:
+    def publish(self, stream_name: str, event: str, data: Mapping[str, Json]) -> Message:
         stream = self._stream(stream_name)
         self._seq += 1
         message = Message(f"{self.boot}-{self._seq}", self._seq, event, json.dumps(data, separators=(",", ":")))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal, TypeAlias
 
 from proxymage_shared.events import (
     EnrolmentWithdrawn,
@@ -38,8 +38,24 @@ from proxymage_shared.events import (
     StudyStatusChanged,
 )
 
-Json = Any  # a JSON value (dict/list/str/int/float/bool/None), as stored in MongoDB
-Collection = Literal["enrolments", "meetings", "rcps"]
+# A JSON value, as stored in MongoDB.
+Json: TypeAlias = "str | int | float | bool | list[Json] | dict[str, Json] | None"
+Collection: TypeAlias = Literal["enrolments", "meetings", "rcps"]
+# What a patch changed (the SSE event name of the live updates).
+PatchKind: TypeAlias = Literal[
+    "enrolment",
+    "meeting",
+    "member",
+    "withdrawal",
+    "identity",
+    "catalogue",
+    "selection",
+    "removal",
+    "study-status",
+    "expertise",
+    "experts",
+    "rcp-settings",
+]
 ENROLMENTS: Final = "enrolments"
 MEETINGS: Final = "meetings"
 RCPS: Final = "rcps"
@@ -55,7 +71,7 @@ class Patch:
     path: str  # dotted, at most two levels: "identity" or "retrieval.<study key>"
     order: str
     value: dict[str, Json]
-    kind: str  # what changed, for live updates ("identity", "study-status", ...)
+    kind: PatchKind
 
     def stored_value(self) -> dict[str, Json]:
         return {**self.value, ORDER: self.order}

@@ -13,9 +13,12 @@ in French from the matching code (`reason_code` stays null: the event did not ca
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from proxymage_shared import reasons
+
+if TYPE_CHECKING:
+    from gateway.read_model import ReasonedPart
 
 # (words found in a pre-v1.1 reason, lower-cased; the code saying the same). First match wins, so the
 # wrappers ("deadline passed: <cause>", "<cause>; attempt 2 failed, next try at …") come before the causes.
@@ -83,16 +86,15 @@ def _legacy_text(text: str) -> str:
     return reasons.text(code)
 
 
-def told(part: dict[str, Any] | None) -> ToldReason:
+def told(part: ReasonedPart | None) -> ToldReason:
     """The reason of a stored part (an event's `reason` and `reason_code` fields), told for REST."""
     if part is None:
         return NO_REASON
-    code = part.get("reason_code")
-    text = part.get("reason")
-    if isinstance(code, str) and code:
-        french = text if isinstance(text, str) and text else reasons.text(code)
+    code, text = part.reason_code, part.reason
+    if code:
+        french = text or reasons.text(code)
         return ToldReason(reasons.Reason(code, french).rest(), code, french)
-    if isinstance(text, str) and text:
+    if text:
         return ToldReason(text, None, _legacy_text(text))
     return NO_REASON
 

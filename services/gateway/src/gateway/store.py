@@ -8,6 +8,9 @@ consumer inserted it first: try again). One round trip per event in the usual ca
 transaction. On the local FerretDB this relies on its `_id` index being used whatever else the filter says
 (deploy/local/ferretdb/patches); on MongoDB it is an index lookup.
 
+The read methods return the typed documents of `gateway.read_model`, parsed here once; what is stored keeps the
+projection's shape.
+
 Enrolment documents hold the DCC's patient identity (names, birth date) for the console's lists: this
 database is the gateway's own; the values never go to logs.
 """
@@ -16,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Mapping, Sequence
+from typing import Final
 
 from proxymage_shared.mongo import Document
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -25,7 +28,19 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from gateway.projection import ENROLMENTS, MEETINGS, ORDER, RCPS, Patch, get_path, member_key, supersedes
+from gateway.audit import AuditRecord
+from gateway.projection import ENROLMENTS, MEETINGS, ORDER, RCPS, Collection, Patch, get_path, member_key, supersedes
+from gateway.read_model import (
+    EnrolmentRecord,
+    MeetingRecord,
+    RcpRecord,
+    Record,
+    StoredDocument,
+    enrolment_record,
+    meeting_record,
+    parse_document,
+    rcp_record,
+)
 
 DUPLICATE_KEY: Final = 11000
 FERRETDB_INTERNAL: Final = 1
@@ -43,7 +58,7 @@ def _is_duplicate_key(error: OperationFailure) -> bool:
 
 class ReadModelStore:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
-        self._collections: dict[str, AsyncCollection[Document]] = {
+        self._collections: dict[Collection, AsyncCollection[Document]] = {
             name: database[name] for name in (ENROLMENTS, MEETINGS, RCPS)
         }
         self.audit: AsyncCollection[Document] = database["audit"]
@@ -80,7 +95,7 @@ class ReadModelStore:
                 )
         await migrations.update_one({"_id": MEMBERS_MIGRATION}, {"$set": {"done": True}}, upsert=True)
 
-    async def apply(self, patch: Patch, member: Patch | None = None) -> Document | None:
+    async def apply(self, patch: Patch, member: Patch | None = None) -> Record | None:
         """Applies `patch` if it is newer; returns the document as read again after the write (so that it
         includes whatever other parts were written concurrently), or None when the patch was stale.
 
@@ -89,9 +104,10 @@ class ReadModelStore:
         if member is not None:
             assert member.kind == "member"
             assert (member.collection, member.key) == (patch.collection, patch.key)
-        return await self._compare_and_set(patch, member)
+        document = await self._compare_and_set(patch, member)
+        return parse_document(patch.collection, document) if document is not None else None
 
-    async def _compare_and_set(self, patch: Patch, member: Patch | None = None) -> Document | None:
+    async def _compare_and_set(self, patch: Patch, member: Patch | None = None) -> StoredDocument | None:
         """The document after writing `patch`, or None when the stored part is as new or newer.
 
         One round trip in the usual case: an upsert whose filter says "this part's order is lower, or absent".
@@ -126,55 +142,66 @@ class ReadModelStore:
             {"_id": patch.key}, {"$set": {patch.path: patch.stored_value()}}, upsert=True
         )
 
-    async def enrolment(self, enrolment_id: str) -> Document | None:
-        return await self._collections[ENROLMENTS].find_one({"_id": enrolment_id})
+    async def enrolment(self, enrolment_id: str) -> EnrolmentRecord | None:
+        document = await self._collections[ENROLMENTS].find_one({"_id": enrolment_id})
+        return enrolment_record(document) if document is not None else None
 
-    async def enrolments_selecting(self, study_instance_uids: Sequence[str], limit: int = 1000) -> list[Document]:
+    async def enrolments_selecting(
+        self, study_instance_uids: Sequence[str], limit: int = 1000
+    ) -> list[EnrolmentRecord]:
         """The enrolments whose latest selection names any of the studies (the viewer's access check)."""
         wanted = list(study_instance_uids)
         query = {"selection.study_instance_uids": wanted[0] if len(wanted) == 1 else {"$in": wanted}}
-        return await self._collections[ENROLMENTS].find(query).to_list(limit)
+        return [
+            enrolment_record(document) for document in await self._collections[ENROLMENTS].find(query).to_list(limit)
+        ]
 
-    async def meeting(self, meeting_id: str) -> Document | None:
-        return await self._collections[MEETINGS].find_one({"_id": meeting_id})
+    async def meeting(self, meeting_id: str) -> MeetingRecord | None:
+        document = await self._collections[MEETINGS].find_one({"_id": meeting_id})
+        return meeting_record(document) if document is not None else None
 
-    async def rcp(self, rcp_id: str) -> Document | None:
-        return await self._collections[RCPS].find_one({"_id": rcp_id})
+    async def rcp(self, rcp_id: str) -> RcpRecord | None:
+        document = await self._collections[RCPS].find_one({"_id": rcp_id})
+        return rcp_record(document) if document is not None else None
 
-    async def meeting_enrolments(self, meeting_id: str, limit: int) -> list[Document]:
+    async def meeting_enrolments(self, meeting_id: str, limit: int) -> list[EnrolmentRecord]:
         """The enrolments of a meeting (its document read here; see `enrolments_of`)."""
         return await self.enrolments_of(meeting_id, await self.meeting(meeting_id), limit)
 
-    async def enrolments_of(self, meeting_id: str, meeting: Document | None, limit: int) -> list[Document]:
+    async def enrolments_of(self, meeting_id: str, meeting: MeetingRecord | None, limit: int) -> list[EnrolmentRecord]:
         """The enrolments of a meeting whose document the caller has read, by `_id` from its list of members
         (kept by the projection).
 
         A member that has since moved to another meeting is left out. A meeting projected before the list existed
         (no `members`) falls back to a query on every enrolment.
         """
-        members = (meeting or {}).get("members")
-        if not isinstance(members, dict):
-            cursor = self._collections[ENROLMENTS].find({"enrolment.meeting_id": meeting_id}).sort("_id", ASCENDING)
-            return await cursor.to_list(limit)
-        wanted = sorted({str(member["enrolment_id"]) for member in members.values() if isinstance(member, dict)})
-        found: list[Document] = []
+        members = meeting.members if meeting is not None else None
+        enrolments = self._collections[ENROLMENTS]
+        if members is None:
+            cursor = enrolments.find({"enrolment.meeting_id": meeting_id}).sort("_id", ASCENDING)
+            return [enrolment_record(document) for document in await cursor.to_list(limit)]
+        wanted = sorted({member.enrolment_id for member in members.values()})
+        found: list[EnrolmentRecord] = []
         for start in range(0, len(wanted), MEMBER_READS_AT_ONCE):
             chunk = wanted[start : start + MEMBER_READS_AT_ONCE]
-            documents = await asyncio.gather(*(self._collections[ENROLMENTS].find_one({"_id": key}) for key in chunk))
+            documents = await asyncio.gather(*(enrolments.find_one({"_id": key}) for key in chunk))
+            records = [enrolment_record(document) for document in documents if document is not None]
             found += [
-                document
-                for document in documents
-                if document is not None and (get_path(document, "enrolment") or {}).get("meeting_id") == meeting_id
+                record
+                for record in records
+                if record.enrolment is not None and record.enrolment.meeting_id == meeting_id
             ]
             if len(found) >= limit:
                 break
         return found[:limit]
 
-    async def meetings(self, limit: int) -> list[Document]:
-        return await self._collections[MEETINGS].find({}).sort("_id", ASCENDING).to_list(limit)
+    async def meetings(self, limit: int) -> list[MeetingRecord]:
+        documents = await self._collections[MEETINGS].find({}).sort("_id", ASCENDING).to_list(limit)
+        return [meeting_record(document) for document in documents]
 
-    async def rcps(self, limit: int) -> list[Document]:
-        return await self._collections[RCPS].find({}).sort("_id", ASCENDING).to_list(limit)
+    async def rcps(self, limit: int) -> list[RcpRecord]:
+        documents = await self._collections[RCPS].find({}).sort("_id", ASCENDING).to_list(limit)
+        return [rcp_record(document) for document in documents]
 
     async def sweep_expired(self, cutoff: dt.date, audit_before: dt.datetime) -> int:
         """Retention: deletes the enrolments whose meeting is before `cutoff` with their audit entries, the
@@ -192,11 +219,11 @@ class ReadModelStore:
         await self.audit.delete_many({"at": {"$lt": audit_before}})
         return len(expired)
 
-    async def _ids(self, collection: str, query: Document) -> list[str]:
+    async def _ids(self, collection: Collection, query: Mapping[str, object]) -> list[str]:
         found = await self._collections[collection].find(query, {"_id": 1}).to_list(None)
         return [str(document["_id"]) for document in found]
 
-    async def _delete_with_audit(self, collection: str, keys: list[str], audit_field: str) -> None:
+    async def _delete_with_audit(self, collection: Collection, keys: list[str], audit_field: str) -> None:
         """Deletes the documents and, first, the audit entries that name them."""
         for start in range(0, len(keys), SWEEP_CHUNK):
             chunk = keys[start : start + SWEEP_CHUNK]
@@ -204,6 +231,6 @@ class ReadModelStore:
             for key in chunk:
                 await self._collections[collection].delete_one({"_id": key})
 
-    async def record_audit(self, records: list[dict[str, Any]]) -> None:
+    async def record_audit(self, records: list[AuditRecord]) -> None:
         if records:
             await self.audit.insert_many(records, ordered=False)

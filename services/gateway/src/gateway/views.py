@@ -1,4 +1,4 @@
-"""From read-model documents to the REST answers (pure; the documents come from `gateway.projection`).
+"""From read-model documents to the REST answers (pure; the typed documents of `gateway.read_model`).
 
 Rules beyond CONTRACT.md's wording:
 - The enrolment's lifecycle is decided by its two DCC parts, `enrolment` and `withdrawal`: the newer one
@@ -25,9 +25,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
-from proxymage_shared.events import ImagingFilters, NearMiss, Progress
+from proxymage_shared.events import ImagingFilters
 
 from gateway import filters as flt
 from gateway import reasons
@@ -36,7 +35,6 @@ from gateway.api_models import (
     Enrolment,
     EnrolmentSummary,
     Expertise,
-    ExpertOut,
     Identity,
     IdentityView,
     Meeting,
@@ -50,10 +48,19 @@ from gateway.api_models import (
     StudyStates,
     Withdrawal,
 )
-from gateway.projection import ORDER, get_path, order_key, study_key
+from gateway.projection import order_key, study_key
+from gateway.read_model import (
+    CataloguedStudyPart,
+    EnrolmentPart,
+    EnrolmentRecord,
+    IdentityPart,
+    MeetingRecord,
+    Part,
+    RcpRecord,
+    RetrievalPart,
+    WithdrawalPart,
+)
 from gateway.viewer import ViewerLinks
-
-Document = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +70,11 @@ class CataloguedRow:
     study_instance_uid: str
     date: dt.date | None
     modalities: tuple[str, ...]
-    raw: Document
+    study: CataloguedStudyPart
 
 
-def _date(value: Any) -> dt.date | None:
-    if not isinstance(value, str):
+def _date(value: str | None) -> dt.date | None:
+    if value is None:
         return None
     try:
         return dt.date.fromisoformat(value)
@@ -75,8 +82,8 @@ def _date(value: Any) -> dt.date | None:
         return None
 
 
-def _datetime(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
+def _datetime(value: str | None) -> dt.datetime | None:
+    if value is None:
         return None
     try:
         moment = dt.datetime.fromisoformat(value)
@@ -85,57 +92,50 @@ def _datetime(value: Any) -> dt.datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
-def rcp_filters(rcp: Document | None) -> ImagingFilters | None:
-    settings = get_path(rcp, "settings")
-    if settings is None:
-        return None
-    return ImagingFilters.model_validate(settings["imaging"], strict=False)
+def rcp_filters(rcp: RcpRecord | None) -> ImagingFilters | None:
+    settings = rcp.settings if rcp is not None else None
+    return settings.imaging if settings is not None else None
 
 
-def _order(part: Document | None) -> str:
-    return str((part or {}).get(ORDER, ""))
+def _order(part: Part | None) -> str:
+    return part.order if part is not None else ""
 
 
-def withdrawal_in_force(document: Document) -> Document | None:
+def withdrawal_in_force(record: EnrolmentRecord) -> WithdrawalPart | None:
     """The `withdrawal` part when it is newer than the enrolled event (the enrolment is withdrawn), else None."""
-    withdrawal = get_path(document, "withdrawal")
+    withdrawal = record.withdrawal
     if withdrawal is None:
         return None
-    enrolment = get_path(document, "enrolment")
-    if enrolment is not None and _order(enrolment) > _order(withdrawal):
+    if record.enrolment is not None and _order(record.enrolment) > _order(withdrawal):
         return None  # re-opened by a newer enrolled event
     return withdrawal
 
 
-def _source_order(identity: Document) -> str | None:
+def _source_order(identity: IdentityPart) -> str | None:
     """The order key of the DCC event an outcome answers, when the outcome says when that event occurred."""
-    moment = _datetime(identity.get("source_occurred_at"))
-    source = identity.get("source_event_id")
+    moment = _datetime(identity.source_occurred_at)
+    source = identity.source_event_id
     return order_key(moment, source) if moment is not None and source else None
 
 
-def _answers_current_event(identity: Document, enrolment: Document | None) -> bool:
-    if enrolment is None or identity.get("source_event_id") == enrolment.get("event_id"):
+def _answers_current_event(identity: IdentityPart, enrolment: EnrolmentPart | None) -> bool:
+    if enrolment is None or identity.source_event_id == enrolment.event_id:
         return True
-    if identity.get("status") != "withdrawn":
+    if identity.status != "withdrawn":
         return False
     # A withdrawal the gateway has not consumed yet, newer than the enrolled event it knows.
     source = _source_order(identity)
     return source is not None and source > _order(enrolment)
 
 
-def withdrawn_since(document: Document) -> str | None:
+def withdrawn_since(record: EnrolmentRecord) -> str | None:
     """The order key of the withdrawal in force (seen by the gateway, or only through the identity-matcher's
     current `withdrawn` outcome), or None when the enrolment is not withdrawn."""
-    withdrawal = withdrawal_in_force(document)
+    withdrawal = withdrawal_in_force(record)
     if withdrawal is not None:
         return _order(withdrawal)
-    identity = get_path(document, "identity")
-    if (
-        identity is not None
-        and identity.get("status") == "withdrawn"
-        and _answers_current_event(identity, get_path(document, "enrolment"))
-    ):
+    identity = record.identity
+    if identity is not None and identity.status == "withdrawn" and _answers_current_event(identity, record.enrolment):
         return _source_order(identity) or _order(identity)
     return None
 
@@ -144,11 +144,9 @@ def _reason_fields(told: reasons.ToldReason) -> dict[str, str | None]:
     return {"reason": told.rest, "reason_code": told.code, "reason_text": told.text}
 
 
-def _withdrawn_identity(identity: Document | None, withdrawal: Document) -> Identity:
+def _withdrawn_identity(identity: IdentityPart | None, withdrawal: WithdrawalPart) -> Identity:
     answered = (
-        identity is not None
-        and identity.get("status") == "withdrawn"
-        and identity.get("source_event_id") == withdrawal.get("event_id")
+        identity is not None and identity.status == "withdrawn" and identity.source_event_id == withdrawal.event_id
     )
     told = reasons.told(identity) if answered else reasons.NO_REASON
     if told.rest is None:
@@ -156,73 +154,71 @@ def _withdrawn_identity(identity: Document | None, withdrawal: Document) -> Iden
     return Identity(status="withdrawn", pacs_patients=0, near_misses=[], **_reason_fields(told))
 
 
-def identity_view(document: Document) -> Identity:
-    identity = get_path(document, "identity")
-    withdrawal = withdrawal_in_force(document)
+def identity_view(record: EnrolmentRecord) -> Identity:
+    identity = record.identity
+    withdrawal = withdrawal_in_force(record)
     if withdrawal is not None:
         return _withdrawn_identity(identity, withdrawal)
-    if identity is None or not _answers_current_event(identity, get_path(document, "enrolment")):
+    if identity is None or not _answers_current_event(identity, record.enrolment):
         return Identity(status="pending", pacs_patients=0, near_misses=[], reason=None)
-    if identity.get("status") == "withdrawn":
+    if identity.status == "withdrawn":
         return Identity(status="withdrawn", pacs_patients=0, near_misses=[], **_reason_fields(reasons.told(identity)))
     return Identity(
-        status=identity["status"],
-        pacs_patients=len(identity.get("pacs_patients") or ()),
-        near_misses=[NearMiss.model_validate(item, strict=False) for item in identity.get("near_misses") or ()],
+        status=identity.status,
+        pacs_patients=len(identity.pacs_patients),
+        near_misses=list(identity.near_misses),
         **_reason_fields(reasons.told(identity)),
     )
 
 
-def withdrawal_view(document: Document) -> Withdrawal | None:
-    withdrawal = withdrawal_in_force(document)
-    moment = _datetime((withdrawal or {}).get("occurred_at"))
+def withdrawal_view(record: EnrolmentRecord) -> Withdrawal | None:
+    withdrawal = withdrawal_in_force(record)
+    moment = _datetime(withdrawal.occurred_at) if withdrawal is not None else None
     if withdrawal is None or moment is None:
         return None
-    reason = withdrawal.get("reason")
-    return Withdrawal(at=moment, reason=reason if isinstance(reason, str) and reason else None)
+    return Withdrawal(at=moment, reason=withdrawal.reason or None)
 
 
-def _linked_rows(document: Document) -> list[CataloguedRow]:
+def _linked_rows(record: EnrolmentRecord) -> list[CataloguedRow]:
     """The catalogue's studies that belong to the current matched identity."""
-    if identity_view(document).status != "matched":
+    if identity_view(record).status != "matched":
         return []
-    catalogue = get_path(document, "catalogue")
-    identity = get_path(document, "identity") or {}
+    catalogue = record.catalogue
     if catalogue is None:
         return []
-    linked = [(ref.get("patient_id"), ref.get("issuer")) for ref in identity.get("pacs_patients") or ()]
+    linked = [(ref.patient_id, ref.issuer) for ref in record.identity.pacs_patients] if record.identity else []
     rows = []
-    for study in catalogue.get("studies") or ():
-        owner = study.get("pacs_patient") or {}
-        if (owner.get("patient_id"), owner.get("issuer")) in linked:
+    for study in catalogue.studies:
+        owner = study.pacs_patient
+        if ((owner.patient_id, owner.issuer) if owner else (None, None)) in linked:
             rows.append(
                 CataloguedRow(
-                    study_instance_uid=study["study_instance_uid"],
-                    date=_date(study.get("date")),
-                    modalities=tuple(study.get("modalities") or ()),
-                    raw=study,
+                    study_instance_uid=study.study_instance_uid,
+                    date=_date(study.date),
+                    modalities=study.modalities,
+                    study=study,
                 )
             )
     return rows
 
 
-def selected_uids(document: Document) -> list[str]:
-    selection = get_path(document, "selection")
+def selected_uids(record: EnrolmentRecord) -> list[str]:
+    """The StudyInstanceUIDs of the latest selection not removed since."""
+    selection = record.selection
     if selection is None:
         return []
-    removals = get_path(document, "removals") or {}
     chosen = []
-    for uid in selection.get("study_instance_uids") or ():
-        removal = removals.get(study_key(uid))
-        if removal is None or str(removal.get("order", "")) < str(selection.get("order", "")):
-            chosen.append(uid)
+    for study_instance_uid in selection.study_instance_uids:
+        removal = record.removals.get(study_key(study_instance_uid))
+        if removal is None or removal.order < selection.order:
+            chosen.append(study_instance_uid)
     return chosen
 
 
-def _removed_after_selection(document: Document, uid: str) -> bool:
-    removal = get_path(document, f"removals.{study_key(uid)}")
-    selection = get_path(document, "selection")
-    return removal is not None and (selection is None or str(removal["order"]) > str(selection.get("order", "")))
+def _removed_after_selection(record: EnrolmentRecord, study_instance_uid: str) -> bool:
+    removal = record.removals.get(study_key(study_instance_uid))
+    selection = record.selection
+    return removal is not None and (selection is None or removal.order > selection.order)
 
 
 def _plain(status: RetrievalView, told: reasons.ToldReason = reasons.NO_REASON) -> Retrieval:
@@ -231,167 +227,201 @@ def _plain(status: RetrievalView, told: reasons.ToldReason = reasons.NO_REASON) 
     )
 
 
+def _selected_state(record: EnrolmentRecord, job: RetrievalPart | None) -> Retrieval | None:
+    """The state of a selected study when it is not the job's own (queued, or withdrawn meanwhile)."""
+    selection = record.selection
+    requested_again = (
+        job is not None
+        and job.status == "removed"
+        and (job.occurred_at or "") < ((selection.occurred_at or "") if selection is not None else "")
+    )
+    since = withdrawn_since(record)
+    confirmed = job is not None and not requested_again and job.status in ("removed", "failed")
+    if since is not None and not confirmed:
+        # Withdrawn: shown gone at once (the fetcher's own `removed`/`failed` follows).
+        gone: RetrievalView = "failed" if _order(selection) > since else "removed"
+        return _plain(gone, reasons.of("enrolment_withdrawn"))
+    if job is None or requested_again:
+        return _plain("queued")
+    return None
+
+
 def retrieval_view(
-    document: Document, uid: str, *, selected: bool, patient_id: str | None, links: ViewerLinks | None
+    record: EnrolmentRecord,
+    study_instance_uid: str,
+    *,
+    selected: bool,
+    patient_id: str | None,
+    links: ViewerLinks | None,
 ) -> Retrieval:
     """The study's state for this enrolment; `links` None leaves `viewer_url` unset."""
-    job = get_path(document, f"retrieval.{study_key(uid)}")
+    job = record.retrieval.get(study_key(study_instance_uid))
     if selected:
-        selection = get_path(document, "selection") or {}
-        requested_again = (
-            job is not None
-            and job.get("status") == "removed"
-            and str(job.get("occurred_at", "")) < str(selection.get("occurred_at", ""))
-        )
-        since = withdrawn_since(document)
-        confirmed = job is not None and not requested_again and job.get("status") in ("removed", "failed")
-        if since is not None and not confirmed:
-            # Withdrawn: shown gone at once (the fetcher's own `removed`/`failed` follows).
-            gone: RetrievalView = "failed" if _order(selection) > since else "removed"
-            return _plain(gone, reasons.of("enrolment_withdrawn"))
-        if job is None or requested_again:
-            return _plain("queued")
-    elif job is not None and job.get("status") == "removed":
+        shown = _selected_state(record, job)
+        if shown is not None:
+            return shown
+    elif job is not None and job.status == "removed":
         pass  # the fetcher confirmed the removal: show its state
-    elif _removed_after_selection(document, uid):
+    elif _removed_after_selection(record, study_instance_uid):
         return _plain("removed")
     else:
         return _plain("not_requested")
     assert job is not None
-    status = job["status"]
-    progress = job.get("progress")
     return Retrieval(
-        status=status,
-        progress=Progress.model_validate(progress, strict=False) if progress else None,
-        attempts=int(job.get("attempts") or 0),
-        next_attempt_at=job.get("next_attempt_at"),
+        status=job.status,
+        progress=job.progress,
+        attempts=job.attempts,
+        next_attempt_at=job.next_attempt_at,  # the stored text, validated by the model
         # A link only where the DICOMweb path opens the study: catalogued under a patient still linked.
-        viewer_url=links.url(uid, patient_id) if status == "available" and links and patient_id else None,
+        viewer_url=links.url(study_instance_uid, patient_id)
+        if job.status == "available" and links and patient_id
+        else None,
         **_reason_fields(reasons.told(job)),
     )
 
 
-def _study(document: Document, uid: str, raw: Document | None, *, selected: bool, links: ViewerLinks) -> Study:
-    raw = raw or {}
-    owner = raw.get("pacs_patient") or {}
+def _study(
+    record: EnrolmentRecord,
+    study_instance_uid: str,
+    study: CataloguedStudyPart | None,
+    *,
+    selected: bool,
+    links: ViewerLinks,
+) -> Study:
+    owner = study.pacs_patient if study is not None else None
     return Study(
-        study_instance_uid=uid,
-        description=raw.get("description"),
-        pacs=raw.get("pacs"),
-        date=_date(raw.get("date")),
-        modalities=list(raw.get("modalities") or ()),
-        images=raw.get("images"),
-        series=raw.get("series"),
+        study_instance_uid=study_instance_uid,
+        description=study.description if study else None,
+        pacs=study.pacs if study else None,
+        date=_date(study.date) if study else None,
+        modalities=list(study.modalities) if study else [],
+        images=study.images if study else None,
+        series=study.series if study else None,
         selected=selected,
-        retrieval=retrieval_view(document, uid, selected=selected, patient_id=owner.get("patient_id"), links=links),
+        retrieval=retrieval_view(
+            record,
+            study_instance_uid,
+            selected=selected,
+            patient_id=owner.patient_id if owner else None,
+            links=links,
+        ),
     )
 
 
-def study_patient_id(document: Document, uid: str) -> str | None:
-    for row in _linked_rows(document):
-        if row.study_instance_uid == uid:
-            owner = row.raw.get("pacs_patient") or {}
-            value = owner.get("patient_id")
-            return value if isinstance(value, str) else None
+def study_patient_id(record: EnrolmentRecord, study_instance_uid: str) -> str | None:
+    for row in _linked_rows(record):
+        if row.study_instance_uid == study_instance_uid:
+            owner = row.study.pacs_patient
+            return owner.patient_id if owner else None
     return None
 
 
-def viewable_patient_id(document: Document, uid: str) -> str | None:
+def viewable_patient_id(record: EnrolmentRecord, study_instance_uid: str) -> str | None:
     """The PACS PatientID the study was catalogued under when the enrolment shows it `available`, else None.
 
     This is what opens a study to the viewer (gateway.dicomweb): selected for this enrolment, moved completely,
     and neither withdrawn nor removed since (the same rules as the state REST shows).
     """
-    if uid not in selected_uids(document):
+    if study_instance_uid not in selected_uids(record):
         return None
-    patient_id = study_patient_id(document, uid)
-    state = retrieval_view(document, uid, selected=True, patient_id=patient_id, links=None)
+    patient_id = study_patient_id(record, study_instance_uid)
+    state = retrieval_view(record, study_instance_uid, selected=True, patient_id=patient_id, links=None)
     return patient_id if state.status == "available" else None
 
 
-def expertise_view(document: Document) -> Expertise:
-    selection = get_path(document, "selection") or {}
-    notifications = get_path(document, "notifications") or {}
+def expertise_view(record: EnrolmentRecord) -> Expertise:
     items = [
         Notification(
-            role=item.get("role"), status=item["status"], at=item["occurred_at"], **_reason_fields(reasons.told(item))
+            role=item.role,  # the stored role, validated by the model
+            status=item.status,
+            at=item.occurred_at,  # the stored text, validated by the model
+            **_reason_fields(reasons.told(item)),
         )
-        for _, item in sorted(notifications.items())
-        if isinstance(item, dict)
+        for _, item in sorted(record.notifications.items())
     ]
-    return Expertise(requested=bool(selection.get("expertise_requested", False)), notifications=items)
+    requested = record.selection.expertise_requested if record.selection is not None else False
+    return Expertise(requested=requested, notifications=items)
 
 
-def patient_view(document: Document) -> PatientOut | None:
-    patient = get_path(document, "enrolment.patient")
-    return PatientOut.model_validate(patient) if patient is not None else None
+def patient_view(record: EnrolmentRecord) -> PatientOut | None:
+    return record.enrolment.patient if record.enrolment is not None else None
 
 
-def catalogue_view(document: Document) -> Catalogue:
-    catalogue = get_path(document, "catalogue")
+def catalogue_view(record: EnrolmentRecord) -> Catalogue:
+    catalogue = record.catalogue
     if catalogue is None:
         return Catalogue(status="pending", reason=None, at=None, studies=0)
     return Catalogue(
-        status=catalogue["status"],
-        at=catalogue.get("occurred_at"),
-        studies=len(_linked_rows(document)),
+        status=catalogue.status,
+        at=catalogue.occurred_at,  # the stored text, validated by the model
+        studies=len(_linked_rows(record)),
         **_reason_fields(reasons.told(catalogue)),
     )
 
 
+def _meeting_ref(enrolment: EnrolmentPart | None) -> MeetingRef | None:
+    if enrolment is None:
+        return None
+    return MeetingRef(title=enrolment.meeting_title, date=_date(enrolment.meeting_date), centre=enrolment.centre)
+
+
 def enrolment_view(
-    document: Document,
-    rcp: Document | None,
+    record: EnrolmentRecord,
+    rcp: RcpRecord | None,
     overrides: flt.Overrides,
     today: dt.date,
     links: ViewerLinks,
 ) -> Enrolment:
     """`GET /api/v1/enrolments/{id}`. Raises `filters.InvalidFilterError` for overrides that make no sense."""
-    enrolment = get_path(document, "enrolment") or {}
-    identity = get_path(document, "identity") or {}
+    enrolment = record.enrolment
     filters = flt.effective_filters(rcp_filters(rcp), overrides)
-    chosen = selected_uids(document)
-    rows = _linked_rows(document)
+    chosen = selected_uids(record)
+    rows = _linked_rows(record)
     listed = flt.visible(rows, filters, chosen, today)
     studies = [
-        _study(document, row.study_instance_uid, row.raw, selected=row.study_instance_uid in chosen, links=links)
+        _study(record, row.study_instance_uid, row.study, selected=row.study_instance_uid in chosen, links=links)
         for row in listed
     ]
     known = {row.study_instance_uid for row in rows}
-    studies += [_study(document, uid, None, selected=True, links=links) for uid in chosen if uid not in known]
+    studies += [
+        _study(record, study_instance_uid, None, selected=True, links=links)
+        for study_instance_uid in chosen
+        if study_instance_uid not in known
+    ]
+    requested_by = enrolment.requested_by if enrolment is not None else None
     return Enrolment(
-        enrolment_id=document["_id"],
-        meeting_id=enrolment.get("meeting_id") or identity.get("meeting_id"),
-        rcp_id=enrolment.get("rcp_id"),
-        identity=identity_view(document),
+        enrolment_id=record.enrolment_id,
+        meeting_id=meeting_of(record),
+        rcp_id=enrolment.rcp_id if enrolment is not None else None,
+        identity=identity_view(record),
         filters=filters,
         studies=studies,
-        expertise=expertise_view(document),
-        consent=enrolment.get("consent"),
-        patient=patient_view(document),
-        requested_by=(enrolment.get("requested_by") or {}).get("name"),
-        meeting=MeetingRef(
-            title=enrolment.get("meeting_title"),
-            date=_date(enrolment.get("meeting_date")),
-            centre=enrolment.get("centre"),
-        )
-        if enrolment
-        else None,
-        catalogue=catalogue_view(document),
-        withdrawal=withdrawal_view(document),
+        expertise=expertise_view(record),
+        consent=enrolment.consent if enrolment is not None else None,
+        patient=patient_view(record),
+        requested_by=requested_by.name if requested_by is not None else None,
+        meeting=_meeting_ref(enrolment),
+        catalogue=catalogue_view(record),
+        withdrawal=withdrawal_view(record),
     )
 
 
-def study_states(document: Document) -> StudyStates:
-    chosen = selected_uids(document)
+def meeting_of(record: EnrolmentRecord) -> str | None:
+    """The enrolment's meeting: as the DCC enrolled it, else as the identity outcome says."""
+    enrolment, identity = record.enrolment, record.identity
+    return (enrolment.meeting_id if enrolment else None) or (identity.meeting_id if identity else None)
+
+
+def study_states(record: EnrolmentRecord) -> StudyStates:
+    chosen = selected_uids(record)
     statuses: Counter[str] = Counter()
-    uids = set(chosen) | {
-        item["study_instance_uid"]
-        for item in (get_path(document, "removals") or {}).values()
-        if isinstance(item, dict) and "study_instance_uid" in item
+    study_instance_uids = set(chosen) | {
+        item.study_instance_uid for item in record.removals.values() if item.study_instance_uid is not None
     }
-    for uid in sorted(uids):
-        view = retrieval_view(document, uid, selected=uid in chosen, patient_id=None, links=_NO_LINKS)
+    for study_instance_uid in sorted(study_instance_uids):
+        view = retrieval_view(
+            record, study_instance_uid, selected=study_instance_uid in chosen, patient_id=None, links=_NO_LINKS
+        )
         if view.status != "not_requested":
             statuses[view.status] += 1
     return StudyStates(selected=len(chosen), by_status=dict(sorted(statuses.items())))
@@ -400,48 +430,36 @@ def study_states(document: Document) -> StudyStates:
 _NO_LINKS = ViewerLinks("")
 
 
-def summary_view(document: Document) -> EnrolmentSummary:
-    enrolment = get_path(document, "enrolment") or {}
-    identity: IdentityView = identity_view(document).status
-    catalogue = get_path(document, "catalogue")
+def summary_view(record: EnrolmentRecord) -> EnrolmentSummary:
+    identity: IdentityView = identity_view(record).status
     return EnrolmentSummary(
-        enrolment_id=document["_id"],
-        patient=patient_view(document),
-        consent=enrolment.get("consent"),
+        enrolment_id=record.enrolment_id,
+        patient=patient_view(record),
+        consent=record.enrolment.consent if record.enrolment is not None else None,
         identity_status=identity,
-        catalogued=len(_linked_rows(document)) if catalogue is not None else None,
-        studies=study_states(document),
-        expertise_requested=expertise_view(document).requested,
+        catalogued=len(_linked_rows(record)) if record.catalogue is not None else None,
+        studies=study_states(record),
+        expertise_requested=expertise_view(record).requested,
     )
 
 
-def meeting_view(meeting_id: str, document: Document | None) -> Meeting:
+def meeting_view(meeting_id: str, record: MeetingRecord | None) -> Meeting:
     """Prefers the DCC's meeting event; falls back on what enrolments said about the meeting."""
-    experts = get_path(document, "experts")
-    details = experts or get_path(document, "enrolment_details") or {}
-
-    def expert(role: str) -> ExpertOut | None:
-        value = (experts or {}).get(role)
-        return ExpertOut.model_validate(value) if isinstance(value, dict) else None
-
+    experts = record.experts if record is not None else None
+    details = experts or (record.enrolment_details if record is not None else None)
     return Meeting(
         meeting_id=meeting_id,
-        rcp_id=details.get("rcp_id"),
-        title=details.get("title"),
-        date=_date(details.get("date")),
-        centre=details.get("centre"),
-        on_call_radiologist=expert("on_call_radiologist"),
-        on_call_nuclear_physician=expert("on_call_nuclear_physician"),
+        rcp_id=details.rcp_id if details else None,
+        title=details.title if details else None,
+        date=_date(details.date) if details else None,
+        centre=details.centre if details else None,
+        on_call_radiologist=experts.on_call_radiologist if experts else None,
+        on_call_nuclear_physician=experts.on_call_nuclear_physician if experts else None,
     )
 
 
-def rcp_view(document: Document) -> RcpOut | None:
-    settings = get_path(document, "settings")
+def rcp_view(record: RcpRecord) -> RcpOut | None:
+    settings = record.settings
     if settings is None:
         return None
-    return RcpOut(
-        rcp_id=document["_id"],
-        title=settings["title"],
-        centre=settings["centre"],
-        imaging=ImagingFilters.model_validate(settings["imaging"], strict=False),
-    )
+    return RcpOut(rcp_id=record.rcp_id, title=settings.title, centre=settings.centre, imaging=settings.imaging)

@@ -11,6 +11,8 @@ import datetime as dt
 import hashlib
 import re
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 from urllib.parse import parse_qs, quote, urlsplit
@@ -139,8 +141,77 @@ class _Pages:
         return self.render("not_found.html", status_code=404, page="not-found", title="Page introuvable")
 
 
-def _router(pages: _Pages) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+@dataclass(frozen=True, slots=True)
+class _Page:
+    """A page shell: its template and labels; `ids`, its path parameters, must be business ids (else 404)."""
+
+    path: str
+    template: str
+    page: str
+    title: str
+    section: str
+    ids: tuple[str, ...] = ()
+
+
+_MEETINGS_TITLE: Final = "Déroulement"
+_RCP_TITLE: Final = "Paramètres imagerie"
+# In the order of the routes (a fixed path such as `/meetings/new` comes before `/meetings/{meeting_id}`).
+_SHELLS: Final = (
+    _Page(HOME, "home.html", "home", "Accueil", "home"),
+    _Page(PREFIX + "/rcps/", "rcp_settings.html", "rcp-settings", _RCP_TITLE, "rcp"),
+    _Page(PREFIX + "/rcps/{rcp_id}", "rcp_settings.html", "rcp-settings", _RCP_TITLE, "rcp", ("rcp_id",)),
+    _Page(PREFIX + "/meetings/new", "meeting_details.html", "meeting-details", "Réunion", "details"),
+    _Page(
+        PREFIX + "/meetings/{meeting_id}/details",
+        "meeting_details.html",
+        "meeting-details",
+        "Réunion",
+        "details",
+        ("meeting_id",),
+    ),
+    _Page(PREFIX + "/meetings/{meeting_id}", "meeting.html", "meeting", _MEETINGS_TITLE, "meetings", ("meeting_id",)),
+    _Page(
+        PREFIX + "/meetings/{meeting_id}/patients/{enrolment_id}",
+        "meeting.html",
+        "meeting",
+        _MEETINGS_TITLE,
+        "meetings",
+        ("meeting_id", "enrolment_id"),
+    ),
+    _Page(
+        PREFIX + "/enrolments/{enrolment_id}",
+        "enrolment.html",
+        "enrolment",
+        "Fiche d'inscription",
+        "enrol",
+        ("enrolment_id",),
+    ),
+)
+
+
+def _shell(pages: _Pages, shell: _Page) -> Callable[[Request], Awaitable[Response]]:
+    async def show(request: Request) -> Response:
+        ids = {name: str(request.path_params[name]) for name in shell.ids}
+        if not all(is_business_id(value) for value in ids.values()):
+            return pages.not_found()
+        return pages.render(shell.template, 200, page=shell.page, title=shell.title, section=shell.section, **ids)
+
+    show.__name__ = shell.page.replace("-", "_")
+    return show
+
+
+def _login_page(pages: _Pages, target: str, error: str, status_code: int = 200) -> HTMLResponse:
+    return pages.render(
+        "login.html", status_code=status_code, page="login", title="Connexion", nav=False, next=target, error=error
+    )
+
+
+def _refused_origin() -> Response:
+    return Response("Origine refusée", status_code=403, media_type="text/plain; charset=utf-8")
+
+
+def _session_routes(router: APIRouter, pages: _Pages) -> None:
+    """`/` and `/console` to the home page; the login page, and the login and logout forms (the token cookie)."""
 
     @router.get("/")
     async def root() -> Response:
@@ -154,32 +225,18 @@ def _router(pages: _Pages) -> APIRouter:
     async def login(request: Request) -> Response:
         params = request.query_params
         message = "Aucune session valide (absente, expirée ou jeton refusé) : saisissez votre jeton d'accès."
-        return pages.render(
-            "login.html",
-            page="login",
-            title="Connexion",
-            nav=False,
-            next=safe_next(params.get("next")),
-            error=message if params.get("expired") else "",
-        )
+        return _login_page(pages, safe_next(params.get("next")), message if params.get("expired") else "")
 
     @router.post(PREFIX + "/session")
     async def open_session(request: Request) -> Response:
         if not _same_origin(request):
-            return Response("Origine refusée", status_code=403, media_type="text/plain; charset=utf-8")
+            return _refused_origin()
         form = await _form(request)
         token = form.get("token", "").strip()
         target = safe_next(form.get("next"))
         if _TOKEN.fullmatch(token) is None:
-            return pages.render(
-                "login.html",
-                status_code=400,
-                page="login",
-                title="Connexion",
-                nav=False,
-                next=target,
-                error="Saisissez le jeton d'accès qui vous a été remis (lettres, chiffres et . _ ~ + / = -).",
-            )
+            error = "Saisissez le jeton d'accès qui vous a été remis (lettres, chiffres et . _ ~ + / = -)."
+            return _login_page(pages, target, error, status_code=400)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             COOKIE_NAME,
@@ -195,28 +252,16 @@ def _router(pages: _Pages) -> APIRouter:
     @router.post(PREFIX + "/logout")
     async def close_session(request: Request) -> Response:
         if not _same_origin(request):
-            return Response("Origine refusée", status_code=403, media_type="text/plain; charset=utf-8")
+            return _refused_origin()
         response = RedirectResponse(LOGIN, status_code=303)
         response.delete_cookie(
             COOKIE_NAME, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict"
         )
         return response
 
-    @router.get(HOME)
-    async def home() -> Response:
-        return pages.render("home.html", page="home", title="Accueil", section="home")
 
-    @router.get(PREFIX + "/rcps/")
-    async def rcp_settings_blank() -> Response:
-        return pages.render("rcp_settings.html", page="rcp-settings", title="Paramètres imagerie", section="rcp")
-
-    @router.get(PREFIX + "/rcps/{rcp_id}")
-    async def rcp_settings(rcp_id: str) -> Response:
-        if not is_business_id(rcp_id):
-            return pages.not_found()
-        return pages.render(
-            "rcp_settings.html", page="rcp-settings", title="Paramètres imagerie", section="rcp", rcp_id=rcp_id
-        )
+def _form_routes(router: APIRouter, pages: _Pages) -> None:
+    """The pages reached from a form: open a meeting or an enrolment by id, enrol a new patient."""
 
     @router.get(PREFIX + "/meetings/")
     async def meetings(request: Request) -> Response:
@@ -224,40 +269,7 @@ def _router(pages: _Pages) -> APIRouter:
         if meeting_id and is_business_id(meeting_id):
             return RedirectResponse(f"{PREFIX}/meetings/{quote(meeting_id)}", status_code=303)
         return pages.render(
-            "meetings.html", page="meetings", title="Déroulement", section="meetings", unknown=bool(meeting_id)
-        )
-
-    @router.get(PREFIX + "/meetings/new")
-    async def meeting_details_blank() -> Response:
-        return pages.render("meeting_details.html", page="meeting-details", title="Réunion", section="details")
-
-    @router.get(PREFIX + "/meetings/{meeting_id}/details")
-    async def meeting_details(meeting_id: str) -> Response:
-        if not is_business_id(meeting_id):
-            return pages.not_found()
-        return pages.render(
-            "meeting_details.html", page="meeting-details", title="Réunion", section="details", meeting_id=meeting_id
-        )
-
-    @router.get(PREFIX + "/meetings/{meeting_id}")
-    async def meeting(meeting_id: str) -> Response:
-        if not is_business_id(meeting_id):
-            return pages.not_found()
-        return pages.render(
-            "meeting.html", page="meeting", title="Déroulement", section="meetings", meeting_id=meeting_id
-        )
-
-    @router.get(PREFIX + "/meetings/{meeting_id}/patients/{enrolment_id}")
-    async def meeting_patient(meeting_id: str, enrolment_id: str) -> Response:
-        if not (is_business_id(meeting_id) and is_business_id(enrolment_id)):
-            return pages.not_found()
-        return pages.render(
-            "meeting.html",
-            page="meeting",
-            title="Déroulement",
-            section="meetings",
-            meeting_id=meeting_id,
-            enrolment_id=enrolment_id,
+            "meetings.html", page="meetings", title=_MEETINGS_TITLE, section="meetings", unknown=bool(meeting_id)
         )
 
     @router.get(PREFIX + "/enrolments/new")
@@ -280,18 +292,13 @@ def _router(pages: _Pages) -> APIRouter:
             return RedirectResponse(f"{PREFIX}/enrolments/{quote(enrolment_id)}", status_code=303)
         return RedirectResponse(HOME, status_code=303)
 
-    @router.get(PREFIX + "/enrolments/{enrolment_id}")
-    async def enrolment(enrolment_id: str) -> Response:
-        if not is_business_id(enrolment_id):
-            return pages.not_found()
-        return pages.render(
-            "enrolment.html",
-            page="enrolment",
-            title="Fiche d'inscription",
-            section="enrol",
-            enrolment_id=enrolment_id,
-        )
 
+def _router(pages: _Pages) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    _session_routes(router, pages)
+    _form_routes(router, pages)  # before the shells: `/enrolments/new` is not an enrolment's page
+    for shell in _SHELLS:
+        router.add_api_route(shell.path, _shell(pages, shell), methods=["GET"])
     return router
 
 

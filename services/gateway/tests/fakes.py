@@ -1,0 +1,127 @@
+"""In-memory adapters for the gateway's use cases (`gateway.ports`), with the semantics of the MongoDB read model:
+a patch applies only when it is newer than the stored part (`projection.apply_patch`, the store's exact
+counterpart), a meeting's member is written with its details or on its own, and reads return the typed documents
+(`gateway.read_model`), parsed from the stored form as the store parses them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gateway.audit import AuditRecord
+from gateway.projection import ENROLMENTS, MEETINGS, RCPS, Collection, Json, Patch, apply_patch, supersedes
+from gateway.read_model import (
+    EnrolmentRecord,
+    MeetingRecord,
+    RcpRecord,
+    Record,
+    StoredDocument,
+    enrolment_record,
+    meeting_record,
+    parse_document,
+    rcp_record,
+)
+
+
+def _set(document: StoredDocument | None, patch: Patch) -> StoredDocument:
+    """The document with `patch`'s value set at its path whatever is there (MongoDB's `$set`)."""
+    result: StoredDocument = dict(document) if document is not None else {"_id": patch.key}
+    parent, leaf = patch.path.split(".")
+    node = result.get(parent)
+    result[parent] = {**(node if isinstance(node, dict) else {}), leaf: patch.stored_value()}
+    return result
+
+
+class FakeReadModel:
+    def __init__(self) -> None:
+        self.documents: dict[tuple[Collection, str], StoredDocument] = {}
+        self.audit: list[AuditRecord] = []
+        self.writes = 0  # round trips of the projection's writes
+        self.fail: Exception | None = None  # raised by the next write
+
+    def stored(self, collection: Collection, key: str) -> StoredDocument | None:
+        return self.documents.get((collection, key))
+
+    def _write(self) -> None:
+        self.writes += 1
+        if self.fail is not None:
+            error, self.fail = self.fail, None
+            raise error
+
+    async def apply(self, patch: Patch, member: Patch | None = None) -> Record | None:
+        self._write()
+        key = (patch.collection, patch.key)
+        before = self.documents.get(key)
+        if not supersedes(patch, before):
+            return None
+        after = apply_patch(before, patch)
+        if member is not None:
+            after = _set(after, member)
+        self.documents[key] = after
+        return parse_document(patch.collection, after)
+
+    async def add_member(self, patch: Patch) -> None:
+        self._write()
+        self.documents[(MEETINGS, patch.key)] = _set(self.documents.get((MEETINGS, patch.key)), patch)
+
+    def _all(self, collection: Collection) -> list[StoredDocument]:
+        return [document for (name, _), document in sorted(self.documents.items()) if name == collection]
+
+    async def enrolment(self, enrolment_id: str) -> EnrolmentRecord | None:
+        document = self.documents.get((ENROLMENTS, enrolment_id))
+        return enrolment_record(document) if document is not None else None
+
+    async def enrolments_selecting(
+        self, study_instance_uids: Sequence[str], limit: int = 1000
+    ) -> list[EnrolmentRecord]:
+        records = [enrolment_record(document) for document in self._all(ENROLMENTS)]
+        wanted = set(study_instance_uids)
+        return [
+            record
+            for record in records
+            if record.selection is not None and wanted & set(record.selection.study_instance_uids)
+        ][:limit]
+
+    async def meeting(self, meeting_id: str) -> MeetingRecord | None:
+        document = self.documents.get((MEETINGS, meeting_id))
+        return meeting_record(document) if document is not None else None
+
+    async def enrolments_of(self, meeting_id: str, meeting: MeetingRecord | None, limit: int) -> list[EnrolmentRecord]:
+        records = [enrolment_record(document) for document in self._all(ENROLMENTS)]
+        if meeting is not None and meeting.members is not None:
+            listed = {member.enrolment_id for member in meeting.members.values()}
+            records = [record for record in records if record.enrolment_id in listed]
+        return [r for r in records if r.enrolment is not None and r.enrolment.meeting_id == meeting_id][:limit]
+
+    async def meetings(self, limit: int) -> list[MeetingRecord]:
+        return [meeting_record(document) for document in self._all(MEETINGS)][:limit]
+
+    async def rcp(self, rcp_id: str) -> RcpRecord | None:
+        document = self.documents.get((RCPS, rcp_id))
+        return rcp_record(document) if document is not None else None
+
+    async def rcps(self, limit: int) -> list[RcpRecord]:
+        return [rcp_record(document) for document in self._all(RCPS)][:limit]
+
+    async def record_audit(self, records: list[AuditRecord]) -> None:
+        self.audit += records
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    stream: str
+    event: str
+    data: Mapping[str, Json]
+
+
+@dataclass
+class RecordingHub:
+    """The SSE hub, recording what is published."""
+
+    messages: list[Announced] = field(default_factory=list)
+
+    def publish(self, stream_name: str, event: str, data: Mapping[str, Json]) -> None:
+        self.messages.append(Announced(stream_name, event, data))
+
+    def on(self, stream: str) -> list[Announced]:
+        return [message for message in self.messages if message.stream == stream]
