@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Protocol, TypeVar
+
+R = TypeVar("R")
 
 
 class ConditionTimeoutError(AssertionError):
@@ -18,3 +22,31 @@ async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 
         if time.monotonic() > deadline:
             raise ConditionTimeoutError(f"timed out after {timeout}s waiting for {what or condition!r}")
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def consuming(records: AsyncIterable[R], on_record: Callable[[R], None]) -> AsyncIterator[None]:
+    """Calls `on_record` for each record of `records` (a started Kafka consumer, say) while the block runs; the
+    reading task is cancelled when the block ends (the consumer itself is the caller's to stop)."""
+
+    async def read() -> None:
+        async for record in records:
+            on_record(record)
+
+    reader = asyncio.create_task(read())
+    try:
+        yield
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+class Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+async def stop_in_order(*clients: Stoppable) -> None:
+    """Stops Kafka clients (consumers, producers) one after the other, in the order given."""
+    for client in clients:
+        await client.stop()

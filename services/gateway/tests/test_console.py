@@ -16,7 +16,6 @@ Screenshots go under the test's tmp_path; the key ones are also copied to var/sc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import html
@@ -47,7 +46,7 @@ from gateway.console.labels import (
 )
 from playwright.async_api import Browser, Dialog, Page, expect
 from proxymage_dev.pytest_plugin import ROOT, free_port
-from proxymage_dev.testing import eventually
+from proxymage_dev.testing import consuming, eventually, stop_in_order
 from proxymage_shared import topics
 from proxymage_shared.events import (
     MODALITIES,
@@ -351,21 +350,13 @@ async def gateway(stack_env: dict[str, str], unique: str, tmp_path: Path) -> Asy
             await consumer.start()
             harness = Gateway(url, settings.topic_prefix, producer)
 
-            async def collect() -> None:
-                async for record in consumer:
-                    topic = record.topic.removeprefix(settings.topic_prefix)
-                    harness.inbound.append((topic, json.loads(record.value)))
+            def received(record: Any) -> None:
+                harness.inbound.append((record.topic.removeprefix(settings.topic_prefix), json.loads(record.value)))
 
-            collector = asyncio.create_task(collect())
-            try:
+            async with consuming(consumer, received):
                 yield harness
-            finally:
-                collector.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await collector
         finally:
-            await consumer.stop()
-            await producer.stop()
+            await stop_in_order(consumer, producer)
             stop.set()
             await running
             configure_logging(settings.service_name, "INFO")
@@ -406,6 +397,26 @@ async def open_console(browser: Browser, gateway: Gateway) -> tuple[Page, list[s
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+async def publish_identity(gateway: Gateway, enrolment_id: str, enrolled: dict[str, Any], **outcome: Any) -> None:
+    """Plays the identity-matcher's outcome for `enrolled`, the enrolment event the REST command published."""
+    event = IdentityResolved(
+        event_id=uuid.uuid4(),
+        occurred_at=_now(),
+        enrolment_id=enrolment_id,
+        source_event_id=uuid.UUID(enrolled["event_id"]),
+        **outcome,
+    )
+    await gateway.publish(topics.IDENTITY_RESOLVED, event, enrolment_id)
+
+
+async def publish_notification(gateway: Gateway, enrolment_id: str, meeting_id: str, **notification: Any) -> None:
+    """Plays the expert-notifier's event for one expert of the enrolment."""
+    event = ExpertiseNotification(
+        event_id=uuid.uuid4(), occurred_at=_now(), enrolment_id=enrolment_id, meeting_id=meeting_id, **notification
+    )
+    await gateway.publish(topics.EXPERTISE_NOTIFICATION, event, enrolment_id)
 
 
 def _study(uid: str, description: str, date: dt.date, modalities: tuple[str, ...], images: int) -> CataloguedStudy:
@@ -509,19 +520,14 @@ async def test_a_3c_user_goes_through_the_console(gateway: Gateway, browser: Bro
     assert enrolled["meeting_id"] == meeting_id
 
     # The identity-matcher's and study-fetcher's outcomes, played by the test.
-    await gateway.publish(
-        topics.IDENTITY_RESOLVED,
-        IdentityResolved(
-            event_id=uuid.uuid4(),
-            occurred_at=_now(),
-            enrolment_id=enrolment_id,
-            source_event_id=uuid.UUID(enrolled["event_id"]),
-            meeting_id=meeting_id,
-            meeting_date=today + dt.timedelta(days=7),
-            status="matched",
-            pacs_patients=(PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),),
-        ),
+    await publish_identity(
+        gateway,
         enrolment_id,
+        enrolled,
+        meeting_id=meeting_id,
+        meeting_date=today + dt.timedelta(days=7),
+        status="matched",
+        pacs_patients=(PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),),
     )
     ct, mr, us = "1.2.826.0.1.3680043.9.9999.1", "1.2.826.0.1.3680043.9.9999.2", "1.2.826.0.1.3680043.9.9999.3"
     await gateway.publish(
@@ -607,19 +613,7 @@ async def test_a_3c_user_goes_through_the_console(gateway: Gateway, browser: Bro
     await gateway.publish(topics.STUDY_STATUS, _status(enrolment_id, ct, "available", 2), enrolment_id)
     await gateway.publish(topics.STUDY_STATUS, _status(enrolment_id, mr, "available", 2, attempts=2), enrolment_id)
     for role in ("radiologist", "nuclear_physician"):
-        await gateway.publish(
-            topics.EXPERTISE_NOTIFICATION,
-            ExpertiseNotification(
-                event_id=uuid.uuid4(),
-                occurred_at=_now(),
-                enrolment_id=enrolment_id,
-                meeting_id=meeting_id,
-                role=role,  # type: ignore[arg-type]
-                status="sent",
-                version=1,
-            ),
-            enrolment_id,
-        )
+        await publish_notification(gateway, enrolment_id, meeting_id, role=role, status="sent", version=1)
     links = page.get_by_role("link", name=re.compile("^Visuel disponible"))
     await expect(links).to_have_count(2)
     ct_link = ct_card.get_by_role("link", name=re.compile("^Visuel disponible"))
@@ -702,35 +696,19 @@ async def test_identity_outcomes_and_hostile_titles(gateway: Gateway, browser: B
 
     unmatched = await enrol("enr-essai-nonrapproche", "Jean Pierre", consent=True)
     refused = await enrol("enr-essai-sansconsentement", "Jacques", consent=False)
-    await gateway.publish(
-        topics.IDENTITY_RESOLVED,
-        IdentityResolved(
-            event_id=uuid.uuid4(),
-            occurred_at=_now(),
-            enrolment_id="enr-essai-sansconsentement",
-            source_event_id=uuid.UUID(refused["event_id"]),
-            meeting_id=meeting_id,
-            meeting_date=dt.date.today(),
-            status="no_consent",
-        ),
-        "enr-essai-sansconsentement",
-    )
-    await gateway.publish(
-        topics.IDENTITY_RESOLVED,
-        IdentityResolved(
-            event_id=uuid.uuid4(),
-            occurred_at=_now(),
-            enrolment_id="enr-essai-nonrapproche",
-            source_event_id=uuid.UUID(unmatched["event_id"]),
-            meeting_id=meeting_id,
-            meeting_date=dt.date.today(),
-            status="unmatched",
-            near_misses=(
-                NearMiss(trait="first_name", kind="separator"),
-                NearMiss(trait="birth_date", kind="day_month_swapped"),
-            ),
-        ),
+
+    meeting = {"meeting_id": meeting_id, "meeting_date": dt.date.today()}
+    await publish_identity(gateway, "enr-essai-sansconsentement", refused, **meeting, status="no_consent")
+    await publish_identity(
+        gateway,
         "enr-essai-nonrapproche",
+        unmatched,
+        **meeting,
+        status="unmatched",
+        near_misses=(
+            NearMiss(trait="first_name", kind="separator"),
+            NearMiss(trait="birth_date", kind="day_month_swapped"),
+        ),
     )
 
     await page.goto("/console/enrolments/enr-essai-nonrapproche")
@@ -785,19 +763,14 @@ async def test_correct_the_identity_then_withdraw_from_the_enrolment_page(
     first = await gateway.command(topics.PATIENT_ENROLLED, enrolment_id=enrolment_id)
 
     async def resolved(source: dict[str, Any]) -> None:
-        await gateway.publish(
-            topics.IDENTITY_RESOLVED,
-            IdentityResolved(
-                event_id=uuid.uuid4(),
-                occurred_at=_now(),
-                enrolment_id=enrolment_id,
-                source_event_id=uuid.UUID(source["event_id"]),
-                source_occurred_at=dt.datetime.fromisoformat(source["occurred_at"]),
-                meeting_id=meeting_id,
-                status="matched",
-                pacs_patients=(PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),),
-            ),
+        await publish_identity(
+            gateway,
             enrolment_id,
+            source,
+            source_occurred_at=dt.datetime.fromisoformat(source["occurred_at"]),
+            meeting_id=meeting_id,
+            status="matched",
+            pacs_patients=(PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),),
         )
 
     await resolved(first)
@@ -820,20 +793,15 @@ async def test_correct_the_identity_then_withdraw_from_the_enrolment_page(
         topics.STUDY_STATUS, _status(enrolment_id, mr, "not_yet_available", 2, reason=legacy), enrolment_id
     )
     waiting = Reason.of("waiting_available_study")
-    await gateway.publish(
-        topics.EXPERTISE_NOTIFICATION,
-        ExpertiseNotification(
-            event_id=uuid.uuid4(),
-            occurred_at=_now(),
-            enrolment_id=enrolment_id,
-            meeting_id=meeting_id,
-            role="radiologist",
-            status="waiting",
-            reason=waiting.text,
-            reason_code=waiting.code,
-            version=1,
-        ),
+    await publish_notification(
+        gateway,
         enrolment_id,
+        meeting_id,
+        role="radiologist",
+        status="waiting",
+        reason=waiting.text,
+        reason_code=waiting.code,
+        version=1,
     )
 
     # The Déroulement: French labels and reasons, never the English ones.

@@ -5,7 +5,6 @@ out on Kafka. What MIRC received is read from the service's own DICOM request co
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import re
@@ -23,7 +22,7 @@ from identity_matcher.settings import Settings
 from prometheus_client.parser import text_string_to_metric_families
 from proxymage_dev.pytest_plugin import free_port, orthanc
 from proxymage_dev.synthetic import PATIENTS, SyntheticStudy
-from proxymage_dev.testing import eventually
+from proxymage_dev.testing import consuming, eventually, stop_in_order
 from proxymage_shared import reasons, topics
 from proxymage_shared.events import EnrolmentWithdrawn, IdentityResolved, Patient, PatientEnrolled, Person
 from proxymage_shared.kafka import DLQ_KIND, DLQ_REASON
@@ -172,10 +171,6 @@ async def matcher(
         )
         harness = Matcher(settings, settings.health_port, producer)
 
-        async def collect() -> None:
-            async for record in consumer:
-                harness.outcomes.append(IdentityResolved.model_validate_json(record.value))
-
         async def ready() -> bool:
             try:
                 async with httpx.AsyncClient() as client:
@@ -187,15 +182,13 @@ async def matcher(
         await eventually(ready, 60, "the identity-matcher to be ready")
         await producer.start()
         await consumer.start()
-        collector = asyncio.create_task(collect())
         try:
-            yield harness
+            async with consuming(
+                consumer, lambda record: harness.outcomes.append(IdentityResolved.model_validate_json(record.value))
+            ):
+                yield harness
         finally:
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
-            await consumer.stop()
-            await producer.stop()
+            await stop_in_order(consumer, producer)
             stop.set()
             await running
             configure_logging(settings.service_name, "INFO")  # away from the file closed next

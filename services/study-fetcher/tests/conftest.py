@@ -242,6 +242,18 @@ def fetcher_settings(unique: str, **overrides: Any) -> Settings:
 
 
 StartInstance = Callable[..., Awaitable[None]]
+Deployment = Callable[..., Awaitable[tuple["Harness", StartInstance]]]
+
+
+async def started_with(
+    deployment: Deployment, mirc: DicomPeer, stack_env: dict[str, str], studies: list[SyntheticStudy]
+) -> Harness:
+    """A deployment with one fetcher instance running, MIRC holding `studies` and VIEWER none of them."""
+    await store(studies, mirc)
+    absent_from_viewer(stack_env, *studies)
+    harness, start = await deployment()
+    await start()
+    return harness
 
 
 @pytest.fixture

@@ -20,10 +20,12 @@ from study_fetcher.store import EnrolmentStore, JobStore, TransferStore
 from .conftest import (
     FETCH_OWNER,
     FETCH_PATIENT,
+    Deployment,
     Harness,
     absent_from_viewer,
     fresh_studies,
     now,
+    started_with,
     store,
     viewer_instances,
 )
@@ -47,13 +49,14 @@ def mirc_requests(operation: str) -> float:
     )
 
 
-async def own_and_foreign(mirc: DicomPeer, stack_env: dict[str, str]) -> tuple[SyntheticStudy, SyntheticStudy]:
-    """A fresh study of the fetcher tests' patient and one of OTHER_PATIENT, in MIRC, not in the viewer store."""
+async def own_and_foreign(
+    deployment: Deployment, mirc: DicomPeer, stack_env: dict[str, str]
+) -> tuple[Harness, SyntheticStudy, SyntheticStudy]:
+    """A running fetcher, a fresh study of the fetcher tests' patient and one of OTHER_PATIENT, both in MIRC and
+    not in the viewer store."""
     (own,) = fresh_studies(1)
     (foreign,) = synthetic_studies(random.randrange(10**12), (dataclasses.replace(OTHER_PATIENT, studies=1),))
-    await store([own, foreign], mirc)
-    absent_from_viewer(stack_env, own, foreign)
-    return own, foreign
+    return await started_with(deployment, mirc, stack_env, [own, foreign]), own, foreign
 
 
 async def wait_purged(harness: Harness, uid: str) -> None:
@@ -71,9 +74,7 @@ async def wait_purged(harness: Harness, uid: str) -> None:
 async def test_selection_waits_for_the_identity_and_never_moves_another_patients_study(
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
-    own, foreign = await own_and_foreign(mirc, stack_env)
-    harness, start = await deployment()
-    await start()
+    harness, own, foreign = await own_and_foreign(deployment, mirc, stack_env)
     uids = [own.study_instance_uid, foreign.study_instance_uid]
     # Selection before any identity outcome: queued, waiting, nothing moved.
     await harness.select("enr-wait", uids, identify=False)
@@ -96,10 +97,7 @@ async def test_unmatched_and_no_consent_deny_without_querying_mirc(
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
     (study,) = fresh_studies(1)
-    await store([study], mirc)
-    absent_from_viewer(stack_env, study)
-    harness, start = await deployment()
-    await start()
+    harness = await started_with(deployment, mirc, stack_env, [study])
     uid = study.study_instance_uid
     await harness.identity("enr-none", [], status="unmatched")
     await harness.identity("enr-noconsent", [], status="no_consent")
@@ -121,10 +119,7 @@ async def test_withdrawal_removes_purges_empties_the_catalogue_and_stops_queryin
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
     studies = fresh_studies(2)
-    await store(studies, mirc)
-    absent_from_viewer(stack_env, *studies)
-    harness, start = await deployment()
-    await start()
+    harness = await started_with(deployment, mirc, stack_env, studies)
     uids = [s.study_instance_uid for s in studies]
     await harness.select("enr-wd", uids)
     await harness.select("enr-wd-same-patient", [uids[0]])  # a second enrolment of the same patient
@@ -170,10 +165,7 @@ async def test_a_selection_older_than_the_withdrawal_never_moves_anything(
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
     (study,) = fresh_studies(1)
-    await store([study], mirc)
-    absent_from_viewer(stack_env, study)
-    harness, start = await deployment()
-    await start()
+    harness = await started_with(deployment, mirc, stack_env, [study])
     selected_at = now()
     withdrawn_at = selected_at + dt.timedelta(seconds=5)
     # The withdrawal is consumed first, the (older) selection afterwards.
@@ -199,9 +191,7 @@ async def test_a_selection_older_than_the_withdrawal_never_moves_anything(
 async def test_corrected_identity_removes_only_the_unlinked_patients_studies(
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
-    own, foreign = await own_and_foreign(mirc, stack_env)
-    harness, start = await deployment()
-    await start()
+    harness, own, foreign = await own_and_foreign(deployment, mirc, stack_env)
     uids = [own.study_instance_uid, foreign.study_instance_uid]
     await harness.matched("enr-fix", [FETCH_OWNER, OTHER_OWNER])
     await harness.select("enr-fix", uids)

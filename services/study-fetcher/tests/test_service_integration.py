@@ -11,7 +11,16 @@ from proxymage_dev.testing import eventually
 from proxymage_shared import reasons, topics
 from proxymage_shared.settings import DicomPeer
 
-from .conftest import FETCH_PATIENT, Harness, absent_from_viewer, event_fields, fresh_studies, store, viewer_instances
+from .conftest import (
+    FETCH_PATIENT,
+    Harness,
+    absent_from_viewer,
+    event_fields,
+    fresh_studies,
+    started_with,
+    store,
+    viewer_instances,
+)
 
 
 async def test_catalogue_lists_every_study_of_both_issuers(deployment, seeded_studies: list[SyntheticStudy]) -> None:
@@ -49,10 +58,7 @@ async def test_three_selected_studies_become_available_with_progress(
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
     studies = [*fresh_studies(2), large_study(int(harness_seed()), 40, FETCH_PATIENT)]
-    await store(studies, mirc)
-    absent_from_viewer(stack_env, *studies)
-    harness, start = await deployment()
-    await start()
+    harness = await started_with(deployment, mirc, stack_env, studies)
     uids = [s.study_instance_uid for s in studies]
     await harness.select("enr-three", uids)
     for study in studies:
@@ -119,10 +125,7 @@ async def test_selection_delivered_three_times_makes_one_job_and_one_move_per_st
     deployment, mirc: DicomPeer, stack_env: dict[str, str]
 ) -> None:
     studies = fresh_studies(2)
-    await store(studies, mirc)
-    absent_from_viewer(stack_env, *studies)
-    harness, start = await deployment()
-    await start()
+    harness = await started_with(deployment, mirc, stack_env, studies)
     event = await harness.select("enr-dup", [s.study_instance_uid for s in studies])
     for _ in range(2):
         await harness.select("enr-dup", [], payload=event)
