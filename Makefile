@@ -36,7 +36,7 @@ status: ## Show each server's and service's state
 	@bash $(SERVICES) status
 
 topics: install ## Create every topic and its dead-letter topic (idempotent)
-	@$(UV) run --frozen proxymage-admin topics
+	@$(UV) run --frozen proxymage topics
 
 seed: install ## Store the synthetic patients' studies into MIRC
 	@$(UV) run --frozen proxymage-dev seed-pacs --seed 42
@@ -73,7 +73,7 @@ format: install ## Apply ruff's fixes and formatting
 	@$(UV) run --frozen ruff format .
 
 demo: up ## Start everything, seed MIRC and the services, and print where everything is (until `make down`)
-	@$(UV) run --frozen proxymage-admin topics
+	@$(UV) run --frozen proxymage topics
 	@$(UV) run --frozen proxymage-dev seed-pacs --seed 42
 	@bash $(SERVICES) start
 	@$(UV) run --frozen proxymage-dev demo-scenario

@@ -5,7 +5,7 @@
 #    value (trailing newline dropped), unless that variable is already set. So tokens and URLs with
 #    passwords (PROXYMAGE_API_TOKENS, PROXYMAGE_MONGO_URL, ...) need not be written in the compose file.
 #  - No argument: runs the image's service (proxymage-$PROXYMAGE_SERVICE). Arguments: runs them instead,
-#    e.g. `proxymage-admin topics` to create the topics.
+#    e.g. `proxymage topics` to create the topics.
 set -eu
 secrets_dir="${PROXYMAGE_SECRETS_DIR:-/run/secrets}"
 if [ -d "$secrets_dir" ]; then

@@ -1,4 +1,4 @@
-"""`proxymage-admin topics` (the Helm chart's topics Job): settings by default, its options win."""
+"""`proxymage topics` (the Helm chart's topics Job): settings by default, its options win."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 from proxymage_shared import admin
+from proxymage_shared.ops.cli import app
 from proxymage_shared.settings import KafkaSecurity
 from proxymage_shared.topics import TopicSpec
+from typer.testing import CliRunner
 
 
 @pytest.fixture
@@ -25,19 +27,20 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 
 def test_the_helm_jobs_arguments_override_the_settings(
-    calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PROXYMAGE_KAFKA_BOOTSTRAP_SERVERS", "k1:9093,k2:9093")
     monkeypatch.setenv("PROXYMAGE_KAFKA_SECURITY__PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("PROXYMAGE_TOPIC_PREFIX", "site-a.")
-    admin.main(["topics", "--partitions", "12", "--replication-factor", "3"])
+    result = CliRunner().invoke(app, ["topics", "--partitions", "12", "--replication-factor", "3"])
+    assert result.exit_code == 0, result.output
     (call,) = calls
     assert call["servers"] == "k1:9093,k2:9093"
     assert call["security"].protocol == "SASL_SSL"
     assert call["rf"] == 3
     assert {spec.partitions for spec in call["specs"]} == {12}
     assert all(spec.name.startswith("site-a.") for spec in call["specs"])
-    out = capsys.readouterr().out
+    out = result.output
     assert out.startswith(f"1 topic(s) created, {len(call['specs']) - 1} already there\n")
     assert f"  + {call['specs'][0].name}" in out
 
@@ -46,7 +49,7 @@ def test_without_options_the_settings_decide(calls: list[dict[str, Any]], monkey
     monkeypatch.setenv("PROXYMAGE_TOPIC_PARTITIONS", "4")
     monkeypatch.setenv("PROXYMAGE_TOPIC_REPLICATION_FACTOR", "2")
     monkeypatch.setenv("PROXYMAGE_TOPIC_PREFIX", "")
-    admin.main(["topics", "--prefix", "t."])
+    assert CliRunner().invoke(app, ["topics", "--prefix", "t."]).exit_code == 0
     (call,) = calls
     assert call["rf"] == 2
     assert {spec.partitions for spec in call["specs"]} == {4}
@@ -54,5 +57,4 @@ def test_without_options_the_settings_decide(calls: list[dict[str, Any]], monkey
 
 
 def test_a_command_is_required() -> None:
-    with pytest.raises(SystemExit):
-        admin.main([])
+    assert CliRunner().invoke(app, []).exit_code != 0

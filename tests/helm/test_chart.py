@@ -210,7 +210,7 @@ def test_production_values_use_sasl_ssl_three_brokers_rf3_and_a_replica_set_secr
     job = by_kind(docs, "Job")["pm-proxymage-topics"]
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"][:2] == ["proxymage-admin", "topics"]
+    assert container["args"][:2] == ["proxymage", "topics"]
     assert container["args"][container["args"].index("--replication-factor") + 1] == "3"
     for deployment in by_kind(docs, "Deployment").values():
         env = {item["name"]: item for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}

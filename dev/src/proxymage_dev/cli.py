@@ -1,5 +1,5 @@
 """`proxymage-dev`: the project's developer commands (synthetic PACS data, demo scenario; topics, as
-`proxymage-admin topics` does, which the service images ship). Not in the images (the proxymage-dev member).
+`proxymage topics` does, which the service images ship). Not in the images (the proxymage-dev member).
 
 Settings come from the environment and `PROXYMAGE_ENV_FILE` like the services' (the Makefile points it at
 deploy/local/local.env).
@@ -38,7 +38,7 @@ def topics(
     ] = None,
     prefix: Annotated[str | None, typer.Option(help="Topic name prefix (default: PROXYMAGE_TOPIC_PREFIX).")] = None,
 ) -> None:
-    """Creates every contract topic and its dead-letter topic (idempotent); the same as `proxymage-admin topics`."""
+    """Creates every contract topic and its dead-letter topic (idempotent); the same as `proxymage topics`."""
     created, total = create_topics(
         load_settings(DevSettings), partitions=partitions, replication_factor=replication_factor, prefix=prefix
     )

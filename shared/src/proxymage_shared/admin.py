@@ -1,6 +1,7 @@
-"""`proxymage-admin`: the operators' commands shipped with the services (in their images).
+"""Topic administration behind `proxymage topics` (the operator CLI, `proxymage_shared.ops.cli`, shipped in the
+service images):
 
-    proxymage-admin topics [--partitions N] [--replication-factor R] [--prefix P]
+    proxymage topics [--partitions N] [--replication-factor R] [--prefix P]
 
 creates every contract topic and its dead-letter topic (idempotent): the Helm chart's topics Job runs it
 before the services start. Settings come from the environment and `PROXYMAGE_ENV_FILE`, like the services'
@@ -9,12 +10,10 @@ before the services start. Settings come from the environment and `PROXYMAGE_ENV
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-from collections.abc import Sequence
 
 from proxymage_shared.kafka import ensure_topics
-from proxymage_shared.settings import ServiceSettings, load_settings
+from proxymage_shared.settings import ServiceSettings
 from proxymage_shared.topics import topic_specs
 
 
@@ -53,35 +52,3 @@ def report(created: list[str], total: int) -> str:
     return "\n".join(
         [f"{len(created)} topic(s) created, {total - len(created)} already there", *(f"  + {n}" for n in created)]
     )
-
-
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="proxymage-admin", description="Proxymage operator commands.")
-    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    topics = commands.add_parser(
-        "topics",
-        help="Create every contract topic and its dead-letter topic (idempotent).",
-        description="Creates every contract topic and its dead-letter topic (idempotent).",
-    )
-    topics.add_argument(
-        "--partitions", type=int, help="Partitions of each topic (default: PROXYMAGE_TOPIC_PARTITIONS, 6)."
-    )
-    topics.add_argument(
-        "--replication-factor",
-        type=int,
-        help="Replicas of each partition (default: PROXYMAGE_TOPIC_REPLICATION_FACTOR; 3 in production).",
-    )
-    topics.add_argument("--prefix", help="Topic name prefix (default: PROXYMAGE_TOPIC_PREFIX).")
-    return root
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    if args.command == "topics":
-        created, total = create_topics(
-            load_settings(AdminSettings),
-            partitions=args.partitions,
-            replication_factor=args.replication_factor,
-            prefix=args.prefix,
-        )
-        print(report(created, total))

@@ -70,7 +70,7 @@ class ServiceSettings(BaseSettings):
     kafka_security: KafkaSecurity = KafkaSecurity()
     # Isolates a deployment's (or a test's) topics and consumer groups from another's on the same cluster.
     topic_prefix: str = ""
-    # Partitions of the topics a service creates at start when they are missing (`proxymage-admin topics` in
+    # Partitions of the topics a service creates at start when they are missing (`proxymage topics` in
     # production, with the cluster's replication factor).
     topic_partitions: int = Field(default=6, ge=1, le=256)
     # Replicas of each partition of the topics created at start (3 on a 3-broker cluster).

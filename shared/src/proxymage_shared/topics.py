@@ -26,6 +26,9 @@ STUDY_STATUS: Final = "imaging.study-status.v1"
 EXPERTISE_NOTIFICATION: Final = "expertise.notification.v1"
 
 DLQ_SUFFIX: Final = ".dlq"
+# Internal: what operators did with each dead letter (`proxymage dlq replay|purge`), keyed
+# "<dlq topic>:<partition>:<offset>", latest record per key kept forever (compacted, one partition).
+DLQ_ACTIONS: Final = "proxymage.dlq-actions.v1"
 
 INBOUND_TOPICS: Final = (
     RCP_SETTINGS,
@@ -65,7 +68,7 @@ def dead_letter_topic(topic: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """How a topic is created: by code (`proxymage-admin topics`, or a service at start), never by a broker default."""
+    """How a topic is created: by code (`proxymage topics`, or a service at start), never by a broker default."""
 
     name: str
     partitions: int
@@ -83,10 +86,18 @@ class TopicSpec:
 DLQ_RETENTION_MS: Final = 90 * 24 * 3600 * 1000
 
 
+def dlq_actions_spec(prefix: str = "") -> TopicSpec:
+    """The operators' record of dead letters replayed or purged: a handful of small records, so one partition
+    (one total order of the operators' actions) whatever the contract topics have."""
+    return TopicSpec(prefix + DLQ_ACTIONS, 1, compacted=True)
+
+
 def topic_specs(partitions: int = 6, prefix: str = "") -> list[TopicSpec]:
-    """Every topic of the contract plus its dead-letter topic; `prefix` isolates tests from each other."""
+    """Every topic of the contract plus its dead-letter topic, and the dead letters' action record; `prefix`
+    isolates tests from each other."""
     specs: list[TopicSpec] = []
     for topic in CONTRACT_TOPICS:
         specs.append(TopicSpec(prefix + topic, partitions, compacted=topic in COMPACTED_TOPICS))
         specs.append(TopicSpec(prefix + dead_letter_topic(topic), partitions, retention_ms=DLQ_RETENTION_MS))
+    specs.append(dlq_actions_spec(prefix))
     return specs

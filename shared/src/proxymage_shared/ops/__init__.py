@@ -1,0 +1,1 @@
+"""Operator tools: the `proxymage` console script (dead letters: list, show, replay, purge)."""
