@@ -8,6 +8,7 @@ import json
 import logging
 from contextlib import redirect_stderr
 
+import pytest
 import structlog
 from proxymage_shared.events import Patient
 from proxymage_shared.logging import MASK, configure_logging, get_logger, mask_patient_data
@@ -55,3 +56,40 @@ def test_configured_logging_writes_json_without_patient_data() -> None:
     assert any(line.get("event") == "library line" for line in lines)
     structlog.reset_defaults()
     logging.getLogger().handlers.clear()
+
+
+def test_library_loggers_are_our_json_with_their_own_levels_and_connection_errors_collapse() -> None:
+    import faststream  # noqa: F401  (installs FastStream's coloured handler, which configure_logging removes)
+
+    stream = io.StringIO()
+    configure_logging("unit-test", "INFO", json=True, stream=stream, levels={"aiokafka.consumer": "ERROR"})
+    try:
+        logging.getLogger("faststream").warning("Auto create topics is disabled.")
+        logging.getLogger("faststream.proxymage").info("a message handled")  # faststream: WARNING by default
+        logging.getLogger("aiokafka.consumer.fetcher").warning("below the configured ERROR")
+        for _ in range(50):
+            logging.getLogger("aiokafka").error("Unable connect to node with id %s: %s", 1, "refused")
+        lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert [line["event"] for line in lines] == ["Auto create topics is disabled.", "dependency_down"]
+        assert lines[0]["logger"] == "faststream"
+        assert lines[1]["dependency"] == "kafka"
+        assert lines[1]["level"] == "warning"
+        assert lines[1]["service"] == "unit-test"
+        assert not logging.getLogger("faststream").handlers
+        assert logging.getLogger("faststream").propagate
+    finally:
+        from proxymage_shared.logging import OUTAGES
+
+        OUTAGES.up("kafka")
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+
+
+def test_per_logger_levels_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxymage_shared.settings import ServiceSettings, load_settings
+
+    monkeypatch.setenv("PROXYMAGE_LOG_LEVELS", '{"aiokafka": "DEBUG", "pymongo": "ERROR"}')
+    assert load_settings(ServiceSettings).log_levels == {"aiokafka": "DEBUG", "pymongo": "ERROR"}
+    monkeypatch.setenv("PROXYMAGE_LOG_LEVELS", '{"aiokafka": "LOUD"}')
+    with pytest.raises(ValueError, match="log_levels"):
+        load_settings(ServiceSettings)

@@ -10,12 +10,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import structlog
 from expert_notifier.domain import FailureKind, SendFailure, Stamp
 from expert_notifier.handlers import Handlers, NotifierOptions
 from expert_notifier.message import MailSettings
 from expert_notifier.ports import SlotRecord
 from expert_notifier.smtp import SmtpSendError
+from proxymage_shared.dependency_log import Outages
 from proxymage_shared.errors import WriteConflictError
 from proxymage_shared.events import (
     EnrolmentWithdrawn,
@@ -329,24 +329,25 @@ async def test_stopping_while_sending_gives_the_claim_back() -> None:
     assert harness.slot().lease_until is None
 
 
-async def test_the_send_loop_logs_a_failed_round_without_its_message_and_goes_on() -> None:
+async def test_the_send_loop_reports_failed_rounds_as_one_outage_without_their_message_and_goes_on() -> None:
     harness = Harness()
     stop = asyncio.Event()
     rounds = 0
+    notices: list[tuple[str, dict[str, Any]]] = []
 
     async def failing(now: dt.datetime, lease: dt.timedelta, token: str) -> SlotRecord | None:
         nonlocal rounds
         rounds += 1
-        if rounds == 2:
+        if rounds == 3:
             stop.set()
         raise RuntimeError("a message quoting FICTIF Ida")
 
     harness.store.claim_due = failing  # type: ignore[method-assign]
-    with structlog.testing.capture_logs() as logs:
-        await asyncio.wait_for(harness.handlers.send_loop(stop, poll_seconds=0.01), timeout=5)
-    failures = [entry for entry in logs if entry["event"] == "send_round_failed"]
-    assert [entry["error"] for entry in failures] == ["RuntimeError", "RuntimeError"]
-    assert "FICTIF" not in repr(logs)
+    outages = Outages(lambda level, event, fields: notices.append((event, fields)))
+    await asyncio.wait_for(harness.handlers.send_loop(stop, poll_seconds=0.01, outages=outages), timeout=5)
+    assert rounds == 3
+    assert notices == [("dependency_down", {"dependency": "send_round", "error": "RuntimeError"})]
+    assert "FICTIF" not in repr(notices)
 
 
 # --- maintenance -------------------------------------------------------------------------------------------

@@ -12,9 +12,12 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Final, TextIO
 
+import faststream  # noqa: F401  (its loggers exist, with their own handlers, before we take them over)
 import structlog
 from pydantic import BaseModel
 from structlog.typing import FilteringBoundLogger
+
+from proxymage_shared.dependency_log import DependencyNoiseFilter, Outages
 
 MASK: Final = "[masked]"
 
@@ -70,13 +73,53 @@ def mask_patient_data(_logger: Any, _method: str, event_dict: MutableMapping[str
     return event_dict
 
 
-def configure_logging(service: str, level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
+# Levels of libraries' loggers (and their children) unless `levels` says otherwise. pynetdicom logs every PDU
+# and dataset at DEBUG/INFO, identifiers included, and httpx/httpcore every URL (a DICOMweb query names a
+# PatientID): keep them to warnings. The others are chatty at INFO (FastStream logs every message it handles).
+LIBRARY_LEVELS: Final[Mapping[str, str]] = {
+    "pynetdicom": "WARNING",
+    "aiokafka": "WARNING",
+    "kafka": "WARNING",
+    "pymongo": "WARNING",
+    "uvicorn": "WARNING",
+    "faststream": "WARNING",
+    "httpx": "WARNING",
+    "httpcore": "WARNING",
+    "asyncio": "WARNING",
+    "aiosmtplib": "WARNING",
+}
+
+
+def _level(name: str) -> int:
+    level = logging.getLevelName(name.upper())
+    if not isinstance(level, int):
+        raise ValueError(f"unknown log level {name!r}")
+    return level
+
+
+def _emit_outage(level: int, event: str, fields: dict[str, Any]) -> None:
+    get_logger("proxymage_shared.dependencies").log(level, event, **fields)
+
+
+# The process's dependency outages (dependency_log.py): fed by the noise filter below and by our own retry
+# loops and readiness checks, so that each outage is logged once, reminded once a minute, and ended once.
+OUTAGES: Final = Outages(_emit_outage)
+
+
+def configure_logging(
+    service: str,
+    level: str = "INFO",
+    json: bool = True,
+    stream: TextIO | None = None,
+    levels: Mapping[str, str] | None = None,
+) -> None:
     """Configures structlog (and the stdlib loggers of libraries) to write one JSON object per line.
 
-    `stream` defaults to standard error (tests pass a file to inspect what a service logged).
+    `stream` defaults to standard error (tests pass a file to inspect what a service logged). `levels` sets
+    the level of named stdlib loggers (e.g. `{"aiokafka": "DEBUG"}`), over `LIBRARY_LEVELS`.
     """
     output = stream or sys.stderr
-    log_level = getattr(logging, level.upper(), logging.INFO)
+    log_level = _level(level)
     shared_processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -97,7 +140,8 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True, stre
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
 
-    # Libraries log through the stdlib: route them through the same masking and rendering.
+    # Libraries log through the stdlib: route them through the same masking and rendering, and collapse
+    # their per-attempt connection errors into outages.
     handler = logging.StreamHandler(output)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -105,13 +149,21 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True, stre
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    handler.addFilter(DependencyNoiseFilter(OUTAGES))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(log_level)
-    # pynetdicom logs every PDU and dataset at DEBUG/INFO, identifiers included, and httpx/httpcore every URL
-    # (a DICOMweb query names a PatientID): keep them to warnings.
-    for noisy in ("pynetdicom", "aiokafka", "kafka", "pymongo", "uvicorn.access", "faststream", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(log_level, logging.WARNING))
+    configured = {name: max(log_level, _level(value)) for name, value in LIBRARY_LEVELS.items()}
+    configured.update({name: _level(value) for name, value in (levels or {}).items()})
+    for name, value in configured.items():
+        logging.getLogger(name).setLevel(value)
+    # FastStream gives its loggers their own coloured handler on standard output/error and stops them
+    # propagating (faststream/_internal/logger/logging.py, at import): hand them back to the root's handler.
+    for name in list(logging.root.manager.loggerDict):
+        library = logging.getLogger(name)
+        if name.split(".", 1)[0] in configured and library.handlers:
+            library.handlers.clear()
+            library.propagate = True
 
 
 def get_logger(name: str | None = None) -> FilteringBoundLogger:

@@ -20,10 +20,11 @@ from pymongo import AsyncMongoClient
 from starlette.applications import Starlette
 
 from proxymage_shared import mongo
+from proxymage_shared.dependency_log import Outages
 from proxymage_shared.errors import describe
-from proxymage_shared.health import HealthServer, ReadinessCheck, create_health_app
+from proxymage_shared.health import CHECK_TIMEOUT_SECONDS, HealthServer, ReadinessCheck, create_health_app
 from proxymage_shared.kafka import GRACEFUL_SECONDS, create_broker, drain, ensure_topics
-from proxymage_shared.logging import configure_logging, get_logger
+from proxymage_shared.logging import OUTAGES, configure_logging, get_logger
 from proxymage_shared.retry import RetryPolicy
 from proxymage_shared.settings import ServiceSettings, load_settings
 from proxymage_shared.topics import topic_specs
@@ -34,6 +35,8 @@ S = TypeVar("S", bound=ServiceSettings)
 Hook = Callable[[], Awaitable[None]]
 # Until its dependencies answer, a service keeps trying to start (retry.py, step 2 without a limit).
 START_RETRY = RetryPolicy(max_attempts=0, base_seconds=0.5, max_seconds=10.0)
+# How often a dependency that is down is checked again, to log its return.
+OUTAGE_CHECK_SECONDS = 5.0
 
 
 @dataclass
@@ -77,10 +80,13 @@ def build_service(
 
 
 def periodic(
-    name: str, action: Callable[[], Awaitable[object]], interval_seconds: float
+    name: str,
+    action: Callable[[], Awaitable[object]],
+    interval_seconds: float,
+    outages: Outages = OUTAGES,
 ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
-    """A `Service.background` loop: runs `action` every `interval_seconds` until stop. A failing round (e.g.
-    MongoDB down) is logged as `<name>_failed` and the loop goes on with the next round."""
+    """A `Service.background` loop: runs `action` every `interval_seconds` until stop. Failing rounds (e.g.
+    MongoDB down) are an outage named `name` (logged once, then reminded) and the loop goes on."""
 
     async def loop(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -88,7 +94,9 @@ def periodic(
                 await action()
             except Exception as error:
                 # The error's type only: a message may quote stored data (a patient's name, say).
-                log.warning(f"{name}_failed", error=describe(error))
+                outages.down(name, describe(error))
+            else:
+                outages.up(name)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_seconds)
 
@@ -102,20 +110,88 @@ async def _broker_ready(broker: KafkaBroker) -> bool:
 async def _start_dependencies(service: Service) -> None:
     settings = service.settings
     if service.create_topics and settings.create_topics_at_start:
-        await ensure_topics(
-            settings.kafka_bootstrap_servers,
-            topic_specs(settings.topic_partitions, prefix=settings.topic_prefix),
-            replication_factor=settings.topic_replication_factor,
-            security=settings.kafka_security,
+        await _reaching(
+            "kafka",
+            ensure_topics(
+                settings.kafka_bootstrap_servers,
+                topic_specs(settings.topic_partitions, prefix=settings.topic_prefix),
+                replication_factor=settings.topic_replication_factor,
+                security=settings.kafka_security,
+            ),
         )
     if not await mongo.ping(service.mongo_client):
-        raise ConnectionError("MongoDB does not answer")
+        raise _StartStepError("mongo", ConnectionError("MongoDB does not answer"))
     for hook in service.on_start:
-        await hook()
-    await service.broker.start()
+        await _reaching("mongo", hook())  # the start hooks prepare the service's database (indexes)
+    await _reaching("kafka", service.broker.start())
 
 
-async def run_service(service: Service, stop: asyncio.Event | None = None) -> None:
+class _StartStepError(Exception):
+    """A start-up step failed: which dependency it needed, and the error."""
+
+    def __init__(self, dependency: str, error: BaseException) -> None:
+        super().__init__(dependency)
+        self.dependency = dependency
+        self.error = error
+
+
+async def _reaching(dependency: str, step: Awaitable[object]) -> None:
+    try:
+        await step
+    except Exception as error:
+        raise _StartStepError(dependency, error) from error
+
+
+def _reporting(name: str, check: ReadinessCheck, outages: Outages, started: asyncio.Event) -> ReadinessCheck:
+    """A readiness check whose outcome, once the service has started, starts or ends the outage of `name` (before,
+    the broker is not started whatever Kafka's state, and the start-up loop reports what fails)."""
+
+    async def reported() -> bool:
+        try:
+            ok = await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+        except Exception as error:
+            if started.is_set():
+                outages.down(name, describe(error))
+            raise
+        if started.is_set():
+            outages.report(name, ok, "not ready")
+        return ok
+
+    return reported
+
+
+async def _watch_outages(
+    checks: Mapping[str, ReadinessCheck], outages: Outages, stop: asyncio.Event, interval_seconds: float
+) -> None:
+    """While an outage lasts, runs its readiness check every `interval_seconds`, so that its end is logged even
+    when nothing probes `/readyz`. An outage that has no check of its own (one that library records revealed,
+    e.g. `pacs`, or a background loop's) ends when the service is ready again, or when its own loop succeeds."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_seconds)
+        down = outages.down_names()
+        # A check reports its own outcome (`_reporting`); every check runs only when an outage has none.
+        names = list(checks) if any(name not in checks for name in down) else down
+        results = await asyncio.gather(*(_check(checks[name]) for name in names))
+        if names == list(checks) and all(results):
+            for name in down:
+                outages.up(name)
+
+
+async def _check(check: ReadinessCheck) -> bool:
+    try:
+        return await check()
+    except Exception:
+        return False
+
+
+async def run_service(
+    service: Service,
+    stop: asyncio.Event | None = None,
+    *,
+    outages: Outages = OUTAGES,
+    outage_check_seconds: float = OUTAGE_CHECK_SECONDS,
+) -> None:
     """Runs until `stop` is set or the process gets SIGTERM/SIGINT."""
     settings = service.settings
     stop = stop or asyncio.Event()
@@ -124,11 +200,13 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
 
-    checks: dict[str, ReadinessCheck] = {
+    plain_checks: dict[str, ReadinessCheck] = {
         "kafka": lambda: _broker_ready(service.broker),
         "mongo": lambda: mongo.ping(service.mongo_client),
         **service.readiness_checks,
     }
+    running = asyncio.Event()
+    checks = {name: _reporting(name, check, outages, running) for name, check in plain_checks.items()}
     app = create_health_app(settings.service_name, checks)
     if service.http_app is not None:
         app = service.http_app(app)
@@ -137,7 +215,7 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
     log.info("health_listening", host=settings.health_host, port=health.port)
 
     started = False
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(_watch_outages(checks, outages, stop, outage_check_seconds))]
     try:
         attempt = 1
         while not stop.is_set():
@@ -146,7 +224,12 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
                 await _start_dependencies(service)
             except Exception as error:
                 delay = START_RETRY.delay(attempt)
-                log.warning("start_retry", error=describe(error), retry_in=round(delay, 3))
+                if isinstance(error, _StartStepError):
+                    dependency, cause = error.dependency, error.error
+                else:
+                    dependency, cause = "start", error
+                outages.down(dependency, describe(cause))
+                log.debug("start_retry", dependency=dependency, error=describe(cause), retry_in=round(delay, 3))
                 with contextlib.suppress(Exception):
                     await service.broker.stop()
                 with contextlib.suppress(TimeoutError):
@@ -154,7 +237,10 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
                 attempt += 1
             else:
                 started = True
-                tasks = [asyncio.create_task(loop_(stop)) for loop_ in service.background]
+                running.set()
+                for name in ("kafka", "mongo", "start"):
+                    outages.up(name)
+                tasks += [asyncio.create_task(loop_(stop)) for loop_ in service.background]
                 log.info("started", seconds=round(time.monotonic() - began, 3))
                 break
         await stop.wait()
@@ -180,5 +266,5 @@ async def run_service(service: Service, stop: asyncio.Event | None = None) -> No
 def main(build: Callable[[S], Service], settings_type: type[S]) -> None:
     """A service's process: its settings from the environment, logging, then `run_service` until SIGTERM."""
     settings = load_settings(settings_type)
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    configure_logging(settings.service_name, settings.log_level, settings.log_json, levels=settings.log_levels)
     asyncio.run(run_service(build(settings)))

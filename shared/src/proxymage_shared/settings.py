@@ -82,6 +82,9 @@ class ServiceSettings(BaseSettings):
     mongo_database: str = ""
     log_level: LogLevel = "INFO"
     log_json: bool = True
+    # Levels of named stdlib loggers over logging.LIBRARY_LEVELS, e.g. PROXYMAGE_LOG_LEVELS='{"aiokafka": "DEBUG"}'
+    # (pynetdicom and httpx below WARNING log patient identifiers).
+    log_levels: dict[str, LogLevel] = Field(default_factory=dict)
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=0, ge=0, le=65535)
     # Consumers per subscribed topic in one process (messages of different partitions handled concurrently).

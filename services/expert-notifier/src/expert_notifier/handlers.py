@@ -38,6 +38,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Histogram
+from proxymage_shared.dependency_log import Outages
 from proxymage_shared.errors import describe
 from proxymage_shared.events import (
     EnrolmentWithdrawn,
@@ -52,7 +53,7 @@ from proxymage_shared.events import (
 )
 from proxymage_shared.idempotency import LOST_RACE, LostRace, to_ms, until_written
 from proxymage_shared.kafka import Delivery
-from proxymage_shared.logging import get_logger
+from proxymage_shared.logging import OUTAGES, get_logger
 from proxymage_shared.retry import BackoffSchedule
 
 from expert_notifier.domain import (
@@ -482,13 +483,17 @@ class Handlers:
 
     # --- background loops ------------------------------------------------------------------------------------
 
-    async def send_loop(self, stop: asyncio.Event, poll_seconds: float) -> None:
+    async def send_loop(self, stop: asyncio.Event, poll_seconds: float, outages: Outages = OUTAGES) -> None:
+        """Sends what is due every `poll_seconds` (or when woken); failing rounds (MongoDB down) are one outage,
+        `send_round`, logged once and reminded, not a warning every poll."""
         while not stop.is_set():
             self.wake.clear()
             try:
                 await self.send_due()
             except Exception as error:
-                log.warning("send_round_failed", error=describe(error))
+                outages.down("send_round", describe(error))
+            else:
+                outages.up("send_round")
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
             try:
                 await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)

@@ -38,7 +38,7 @@ from proxymage_shared.dicom.status import classify
 from proxymage_shared.errors import ProxymageError, describe
 from proxymage_shared.events import utc_now
 from proxymage_shared.idempotency import to_ms
-from proxymage_shared.logging import get_logger
+from proxymage_shared.logging import OUTAGES, get_logger
 from proxymage_shared.reasons import Reason
 
 from study_fetcher import domain
@@ -265,9 +265,11 @@ class Retriever:
         while not stop.is_set():
             try:
                 busy = await self.run_once()
-            except Exception as error:
-                log.warning("retrieval_round_failed", error=describe(error))
+            except Exception as error:  # MongoDB down: one outage, logged once and reminded, not every poll
+                OUTAGES.down("retrieval_round", describe(error))
                 busy = False
+            else:
+                OUTAGES.up("retrieval_round")
             if busy:
                 continue
             with contextlib.suppress(TimeoutError):
