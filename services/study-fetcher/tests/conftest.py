@@ -232,6 +232,8 @@ def fetcher_settings(unique: str, **overrides: Any) -> Settings:
         "retry_jitter": 0.0,
         "poll_seconds": 0.2,
         "lease_seconds": 5.0,
+        "lease_renewal_seconds": 1.0,
+        "peer_probe_seconds": 0.5,
         "transfer_wait_seconds": 0.5,
         "republish_after_seconds": 2.0,
         "handler_retry_base_seconds": 0.05,

@@ -45,6 +45,7 @@ class FakeJobStore:
         # Called before each `save`: a test simulates a concurrent writer there (`bump`).
         self.before_save: Callable[[StoredJob], None] | None = None
         self.fail_claim: Exception | None = None
+        self.fail_waiting: Exception | None = None  # raised once by `waiting_for_peer`
 
     def bump(self, job_key: str) -> None:
         """A concurrent writer changed the job (a new revision)."""
@@ -73,6 +74,17 @@ class FakeJobStore:
 
     async def any_of_study(self, study_instance_uid: str) -> bool:
         return any(row.stored.study_instance_uid == study_instance_uid for row in self.rows.values())
+
+    async def waiting_for_peer(self, peer: str) -> list[StoredJob]:
+        if self.fail_waiting is not None:
+            error, self.fail_waiting = self.fail_waiting, None
+            raise error
+        return [row.stored for row in self.rows.values() if domain.waiting_for(row.stored.job) == peer]
+
+    def take_over(self, job_key: str, owner: str, until: dt.datetime) -> None:
+        """Another worker claimed the job (its lease had expired)."""
+        row = self.rows[job_key]
+        row.stored = replace(row.stored, lease_owner=owner, lease_until=until, revision=row.stored.revision + 1)
 
     async def retire(self, enrolment_id: str) -> None:
         for row in self.rows.values():
@@ -203,9 +215,11 @@ class FakeTransferStore:
         self._set(transfer)
         return transfer
 
-    async def renew(self, study_instance_uid: str, owner: str, until: dt.datetime) -> None:
-        if (transfer := self._owned(study_instance_uid, owner)) is not None:
-            self._set(replace(transfer, lease_until=until))
+    async def renew(self, study_instance_uid: str, owner: str, until: dt.datetime) -> bool:
+        if (transfer := self._owned(study_instance_uid, owner)) is None:
+            return False
+        self._set(replace(transfer, lease_until=until))
+        return True
 
     async def count_move(self, study_instance_uid: str, owner: str, now: dt.datetime) -> None:
         if (transfer := self._owned(study_instance_uid, owner)) is not None:

@@ -90,9 +90,61 @@ def test_refresh_makes_a_waiting_job_due_now() -> None:
     assert transition(job, Refresh(at(4)), POLICY) is None  # already due
 
 
-def test_takeover_of_a_running_job_is_a_new_attempt() -> None:
-    job = step(new_job(at(0), None, ADMIT), Start(at(1)), Progressed(5, 300), Start(at(70)))
+def test_takeover_of_a_running_job_is_a_new_attempt_that_says_it_resumes() -> None:
+    first = step(new_job(at(0), None, ADMIT), Start(at(1)))
+    assert (first.reason, first.reason_code) == (None, None)  # a first start has nothing to explain
+    job = step(first, Progressed(5, 300), Start(at(70)))
     assert (job.state, job.attempts, job.progress) == ("retrieving", 2, None)
+    assert (job.reason_code, job.reason) == ("resumed", "reprise après interruption")
+    job = step(job, Progressed(7, 300))
+    assert (job.reason_code, job.progress) == ("resumed", domain.Progress(7, 300))  # said until it ends
+    assert step(job, Verified(300)).reason_code is None
+
+
+def waiting(reason: Reason, deadline: dt.datetime | None = None) -> Job:
+    """A job whose first attempt (at 1 s) ended with `reason`: retried at about 16 s."""
+    return step(new_job(at(0), deadline, ADMIT), Start(at(1)), Retry(at(1), reason))
+
+
+def test_only_a_job_waiting_for_an_unreachable_peer_waits_for_it() -> None:
+    assert domain.waiting_for(waiting(domain.PACS_UNREACHABLE)) == "mirc"
+    assert domain.waiting_for(waiting(domain.VIEWER_UNREACHABLE)) == "viewer"
+    assert domain.waiting_for(waiting(domain.NOT_IN_MIRC)) is None
+    assert domain.waiting_for(new_job(at(0), None, ADMIT)) is None
+    running = step(new_job(at(0), None, ADMIT), Start(at(1)))
+    assert domain.waiting_for(dataclasses.replace(running, reason_code="pacs_unreachable")) is None
+
+
+def test_a_peer_back_brings_its_waiting_jobs_forward_and_says_so() -> None:
+    job = waiting(domain.PACS_UNREACHABLE)
+    assert job.next_attempt_at is not None
+    assert job.next_attempt_at > at(5)
+    back = step(job, domain.PeerBack("mirc", at(5)))
+    assert (back.state, back.next_attempt_at, back.version) == ("not_yet_available", at(5), job.version + 1)
+    assert (back.reason_code, back.reason) == ("pacs_back", "PACS régional (MIRC) de nouveau joignable, reprise")
+    assert domain.waiting_for(back) is None  # brought forward once: a second probe finds nothing to do
+    assert transition(back, domain.PeerBack("mirc", at(6)), POLICY) is None
+    viewer = step(waiting(domain.VIEWER_UNREACHABLE), domain.PeerBack("viewer", at(5)))
+    assert viewer.reason_code == "viewer_back"
+
+
+def test_a_peer_back_never_delays_a_job_nor_touches_one_waiting_for_something_else() -> None:
+    job = waiting(domain.PACS_UNREACHABLE)
+    assert job.next_attempt_at is not None
+    later = step(job, domain.PeerBack("mirc", job.next_attempt_at + dt.timedelta(seconds=30)))
+    assert later.next_attempt_at == job.next_attempt_at
+    assert later.reason_code == "pacs_back"
+    assert transition(job, domain.PeerBack("viewer", at(5)), POLICY) is None
+    assert transition(waiting(domain.NOT_IN_MIRC), domain.PeerBack("mirc", at(5)), POLICY) is None
+    assert transition(new_job(at(0), None, ADMIT), domain.PeerBack("mirc", at(5)), POLICY) is None
+
+
+def test_recovery_times_are_spread_within_the_given_seconds() -> None:
+    rng = random.Random(3)
+    times = [domain.recovery_at(at(0), 5.0, rng) for _ in range(200)]
+    assert all(at(0) <= moment <= at(5) for moment in times)
+    assert max(times) - min(times) > dt.timedelta(seconds=3)  # spread, not all at once
+    assert domain.recovery_at(at(0), 0.0, rng) == at(0)
 
 
 def test_removal_and_reselection_follow_event_times() -> None:
@@ -167,6 +219,7 @@ inputs = st.one_of(
     st.builds(lambda n: Verified(n), st.integers(1, 500)),
     st.builds(lambda s, r: Retry(at(s), r), seconds, st.sampled_from([domain.NOT_IN_MIRC, domain.PACS_UNREACHABLE])),
     st.builds(lambda r: Refused(r), st.just(Reason.of("move_refused", "destination inconnue"))),
+    st.builds(lambda p, s: domain.PeerBack(p, at(s)), st.sampled_from(["mirc", "viewer"]), seconds),
 )
 admissions = st.sampled_from(
     [
@@ -243,6 +296,13 @@ def test_properties_over_arbitrary_sequences(
         # A denial on admission is never retried by a Refresh.
         if job.state == "failed" and job.reason_code in domain.ADMISSION_CODES and isinstance(event, Refresh):
             raise AssertionError("a Refresh re-queued a study the lifecycle denied")
+        # A peer coming back only brings forward a job that waited for it, never later than it was due.
+        if isinstance(event, domain.PeerBack):
+            assert domain.waiting_for(job) == event.peer
+            assert job.next_attempt_at is not None
+            assert new.next_attempt_at is not None
+            assert new.next_attempt_at <= job.next_attempt_at
+            assert new.state == "not_yet_available"
         # A waiting job is always due again no later than its deadline.
         if new.state == "not_yet_available" and new.deadline is not None:
             assert new.next_attempt_at is not None

@@ -1,5 +1,6 @@
 """Several fetcher instances: work shared by two instances (each study moved once), and a fetcher killed
-with SIGKILL in the middle of a move (a second one takes the job over once the lease expires)."""
+with SIGKILL in the middle of a move (a second one takes the job over once the lease expires, within ~15 s,
+and says so: "reprise après interruption")."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 from proxymage_dev.pytest_plugin import ROOT, free_port
 from proxymage_dev.synthetic import large_study
 from proxymage_dev.testing import eventually
+from proxymage_shared import reasons
 from proxymage_shared.settings import DicomPeer
 
 from .conftest import FETCH_PATIENT, SENSITIVE, absent_from_viewer, fresh_studies, store, viewer_instances
@@ -54,7 +57,7 @@ def _spawn(harness_settings_prefix: str, database: str, port: int, log_path: Pat
         "PROXYMAGE_TOPIC_PREFIX": harness_settings_prefix,
         "PROXYMAGE_MONGO_DATABASE": database,
         "PROXYMAGE_HEALTH_PORT": str(port),
-        "PROXYMAGE_LEASE_SECONDS": "3",
+        # The default lease (15 s) and renewal (5 s): the takeover measured is the one deployed.
         "PROXYMAGE_POLL_SECONDS": "0.2",
         "PROXYMAGE_TRANSFER_WAIT_SECONDS": "0.5",
         "PROXYMAGE_RETRY_DELAYS_SECONDS": "[0.5, 1.0]",
@@ -100,6 +103,7 @@ async def test_fetcher_killed_mid_move_is_taken_over(
 
         await eventually(moving, 60, "the move to be under way")
         processes[0].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
         await asyncio.to_thread(processes[0].wait, 10)
         latest = harness.latest("enr-kill", uid)
         assert latest is not None
@@ -107,7 +111,16 @@ async def test_fetcher_killed_mid_move_is_taken_over(
 
         second_port = free_port()
         processes.append(_spawn(prefix, database, second_port, log_path))
-        available = await harness.wait_status("enr-kill", uid, "available", timeout=90)
+        resumed = await harness.wait_status(
+            "enr-kill", uid, "retrieving", timeout=60, reason=lambda text: text == reasons.text("resumed")
+        )
+        resumed_after = time.monotonic() - killed_at
+        assert (resumed.attempts, resumed.reason_code, resumed.progress) == (2, "resumed", None)
+        available = await harness.wait_status("enr-kill", uid, "available", timeout=60)
+        available_after = time.monotonic() - killed_at
+        print(f"killed mid-move: resumed after {resumed_after:.1f} s, available after {available_after:.1f} s")
+        # Within the lease (15 s, from the last renewal before the kill) and a poll, plus the move itself.
+        assert resumed_after <= 15 + 5
         assert available.attempts == 2  # the second fetcher's attempt, after the lease expired
         assert viewer_instances(stack_env, uid) == 300
         transfer = await harness.transfer(uid)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
+import pytest
 from proxymage_dev.pytest_plugin import delete_from_orthanc, orthanc
 from proxymage_dev.synthetic import SyntheticStudy, large_study
 from proxymage_dev.testing import eventually
@@ -119,6 +121,53 @@ async def test_mirc_down_then_back(deployment, mirc: DicomPeer, stack_env: dict[
         orthanc("start", "mirc")
     await harness.wait_status("enr-outage", study.study_instance_uid, "available", timeout=60)
     assert viewer_instances(stack_env, study.study_instance_uid) == len(study.instances)
+
+
+@pytest.mark.timeout(420)
+async def test_after_an_outage_the_studies_follow_mirc_back_not_the_backoff(
+    deployment, mirc: DicomPeer, stack_env: dict[str, str]
+) -> None:
+    """Issue 14, point 3 (stops MIRC: run only where the stack may be stopped). With the production backoff,
+    MIRC stays down until each job's next slot is 5 min away; once MIRC answers again, each study is shown
+    as "de nouveau joignable, reprise" and is available within 30 s, not at its slot."""
+    studies = fresh_studies(3)
+    await store(studies, mirc)
+    absent_from_viewer(stack_env, *studies)
+    harness, start = await deployment(
+        retry_delays_seconds=(15.0, 60.0, 300.0, 900.0, 1800.0), retry_jitter=0.2, peer_probe_seconds=2.0
+    )
+    await start()
+    await harness.matched("enr-recover")
+    uids = [study.study_instance_uid for study in studies]
+
+    def waiting_late(uid: str) -> bool:
+        latest = harness.latest("enr-recover", uid)
+        return (
+            latest is not None
+            and (latest.status, latest.reason_code) == ("not_yet_available", "pacs_unreachable")
+            and latest.attempts >= 3
+        )
+
+    async def all_waiting_late() -> bool:
+        return all(waiting_late(uid) for uid in uids)
+
+    orthanc("stop", "mirc")
+    try:
+        await harness.select("enr-recover", uids)
+        await eventually(all_waiting_late, 180, "three failed attempts per study (next slot ~5 min away)")
+    finally:
+        orthanc("start", "mirc")
+    back = time.monotonic()
+    for uid in uids:
+        available = await harness.wait_status("enr-recover", uid, "available", timeout=30)
+        told = [s for s in harness.of("enr-recover", uid) if s.reason_code == "pacs_back"]
+        assert told, "the status said MIRC answers again before the retry"
+        assert told[0].version < available.version
+    elapsed = time.monotonic() - back
+    print(f"all {len(uids)} studies available {elapsed:.1f} s after MIRC was back")
+    assert elapsed <= 30
+    for study in studies:
+        assert viewer_instances(stack_env, study.study_instance_uid) == len(study.instances)
 
 
 async def test_selection_delivered_three_times_makes_one_job_and_one_move_per_study(

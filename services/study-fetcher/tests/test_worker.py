@@ -5,6 +5,7 @@ verification, cancellation, progress, lease renewal. No server."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from proxymage_shared.errors import TransientError
 from proxymage_shared.reasons import Reason
 from study_fetcher import domain
 from study_fetcher.ports import StudyPresence, Transfer, job_key_of
-from study_fetcher.worker import Retriever, WorkerOptions
+from study_fetcher.worker import LEASES_LOST, Retriever, WorkerOptions
 
 from .test_handlers import ENROLMENT, NOW, STUDY, World
 
@@ -31,13 +32,25 @@ async def until(predicate: Callable[[], bool]) -> None:
     await eventually(check, timeout=5)
 
 
-def retriever(world: World, **options: object) -> Retriever:
+def options(**changes: object) -> WorkerOptions:
+    values: dict[str, object] = {
+        "lease": dt.timedelta(seconds=15),
+        "renew_every": dt.timedelta(seconds=5),
+        "transfer_wait": dt.timedelta(seconds=1),
+        "progress_interval_seconds": 0.5,
+        "cancel_poll_seconds": 1.0,
+        **changes,
+    }
+    return WorkerOptions(**values)  # type: ignore[arg-type]
+
+
+def retriever(world: World, **changes: object) -> Retriever:
     return Retriever(
         jobs=world.jobs,
         transfers=world.transfers,
         updater=world.updater,
         pacs=world.pacs,
-        options=WorkerOptions(**options),  # type: ignore[arg-type]
+        options=options(**changes),
         owner="w1",
         cleaner=world.cleaner,
         clock=lambda: NOW,
@@ -247,8 +260,108 @@ async def test_leases_are_renewed_while_a_move_runs() -> None:
 
     world.pacs.on_move = slow
     world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
-    await run(world, lease=dt.timedelta(seconds=0.06))
+    await run(world, renew_every=dt.timedelta(seconds=0.02))
     assert state(world) == ("available", None)
+    # Each beat extends the lease from its own time (the clock is fixed here: NOW + lease) and the transfer's.
+    assert world.jobs.rows[KEY].stored.lease_owner is None  # released at the end
+    assert world.transfers.transfers[STUDY].verified_instances == 10
+
+
+def taken_over_during_move(world: World, *, transfer: bool, jobs: bool) -> Callable[..., object]:
+    """A move during which worker w2 takes the study's transfer and/or the job over (w1 stalled past its
+    lease), then waits until w1's heartbeat cancels it."""
+
+    async def script(study_instance_uid: str, on_progress: object, cancel: threading.Event | None) -> None:
+        assert cancel is not None
+        until = NOW + dt.timedelta(minutes=1)
+        if transfer:
+            current = world.transfers.transfers[study_instance_uid]
+            world.transfers.transfers[study_instance_uid] = dataclasses.replace(
+                current, lease_owner="w2", lease_until=until
+            )
+        if jobs:
+            world.jobs.take_over(KEY, "w2", until)
+        await until_set(cancel)
+        raise dicom.MoveCancelledError("cancelled")
+
+    return script
+
+
+async def until_set(event: threading.Event) -> None:
+    await until(event.is_set)
+
+
+@pytest.mark.parametrize(("transfer", "jobs"), [(True, True), (True, False), (False, True)])
+async def test_a_lost_lease_cancels_the_move_and_records_nothing(transfer: bool, jobs: bool) -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.on_move = taken_over_during_move(world, transfer=transfer, jobs=jobs)
+    lost_before = LEASES_LOST._value.get()
+    await run(world, renew_every=dt.timedelta(seconds=0.01))
+    assert LEASES_LOST._value.get() == lost_before + 1
+    # The attempt's end is not recorded: the job stays as the worker that took it over will report it.
+    assert world.jobs.job(KEY).state == "retrieving"
+    assert [(s.status, s.attempts) for s in world.statuses] == [("retrieving", 1)]
+    if jobs:
+        assert world.jobs.rows[KEY].stored.lease_owner == "w2"  # not released by w1
+    if transfer:
+        assert world.transfers.transfers[STUDY].lease_owner == "w2"
+
+
+async def test_a_lease_still_held_keeps_the_move_going_when_a_renewal_fails_once() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    renew = world.jobs.renew
+    failures = []
+
+    async def flaky(job_keys: list[str], owner: str, until_: dt.datetime) -> int:
+        if not failures:
+            failures.append(owner)
+            raise TransientError("store down")
+        return await renew(job_keys, owner, until_)
+
+    world.jobs.renew = flaky  # type: ignore[method-assign]
+
+    async def slow(*_: object) -> None:
+        await until(lambda: world.jobs.renewals >= 1 and len(failures) == 1)
+
+    world.pacs.on_move = slow
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
+    await run(world, renew_every=dt.timedelta(seconds=0.01))
+    assert state(world) == ("available", None)
+
+
+async def test_a_late_report_of_an_attempt_taken_over_changes_nothing() -> None:
+    world = World()
+    await queued(world)
+    stored = await world.jobs.claim_due("w1", NOW, dt.timedelta(seconds=15))
+    assert stored is not None
+    started, applied = await world.updater.apply(stored, domain.Start(NOW), lease_owner="w1")
+    assert applied
+    world.jobs.take_over(KEY, "w2", NOW + dt.timedelta(minutes=1))
+    after, applied = await world.updater.apply(started, domain.Retry(NOW, domain.PACS_UNREACHABLE), lease_owner="w1")
+    assert not applied
+    assert (after.job.state, after.lease_owner) == ("retrieving", "w2")
+
+
+async def test_a_takeover_is_a_new_attempt_published_as_resumed() -> None:
+    world = World()
+    before = NOW - dt.timedelta(seconds=30)
+    await world.jobs.insert(ENROLMENT, STUDY, domain.new_job(before, None, domain.Admit()), before)
+    stored = await world.jobs.claim_due("w0", before, dt.timedelta(seconds=15))
+    assert stored is not None
+    started, _ = await world.updater.apply(stored, domain.Start(before), lease_owner="w0")
+    await world.updater.apply(started, domain.Progressed(1, 300), lease_owner="w0")
+    # w0 died: its lease ended 15 s ago; w1 takes the job over.
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
+    assert await run(world) is True
+    published = [(s.status, s.attempts, s.reason_code) for s in world.statuses]
+    assert published[-2:] == [("retrieving", 2, "resumed"), ("available", 2, None)]
+    assert world.statuses[-2].progress is None  # the previous attempt's 1/300 is not shown as current
+    assert world.statuses[-2].reason == "reprise après interruption"
 
 
 async def test_the_worker_loop_survives_a_failed_round_and_runs_the_next_job() -> None:

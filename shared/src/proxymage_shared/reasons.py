@@ -35,6 +35,9 @@ TEXTS: Final[dict[str, str]] = {
     "move_refused": "le PACS régional a refusé le transfert",
     "move_failed": "le PACS régional n'a pas pu effectuer le transfert",
     "deadline_passed": "délai dépassé (fin du jour de la réunion)",
+    "pacs_back": "PACS régional (MIRC) de nouveau joignable, reprise",
+    "viewer_back": "stockage de la visionneuse de nouveau joignable, reprise",
+    "resumed": "reprise après interruption",
     # --- catalogue (study-fetcher) ------------------------------------------------------------------------
     "catalogue_error": "la liste des examens n'a pas pu être obtenue du PACS régional",
     # --- expertise e-mails (expert-notifier) --------------------------------------------------------------

@@ -4,7 +4,9 @@ Consumes `identity.resolved.v1`, `dcc.imaging-refresh.v1`, `dcc.studies-selected
 publishes `imaging.catalogued.v1` and `imaging.study-status.v1`. No internal topics: due jobs live in MongoDB
 and are claimed with leases by `mirc_max_associations` workers per instance, so retries never block a
 partition and instances share the work however the consumer group's partitions are spread. Enrolments past
-their retention are deleted, with their studies' viewer-store copies nobody else needs (`retention.py`).
+their retention are deleted, with their studies' viewer-store copies nobody else needs (`retention.py`). MIRC
+and the viewer store are probed (C-ECHO) every `peer_probe_seconds`: when one answers again, the jobs waiting
+for it are retried at once (`recovery.py`).
 
 `build(settings, overrides=Overrides(...))` replaces adapters (tests give in-memory fakes, a fixed clock).
 """
@@ -44,6 +46,7 @@ from study_fetcher.ports import (
     TransferRepository,
     ViewerPurge,
 )
+from study_fetcher.recovery import PeerRecovery, PeerWatch
 from study_fetcher.retention import RetentionSweep
 from study_fetcher.settings import Settings
 from study_fetcher.store import EnrolmentStore, JobStore, TransferStore
@@ -76,7 +79,9 @@ def build(settings: Settings, *, instance_id: str | None = None, overrides: Over
     viewer = DicomClient(
         settings.calling_ae_title, settings.viewer, max_associations=settings.viewer_max_associations, timeouts=timeouts
     )
-    service = build_service(settings, readiness_checks={"mirc": echo_check(mirc), "viewer": echo_check(viewer)})
+    # The peers' probes: `/readyz` asks them on request; `PeerWatch` every `peer_probe_seconds`.
+    probes = {"mirc": echo_check(mirc), "viewer": echo_check(viewer)}
+    service = build_service(settings, readiness_checks=probes)
     database = service.mongo_client[settings.database_name()]
     enrolment_store, job_store = EnrolmentStore(database), JobStore(database)
     enrolments = overrides.enrolments or enrolment_store
@@ -100,7 +105,8 @@ def build(settings: Settings, *, instance_id: str | None = None, overrides: Over
     async def publish_catalogue(event: ImagingCatalogued) -> None:
         await publish_event(service.broker, catalogue_topic, event.enrolment_id, event)
 
-    updater = JobUpdater(jobs, publish_status, domain.RetrievalPolicy(settings.retry_schedule()), clock)
+    policy = domain.RetrievalPolicy(settings.retry_schedule())
+    updater = JobUpdater(jobs, publish_status, policy, clock)
     catalogue = Catalogue(
         enrolments,
         pacs,
@@ -119,6 +125,7 @@ def build(settings: Settings, *, instance_id: str | None = None, overrides: Over
         pacs=pacs,
         options=WorkerOptions(
             lease=lease,
+            renew_every=dt.timedelta(seconds=settings.lease_renewal_seconds),
             transfer_wait=dt.timedelta(seconds=settings.transfer_wait_seconds),
             progress_interval_seconds=settings.progress_interval_seconds,
             cancel_poll_seconds=settings.cancel_poll_seconds,
@@ -175,6 +182,11 @@ def build(settings: Settings, *, instance_id: str | None = None, overrides: Over
     service.on_stop.append(close_clients)
     service.background.append(periodic("housekeeping", housekeeping, settings.poll_seconds))
     service.background.append(sweeper(settings, retention.sweep_expired))
+    recovery = PeerRecovery(
+        jobs=jobs, updater=updater, spread_seconds=settings.peer_recovery_spread_seconds, clock=clock, rng=policy.rng
+    )
+    watch = PeerWatch(probes, recovery, retriever.wake.set, clock)
+    service.background.append(periodic("peer_watch", watch.probe_once, settings.peer_probe_seconds))
     for _ in range(settings.mirc_max_associations):
 
         async def run_worker(stop: asyncio.Event) -> None:

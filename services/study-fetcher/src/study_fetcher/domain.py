@@ -19,8 +19,11 @@ failed      failed [1]   removed       queued [4]  -              -           - 
 removed     queued [5]   -             -           -              -           -         -                -
 =========== ============ ============= =========== ============== =========== ========= ================ =======
 
+PeerBack (a peer answers again) applies to `not_yet_available` only, which it keeps [7].
+
 [1] a newer selection of a live job only records its time (`selected_at`): no state change, no new version.
-[2] a worker taking over a job whose previous worker died (its lease expired): a new attempt.
+[2] a worker taking over a job whose previous worker died (its lease expired): a new attempt, with the reason
+    `resumed` ("reprise après interruption") until it ends, so the status says why it starts again.
 [3] `failed` ("deadline passed: <cause>") once the deadline is reached, else `not_yet_available` with the
     next attempt on the backoff schedule, never later than the deadline (so the last try runs at it).
 [4] only before the deadline: a user's Refresh retries a study that MIRC refused (e.g. once an operator has
@@ -28,6 +31,8 @@ removed     queued [5]   -             -           -              -           - 
 [5] only by a selection newer than the removal: nothing else leaves `removed` (a move that ends after the
     removal, a replayed older selection, a refresh...). A removal older than the latest selection is ignored.
 [6] due now (unless it already is).
+[7] only for a job waiting because that peer was unreachable (`waiting_for`): due at the time given (a few
+    seconds from now, jittered by the caller), with the reason saying the peer answers again.
 
 Admission (CONTRACT v1.1, `study_fetcher.lifecycle`): every selection comes with the verdict of the enrolment's
 lifecycle on that study (`Select.admission`): `Admit` (the study of a currently linked PACS patient, in the
@@ -69,6 +74,10 @@ NOT_IN_MIRC: Final = Reason.of("not_in_mirc")
 PACS_UNREACHABLE: Final = Reason.of("pacs_unreachable")
 VIEWER_UNREACHABLE: Final = Reason.of("viewer_unreachable")
 DEADLINE_PASSED: Final = "deadline_passed"
+RESUMED: Final = Reason.of("resumed")  # a worker takes over an attempt whose worker stopped (lease expired)
+# The peers a job can wait for, by the reason it waits with, and what it says once the peer answers again.
+PEER_OF_REASON: Final[dict[str, str]] = {PACS_UNREACHABLE.code: "mirc", VIEWER_UNREACHABLE.code: "viewer"}
+PEER_BACK: Final[dict[str, Reason]] = {"mirc": Reason.of("pacs_back"), "viewer": Reason.of("viewer_back")}
 # Failures decided by the enrolment's lifecycle, not by a retrieval: a Refresh never retries them.
 ADMISSION_CODES: Final = frozenset(
     {"patient_not_found", "no_consent", "enrolment_withdrawn", "consent_withdrawn", "not_patient_study",
@@ -203,6 +212,14 @@ class Start:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerBack:
+    """`peer` answers again: a job waiting because it was unreachable is due at `at`."""
+
+    peer: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Progressed:
     done: int
     total: int
@@ -230,7 +247,9 @@ class Refused:
     reason: Reason
 
 
-Input: TypeAlias = Select | Settle | Close | Remove | Refresh | Start | Progressed | Verified | Retry | Refused
+Input: TypeAlias = (
+    Select | Settle | Close | Remove | Refresh | Start | Progressed | Verified | Retry | Refused | PeerBack
+)
 Outcome: TypeAlias = Verified | Retry | Refused  # how an attempt ends
 
 
@@ -341,15 +360,21 @@ def transition(job: Job, event: Input, policy: RetrievalPolicy) -> Job | None:
         case Start():
             if state not in ("queued", "not_yet_available", "retrieving") or job.held:
                 return None
+            # Retrieving already: the worker of the previous attempt stopped (its lease expired).
+            resumed = RESUMED if state == "retrieving" else None
             return _changed(
                 job,
                 state="retrieving",
                 attempts=job.attempts + 1,
                 next_attempt_at=None,
                 progress=None,
-                reason=None,
-                reason_code=None,
+                **_reason(job, resumed),
             )
+        case PeerBack(peer=peer, at=at):
+            if waiting_for(job) != peer:
+                return None
+            due = at if job.next_attempt_at is None else min(job.next_attempt_at, at)
+            return _changed(job, next_attempt_at=due, **_reason(job, PEER_BACK.get(peer)))
         case Progressed(done=done, total=total):
             progress = Progress(min(done, total), total)
             if state != "retrieving" or progress == job.progress:
@@ -437,6 +462,19 @@ def deadline_for(meeting_date: dt.date, after: dt.timedelta, timezone: dt.tzinfo
     with the default `after` of one day, the end of the meeting day."""
     midnight = dt.datetime.combine(meeting_date, dt.time(0), tzinfo=timezone)
     return (midnight + after).astimezone(dt.UTC)
+
+
+def waiting_for(job: Job) -> str | None:
+    """The peer a waiting job waits for (it was unreachable at the last attempt), None for any other job."""
+    if job.state != "not_yet_available" or job.reason_code is None:
+        return None
+    return PEER_OF_REASON.get(job.reason_code)
+
+
+def recovery_at(now: dt.datetime, spread_seconds: float, rng: random.Random) -> dt.datetime:
+    """When a job waiting for a peer that answers again is retried: within `spread_seconds` of `now`, drawn
+    by `rng`, so that the jobs of a long outage do not all hit the peer (and the store) at the same instant."""
+    return now + dt.timedelta(seconds=rng.uniform(0, spread_seconds))
 
 
 def due_at(job: Job, now: dt.datetime, lease_until: dt.datetime) -> dt.datetime | None:

@@ -36,8 +36,16 @@ class Settings(ServiceSettings):
     deadline_after_meeting: dt.timedelta = dt.timedelta(days=1)
     deadline_timezone: TimeZoneName = "Europe/Paris"
     # A claimed job (and the study transfer it runs) is owned this long, renewed while the work goes on;
-    # the job of an instance that died is taken over once it expires.
-    lease_seconds: float = Field(default=60.0, gt=0)
+    # the job of an instance that died is taken over once it expires (so: within this long).
+    lease_seconds: float = Field(default=15.0, gt=0)
+    # The renewal's period (a heartbeat beside the move); below `lease_seconds`, with room for a slow write or
+    # two (a renewal that finds the lease taken over cancels the move).
+    lease_renewal_seconds: float = Field(default=5.0, gt=0)
+    # How often each fetcher asks MIRC and the viewer store whether they answer (C-ECHO). When one answers
+    # again after failing (or at the first answer after start), the jobs waiting because it was unreachable
+    # are retried at once, spread over `peer_recovery_spread_seconds`, instead of at their backoff's time.
+    peer_probe_seconds: float = Field(default=2.0, gt=0)
+    peer_recovery_spread_seconds: float = Field(default=5.0, ge=0)
     # How often idle workers look for due jobs (a selection or refresh handled here wakes them at once).
     poll_seconds: float = Field(default=1.0, gt=0)
     # A job whose study is being moved for another enrolment looks again after at most this long.
@@ -61,6 +69,8 @@ class Settings(ServiceSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         BackoffSchedule(self.retry_delays_seconds, self.retry_jitter)  # raises on an invalid schedule
+        if self.lease_renewal_seconds >= self.lease_seconds:
+            raise ValueError("lease_renewal_seconds must be below lease_seconds (else leases lapse during moves)")
         if not self.viewer_rest_url:
             raise ValueError(
                 "viewer_rest_url is required: the studies of a withdrawn enrolment (or after consent is withdrawn)"

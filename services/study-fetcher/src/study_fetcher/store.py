@@ -6,7 +6,10 @@
   `due_at` (when a worker may start it), `lease_owner`/`lease_until` (the worker running it), `revision`
   (every write is conditional on it: optimistic concurrency without transactions), `unpublished` (the
   current version is not yet acknowledged by Kafka: a crash between the write and the publication is
-  repaired by re-publishing, the single-document version of an outbox).
+  repaired by re-publishing, the single-document version of an outbox), `waiting_for` (the peer a waiting
+  job waits for, "mirc" or "viewer", `domain.waiting_for`; indexed, so that the jobs to bring forward when the
+  peer answers again are found without a scan; absent on jobs written before it: unknown, they keep their
+  backoff).
 - `schedule`: the claimable work, so that a worker's poll reads it rather than every job (finished ones
   included). One document per job a worker may claim now or later (`_id` = the job's key) with a lower bound
   of the job's `due_at` and `lease_until`; see `Schedule` for the rules that keep it one.
@@ -40,7 +43,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
-from study_fetcher.domain import Job, Owner, Progress, State
+from study_fetcher.domain import Job, Owner, Progress, State, waiting_for
 from study_fetcher.domain import due_at as _due_at
 from study_fetcher.lifecycle import Lifecycle, LifecycleStatus, advance
 from study_fetcher.ports import (
@@ -95,6 +98,7 @@ def _job_fields(job: Job) -> Document:
         "reason_code": job.reason_code,
         "held": job.held,
         "owner": list(job.owner) if job.owner is not None else None,
+        "waiting_for": waiting_for(job),
     }
 
 
@@ -374,6 +378,7 @@ class JobStore:
         await self._jobs.create_index([("study_uid", ASCENDING), ("state", ASCENDING)])
         await self._jobs.create_index([("enrolment_id", ASCENDING)])
         await self._jobs.create_index([("unpublished", ASCENDING), ("updated_at", ASCENDING)])
+        await self._jobs.create_index([("waiting_for", ASCENDING)])
         await self._schedule.ensure_indexes()
 
     async def get(self, job_key: str) -> StoredJob | None:
@@ -394,6 +399,11 @@ class JobStore:
 
     async def any_of_study(self, study_instance_uid: str) -> bool:
         return await self._jobs.find_one({"study_uid": study_instance_uid}, {"_id": 1}) is not None
+
+    async def waiting_for_peer(self, peer: str) -> list[StoredJob]:
+        """The jobs waiting because `peer` was unreachable (`waiting_for`, indexed). Bringing one forward is a
+        `save`, which moves its schedule entry from `schedule_later` to `schedule` like any earlier due time."""
+        return [_stored(doc) async for doc in self._jobs.find({"waiting_for": peer})]
 
     async def retire(self, enrolment_id: str) -> None:
         """Marks the enrolment's jobs as leaving (retention): they no longer count as users of their study and
@@ -514,6 +524,7 @@ class JobStore:
         return claimed
 
     async def renew(self, job_keys: list[str], owner: str, until: dt.datetime) -> int:
+        """Extends `owner`'s leases of `job_keys` (conditional on the owner); how many it still holds."""
         result = await self._jobs.update_many(
             {"_id": {"$in": job_keys}, "lease_owner": owner, "state": "retrieving"},
             {"$set": {"lease_until": until, "due_at": until}},
@@ -524,7 +535,7 @@ class JobStore:
         )
         for job_key in job_keys:  # later bounds: not needed for correctness, they spare other workers rejected claims
             await self._schedule.settle(job_key)
-        return result.modified_count + result_other.modified_count
+        return result.matched_count + result_other.matched_count
 
     async def release(self, job_keys: list[str], owner: str) -> None:
         for job_key in job_keys:  # no longer leased, it is claimable no later than its due time: never without entry
@@ -601,10 +612,12 @@ class TransferStore:
         }
         return _transfer(fresh) if await _inserted(self._transfers, fresh) else None
 
-    async def renew(self, study_instance_uid: str, owner: str, until: dt.datetime) -> None:
-        await self._transfers.update_one(
+    async def renew(self, study_instance_uid: str, owner: str, until: dt.datetime) -> bool:
+        """Extends `owner`'s lease; False when `owner` no longer holds it (another worker took the study over)."""
+        result = await self._transfers.update_one(
             {"_id": study_instance_uid, "lease_owner": owner}, {"$set": {"lease_until": until}}
         )
+        return result.matched_count == 1
 
     async def count_move(self, study_instance_uid: str, owner: str, now: dt.datetime) -> None:
         await self._transfers.update_one(

@@ -61,12 +61,20 @@ class JobUpdater:
         self._policy = policy
         self._clock = clock
 
-    async def apply(self, stored: StoredJob, event: domain.Input) -> tuple[StoredJob, bool]:
-        """The job after `event` and whether it changed. The write is conditional on the revision read."""
+    async def apply(
+        self, stored: StoredJob, event: domain.Input, *, lease_owner: str | None = None
+    ) -> tuple[StoredJob, bool]:
+        """The job after `event` and whether it changed. The write is conditional on the revision read.
+
+        With `lease_owner` (a worker reporting on its attempt), the event applies only while that worker still
+        holds the job: once another took it over (the lease expired), the late report of the abandoned attempt
+        changes nothing, however the job is re-read after a lost race."""
         current = stored
 
         async def attempt() -> tuple[StoredJob, bool] | LostRace:
             nonlocal current
+            if lease_owner is not None and current.lease_owner != lease_owner:
+                return current, False
             new = domain.transition(current.job, event, self._policy)
             if new is None:
                 return current, False

@@ -11,8 +11,12 @@ One attempt, for the study S of a claimed job:
    holds at least MIRC's instance count (domain.assess_move);
 6. record the outcome for every job of the attempt, release the leases, wake jobs that waited for S.
 
-Leases are renewed while the attempt runs; a worker that dies loses them after `lease` and another instance
-takes the jobs over. All job writes are conditional (ports.JobRepository.save), so a removal during a move wins.
+Leases are short (`lease`, 15 s by default) and renewed by a heartbeat beside the move (every `renew_every`),
+each renewal conditional on the lease's owner: a worker that dies loses them within `lease` and another instance
+takes the jobs over (a new attempt, published with the reason "reprise après interruption"). A worker whose
+renewal finds that another took the study or its jobs over (it stalled past its lease) cancels its move and
+records nothing: its reports are fenced by the lease owner (`JobUpdater.apply(lease_owner=...)`). All job
+writes are conditional (ports.JobRepository.save), so a removal during a move wins.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ MOVES: Final = Counter(
     ["kind"],
 )
 ATTEMPTS: Final = Counter("proxymage_fetcher_attempts_total", "Retrieval attempts, by outcome state.", ["outcome"])
+LEASES_LOST: Final = Counter(
+    "proxymage_fetcher_leases_lost_total", "Attempts abandoned because another worker took their study over."
+)
 ATTEMPT_SECONDS: Final = Histogram(
     "proxymage_fetcher_attempt_seconds",
     "Duration of one retrieval attempt (claim to recorded outcome), by outcome.",
@@ -64,10 +71,13 @@ ATTEMPT_SECONDS: Final = Histogram(
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
-    lease: dt.timedelta = dt.timedelta(minutes=1)
-    transfer_wait: dt.timedelta = dt.timedelta(seconds=1)
-    progress_interval_seconds: float = 0.5
-    cancel_poll_seconds: float = 1.0  # how often a running move checks that its jobs still want it
+    """The workers' timings; their defaults and meanings are those of `study_fetcher.settings.Settings`."""
+
+    lease: dt.timedelta
+    renew_every: dt.timedelta  # the heartbeat's period, well below `lease`
+    transfer_wait: dt.timedelta
+    progress_interval_seconds: float
+    cancel_poll_seconds: float  # how often a running move checks that its jobs still want it
 
 
 def _incomplete(error: IncompleteMoveError) -> domain.MoveReport:
@@ -141,13 +151,13 @@ class Retriever:
         started = time.perf_counter()
         latest: dict[str, StoredJob] = {}
         for member in members:
-            stored, applied = await self._updater.apply(member, domain.Start(self._now()))
+            stored, applied = await self._updater.apply(member, domain.Start(self._now()), lease_owner=self._owner)
             if applied:
                 latest[member.job_key] = stored
         if not latest:
             return None, False  # removed (or taken) meanwhile: nothing was moved
-        heartbeat = asyncio.create_task(self._heartbeat(study_instance_uid, list(latest)))
-        cancel = threading.Event()
+        cancel, lost = threading.Event(), asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat(study_instance_uid, list(latest), cancel, lost))
         watcher = asyncio.create_task(self._watch_removal(list(latest), cancel))
         try:
             outcome = await self._retrieve(study_instance_uid, transfer, latest, cancel)
@@ -156,8 +166,13 @@ class Retriever:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if lost.is_set():
+            # Another worker runs the study now: whatever this attempt saw is not for us to record.
+            ATTEMPTS.labels("abandoned").inc()
+            log.warning("retrieval_abandoned", study_uid=study_instance_uid, jobs=len(latest))
+            return None, False
         for job_key, stored in list(latest.items()):
-            latest[job_key], _ = await self._updater.apply(stored, outcome)
+            latest[job_key], _ = await self._updater.apply(stored, outcome, lease_owner=self._owner)
         name = type(outcome).__name__.lower()
         ATTEMPTS.labels(name).inc()
         ATTEMPT_SECONDS.labels(name).observe(time.perf_counter() - started)
@@ -214,9 +229,12 @@ class Retriever:
                 MOVES.labels("reused").inc()
                 return reused
 
+        if cancel.is_set():  # every job removed, or the lease lost, while MIRC was asked: do not start the move
+            MOVES.labels("cancelled").inc()
+            return domain.Retry(self._now(), Reason.of("move_failed", "transfert annulé"))  # applies to no job
         await self._transfers.count_move(study_instance_uid, self._owner, self._now())
         MOVES.labels("moved").inc()
-        progress = _ProgressRelay(self._updater, latest, self._options.progress_interval_seconds)
+        progress = _ProgressRelay(self._updater, latest, self._options.progress_interval_seconds, self._owner)
         relay = asyncio.create_task(progress.run())
         try:
             completed = await self._pacs.move(study_instance_uid, progress.report, cancel)
@@ -249,16 +267,28 @@ class Retriever:
             self._now(),
         )
 
-    async def _heartbeat(self, study_instance_uid: str, job_keys: list[str]) -> None:
-        period = max(self._options.lease.total_seconds() / 3, 0.05)
+    async def _heartbeat(
+        self, study_instance_uid: str, job_keys: list[str], cancel: threading.Event, lost: asyncio.Event
+    ) -> None:
+        """Renews the leases of the attempt every `renew_every`, conditionally on this worker owning them. When
+        another worker holds the study's transfer, or every job, now (this one stalled past its lease), sets
+        `lost` and cancels the move: two workers never go on moving the same study."""
+        period = self._options.renew_every.total_seconds()
         while True:
             await asyncio.sleep(period)
             until = self._now() + self._options.lease
             try:
-                await self._jobs.renew(job_keys, self._owner, until)
-                await self._transfers.renew(study_instance_uid, self._owner, until)
+                jobs_held = await self._jobs.renew(job_keys, self._owner, until)
+                transfer_held = await self._transfers.renew(study_instance_uid, self._owner, until)
             except Exception as error:  # the next beat tries again; the lease may lapse meanwhile
                 log.warning("lease_renewal_failed", study_uid=study_instance_uid, error=describe(error))
+                continue
+            if not transfer_held or jobs_held == 0:
+                LEASES_LOST.inc()
+                log.warning("lease_lost", study_uid=study_instance_uid, jobs_held=jobs_held, transfer=transfer_held)
+                lost.set()
+                cancel.set()
+                return
 
     async def loop(self, stop: asyncio.Event, poll_seconds: float) -> None:
         """One worker: runs due jobs back to back, else waits for a wake-up (a handler) or the next poll."""
@@ -280,10 +310,13 @@ class Retriever:
 class _ProgressRelay:
     """Turns the move's pending responses into `retrieving` versions with progress, at most one per interval."""
 
-    def __init__(self, updater: JobUpdater, latest: dict[str, StoredJob], interval_seconds: float) -> None:
+    def __init__(
+        self, updater: JobUpdater, latest: dict[str, StoredJob], interval_seconds: float, lease_owner: str
+    ) -> None:
         self._updater = updater
         self._latest = latest
         self._interval = interval_seconds
+        self._lease_owner = lease_owner
         self._progress: MoveProgress | None = None
         self._signal = asyncio.Event()
         self._finished = asyncio.Event()
@@ -304,7 +337,7 @@ class _ProgressRelay:
                 done = progress.completed + progress.warning
                 for job_key, stored in list(self._latest.items()):
                     self._latest[job_key], _ = await self._updater.apply(
-                        stored, domain.Progressed(done, progress.total)
+                        stored, domain.Progressed(done, progress.total), lease_owner=self._lease_owner
                     )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._finished.wait(), self._interval)
