@@ -26,13 +26,13 @@ import pytest
 from gateway.viewer_probe import IMAGE_DRAWN_JS
 from playwright.async_api import async_playwright, expect
 from proxymage_shared.devtools.synthetic import SyntheticStudy
-from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, delete_from_orthanc, free_port
+from proxymage_shared.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, SMTP_DIR, delete_from_orthanc, free_port
 from proxymage_shared.testing import eventually
 
 TOKEN = "system-test-dcc-token"
 SCREENSHOTS = ROOT / "var" / "screenshots"
 SERVICES = ("identity_matcher", "study_fetcher", "expert_notifier", "gateway")
-MAILBOX = ROOT / "var" / "smtp" / "mailbox"
+MAILBOX = SMTP_DIR / "mailbox"
 STATUS_RANK = {"not_requested": 0, "queued": 1, "retrieving": 2, "not_yet_available": 2, "available": 3}
 
 

@@ -40,14 +40,13 @@ from proxymage_shared.events import ExpertiseNotification, NotificationStatus
 from proxymage_shared.kafka import ensure_topics
 from proxymage_shared.logging import configure_logging
 from proxymage_shared.mongo import create_mongo_client
-from proxymage_shared.pytest_plugin import ROOT, free_port
+from proxymage_shared.pytest_plugin import SMTP_DIR, free_port
 from proxymage_shared.reasons import TEXTS
 from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
 from proxymage_shared.testing import eventually
 from proxymage_shared.topics import topic_specs
 
-SMTP_DIR = ROOT / "var" / "smtp"
 MAILBOX = SMTP_DIR / "mailbox"
 SCRIPT = SMTP_DIR / "script.json"
 CERTS = SMTP_DIR / "certs"
