@@ -11,9 +11,17 @@ PYTEST_ARGS ?=
 STACK := deploy/local/stack.sh
 SERVICES := deploy/local/services.sh
 COMPOSE := $(UV) run --frozen podman-compose -f deploy/compose/compose.yaml
+# Which servers the tests use: `local` (deploy/local's processes, the default) or `containers` (the images of
+# `make images` through testcontainers, on the ports of deploy/containers/test-stack.env; pytest starts and
+# removes them itself, so make neither starts nor stops the local stack then).
+PROXYMAGE_TEST_STACK ?= local
+export PROXYMAGE_TEST_STACK
+# The smoke subset of the container mode (every peer: Kafka, FerretDB, both Orthanc with C-MOVEs, mTLS SMTP;
+# the fetcher's end-to-end tests, MIRC stopped and restarted included).
+CONTAINERS_SMOKE ?= tests/integration services/study-fetcher/tests/test_service_integration.py
 
 .PHONY: help install up down status services test unit lint format topics seed demo bench images compose-up compose-down \
-  containers-test helm-check
+  containers-test containers-stack-test helm-check
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,11 +52,15 @@ seed: install ## Store the synthetic patients' studies into MIRC
 services: install ## Start the four services in the background
 	@bash $(SERVICES) start
 
-test: install ## Run every test against the real servers (starts the stack, stops it after; KEEP_STACK=1 keeps it)
-	@bash $(STACK) up
-	@status=0; $(UV) run --frozen pytest $(PYTEST_ARGS) || status=$$?; \
+test: install ## Run every test against the real servers (starts the stack, stops it after; KEEP_STACK=1 keeps it; PROXYMAGE_TEST_STACK=containers: the images, via testcontainers)
+	@if [ "$(PROXYMAGE_TEST_STACK)" = containers ]; then \
+	  $(UV) run --frozen pytest $(PYTEST_ARGS); \
+	else \
+	  bash $(STACK) up; \
+	  status=0; $(UV) run --frozen pytest $(PYTEST_ARGS) || status=$$?; \
 	  if [ -z "$${KEEP_STACK:-}" ]; then bash $(SERVICES) stop; bash $(STACK) down; fi; \
-	  exit $$status
+	  exit $$status; \
+	fi
 
 unit: install ## Run the unit tests only (no servers)
 	@$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
@@ -108,6 +120,9 @@ containers-test: install ## Run the tests marked `containers` (podman, the image
 	@status=0; $(UV) run --frozen pytest -m containers $(PYTEST_ARGS) || status=$$?; \
 	  if [ -z "$${KEEP_STACK:-}" ]; then bash $(SERVICES) stop; bash $(STACK) down; fi; \
 	  exit $$status
+
+containers-stack-test: install ## Smoke subset against the peers started from the images by testcontainers (podman)
+	@PROXYMAGE_TEST_STACK=containers $(UV) run --frozen pytest $(CONTAINERS_SMOKE) $(PYTEST_ARGS)
 
 helm-check: install ## Helm chart: helm lint, helm template, schema validation (Kubernetes + KEDA), chart tests
 	@bash deploy/helm/check.sh

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import aiosmtplib
 import pytest
+from proxymage_dev.pytest_plugin import SMTP_DIR
 
-ROOT = Path(__file__).resolve().parents[2]
-CERTS = ROOT / "var" / "smtp" / "certs"
-MAILBOX = ROOT / "var" / "smtp" / "mailbox"
+CERTS = SMTP_DIR / "certs"
+MAILBOX = SMTP_DIR / "mailbox"
 
 
 def tls_context(certificate: str | None) -> ssl.SSLContext:

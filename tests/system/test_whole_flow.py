@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
-from proxymage_dev.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, delete_from_orthanc, free_port
+from proxymage_dev.pytest_plugin import CHROMIUM, CHROMIUM_ARGS, ROOT, SMTP_DIR, delete_from_orthanc, free_port
 from proxymage_dev.synthetic import SyntheticStudy
 from proxymage_dev.testing import eventually
 from proxymage_dev.viewer_probe import IMAGE_DRAWN_JS
@@ -32,7 +32,7 @@ from proxymage_dev.viewer_probe import IMAGE_DRAWN_JS
 TOKEN = "system-test-dcc-token"
 SCREENSHOTS = ROOT / "var" / "screenshots"
 SERVICES = ("identity_matcher", "study_fetcher", "expert_notifier", "gateway")
-MAILBOX = ROOT / "var" / "smtp" / "mailbox"
+MAILBOX = SMTP_DIR / "mailbox"
 STATUS_RANK = {"not_requested": 0, "queued": 1, "retrieving": 2, "not_yet_available": 2, "available": 3}
 
 

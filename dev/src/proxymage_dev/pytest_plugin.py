@@ -1,9 +1,16 @@
-"""pytest fixtures for tests against the real local stack (deploy/local), registered for every package
-of the workspace through the `pytest11` entry point of proxymage-dev.
+"""pytest fixtures for tests against the real servers, registered for every package of the workspace through
+the `pytest11` entry point of proxymage-dev.
 
-`make test` starts the stack before pytest; `stack_env` makes sure it is up (starting what is missing
-through the same scripts) so that one test file can also be run on its own. Tests that use it are marked
-`integration`. Each test isolates itself: its own topic prefix, database and consumer groups.
+Two ways to provide the servers, chosen by PROXYMAGE_TEST_STACK:
+ - `local` (the default): the process stack of deploy/local (deploy/local/local.env). `make test` starts it
+   before pytest; `stack_env` makes sure it is up (starting what is missing through the same scripts) so that
+   one test file can also be run on its own.
+ - `containers`: the same peers from the images of `make images`, started by testcontainers for the session
+   and removed at its end (proxymage_dev.container_stack), on the ports and var dir of
+   deploy/containers/test-stack.env, which PROXYMAGE_ENV_FILE then names. The engine is DOCKER_HOST's, or
+   podman's API socket started here (deploy/containers/podman-socket.sh) when DOCKER_HOST is unset.
+Tests that use `stack_env` are marked `integration`. Each test isolates itself: its own topic prefix, database
+and consumer groups.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import socket
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,14 @@ from proxymage_dev.seed_pacs import store_studies
 from proxymage_dev.synthetic import SyntheticStudy, synthetic_studies
 
 ROOT = Path(__file__).resolve().parents[3]
-ENV_FILE = ROOT / "deploy" / "local" / "local.env"
+TEST_STACK = os.environ.get("PROXYMAGE_TEST_STACK") or "local"
+CONTAINERS = TEST_STACK == "containers"
+LOCAL_ENV_FILE = ROOT / "deploy" / "local" / "local.env"
+CONTAINERS_ENV_FILE = ROOT / "deploy" / "containers" / "test-stack.env"
+ENV_FILE = CONTAINERS_ENV_FILE if CONTAINERS else LOCAL_ENV_FILE
+STACK_SETTINGS = {key: value or "" for key, value in dotenv_values(ENV_FILE).items()}
+# The SMTP server's directory (certs/, mailbox/, script.json), as deploy/local/smtp/server.py lays it out.
+SMTP_DIR = ROOT / STACK_SETTINGS["PROXYMAGE_LOCAL_SMTP_DIR"]
 STACK_FIXTURE = "stack_env"
 # Browser tests drive Debian's Chromium (Playwright never downloads a browser here); these switches keep it
 # from reaching out to the network it does not have.
@@ -47,7 +61,13 @@ CHROMIUM_ARGS = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("PROXYMAGE_ENV_FILE", str(ENV_FILE))
+    if TEST_STACK not in ("local", "containers"):
+        raise pytest.UsageError(f"PROXYMAGE_TEST_STACK={TEST_STACK!r}: `local` (the default) or `containers`")
+    if CONTAINERS:
+        # Before anything reads settings; overrides the Makefile's (which names the local stack's file).
+        os.environ["PROXYMAGE_ENV_FILE"] = str(ENV_FILE)
+    else:
+        os.environ.setdefault("PROXYMAGE_ENV_FILE", str(ENV_FILE))
     # Every test creates its own topics: few partitions each keeps the single local broker's memory small
     # (services started by tests, in-process or as subprocesses, inherit this).
     os.environ.setdefault("PROXYMAGE_TOPIC_PARTITIONS", "2")
@@ -72,12 +92,69 @@ def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.Comp
 
 
 @pytest.fixture(scope="session")
-def stack_env() -> dict[str, str]:
-    """The local stack's settings (deploy/local/local.env), with the stack started if it is not."""
-    result = run_script("stack.sh", "up")
-    if result.returncode != 0:
-        pytest.fail(f"the local stack did not start:\n{result.stdout}\n{result.stderr}", pytrace=False)
-    return {key: value or "" for key, value in dotenv_values(ENV_FILE).items()}
+def stack_env() -> Iterator[dict[str, str]]:
+    """The stack's settings (deploy/local/local.env, or deploy/containers/test-stack.env in container mode),
+    with the stack started if it is not (container mode: started here and removed at the session's end)."""
+    if not CONTAINERS:
+        result = run_script("stack.sh", "up")
+        if result.returncode != 0:
+            pytest.fail(f"the local stack did not start:\n{result.stdout}\n{result.stderr}", pytrace=False)
+        yield dict(STACK_SETTINGS)
+        return
+    yield from _container_stack()
+
+
+_containers: Any = None  # the running ContainerStack (container mode)
+
+
+def _container_stack() -> Iterator[dict[str, str]]:
+    global _containers  # one stack per session, also used by orthanc()
+    started_socket = False
+    if not os.environ.get("DOCKER_HOST"):
+        socket_script = ROOT / "deploy" / "containers" / "podman-socket.sh"
+        before = subprocess.run(  # noqa: S603 - the project's own script
+            ["bash", str(socket_script), "status"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        result = subprocess.run(  # noqa: S603
+            ["bash", str(socket_script), "start"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"no container engine: DOCKER_HOST is unset and {result.stderr}", pytrace=False)
+        started_socket = " up " not in before.stdout
+        os.environ["DOCKER_HOST"] = result.stdout.strip()
+    # testcontainers against podman's socket (ARCHITECTURE.md, measured facts); read when it is imported.
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+    from proxymage_dev.container_stack import ContainerStack
+
+    ohif = run_script("ohif.sh", "install")  # files the gateway serves (the viewer tests), as stack.sh up does
+    if ohif.returncode != 0:
+        pytest.fail(f"deploy/local/ohif.sh install failed:\n{ohif.stdout}\n{ohif.stderr}", pytrace=False)
+    stack = ContainerStack(ROOT, STACK_SETTINGS)
+    try:
+        try:
+            stack.up()
+        except Exception as error:
+            stack.down()
+            pytest.fail(f"the container stack did not start: {error}", pytrace=False)
+        _containers = stack
+        yield dict(STACK_SETTINGS)
+    finally:
+        _containers = None
+        stack.down()
+        if started_socket:
+            subprocess.run(  # noqa: S603
+                ["bash", str(ROOT / "deploy" / "containers" / "podman-socket.sh"), "stop"],  # noqa: S607
+                capture_output=True,
+                check=False,
+            )
 
 
 def _peer(stack_env: dict[str, str], name: str) -> DicomPeer:
@@ -99,7 +176,14 @@ def viewer(stack_env: dict[str, str]) -> DicomPeer:
 
 
 def orthanc(*args: str) -> None:
-    """deploy/local/orthanc.sh with `args` (e.g. "stop", "mirc"); fails the test if the script fails."""
+    """deploy/local/orthanc.sh with `args` (e.g. "stop", "mirc"); fails the test if the script fails. In
+    container mode, "stop"/"start" stop and start the instance's container (its data and address stay)."""
+    if CONTAINERS:
+        if _containers is None:
+            pytest.fail("orthanc(): the container stack is not running (use the stack_env fixture)", pytrace=False)
+        verb, instance = args
+        _containers.orthanc(verb, instance)
+        return
     result = run_script("orthanc.sh", *args, timeout=120)
     if result.returncode != 0:
         pytest.fail(f"orthanc.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)

@@ -35,7 +35,7 @@ from expert_notifier.message import message_id
 from expert_notifier.settings import Settings
 from expert_notifier.smtp import SmtpSender
 from expert_notifier.store import NotifierStore, notification_key
-from proxymage_dev.pytest_plugin import ROOT, free_port
+from proxymage_dev.pytest_plugin import SMTP_DIR, free_port
 from proxymage_dev.testing import eventually
 from proxymage_shared import topics
 from proxymage_shared.events import ExpertiseNotification, NotificationStatus
@@ -47,7 +47,6 @@ from proxymage_shared.service import run_service
 from proxymage_shared.settings import load_settings
 from proxymage_shared.topics import topic_specs
 
-SMTP_DIR = ROOT / "var" / "smtp"
 MAILBOX = SMTP_DIR / "mailbox"
 SCRIPT = SMTP_DIR / "script.json"
 CERTS = SMTP_DIR / "certs"
