@@ -13,7 +13,7 @@ SERVICES := deploy/local/services.sh
 COMPOSE := $(UV) run --frozen podman-compose -f deploy/compose/compose.yaml
 
 .PHONY: help install up down status services test unit lint format topics seed demo bench images compose-up compose-down \
-  containers-test helm-check
+  containers-test cluster-test cluster-up cluster-down helm-check
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -107,6 +107,19 @@ containers-test: install ## Run the tests marked `containers` (podman, the image
 	@bash $(STACK) up
 	@status=0; $(UV) run --frozen pytest -m containers $(PYTEST_ARGS) || status=$$?; \
 	  if [ -z "$${KEEP_STACK:-}" ]; then bash $(SERVICES) stop; bash $(STACK) down; fi; \
+	  exit $$status
+
+cluster-up: install ## Start the 3-broker Kafka cluster (KRaft, RF 3, min ISR 2) on 127.0.0.1:19192-19194
+	@bash deploy/local/kafka-cluster.sh up
+
+cluster-down: ## Stop the 3-broker Kafka cluster (its data under var/kafka-cluster is kept)
+	@bash deploy/local/kafka-cluster.sh down
+
+cluster-test: install ## A broker stopped and one killed mid-flow on the 3-broker cluster: 0 lost, 0 doubled (not in make test)
+	@bash deploy/local/ferretdb.sh start
+	@bash deploy/local/kafka-cluster.sh up
+	@status=0; $(UV) run --frozen pytest -m cluster -rP tests/cluster $(PYTEST_ARGS) || status=$$?; \
+	  if [ -z "$${KEEP_CLUSTER:-}" ]; then bash deploy/local/kafka-cluster.sh down; fi; \
 	  exit $$status
 
 helm-check: install ## Helm chart: helm lint, helm template, schema validation (Kubernetes + KEDA), chart tests
