@@ -21,7 +21,7 @@ export PROXYMAGE_TEST_STACK
 CONTAINERS_SMOKE ?= tests/integration services/study-fetcher/tests/test_service_integration.py
 
 .PHONY: help install up down status services test unit lint format topics seed demo bench images compose-up compose-down \
-  containers-test containers-stack-test helm-check
+  containers-test containers-stack-test cluster-test cluster-up cluster-down helm-check
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -123,6 +123,19 @@ containers-test: install ## Run the tests marked `containers` (podman, the image
 
 containers-stack-test: install ## Smoke subset against the peers started from the images by testcontainers (podman)
 	@PROXYMAGE_TEST_STACK=containers $(UV) run --frozen pytest $(CONTAINERS_SMOKE) $(PYTEST_ARGS)
+
+cluster-up: install ## Start the 3-broker Kafka cluster (KRaft, RF 3, min ISR 2) on 127.0.0.1:19192-19194
+	@bash deploy/local/kafka-cluster.sh up
+
+cluster-down: ## Stop the 3-broker Kafka cluster (its data under var/kafka-cluster is kept)
+	@bash deploy/local/kafka-cluster.sh down
+
+cluster-test: install ## A broker stopped and one killed mid-flow on the 3-broker cluster: 0 lost, 0 doubled (not in make test)
+	@bash deploy/local/ferretdb.sh start
+	@bash deploy/local/kafka-cluster.sh up
+	@status=0; $(UV) run --frozen pytest -m cluster -rP tests/cluster $(PYTEST_ARGS) || status=$$?; \
+	  if [ -z "$${KEEP_CLUSTER:-}" ]; then bash deploy/local/kafka-cluster.sh down; fi; \
+	  exit $$status
 
 helm-check: install ## Helm chart: helm lint, helm template, schema validation (Kubernetes + KEDA), chart tests
 	@bash deploy/helm/check.sh

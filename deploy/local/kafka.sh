@@ -153,31 +153,10 @@ while True:
     }
 }
 
-# Readiness: a Metadata request (v4, which Kafka 1.0 to 4.x all serve) whose answer lists at least one
-# broker. An open port is not enough: the broker accepts connections before it has registered with
-# the controller and been unfenced, and until then topic creation fails for lack of brokers. Done
-# in Python over a plain socket because it takes ~50 ms where a JVM admin tool takes 1-2 s.
+# Readiness: a Metadata request whose answer lists at least one broker (deploy/local/kafka/ready.py says why
+# an open port is not enough).
 kafka_ready() {
-  python3 - "$KAFKA_HOST" "$KAFKA_PORT" <<'EOF'
-import socket, struct, sys
-
-host, port = sys.argv[1], int(sys.argv[2])
-client_id = b"proxymage-kafka-sh"
-# Request header v1 (api_key=3 Metadata, api_version=4, correlation_id, client_id), then the body:
-# topics = empty array (no topic details wanted), allow_auto_topic_creation = false.
-body = struct.pack(">hhih", 3, 4, 1, len(client_id)) + client_id + struct.pack(">ib", 0, 0)
-with socket.create_connection((host, port), timeout=2) as sock:
-    sock.settimeout(2)
-    sock.sendall(struct.pack(">i", len(body)) + body)
-    data = b""
-    while len(data) < 16:  # size, correlation id, throttle time, broker count
-        chunk = sock.recv(4096)
-        if not chunk:
-            sys.exit("connection closed")
-        data += chunk
-_size, correlation_id, _throttle, brokers = struct.unpack(">iiii", data[:16])
-sys.exit(0 if correlation_id == 1 and brokers >= 1 else "no broker registered yet")
-EOF
+  python3 "$PM_ROOT/deploy/local/kafka/ready.py" "$KAFKA_HOST" "$KAFKA_PORT" 1
 }
 
 kafka_wait() {

@@ -1,8 +1,9 @@
-"""The admin client (topic creation) gets the same Kafka security settings as the services' brokers."""
+"""The admin client (topic creation) gets the same Kafka security settings as the services' brokers; every client
+gets every bootstrap server of a cluster."""
 
 from __future__ import annotations
 
-from proxymage_shared.kafka import admin_security_options
+from proxymage_shared.kafka import admin_security_options, bootstrap_servers, create_broker
 from proxymage_shared.settings import KafkaSecurity, ServiceSettings
 from pydantic import SecretStr
 
@@ -39,3 +40,19 @@ def test_topic_creation_at_start_and_its_replication_factor_are_settings() -> No
     assert settings.create_topics_at_start is False
     assert settings.topic_replication_factor == 3
     assert ServiceSettings().create_topics_at_start is True
+
+
+def test_a_comma_separated_bootstrap_list_gives_every_server() -> None:
+    assert bootstrap_servers("127.0.0.1:19192, 127.0.0.1:19193,127.0.0.1:19194,") == [
+        "127.0.0.1:19192",
+        "127.0.0.1:19193",
+        "127.0.0.1:19194",
+    ]
+    assert bootstrap_servers("kafka:9092") == ["kafka:9092"]
+
+
+def test_the_services_broker_bootstraps_from_each_server_of_a_cluster() -> None:
+    # FastStream took the string for one host named "a:1,b:2,c" on port 3. Its consumers are built from this
+    # partial (FastStream 0.6+ internals; the cluster test covers the same through a real start).
+    broker = create_broker(ServiceSettings(kafka_bootstrap_servers="k1:9092,k2:9092,k3:9092"))
+    assert broker.config.broker_config.builder.keywords["bootstrap_servers"] == ["k1:9092", "k2:9092", "k3:9092"]

@@ -89,6 +89,16 @@ def _security(settings: KafkaSecurity) -> BaseSecurity | None:
     return mechanism(username=username, password=password, ssl_context=context, use_ssl=use_ssl)
 
 
+def bootstrap_servers(value: str) -> list[str]:
+    """`host:port,host:port,...` (PROXYMAGE_KAFKA_BOOTSTRAP_SERVERS) as a list of servers.
+
+    aiokafka's clients split such a string themselves, but FastStream's `KafkaBroker` takes a string for one
+    server and wraps it in a list: a cluster's comma-separated list reached aiokafka as one host it could not
+    resolve ("Unable to bootstrap"), so a service could not start against more than one broker.
+    """
+    return [server.strip() for server in value.split(",") if server.strip()]
+
+
 def create_broker(settings: ServiceSettings, **overrides: Any) -> KafkaBroker:
     """A broker whose producer waits for all in-sync replicas and never creates topics implicitly."""
     options: dict[str, Any] = {
@@ -105,7 +115,7 @@ def create_broker(settings: ServiceSettings, **overrides: Any) -> KafkaBroker:
         "log_level": logging.DEBUG,
     }
     options.update(overrides)
-    return KafkaBroker(settings.kafka_bootstrap_servers, **options)
+    return KafkaBroker(bootstrap_servers(settings.kafka_bootstrap_servers), **options)
 
 
 def validation_reason(error: ValidationError) -> str:
