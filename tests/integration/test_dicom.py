@@ -3,7 +3,9 @@ C-MOVE of a seeded study MIRC -> VIEWER with the instance count checked on VIEWE
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import threading
 
 import pytest
 from prometheus_client import REGISTRY
@@ -19,6 +21,7 @@ from proxymage_shared.dicom import (
 )
 from proxymage_shared.errors import ProxymageError
 from proxymage_shared.settings import DicomPeer
+from pynetdicom.association import Association
 
 
 def requests_count(peer: str, operation: str, outcome: str) -> float:
@@ -130,3 +133,30 @@ async def test_unknown_calling_ae_is_refused(mirc: DicomPeer) -> None:
     with pytest.raises(DicomUnavailableError, match="rejected"):
         await client.echo()
     client.close()
+
+
+async def test_an_answer_is_returned_before_its_association_is_released_and_the_cap_holds_until_then(
+    viewer: DicomPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    releasing, go_on = threading.Event(), threading.Event()
+    release = Association.release
+
+    def slow_release(assoc: Association) -> None:
+        releasing.set()
+        go_on.wait(10)
+        release(assoc)
+
+    monkeypatch.setattr(Association, "release", slow_release)
+    client = DicomClient("PM_DEV", viewer, max_associations=1)
+    try:
+        await asyncio.wait_for(client.echo(), 5)  # answered while its release waits
+        assert releasing.is_set()
+        # The only association slot is still held by that release: a second request waits for it.
+        second = asyncio.ensure_future(client.echo())
+        await asyncio.sleep(0.3)
+        assert not second.done()
+        go_on.set()
+        await asyncio.wait_for(second, 5)
+    finally:
+        go_on.set()
+        await asyncio.to_thread(client.close)

@@ -328,9 +328,21 @@ async def test_a_selection_creates_published_jobs_and_wakes_the_workers() -> Non
     assert world.state() == ("queued", False, None)
     assert [(s.study_instance_uid, s.status, s.version) for s in world.statuses] == [(STUDY, "queued", 1)]
     assert world.enrolments.docs[ENROLMENT]["selection_done"] is True
+    assert world.wakes == 1  # once, as soon as `queued` was published: one idle worker claims it
     wakes = world.wakes
     await world.handlers.on_selected(event, DELIVERED)  # duplicate
     assert world.wakes == wakes
+
+
+async def test_a_worker_is_woken_as_soon_as_queued_is_published_not_after_its_acknowledgement() -> None:
+    world = World()
+    await matched(world, STUDY)
+    seen: list[tuple[list[str], bool]] = []
+    key = job_key_of(ENROLMENT, STUDY)
+    world.handlers._wake = lambda: seen.append(([s.status for s in world.statuses], world.jobs.rows[key].unpublished))
+    await world.handlers.on_selected(selection(STUDY), DELIVERED)
+    assert seen == [(["queued"], True)]  # once; `queued` is in Kafka, its acknowledgement not yet written
+    assert world.jobs.rows[key].unpublished is False
 
 
 async def test_a_stale_selection_changes_nothing() -> None:

@@ -12,7 +12,7 @@ import pytest
 from proxymage_shared.idempotency import to_ms
 from proxymage_shared.mongo import Document, create_mongo_client
 from pymongo.asynchronous.database import AsyncDatabase
-from study_fetcher.domain import Job
+from study_fetcher.domain import Job, Progress
 from study_fetcher.ports import job_key_of
 from study_fetcher.store import FREE, JobStore, _due_at, _job_fields
 
@@ -190,3 +190,36 @@ async def test_earliest_follows_the_entries_left_and_those_written_after_a_promo
     claimed = await jobs.claim_due("w1", sooner, LEASE)
     assert claimed is not None
     assert claimed.job_key == third
+
+
+async def test_a_running_jobs_progress_leaves_its_schedule_alone_and_its_lease_still_ends_on_time(
+    database: AsyncDatabase[Document],
+) -> None:
+    now = to_ms(dt.datetime.now(dt.UTC))
+    jobs = JobStore(database)
+    await jobs.ensure_indexes()
+    inserted = await jobs.insert("enr-r", "1.2.11", _job("queued", now), now)
+    assert inserted is not None
+    claimed = await jobs.claim_due("w1", now, LEASE)
+    assert claimed is not None
+    started = await jobs.save(claimed, dataclasses.replace(claimed.job, state="retrieving", attempts=1), now)
+    assert started is not None
+    entries = [
+        [doc async for doc in database[name].find({}, sort=[("_id", 1)])] for name in ("schedule", "schedule_later")
+    ]
+    progressed = started
+    for done in (10, 20, 30):
+        job = dataclasses.replace(progressed.job, version=progressed.job.version + 1, progress=Progress(done, 300))
+        saved = await jobs.save(progressed, job, now + dt.timedelta(seconds=done))
+        assert saved is not None
+        progressed = saved
+    # Not a write to either collection: the entries are as the start left them (their tokens unchanged).
+    assert [
+        [doc async for doc in database[name].find({}, sort=[("_id", 1)])] for name in ("schedule", "schedule_later")
+    ] == entries
+    assert (progressed.job.progress, progressed.revision) == (Progress(30, 300), started.revision + 3)
+    # The job is still taken over once the lease ends, not before.
+    assert await jobs.claim_due("w2", now + LEASE - dt.timedelta(seconds=1), LEASE) is None
+    taken = await jobs.claim_due("w2", now + LEASE, LEASE)
+    assert taken is not None
+    assert (taken.job_key, taken.lease_owner, taken.job.progress) == (inserted.job_key, "w2", Progress(30, 300))

@@ -16,9 +16,10 @@ from proxymage_shared import dicom
 from proxymage_shared.errors import TransientError
 from proxymage_shared.reasons import Reason
 from study_fetcher import domain
-from study_fetcher.ports import StudyPresence, Transfer, job_key_of
+from study_fetcher.ports import StoredJob, StudyPresence, Transfer, job_key_of
 from study_fetcher.worker import LEASES_LOST, Retriever, WorkerOptions
 
+from .fakes import FakePacs
 from .test_handlers import ENROLMENT, NOW, STUDY, World
 
 OTHER_ENROLMENT = "enr-2"
@@ -133,6 +134,99 @@ async def test_a_verified_move_no_longer_in_the_viewer_is_moved_again(viewer: ob
     assert world.pacs.moves == [STUDY]
     transfer = world.transfers.transfers[STUDY]
     assert (transfer.moves, transfer.verified_instances) == (1, 10)
+
+
+class GatedPacs(FakePacs):
+    """A PACS whose C-FINDs each wait for a gate: a step run after another, not beside it, never ends."""
+
+    def __init__(self, world: World, *, mirc_waits_for: asyncio.Event, asked: asyncio.Event) -> None:
+        super().__init__(mirc=world.pacs.mirc, viewer=world.pacs.viewer, move_result=10, moved_to_viewer=10)
+        self.mirc_waits_for, self.asked = mirc_waits_for, asked
+
+    async def in_mirc(self, study_instance_uid: str) -> StudyPresence | None:
+        self.asked.set()
+        await self.mirc_waits_for.wait()
+        return await super().in_mirc(study_instance_uid)
+
+
+async def test_mirc_is_asked_while_the_jobs_are_started() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    started, asked = asyncio.Event(), asyncio.Event()
+    world.pacs = GatedPacs(world, mirc_waits_for=started, asked=asked)
+    save = world.jobs.save
+
+    async def start_once_mirc_is_asked(stored: StoredJob, job: domain.Job, now: dt.datetime) -> StoredJob | None:
+        if job.state == "retrieving" and stored.job.state == "queued":
+            await asyncio.wait_for(asked.wait(), 2)  # times out if MIRC is only asked after the start
+            started.set()
+        return await save(stored, job, now)
+
+    world.jobs.save = start_once_mirc_is_asked  # type: ignore[method-assign]
+    await asyncio.wait_for(run(world), 5)
+    assert state(world) == ("available", None)
+    assert [s.status for s in world.statuses] == ["retrieving", "retrieving", "available"][-len(world.statuses) :]
+
+
+async def test_a_verified_earlier_move_is_checked_in_both_peers_at_once() -> None:
+    world = World()
+    await queued(world)
+    world.transfers.transfers[STUDY] = Transfer(STUDY, None, NOW - dt.timedelta(hours=1), verified_instances=10)
+    world.pacs.mirc[STUDY] = world.pacs.viewer[STUDY] = StudyPresence(10)
+    viewer_asked = asyncio.Event()
+    pacs = GatedPacs(world, mirc_waits_for=viewer_asked, asked=asyncio.Event())
+    in_viewer = pacs.in_viewer
+
+    async def asked_viewer(study_instance_uid: str) -> StudyPresence | None:
+        viewer_asked.set()
+        return await in_viewer(study_instance_uid)
+
+    pacs.in_viewer = asked_viewer  # type: ignore[method-assign]
+    world.pacs = pacs
+    await asyncio.wait_for(run(world), 5)
+    assert state(world) == ("available", None)
+    assert pacs.moves == []
+
+
+async def test_a_job_taken_before_its_start_moves_nothing_and_leaves_no_query_running() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    pacs = GatedPacs(world, mirc_waits_for=asyncio.Event(), asked=asyncio.Event())  # MIRC never answers
+    world.pacs = pacs
+
+    def taken_first(stored: StoredJob) -> None:
+        if stored.lease_owner == "w1":  # w1 stalled past its lease: w2 has the job, w1's start applies to none
+            world.jobs.take_over(KEY, "w2", NOW + dt.timedelta(minutes=1))
+
+    world.jobs.before_save = taken_first
+    assert await asyncio.wait_for(run(world), 5) is True
+    assert pacs.moves == []
+    assert world.statuses == []
+    # The MIRC query, still waiting when the attempt ended, was cancelled with it.
+    probes = [task for task in asyncio.all_tasks() if "_probe" in getattr(task.get_coro(), "__qualname__", "")]
+    assert probes == []
+
+
+async def test_a_worker_starting_a_move_wakes_one_other_idle_worker_to_look_for_more_work() -> None:
+    world = World()
+    await queued(world)
+    world.pacs.mirc[STUDY] = StudyPresence(10)
+    worker = retriever(world)
+    other, third = (asyncio.create_task(worker.wake.wait(5)) for _ in range(2))
+    await until(lambda: worker.wake.idle == 2)
+
+    async def moving(*_: object) -> None:
+        await until(other.done)
+
+    world.pacs.on_move = moving
+    world.pacs.move_result, world.pacs.moved_to_viewer = 10, 10
+    await worker.run_once()
+    assert other.result() is True
+    assert not third.done()  # one wake-up, one worker
+    third.cancel()
+    await asyncio.gather(third, return_exceptions=True)
 
 
 async def test_a_complete_move_verified_in_the_viewer_makes_every_waiting_job_available_with_one_move() -> None:

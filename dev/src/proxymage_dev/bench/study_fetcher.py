@@ -2,10 +2,12 @@
 (ARCHITECTURE.md "Budgets": selection event -> `available` published within movescu's time + 10 %).
 
 Stores one generated CT study (300 instances of 512x512 16-bit by default) into MIRC, then alternately, a few
-times: deletes it from the viewer store and moves it MIRC -> viewer store with `/usr/bin/movescu`; deletes it
-again and publishes a selection to an in-process fetcher (own topic prefix and database), timing until its
-`available` status is consumed from Kafka. Prints both times, throughputs and their ratio, and the fetcher's
-own overhead per study (its time minus the C-MOVE it sent).
+times (5: movescu, fetcher, movescu, fetcher...): deletes it from the viewer store and moves it MIRC -> viewer
+store with `/usr/bin/movescu`; deletes it again and publishes a selection to an in-process fetcher (own topic
+prefix and database), timing until its `available` status is consumed from Kafka. Prints each run, the medians,
+throughputs and their ratio, the fetcher's own overhead per study (its time minus the C-MOVE it sent) and the
+load averages before and after (other processes share the machine: both tools are measured alternately so that
+a load change affects both alike).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ async def _bench(runs: int, instances: int) -> None:
     if report.failed:
         raise SystemExit(f"{report.failed} instance(s) could not be stored into MIRC")
     megabytes = sum(len(ds.PixelData) for ds in study.instances) / 1e6
+    load_before = os.getloadavg()
 
     await ensure_topics(settings.kafka_bootstrap_servers, topic_specs(1, prefix=settings.topic_prefix))
     stop = asyncio.Event()
@@ -148,7 +151,11 @@ async def _bench(runs: int, instances: int) -> None:
             fetcher_times.append(elapsed)
             move_times.append(_move_seconds_total() - moved_before)
             assert _viewer_count(rest, uid) == instances, "the fetcher did not move the whole study"
-            print(f"run {run}: movescu {movescu_times[-1]:.3f} s, fetcher {elapsed:.3f} s", flush=True)
+            print(
+                f"run {run}: movescu {movescu_times[-1]:.3f} s, fetcher {elapsed:.3f} s (its C-MOVE"
+                f" {move_times[-1]:.3f} s), ratio {movescu_times[-1] / elapsed:.2f}",
+                flush=True,
+            )
     finally:
         await asyncio.to_thread(rest.close)
         await consumer.stop()
@@ -169,6 +176,11 @@ async def _bench(runs: int, instances: int) -> None:
     )
     print(f"throughput ratio fetcher/movescu: {movescu_s / fetcher_s:.2f} (target >= 0.90)")
     print(f"fetcher overhead per study (its time minus its C-MOVE): median {overhead * 1000:.0f} ms")
+    print(f"load average (1, 5, 15 min): before {_load(load_before)}, after {_load(os.getloadavg())}")
+
+
+def _load(averages: tuple[float, float, float]) -> str:
+    return " ".join(f"{value:.2f}" for value in averages)
 
 
 async def _matched(settings: Settings, producer: AIOKafkaProducer, mongo: Any, enrolment_id: str) -> None:

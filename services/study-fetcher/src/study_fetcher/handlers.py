@@ -347,6 +347,13 @@ class Handlers:
         selected = dict.fromkeys(event.study_instance_uids)
         existing = {stored.study_instance_uid: stored for stored in await self._jobs.of_enrolment(event.enrolment_id)}
         now = to_ms(self._clock())
+        woken = False
+
+        def wake() -> None:
+            nonlocal woken
+            woken = True
+            self._wake()
+
         for study_instance_uid in selected:
             admission = lifecycle.judge(life, study_instance_uid, at)
             stored = existing.get(study_instance_uid)
@@ -354,13 +361,15 @@ class Handlers:
                 job = domain.new_job(at, deadline, admission)
                 created = await self._jobs.insert(event.enrolment_id, study_instance_uid, job, now)
                 if created is not None:
-                    await self._updater.publish(created)
+                    # A worker may start it once `queued` is in Kafka (its `retrieving` comes after), not later.
+                    await self._updater.publish(created, published=wake)
                     continue
                 stored = await self._jobs.get(job_key_of(event.enrolment_id, study_instance_uid))
                 if stored is None:  # pragma: no cover - jobs are never deleted but by retention
                     raise WriteConflictError("job vanished")
             await self._updater.apply(stored, domain.Select(at, admission))
-        self._wake()
+        if not woken:  # else woken per new job already; a worker starting a move wakes the next one anyway
+            self._wake()
         for study_instance_uid, stored in existing.items():
             if study_instance_uid not in selected:
                 _, removed = await self._updater.apply(stored, domain.Remove(at))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Final
 
 from prometheus_client import Counter
@@ -91,8 +92,13 @@ class JobUpdater:
 
         return await until_written(attempt, what=f"job {stored.job_key}")
 
-    async def publish(self, stored: StoredJob) -> None:
+    async def publish(self, stored: StoredJob, *, published: Callable[[], None] | None = None) -> None:
+        """Publishes the version, then marks it acknowledged; `published` is called in between (the event is in
+        Kafka: what must follow it, e.g. waking the worker that will publish the next version, need not wait for
+        the acknowledgement's write)."""
         await self._publish(status_event(stored))
+        if published is not None:
+            published()
         await self._jobs.mark_published(stored.job_key, stored.job.version)
         STATUS_CHANGES.labels(stored.job.state).inc()
         log.info(

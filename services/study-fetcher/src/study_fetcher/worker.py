@@ -4,12 +4,17 @@ verify, record and publish the outcome.
 One attempt, for the study S of a claimed job:
 1. claim S's transfer (lease): if another worker is moving S, give the job back until that move ends;
 2. claim every other unheld job waiting for S (other enrolments), start them all (`retrieving`);
-3. study-level C-FIND on MIRC: absent -> `not yet in MIRC`; MIRC's instance count is the target;
-4. if an earlier verified move of S is recorded and the viewer store still holds all of it: available;
-5. otherwise C-MOVE S to the viewer store (progress from the pending responses, throttled), then a
+3. meanwhile (the probe, concurrent with those writes): study-level C-FIND on MIRC: absent -> `not yet in
+   MIRC`; MIRC's instance count is the target; if an earlier verified move of S is recorded, a study-level
+   C-FIND on the viewer store at the same time: if it still holds all of S, available without a move;
+4. otherwise C-MOVE S to the viewer store (progress from the pending responses, throttled), then a
    study-level C-FIND on the viewer store: `available` only if no sub-operation failed and the viewer store
    holds at least MIRC's instance count (domain.assess_move);
-6. record the outcome for every job of the attempt, release the leases, wake jobs that waited for S.
+5. record the outcome for every job of the attempt, release the leases, wake jobs that waited for S.
+
+The time from a selection to `available` is the move's plus what surrounds it, so the steps before the move
+overlap where they can (writes and queries at once; one idle worker woken per wake-up, `wakeups.py`), and a
+worker starting a move hands the search for more due work to another idle worker.
 
 Leases are short (`lease`, 15 s by default) and renewed by a heartbeat beside the move (every `renew_every`),
 each renewal conditional on the lease's owner: a worker that dies loses them within `lease` and another instance
@@ -47,8 +52,9 @@ from proxymage_shared.reasons import Reason
 
 from study_fetcher import domain
 from study_fetcher.cleanup import ViewerCleaner
-from study_fetcher.ports import Clock, JobRepository, Pacs, StoredJob, Transfer, TransferRepository
+from study_fetcher.ports import Clock, JobRepository, Pacs, StoredJob, StudyPresence, Transfer, TransferRepository
 from study_fetcher.updater import JobUpdater
+from study_fetcher.wakeups import WakeUps
 
 log = get_logger(__name__)
 
@@ -107,7 +113,8 @@ class Retriever:
         self._owner = owner
         self._cleaner = cleaner
         self._clock = clock
-        self.wake = asyncio.Event()
+        # Wakes one idle worker of this instance (handlers, peer watch): `wake.set()`.
+        self.wake = WakeUps()
 
     def _now(self) -> dt.datetime:
         return to_ms(self._clock())
@@ -149,23 +156,29 @@ class Retriever:
         """Runs the attempt; returns the verified instance count (None unless verified) and whether every job
         ended removed (the result is discarded: whatever reached the viewer store must be purged)."""
         started = time.perf_counter()
+        # The peers are asked while the jobs are started: a job removed meanwhile only costs a study-level
+        # C-FIND by UID, as a removal arriving just after the start would.
+        probe = asyncio.create_task(self._probe(study_instance_uid, transfer))
         latest: dict[str, StoredJob] = {}
-        for member in members:
-            stored, applied = await self._updater.apply(member, domain.Start(self._now()), lease_owner=self._owner)
-            if applied:
-                latest[member.job_key] = stored
+        try:
+            for member in members:
+                stored, applied = await self._updater.apply(member, domain.Start(self._now()), lease_owner=self._owner)
+                if applied:
+                    latest[member.job_key] = stored
+        except BaseException:
+            await _discard(probe)
+            raise
         if not latest:
+            await _discard(probe)
             return None, False  # removed (or taken) meanwhile: nothing was moved
         cancel, lost = threading.Event(), asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(study_instance_uid, list(latest), cancel, lost))
         watcher = asyncio.create_task(self._watch_removal(list(latest), cancel))
         try:
-            outcome = await self._retrieve(study_instance_uid, transfer, latest, cancel)
+            outcome = await self._retrieve(study_instance_uid, probe, latest, cancel)
         finally:
-            for task in (heartbeat, watcher):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for task in (heartbeat, watcher, probe):
+                await _discard(task)
         if lost.is_set():
             # Another worker runs the study now: whatever this attempt saw is not for us to record.
             ATTEMPTS.labels("abandoned").inc()
@@ -205,33 +218,56 @@ class Retriever:
                 log.info("move_cancel_requested", jobs=len(job_keys))
                 return
 
-    async def _retrieve(
-        self, study_instance_uid: str, transfer: Transfer, latest: dict[str, StoredJob], cancel: threading.Event
-    ) -> domain.Outcome:
+    async def _in_mirc(self, study_instance_uid: str) -> StudyPresence | domain.Retry:
         try:
             in_mirc = await self._pacs.in_mirc(study_instance_uid)
         except DicomUnavailableError:
             return domain.Retry(self._now(), domain.PACS_UNREACHABLE)
         except ProxymageError as error:
             return domain.Retry(self._now(), Reason.of("pacs_error", describe(error)))
-        if in_mirc is None:
-            return domain.Retry(self._now(), domain.NOT_IN_MIRC)
+        return in_mirc if in_mirc is not None else domain.Retry(self._now(), domain.NOT_IN_MIRC)
 
-        if transfer.verified_instances is not None:
-            try:
-                in_viewer = await self._pacs.in_viewer(study_instance_uid)
-            except ProxymageError:
-                in_viewer = None
-            reused = domain.assess_reuse(
-                transfer.verified_instances, in_mirc.instances, in_viewer.instances if in_viewer is not None else None
-            )
-            if reused is not None:
-                MOVES.labels("reused").inc()
-                return reused
+    async def _in_viewer(self, study_instance_uid: str) -> int | None:
+        """The viewer store's instance count of the study; None when absent, uncounted or not answering."""
+        try:
+            in_viewer = await self._pacs.in_viewer(study_instance_uid)
+        except ProxymageError:
+            return None
+        return in_viewer.instances if in_viewer is not None else None
+
+    async def _probe(self, study_instance_uid: str, transfer: Transfer) -> StudyPresence | domain.Outcome:
+        """What MIRC holds of the study (the move's target), or the attempt's outcome without a move: not in
+        MIRC (or MIRC failing), or an earlier verified move the viewer store still fully holds (both peers are
+        asked at once)."""
+        if transfer.verified_instances is None:
+            return await self._in_mirc(study_instance_uid)
+        in_mirc, in_viewer = await asyncio.gather(
+            self._in_mirc(study_instance_uid), self._in_viewer(study_instance_uid)
+        )
+        if isinstance(in_mirc, domain.Retry):
+            return in_mirc
+        reused = domain.assess_reuse(transfer.verified_instances, in_mirc.instances, in_viewer)
+        if reused is not None:
+            MOVES.labels("reused").inc()
+            return reused
+        return in_mirc
+
+    async def _retrieve(
+        self,
+        study_instance_uid: str,
+        probe: asyncio.Task[StudyPresence | domain.Outcome],
+        latest: dict[str, StoredJob],
+        cancel: threading.Event,
+    ) -> domain.Outcome:
+        in_mirc = await probe
+        if not isinstance(in_mirc, StudyPresence):
+            return in_mirc
 
         if cancel.is_set():  # every job removed, or the lease lost, while MIRC was asked: do not start the move
             MOVES.labels("cancelled").inc()
             return domain.Retry(self._now(), Reason.of("move_failed", "transfert annulé"))  # applies to no job
+        # This worker is busy for the move's duration: another idle one looks for more due work meanwhile.
+        self.wake.set()
         await self._transfers.count_move(study_instance_uid, self._owner, self._now())
         MOVES.labels("moved").inc()
         progress = _ProgressRelay(self._updater, latest, self._options.progress_interval_seconds, self._owner)
@@ -302,9 +338,14 @@ class Retriever:
                 OUTAGES.up("retrieval_round")
             if busy:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), poll_seconds)
-            self.wake.clear()
+            await self.wake.wait(poll_seconds)
+
+
+async def _discard(task: asyncio.Task[object]) -> None:
+    """Cancels `task` (if still running) and waits for it to end; its result or error is not wanted."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 class _ProgressRelay:
