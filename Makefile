@@ -70,6 +70,7 @@ bench: up ## Measure the figures the issues name (store, identity rules, latenci
 	@$(UV) run --frozen python bench/store_hot_paths.py
 	@$(UV) run --frozen python -m proxymage_dev.bench.identity_matcher
 	@$(UV) run --frozen python -m proxymage_dev.bench.study_fetcher
+	@$(UV) run --frozen python -m proxymage_dev.bench.scale_out
 	@$(UV) run --frozen python -m proxymage_dev.bench.gateway
 	@$(UV) run --frozen python -m proxymage_dev.bench.viewer
 

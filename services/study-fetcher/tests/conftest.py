@@ -227,6 +227,8 @@ def fetcher_settings(unique: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "topic_prefix": f"it-{unique}.",
         "mongo_database": f"it_fetcher_{unique}",
+        # The deployment's own association budgets: other test sessions on the stack do not take its slots.
+        "pacs_budget_database": f"it_fetcher_budget_{unique}",
         "health_port": 0,
         "retry_delays_seconds": (0.5, 1.0),
         "retry_jitter": 0.0,
@@ -301,6 +303,7 @@ async def deployment(
             await consumer.stop()
             await producer.stop()
             await mongo.drop_database(settings.database_name())
+            await mongo.drop_database(settings.pacs_budget_database)
             await mongo.close()
 
         cleanups.append(close)

@@ -38,3 +38,9 @@ DICOM_SECONDS: Final = Histogram(
     ["peer", "operation"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+DICOM_SLOT_WAIT_SECONDS: Final = Histogram(
+    "proxymage_dicom_slot_wait_seconds",
+    "Time waited for a slot of the peer's association budget (shared by every Proxymage process), by peer.",
+    ["peer"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)

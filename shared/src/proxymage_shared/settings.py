@@ -41,6 +41,9 @@ class DicomPeer(BaseModel):
     ae_title: str = Field(min_length=1, max_length=16)
     host: str
     port: int = Field(ge=1, le=65535)
+    # The peer's association budget: at most this many concurrent associations from all of Proxymage (every
+    # replica of every service: give each the same value), e.g. PROXYMAGE_MIRC__MAX_ASSOCIATIONS=4.
+    max_associations: int = Field(default=4, ge=1, le=64)
 
 
 class KafkaSecurity(BaseModel):
@@ -107,6 +110,17 @@ class ServiceSettings(BaseSettings):
 
     def consumer_group(self) -> str:
         return f"{self.topic_prefix}proxymage.{self.service_name}"
+
+
+class DicomServiceSettings(ServiceSettings):
+    """The base of the services that open DICOM associations: where their shared association budget lives."""
+
+    # The database of the per-PACS association budgets, shared by every service (the budget spans services).
+    pacs_budget_database: str = "proxymage_pacs_budget"
+    # A held slot's lease, renewed while its association lives; a crashed process's slots free after this.
+    pacs_budget_lease_seconds: float = Field(default=15.0, gt=0)
+    # How long a request waits for a free slot before failing as transient (then retried as any PACS error).
+    pacs_budget_wait_seconds: float = Field(default=60.0, gt=0)
 
 
 S = TypeVar("S", bound="ServiceSettings")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from proxymage_shared import topics
 from proxymage_shared.dicom import DicomClient, echo_check
+from proxymage_shared.dicom.budget_store import service_budget
 from proxymage_shared.events import (
     EnrolmentWithdrawn,
     IdentityResolved,
@@ -55,8 +56,14 @@ def options(settings: Settings) -> ResolverOptions:
 
 def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
     overrides = overrides or Overrides()
-    mirc = DicomClient(settings.calling_ae_title, settings.mirc, max_associations=settings.mirc_max_associations)
-    service = build_service(settings, readiness_checks={"mirc": echo_check(mirc)})
+    service = build_service(settings)
+    mirc = DicomClient(
+        settings.calling_ae_title,
+        settings.mirc,
+        max_associations=settings.mirc_max_associations,
+        budget=service_budget(settings, service.mongo_client),  # MIRC's budget, shared with the fetchers
+    )
+    service.readiness_checks = {"mirc": echo_check(mirc)}
     outcome_topic = settings.topic(topics.IDENTITY_RESOLVED)
 
     async def publish(outcome: IdentityResolved) -> None:

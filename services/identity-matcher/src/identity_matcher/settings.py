@@ -5,17 +5,18 @@ from __future__ import annotations
 import zoneinfo
 
 from proxymage_shared.retry import DEFAULT_DELAYS_SECONDS
-from proxymage_shared.settings import DicomPeer, ServiceSettings, TimeZoneName
+from proxymage_shared.settings import DicomPeer, DicomServiceSettings, TimeZoneName
 from pydantic import Field
 
 __all__ = ["DicomPeer", "Settings"]
 
 
-class Settings(ServiceSettings):
+class Settings(DicomServiceSettings):
     service_name: str = "identity-matcher"
     health_port: int = 8101
     mirc: DicomPeer = DicomPeer(ae_title="MIRC", host="127.0.0.1", port=11112)
     calling_ae_title: str = "PM_IDENTITY"
+    # Per process; all the replicas of every service together stay within `mirc.max_associations` (the budget).
     mirc_max_associations: int = Field(default=6, ge=1)
     # Enrolments handled at once in one process (one consumer per partition share, order kept per key).
     enrolment_concurrency: int = Field(default=6, ge=1, le=64)

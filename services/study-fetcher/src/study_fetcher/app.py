@@ -3,10 +3,11 @@
 Consumes `identity.resolved.v1`, `dcc.imaging-refresh.v1`, `dcc.studies-selected.v1`, `dcc.study-removed.v1`;
 publishes `imaging.catalogued.v1` and `imaging.study-status.v1`. No internal topics: due jobs live in MongoDB
 and are claimed with leases by `mirc_max_associations` workers per instance, so retries never block a
-partition and instances share the work however the consumer group's partitions are spread. Enrolments past
-their retention are deleted, with their studies' viewer-store copies nobody else needs (`retention.py`). MIRC
-and the viewer store are probed (C-ECHO) every `peer_probe_seconds`: when one answers again, the jobs waiting
-for it are retried at once (`recovery.py`).
+partition and instances share the work however the consumer group's partitions are spread. Every association
+to MIRC or the viewer store holds a slot of that peer's budget, shared with the other replicas and services.
+Enrolments past their retention are deleted, with their studies' viewer-store copies nobody else needs
+(`retention.py`). MIRC and the viewer store are probed (C-ECHO) every `peer_probe_seconds`: when one answers
+again, the jobs waiting for it are retried at once (`recovery.py`).
 
 `build(settings, overrides=Overrides(...))` replaces adapters (tests give in-memory fakes, a fixed clock).
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from proxymage_shared import topics
 from proxymage_shared.dicom import DicomClient, DicomTimeouts, echo_check
+from proxymage_shared.dicom.budget_store import service_budget
 from proxymage_shared.events import (
     IdentityResolved,
     ImagingCatalogued,
@@ -73,15 +75,25 @@ def build(settings: Settings, *, instance_id: str | None = None, overrides: Over
     overrides = overrides or Overrides()
     clock = overrides.clock or utc_now
     timeouts = DicomTimeouts(dimse=settings.dimse_timeout_seconds, network=settings.dimse_timeout_seconds)
+    service = build_service(settings)
+    budget = service_budget(settings, service.mongo_client)
     mirc = DicomClient(
-        settings.calling_ae_title, settings.mirc, max_associations=settings.mirc_max_associations, timeouts=timeouts
+        settings.calling_ae_title,
+        settings.mirc,
+        max_associations=settings.mirc_max_associations,
+        timeouts=timeouts,
+        budget=budget,
     )
     viewer = DicomClient(
-        settings.calling_ae_title, settings.viewer, max_associations=settings.viewer_max_associations, timeouts=timeouts
+        settings.calling_ae_title,
+        settings.viewer,
+        max_associations=settings.viewer_max_associations,
+        timeouts=timeouts,
+        budget=budget,
     )
     # The peers' probes: `/readyz` asks them on request; `PeerWatch` every `peer_probe_seconds`.
     probes = {"mirc": echo_check(mirc), "viewer": echo_check(viewer)}
-    service = build_service(settings, readiness_checks=probes)
+    service.readiness_checks = probes
     database = service.mongo_client[settings.database_name()]
     enrolment_store, job_store = EnrolmentStore(database), JobStore(database)
     enrolments = overrides.enrolments or enrolment_store

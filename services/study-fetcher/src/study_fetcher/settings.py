@@ -6,13 +6,13 @@ import datetime as dt
 import zoneinfo
 
 from proxymage_shared.retry import DEFAULT_DELAYS_SECONDS, DEFAULT_JITTER, BackoffSchedule
-from proxymage_shared.settings import DicomPeer, ServiceSettings, TimeZoneName
+from proxymage_shared.settings import DicomPeer, DicomServiceSettings, TimeZoneName
 from pydantic import Field, SecretStr, model_validator
 
 __all__ = ["DicomPeer", "Settings"]
 
 
-class Settings(ServiceSettings):
+class Settings(DicomServiceSettings):
     service_name: str = "study-fetcher"
     health_port: int = 8102
     mirc: DicomPeer = DicomPeer(ae_title="MIRC", host="127.0.0.1", port=11112)
@@ -20,7 +20,8 @@ class Settings(ServiceSettings):
     calling_ae_title: str = "PM_FETCHER"
     # The C-MOVE destination: the viewer store's AE title as MIRC knows it (default: `viewer.ae_title`).
     move_destination_ae_title: str | None = Field(default=None, min_length=1, max_length=16)
-    # At most this many concurrent associations to MIRC per fetcher instance; as many retrieval workers.
+    # At most this many concurrent associations to MIRC per fetcher instance; as many retrieval workers. All the
+    # replicas of every service together stay within `mirc.max_associations` (the association budget).
     mirc_max_associations: int = Field(default=4, ge=1, le=64)
     viewer_max_associations: int = Field(default=2, ge=1, le=64)
     # Seconds to wait for each DIMSE response (a C-MOVE sends one per stored instance).

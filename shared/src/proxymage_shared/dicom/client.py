@@ -1,11 +1,14 @@
 """An async DICOM query/retrieve client over pynetdicom.
 
 pynetdicom is blocking, so every request runs in a bounded thread pool, never on the event loop; the pool's
-size is also the cap on concurrent associations to the peer (a semaphore held from associate to released).
-One association per request: associate, send, collect every response, release (abort on error) — all inside
-the unit that a caller may retry, so a retried C-FIND never duplicates half-read results (CONVENTIONS.md).
-The release of a request that got its final response runs after its answer is returned: it is a round trip
-plus pynetdicom's thread shutdown (10 ms steps), 2-15 ms measured, that no caller needs to wait for.
+size caps this process's concurrent associations to the peer (a semaphore held from associate to released), and
+the association budget (`budget.py`, when given) caps those of all Proxymage processes together: each
+association holds one of the peer's `max_associations` slots from before it opens until it has ended. One
+association per request: associate, send, collect every response, release (abort on error) — all inside the
+unit that a caller may retry, so a retried C-FIND never duplicates half-read results (CONVENTIONS.md).
+Without a budget, the release of a request that got its final response runs after its answer is returned (a
+round trip plus pynetdicom's thread shutdown, 2-15 ms measured, that no caller needs to wait for); with one, it
+ends before the slot is given back, so that the budget counts every open association.
 
 Every request counts in `proxymage_dicom_requests_total{peer,operation,outcome}` (tests use it to prove,
 e.g., that no C-FIND reached the PACS).
@@ -14,6 +17,7 @@ e.g., that no C-FIND reached the PACS).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -38,6 +42,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from proxymage_shared import metrics
 from proxymage_shared.dicom import queries
+from proxymage_shared.dicom.budget import AssociationBudget, AssociationBudgetBusyError
 from proxymage_shared.dicom.errors import (
     DicomPermanentError,
     DicomTransientError,
@@ -72,6 +77,8 @@ class DicomTimeouts:
     network: float = 120.0
 
 
+# A probe waits this long at most for a slot of the budget (readiness checks have 2 s).
+PROBE_SLOT_WAIT_SECONDS: Final = 1.0
 MOVE_MSG_ID: Final = 1  # the C-MOVE's message id, which a C-CANCEL names
 CANCEL_GRACE_SECONDS: Final = 1.0  # how long a peer may go on after C-CANCEL before we abort
 
@@ -105,8 +112,10 @@ class DicomClient:
         *,
         max_associations: int = 4,
         timeouts: DicomTimeouts | None = None,
+        budget: AssociationBudget | None = None,
     ) -> None:
         self.peer = peer
+        self._budget = budget
         self._timeouts = timeouts or DicomTimeouts()
         self._ae = AE(ae_title=calling_ae_title)
         self._ae.connection_timeout = self._timeouts.connection
@@ -157,6 +166,9 @@ class DicomClient:
         except BaseException:
             self._associations.release()
             raise
+        if self._budget is not None:  # the slot is given back after this returns: the association must be over
+            self._release(assoc)
+            return
         try:
             self._releases.submit(self._release, assoc)
         except RuntimeError:  # closing: release it here
@@ -170,7 +182,15 @@ class DicomClient:
         finally:
             self._associations.release()
 
-    async def _run(self, operation: str, work: Callable[[], T]) -> T:
+    async def _run(self, operation: str, work: Callable[[], T], *, slot_wait_seconds: float | None = None) -> T:
+        if self._budget is None:
+            return await self._timed(operation, work)
+        waited = time.perf_counter()
+        async with self._budget.slot(self.peer.ae_title, self.peer.max_associations, wait_seconds=slot_wait_seconds):
+            metrics.DICOM_SLOT_WAIT_SECONDS.labels(self.peer.ae_title).observe(time.perf_counter() - waited)
+            return await self._timed(operation, work)
+
+    async def _timed(self, operation: str, work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         outcome = "error"
@@ -205,7 +225,8 @@ class DicomClient:
     # --- one small method per DIMSE service ---------------------------------------------------------
 
     async def echo(self) -> None:
-        """C-ECHO: raises unless the peer answers with success."""
+        """C-ECHO: raises unless the peer answers with success; AssociationBudgetBusyError when every slot of
+        the budget stays held for PROBE_SLOT_WAIT_SECONDS."""
 
         def work() -> None:
             with self._association("C-ECHO") as assoc:
@@ -215,7 +236,7 @@ class DicomClient:
                 if status.Status != 0x0000:
                     self._raise_for("C-ECHO", int(status.Status))
 
-        await self._run("C-ECHO", work)
+        await self._run("C-ECHO", work, slot_wait_seconds=PROBE_SLOT_WAIT_SECONDS)
 
     def _find(self, identifier: Dataset, model: Any) -> list[Dataset]:
         answers: list[Dataset] = []
@@ -339,7 +360,11 @@ def echo_check(client: DicomClient) -> Callable[[], Awaitable[bool]]:
     """A readiness check: the peer answers a C-ECHO."""
 
     async def check() -> bool:
-        await client.echo()
+        with contextlib.suppress(AssociationBudgetBusyError):
+            # Every association the budget allows is open and their holders alive (they renew their leases): the
+            # peer takes associations (one that refuses them frees its slots at once). A probe must neither wait
+            # behind long moves nor open one association more than the budget.
+            await client.echo()
         return True
 
     return check
