@@ -247,6 +247,14 @@ async def test_retention_deletes_an_expired_enrolment_and_purges_only_what_no_li
     await harness.select("enr-ret-live", [shared.study_instance_uid])
     for enrolment, uid in (("enr-ret-old", uids[0]), ("enr-ret-old", uids[1]), ("enr-ret-live", uids[0])):
         await harness.wait_status(enrolment, uid, "available")
+
+    async def moves_over() -> bool:
+        # `available` is published before the move's leases are given back; a sweep meeting a held lease leaves
+        # the purge to its next round, and this test checks a single round.
+        transfers = [await harness.transfer(uid) for uid in uids]
+        return all((transfer or {}).get("lease_owner") is None for transfer in transfers)
+
+    await eventually(moves_over, 20, "the moves' leases given back")
     database = harness.mongo[harness.settings.database_name()]
 
     # Another replica's sweep (the service's own runs every 0.5 s with today's cutoff: nothing is due for it).
