@@ -29,7 +29,19 @@ from proxymage_dev.seed_pacs import store_studies
 from proxymage_dev.synthetic import SyntheticStudy, synthetic_studies
 
 ROOT = Path(__file__).resolve().parents[3]
-ENV_FILE = ROOT / "deploy" / "local" / "local.env"
+
+
+def _local_env_file() -> Path:
+    """deploy/local/local.env, or the env file PROXYMAGE_LOCAL_ENV names (absolute or relative to the repository), as
+    deploy/local/lib.sh reads it: the tests then use that stack (e.g. deploy/chaos/chaos.env's)."""
+    configured = os.environ.get("PROXYMAGE_LOCAL_ENV")
+    if not configured:
+        return ROOT / "deploy" / "local" / "local.env"
+    path = Path(configured)
+    return path if path.is_absolute() else ROOT / path
+
+
+ENV_FILE = _local_env_file()
 STACK_FIXTURE = "stack_env"
 # Browser tests drive Debian's Chromium (Playwright never downloads a browser here); these switches keep it
 # from reaching out to the network it does not have.
@@ -47,6 +59,9 @@ CHROMIUM_ARGS = (
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PROXYMAGE_LOCAL_ENV"):
+        # The stack asked for wins over the PROXYMAGE_ENV_FILE the Makefile exports (local.env), as in lib.sh.
+        os.environ["PROXYMAGE_ENV_FILE"] = str(ENV_FILE)
     os.environ.setdefault("PROXYMAGE_ENV_FILE", str(ENV_FILE))
     # Every test creates its own topics: few partitions each keeps the single local broker's memory small
     # (services started by tests, in-process or as subprocesses, inherit this).
@@ -73,7 +88,8 @@ def run_script(script: str, *args: str, timeout: float = 600) -> subprocess.Comp
 
 @pytest.fixture(scope="session")
 def stack_env() -> dict[str, str]:
-    """The local stack's settings (deploy/local/local.env), with the stack started if it is not."""
+    """The local stack's settings (deploy/local/local.env or PROXYMAGE_LOCAL_ENV's), with the stack started if it is
+    not (the scripts read PROXYMAGE_LOCAL_ENV too)."""
     result = run_script("stack.sh", "up")
     if result.returncode != 0:
         pytest.fail(f"the local stack did not start:\n{result.stdout}\n{result.stderr}", pytrace=False)
