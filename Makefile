@@ -21,7 +21,7 @@ export PROXYMAGE_TEST_STACK
 CONTAINERS_SMOKE ?= tests/integration services/study-fetcher/tests/test_service_integration.py
 
 .PHONY: help install up down status services test unit lint format topics seed demo bench images compose-up compose-down \
-  containers-test containers-stack-test cluster-test cluster-up cluster-down helm-check
+  containers-test containers-stack-test cluster-test cluster-up cluster-down helm-check chaos chaos-fast
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,12 @@ test: install ## Run every test against the real servers (starts the stack, stop
 
 unit: install ## Run the unit tests only (no servers)
 	@$(UV) run --frozen pytest -m "not integration" $(PYTEST_ARGS)
+
+chaos: install ## The fault suite on its own stack (deploy/chaos/chaos.env), one table; CHAOS_ARGS=--long: +10-min MIRC outage
+	@$(UV) run --frozen python -m proxymage_dev.chaos $(CHAOS_ARGS)
+
+chaos-fast: install ## The fault suite's fast subset (CI, under ~6 minutes)
+	@$(UV) run --frozen python -m proxymage_dev.chaos --fast
 
 bench: up ## Measure the figures the issues name (store, identity rules, latencies, retrieval vs movescu, viewer)
 	@$(UV) run --frozen python -m proxymage_dev.bench.store_capacity

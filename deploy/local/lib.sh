@@ -1,4 +1,4 @@
-# Common helpers for the deploy/local scripts. Source it; it loads local.env and defines:
+# Common helpers for the deploy/local scripts. Source it; it loads local.env (or $PROXYMAGE_LOCAL_ENV) and defines:
 #   PM_ROOT (repo root), PM_VAR (absolute var dir), PM_RUN (pid files), PM_LOG (log files)
 #   pm_start NAME CMD...     start CMD in the background, log to $PM_LOG/NAME.log, pid in $PM_RUN/NAME.pid
 #   pm_running NAME          true while NAME's pid is alive
@@ -12,11 +12,17 @@ PM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # its own `echoscu`/`findscu`/`movescu` there, which would shadow dcmtk's tools that the scripts expect.
 PATH="$(printf '%s' "$PATH" | tr ':' '\n' | grep -v -e '/\.venv/bin$' -e "^${VIRTUAL_ENV:-/nonexistent}/bin$" | paste -sd: -)"
 export PATH
+# The env file: deploy/local/local.env unless PROXYMAGE_LOCAL_ENV names another one (absolute, or relative to
+# the repository), e.g. deploy/chaos/chaos.env for a second stack on other ports and its own var dir.
+PM_ENV_FILE="${PROXYMAGE_LOCAL_ENV:-deploy/local/local.env}"
+case "$PM_ENV_FILE" in /*) ;; *) PM_ENV_FILE="$PM_ROOT/$PM_ENV_FILE" ;; esac
+[ -f "$PM_ENV_FILE" ] || { echo "lib.sh: env file $PM_ENV_FILE not found (PROXYMAGE_LOCAL_ENV)" >&2; exit 1; }
 set -a
 # shellcheck source=local.env
-. "$PM_ROOT/deploy/local/local.env"
+. "$PM_ENV_FILE"
 set +a
-export PROXYMAGE_ENV_FILE="$PM_ROOT/deploy/local/local.env"
+# The services and tools started from here read the same file (pydantic-settings' dotenv).
+export PROXYMAGE_ENV_FILE="$PM_ENV_FILE"
 PM_VAR="$PM_ROOT/${PROXYMAGE_VAR_DIR}"
 PM_RUN="$PM_VAR/run"
 PM_LOG="$PM_VAR/log"

@@ -113,6 +113,14 @@ NOISE = [
         "NodeNotReadyError",
     ),
     _record("aiokafka.producer.sender", logging.WARNING, "Cannot send %r to %s: %r", object, 1, "NodeNotReadyError"),
+    _record("aiokafka.producer.sender", logging.WARNING, "Got error produce response: %s", "NodeNotReadyError"),
+    _record(
+        "aiokafka.producer.sender",
+        logging.WARNING,
+        "Got error produce response on topic-partition %s, retrying. Error: %s",
+        "TopicPartition(topic='t', partition=0)",
+        "NotLeaderForPartitionError",
+    ),
     _record("pynetdicom.transport", logging.ERROR, "Association request failed: unable to connect to remote"),
     _record("pynetdicom.transport", logging.ERROR, "TCP Initialisation Error: [Errno 111] Connection refused"),
 ]

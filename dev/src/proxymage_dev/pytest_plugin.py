@@ -38,7 +38,19 @@ from proxymage_dev.synthetic import SyntheticStudy, synthetic_studies
 ROOT = Path(__file__).resolve().parents[3]
 TEST_STACK = os.environ.get("PROXYMAGE_TEST_STACK") or "local"
 CONTAINERS = TEST_STACK == "containers"
-LOCAL_ENV_FILE = ROOT / "deploy" / "local" / "local.env"
+
+
+def _local_env_file() -> Path:
+    """deploy/local/local.env, or the env file PROXYMAGE_LOCAL_ENV names (absolute or relative to the repository), as
+    deploy/local/lib.sh reads it: the tests then use that stack (e.g. deploy/chaos/chaos.env's)."""
+    configured = os.environ.get("PROXYMAGE_LOCAL_ENV")
+    if not configured:
+        return ROOT / "deploy" / "local" / "local.env"
+    path = Path(configured)
+    return path if path.is_absolute() else ROOT / path
+
+
+LOCAL_ENV_FILE = _local_env_file()
 CONTAINERS_ENV_FILE = ROOT / "deploy" / "containers" / "test-stack.env"
 ENV_FILE = CONTAINERS_ENV_FILE if CONTAINERS else LOCAL_ENV_FILE
 STACK_SETTINGS = {key: value or "" for key, value in dotenv_values(ENV_FILE).items()}
@@ -63,8 +75,9 @@ CHROMIUM_ARGS = (
 def pytest_configure(config: pytest.Config) -> None:
     if TEST_STACK not in ("local", "containers"):
         raise pytest.UsageError(f"PROXYMAGE_TEST_STACK={TEST_STACK!r}: `local` (the default) or `containers`")
-    if CONTAINERS:
-        # Before anything reads settings; overrides the Makefile's (which names the local stack's file).
+    if CONTAINERS or os.environ.get("PROXYMAGE_LOCAL_ENV"):
+        # Before anything reads settings; the stack asked for wins over the Makefile's PROXYMAGE_ENV_FILE
+        # (local.env), as in lib.sh.
         os.environ["PROXYMAGE_ENV_FILE"] = str(ENV_FILE)
     else:
         os.environ.setdefault("PROXYMAGE_ENV_FILE", str(ENV_FILE))

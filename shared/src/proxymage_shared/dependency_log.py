@@ -150,6 +150,10 @@ NOISE_RULES: Final = (
             "Auto offset commit failed: ",
             "Cannot send %r to %s: %r",
             "Could not send %r: %r",
+            # The producer's failed send to a broker that is gone (sender.py: once per batch and retry; measured
+            # by `make chaos`: ~12 lines a second per service while Kafka was down).
+            "Got error produce response: ",
+            "Got error produce response on topic-partition ",
         ),
         "kafka",
     ),

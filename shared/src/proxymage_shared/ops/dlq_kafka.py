@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from proxymage_shared.kafka import admin_security_options, ensure_topics
+from proxymage_shared.kafka import PRODUCER_IDEMPOTENCE, admin_security_options, ensure_topics
 from proxymage_shared.ops.dlq import (
     Action,
     DeadLetter,
@@ -155,7 +155,7 @@ class DlqKafka:
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **self._options)
+            producer = AIOKafkaProducer(acks="all", enable_idempotence=PRODUCER_IDEMPOTENCE, **self._options)
             await producer.start()
             self._producer = producer
         return self._producer
