@@ -6,6 +6,7 @@
 #   openssl, curl               test certificates; readiness probes
 #   patch                       FerretDB is patched at build time (deploy/local/ferretdb/patches)
 #   chromium                    the console's and the viewer's browser tests (Playwright never downloads one)
+#   iproute2                    `ss`: make chaos finds the fetcher that holds a move's association
 # The JDK with Maven (Kafka), Go (FerretDB), Node's npm (OHIF) and Python 3.11 come with the machine.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v patch >/dev/null 2>&1 || missing+=(patch)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 # Extra commands a caller needs, each from the Debian package of the same name (deploy/images/base.sh:
 # podman runc mmdebstrap).
 for command in "$@"; do
