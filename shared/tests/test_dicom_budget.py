@@ -9,6 +9,7 @@ import random
 import socket
 
 import pytest
+from proxymage_dev.testing import peak_inside
 from proxymage_shared.dicom import DicomClient, DicomTimeouts, DicomUnavailableError, echo_check, study_query
 from proxymage_shared.dicom.budget import (
     AssociationBudget,
@@ -98,18 +99,7 @@ def _budget(store: MemorySlots, **options: float) -> AssociationBudget:
 async def test_never_more_than_size_holders_across_budgets_sharing_a_store() -> None:
     store = MemorySlots()
     budgets = [_budget(store), _budget(store), _budget(store)]  # three processes
-    inside, peak, done = 0, 0, 0
-
-    async def request(budget: AssociationBudget) -> None:
-        nonlocal inside, peak, done
-        async with budget.slot("MIRC", 3):
-            inside += 1
-            peak = max(peak, inside)
-            await asyncio.sleep(0.01)
-            inside -= 1
-        done += 1
-
-    await asyncio.gather(*(request(budgets[k % 3]) for k in range(24)))
+    done, peak = await peak_inside(lambda k: budgets[k % 3].slot("MIRC", 3), 24, 0.01)
     assert done == 24
     assert peak == 3
     assert store.held(dt.datetime.now(dt.UTC)) == []

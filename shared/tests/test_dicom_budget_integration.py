@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
+from proxymage_dev.testing import peak_inside
 from proxymage_shared.dicom.budget import AssociationBudget, AssociationBudgetBusyError, BudgetOptions
 from proxymage_shared.dicom.budget_store import MongoSlots, service_budget
 from proxymage_shared.mongo import Document, create_mongo_client
@@ -65,19 +65,7 @@ async def test_budgets_of_several_processes_never_exceed_the_size(slots: MongoSl
         )
         for k in range(3)
     ]
-    inside, peak, done = 0, 0, 0
-
-    async def request(budget: AssociationBudget) -> None:
-        nonlocal inside, peak, done
-        async with budget.slot("MIRC", 3):
-            inside += 1
-            peak = max(peak, inside)
-            await asyncio.sleep(0.05)
-            inside -= 1
-        done += 1
-
-    await asyncio.gather(*(request(budgets[k % 3]) for k in range(18)))
-    assert (done, peak) == (18, 3)
+    assert await peak_inside(lambda k: budgets[k % 3].slot("MIRC", 3), 18, 0.05) == (18, 3)
     held = await slots.collection.count_documents({"holder": {"$ne": None}})
     assert held == 0
 

@@ -11,7 +11,7 @@ import asyncio
 from typing import Annotated
 
 import typer
-from proxymage_shared.admin import create_topics, report
+from proxymage_shared.ops import cli as operator_cli
 from proxymage_shared.settings import DicomPeer, ServiceSettings, load_settings
 
 from proxymage_dev.scenario import publish_scenario
@@ -27,22 +27,9 @@ class DevSettings(ServiceSettings):
     dev_ae_title: str = "PM_DEV"
 
 
-@app.command()
-def topics(
-    partitions: Annotated[
-        int | None, typer.Option(help="Partitions of each topic (default: PROXYMAGE_TOPIC_PARTITIONS, 6).")
-    ] = None,
-    replication_factor: Annotated[
-        int | None,
-        typer.Option(help="Replicas of each partition (default: PROXYMAGE_TOPIC_REPLICATION_FACTOR; 3 in production)."),
-    ] = None,
-    prefix: Annotated[str | None, typer.Option(help="Topic name prefix (default: PROXYMAGE_TOPIC_PREFIX).")] = None,
-) -> None:
-    """Creates every contract topic and its dead-letter topic (idempotent); the same as `proxymage topics`."""
-    created, total = create_topics(
-        load_settings(DevSettings), partitions=partitions, replication_factor=replication_factor, prefix=prefix
-    )
-    typer.echo(report(created, total))
+# The operator's `proxymage topics` (the same command, options and settings), kept here for the scripts that
+# already call `proxymage-dev topics`.
+app.command("topics")(operator_cli.topics)
 
 
 @app.command("seed-pacs")

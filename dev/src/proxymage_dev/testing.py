@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, TypeVar
 
 R = TypeVar("R")
@@ -50,3 +51,23 @@ async def stop_in_order(*clients: Stoppable) -> None:
     """Stops Kafka clients (consumers, producers) one after the other, in the order given."""
     for client in clients:
         await client.stop()
+
+
+async def peak_inside(
+    enter: Callable[[int], AbstractAsyncContextManager[object]], count: int, hold_seconds: float
+) -> tuple[int, int]:
+    """Runs `count` tasks at once, task k inside `enter(k)` for `hold_seconds`; returns (tasks done, the most that
+    were inside at the same time): how a test checks a limit on concurrent holders."""
+    inside, peak, done = 0, 0, 0
+
+    async def one(k: int) -> None:
+        nonlocal inside, peak, done
+        async with enter(k):
+            inside += 1
+            peak = max(peak, inside)
+            await asyncio.sleep(hold_seconds)
+            inside -= 1
+        done += 1
+
+    await asyncio.gather(*(one(k) for k in range(count)))
+    return done, peak

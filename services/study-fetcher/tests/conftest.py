@@ -11,17 +11,21 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import os
 import random
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from proxymage_dev.pytest_plugin import delete_from_orthanc, free_port, orthanc_rest
+from proxymage_dev.pytest_plugin import ROOT, delete_from_orthanc, free_port, orthanc_rest
 from proxymage_dev.seed_pacs import store_studies
 from proxymage_dev.synthetic import PATIENTS, SyntheticPatient, SyntheticStudy, synthetic_studies
 from proxymage_dev.testing import eventually
@@ -342,3 +346,22 @@ async def deployment(
     logged = log_path.read_text()
     leaked = [value for value in SENSITIVE if value.upper() in logged.upper()]
     assert leaked == [], f"patient data in the service's logs: {leaked}"
+
+
+def spawn_fetcher(env_overrides: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A `python -m study_fetcher` process (a replica of its own), logging to `log_path`."""
+    env = {**os.environ, **env_overrides}
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "study_fetcher"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+
+
+async def ready_at(port: int) -> bool:
+    """Whether the fetcher process whose health server listens on `port` says it is ready."""
+    try:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+    except httpx.TransportError:
+        return False
+    return answer.status_code == 200

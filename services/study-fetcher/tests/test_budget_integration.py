@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-from proxymage_dev.pytest_plugin import ROOT, free_port
+from proxymage_dev.pytest_plugin import free_port
 from proxymage_dev.testing import eventually
 from proxymage_shared.mongo import create_mongo_client
 from proxymage_shared.settings import DicomPeer
 
-from .conftest import SENSITIVE, absent_from_viewer, fresh_studies, store, viewer_instances
+from .conftest import SENSITIVE, absent_from_viewer, fresh_studies, ready_at, spawn_fetcher, store, viewer_instances
 
 BUDGET = 3  # below one process's 4 workers (and pool), far below three processes' 12
 PROCESSES = 3
@@ -152,23 +149,6 @@ async def relay(mirc: DicomPeer) -> AsyncIterator[tuple[CountingRelay, int]]:
     await counting.close()
 
 
-def _spawn(env_overrides: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **env_overrides}
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "study_fetcher"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-
-
-async def _ready(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            answer = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-    except httpx.TransportError:
-        return False
-    return answer.status_code == 200
-
-
 @pytest.mark.timeout(300)
 async def test_three_fetcher_processes_stay_within_mircs_budget(
     deployment,
@@ -202,11 +182,11 @@ async def test_three_fetcher_processes_stay_within_mircs_budget(
         "PROXYMAGE_LEASE_SECONDS": "60",
         "PROXYMAGE_LOG_LEVEL": "INFO",
     }
-    processes = [_spawn({**common, "PROXYMAGE_HEALTH_PORT": str(port)}, log_path) for port in ports]
+    processes = [spawn_fetcher({**common, "PROXYMAGE_HEALTH_PORT": str(port)}, log_path) for port in ports]
     mongo = create_mongo_client(stack_env["PROXYMAGE_MONGO_URL"])
     try:
         for port in ports:
-            await eventually(lambda port=port: _ready(port), 90, "a fetcher process to be ready")
+            await eventually(lambda port=port: ready_at(port), 90, "a fetcher process to be ready")
         uids = [study.study_instance_uid for study in studies]
         selections = {f"enr-budget-{k}": uids[k * 5 : (k + 1) * 5] for k in range(STUDIES // 5)}
         for enrolment, chosen in selections.items():

@@ -5,21 +5,27 @@ and says so: "reprise après interruption")."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
-from proxymage_dev.pytest_plugin import ROOT, free_port
+from proxymage_dev.pytest_plugin import free_port
 from proxymage_dev.synthetic import large_study
 from proxymage_dev.testing import eventually
 from proxymage_shared import reasons
 from proxymage_shared.settings import DicomPeer
 
-from .conftest import FETCH_PATIENT, SENSITIVE, absent_from_viewer, fresh_studies, store, viewer_instances
+from .conftest import (
+    FETCH_PATIENT,
+    SENSITIVE,
+    absent_from_viewer,
+    fresh_studies,
+    ready_at,
+    spawn_fetcher,
+    store,
+    viewer_instances,
+)
 
 # A fixed seed: the 300-instance study (150 MB) is stored into MIRC once and reused by later runs.
 KILL_STUDY_SEED = 90_411
@@ -53,7 +59,6 @@ async def test_two_fetchers_ten_studies_each_moved_once(deployment, mirc: DicomP
 
 def _spawn(harness_settings_prefix: str, database: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
         "PROXYMAGE_TOPIC_PREFIX": harness_settings_prefix,
         "PROXYMAGE_MONGO_DATABASE": database,
         "PROXYMAGE_HEALTH_PORT": str(port),
@@ -63,19 +68,7 @@ def _spawn(harness_settings_prefix: str, database: str, port: int, log_path: Pat
         "PROXYMAGE_RETRY_DELAYS_SECONDS": "[0.5, 1.0]",
         "PROXYMAGE_LOG_LEVEL": "DEBUG",
     }
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "study_fetcher"], cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-
-
-async def _ready(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient(trust_env=False) as client:
-            answer = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-    except httpx.TransportError:
-        return False
-    return answer.status_code == 200
+    return spawn_fetcher(env, log_path)
 
 
 async def test_fetcher_killed_mid_move_is_taken_over(
@@ -92,7 +85,7 @@ async def test_fetcher_killed_mid_move_is_taken_over(
     try:
         first_port = free_port()
         processes.append(_spawn(prefix, database, first_port, log_path))
-        await eventually(lambda: _ready(first_port), 60, "the first fetcher to be ready")
+        await eventually(lambda: ready_at(first_port), 60, "the first fetcher to be ready")
         await harness.select("enr-kill", [uid])
 
         async def moving() -> bool:
