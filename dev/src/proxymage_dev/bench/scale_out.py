@@ -32,12 +32,19 @@ from typing import Any, Final
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from proxymage_dev.bench.study_fetcher import _delete_from_viewer, _env_file, _viewer_count, _viewer_rest_url
+from proxymage_dev.bench.study_fetcher import (
+    _delete_from_viewer,
+    _env_file,
+    _viewer_count,
+    _viewer_rest_url,
+    catalogue_listed,
+    publish_matched,
+)
 from proxymage_dev.pytest_plugin import ROOT, free_port
 from proxymage_dev.seed_pacs import store_studies
-from proxymage_dev.synthetic import BENCH_PATIENT, SyntheticStudy, large_study
+from proxymage_dev.synthetic import SyntheticStudy, large_study
 from proxymage_shared import topics
-from proxymage_shared.events import IdentityResolved, PacsPatientRef, StudyStatusChanged
+from proxymage_shared.events import StudyStatusChanged
 from proxymage_shared.kafka import ensure_topics
 from proxymage_shared.mongo import create_mongo_client
 from proxymage_shared.settings import load_settings
@@ -135,30 +142,12 @@ async def _ready(port: int, deadline_seconds: float = 90) -> None:
 
 async def _match(settings: Settings, producer: AIOKafkaProducer, mongo: Any, enrolment_ids: list[str]) -> None:
     """The identity-matcher's outcome for each enrolment (the benchmark patient), until its catalogue is listed."""
-    expected: dict[str, str] = {}
-    for enrolment_id in enrolment_ids:
-        now = dt.datetime.now(dt.UTC)
-        outcome = IdentityResolved(
-            event_id=uuid.uuid4(),
-            occurred_at=now,
-            enrolment_id=enrolment_id,
-            source_event_id=uuid.uuid4(),
-            source_occurred_at=now,
-            meeting_id="m-bench",
-            meeting_date=now.date() + dt.timedelta(days=1),
-            status="matched",
-            pacs_patients=(PacsPatientRef(patient_id=BENCH_PATIENT.patient_id, issuer=BENCH_PATIENT.issuer),),
-        )
-        await producer.send_and_wait(
-            settings.topic(topics.IDENTITY_RESOLVED), outcome.to_kafka_value(), key=enrolment_id.encode()
-        )
-        expected[enrolment_id] = str(outcome.event_id)
+    expected = {enrolment_id: await publish_matched(settings, producer, enrolment_id) for enrolment_id in enrolment_ids}
     enrolments = mongo[settings.database_name()]["enrolments"]
     deadline = time.perf_counter() + 120
     while expected and time.perf_counter() < deadline:
         for enrolment_id, event_id in list(expected.items()):
-            doc = await enrolments.find_one({"_id": enrolment_id}, {"catalogue_identity": 1})
-            if doc is not None and doc.get("catalogue_identity") == event_id:
+            if await catalogue_listed(enrolments, enrolment_id, event_id):
                 del expected[enrolment_id]
         await asyncio.sleep(0.1)
     if expected:

@@ -183,9 +183,9 @@ def _load(averages: tuple[float, float, float]) -> str:
     return " ".join(f"{value:.2f}" for value in averages)
 
 
-async def _matched(settings: Settings, producer: AIOKafkaProducer, mongo: Any, enrolment_id: str) -> None:
-    """Publishes the identity-matcher's outcome linking the enrolment to the benchmark patient and waits until
-    the fetcher recorded its catalogue (CONTRACT v1.1: only a listed study of a linked patient is moved)."""
+async def publish_matched(settings: Settings, producer: AIOKafkaProducer, enrolment_id: str) -> str:
+    """Publishes the identity-matcher's outcome linking the enrolment to the benchmark patient; returns its
+    event id, which the fetcher records as the enrolment's `catalogue_identity` once it listed the catalogue."""
     now = dt.datetime.now(dt.UTC)
     outcome = IdentityResolved(
         event_id=uuid.uuid4(),
@@ -201,11 +201,23 @@ async def _matched(settings: Settings, producer: AIOKafkaProducer, mongo: Any, e
     await producer.send_and_wait(
         settings.topic(topics.IDENTITY_RESOLVED), outcome.to_kafka_value(), key=enrolment_id.encode()
     )
+    return str(outcome.event_id)
+
+
+async def catalogue_listed(enrolments: Any, enrolment_id: str, event_id: str) -> bool:
+    """Whether the fetcher listed the catalogue of the identity outcome `event_id` for the enrolment."""
+    doc = await enrolments.find_one({"_id": enrolment_id}, {"catalogue_identity": 1})
+    return doc is not None and doc.get("catalogue_identity") == event_id
+
+
+async def _matched(settings: Settings, producer: AIOKafkaProducer, mongo: Any, enrolment_id: str) -> None:
+    """Links the enrolment to the benchmark patient and waits until the fetcher recorded its catalogue
+    (CONTRACT v1.1: only a listed study of a linked patient is moved)."""
+    event_id = await publish_matched(settings, producer, enrolment_id)
     enrolments = mongo[settings.database_name()]["enrolments"]
     deadline = time.perf_counter() + 60
     while time.perf_counter() < deadline:
-        doc = await enrolments.find_one({"_id": enrolment_id}, {"catalogue_identity": 1})
-        if doc is not None and doc.get("catalogue_identity") == str(outcome.event_id):
+        if await catalogue_listed(enrolments, enrolment_id, event_id):
             return
         await asyncio.sleep(0.05)
     raise SystemExit(f"the fetcher did not list the catalogue of {enrolment_id} in time")
