@@ -406,8 +406,10 @@ async def test_withdrawal_is_published_and_shown_withdrawn(gw: RunningGateway) -
         (OLD_MR, "removed"),
     ]
     assert all(s["retrieval"]["viewer_url"] is None for s in answer["studies"])
-    meeting = (await gw.client.get(f"/api/v1/meetings/{M}/enrolments")).json()
-    assert meeting["enrolments"][0]["identity_status"] == "withdrawn"
+    # The topics are consumed independently: the enrolled event (which names the meeting) may be projected after
+    # the withdrawal, so the meeting's list is waited for rather than read once.
+    meeting = await gw.wait_for(f"/api/v1/meetings/{M}/enrolments", lambda a: bool(a["enrolments"]))
+    assert [(e["enrolment_id"], e["identity_status"]) for e in meeting["enrolments"]] == [(E, "withdrawn")]
 
     # A newer enrolled event re-opens it: pending until the identity-matcher answers it.
     await gw.send(topics.PATIENT_ENROLLED, enrolled(), E)
