@@ -3,8 +3,9 @@ gets every bootstrap server of a cluster."""
 
 from __future__ import annotations
 
-from proxymage_shared.kafka import admin_security_options, bootstrap_servers, create_broker
+from proxymage_shared.kafka import admin_security_options, all_partitions_led, bootstrap_servers, create_broker
 from proxymage_shared.settings import KafkaSecurity, ServiceSettings
+from proxymage_shared.topics import TopicSpec
 from pydantic import SecretStr
 
 
@@ -56,3 +57,18 @@ def test_the_services_broker_bootstraps_from_each_server_of_a_cluster() -> None:
     # partial (FastStream 0.6+ internals; the cluster test covers the same through a real start).
     broker = create_broker(ServiceSettings(kafka_bootstrap_servers="k1:9092,k2:9092,k3:9092"))
     assert broker.config.broker_config.builder.keywords["bootstrap_servers"] == ["k1:9092", "k2:9092", "k3:9092"]
+
+
+def _described(name: str, leaders: list[int], error_code: int = 0) -> dict[str, object]:
+    partitions = [{"error_code": 0 if leader >= 0 else 5, "partition": index, "leader": leader}
+                  for index, leader in enumerate(leaders)]  # fmt: skip
+    return {"error_code": error_code, "topic": name, "partitions": partitions}
+
+
+def test_created_topics_are_ready_only_when_every_partition_has_a_leader() -> None:
+    specs = [TopicSpec("a", 2), TopicSpec("b", 1)]
+    assert all_partitions_led([_described("a", [1, 1]), _described("b", [1])], specs)
+    assert not all_partitions_led([_described("a", [1, -1]), _described("b", [1])], specs)  # no leader yet
+    assert not all_partitions_led([_described("a", [1]), _described("b", [1])], specs)  # a partition missing
+    assert not all_partitions_led([_described("a", [1, 1]), _described("b", [], error_code=3)], specs)  # unknown
+    assert not all_partitions_led([_described("a", [1, 1])], specs)

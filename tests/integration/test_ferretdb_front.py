@@ -223,4 +223,7 @@ async def test_ping_is_answered_while_a_slow_command_runs(store: Store) -> None:
     finally:
         await close_all([slow_client, ping_client])
     assert pings, f"the counts ({slow_seconds:.2f} s) ended before a ping could overlap them"
-    assert max(pings) < 0.2, f"slowest ping {max(pings):.3f} s during {slow_seconds:.2f} s of counts"
+    # Queued behind a count, a ping would take about as long as the count itself; answered beside it, a small
+    # fraction of that (relative, so that a busy machine slowing both does not fail it).
+    per_count = slow_seconds / 3
+    assert max(pings) < per_count / 2, f"slowest ping {max(pings):.3f} s; one count {per_count:.2f} s"

@@ -1,5 +1,6 @@
 """Every service starts for real (`python -m <package>`), reports ready with the stack up, reports *not*
-ready while Kafka or MongoDB is unreachable, and stops within 5 s on SIGTERM."""
+ready while Kafka or MongoDB is unreachable, and stops cleanly on SIGTERM well inside Kubernetes' 30 s grace period
+(about a second here; the bound leaves room for a busy machine)."""
 
 from __future__ import annotations
 
@@ -79,9 +80,9 @@ def test_service_starts_reports_ready_and_stops_on_sigterm(
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
         assert metrics.status_code == 200
         assert "proxymage_events_handled_total" in metrics.text
-        elapsed = stop_within(process, 5)
+        elapsed = stop_within(process, 15)
         assert process.returncode == 0, log.read_text()
-        assert elapsed < 5
+        assert elapsed < 15
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert {line["event"] for line in lines} >= {"health_listening", "started", "stopping", "stopped"}
     assert all(line["service"] == package.replace("_", "-") for line in lines if "service" in line)

@@ -327,6 +327,19 @@ def admin_security_options(settings: KafkaSecurity) -> dict[str, Any]:
     return options
 
 
+def all_partitions_led(described: list[Any], specs: list[TopicSpec]) -> bool:
+    """Whether the metadata (`AIOKafkaAdminClient.describe_topics`) shows every topic of `specs` with at least its
+    partitions, each with a leader."""
+    by_name = {topic["topic"]: topic for topic in described if topic.get("error_code") == 0}
+    for spec in specs:
+        partitions = by_name.get(spec.name, {}).get("partitions", [])
+        if len(partitions) < spec.partitions:
+            return False
+        if any(partition["error_code"] != 0 or partition["leader"] < 0 for partition in partitions):
+            return False
+    return True
+
+
 async def ensure_topics(
     bootstrap_servers: str,
     specs: list[TopicSpec],
@@ -366,12 +379,12 @@ async def ensure_topics(
                 failures.append(f"{name}: error {code} {rest[0] if rest else ''}".strip())
         if failures:
             raise RuntimeError("could not create topics: " + "; ".join(failures))
-        # Creation is acknowledged before every broker's metadata knows the topics: wait until it does,
-        # so that producers and consumers started next find them.
+        # Creation is acknowledged before the metadata knows every partition's leader: wait until it does, so
+        # that producers and consumers started next neither miss the topics nor meet NotLeaderForPartition.
         deadline = time.monotonic() + timeout_ms / 1000
-        while not {spec.name for spec in specs} <= set(await admin.list_topics()):
+        while not all_partitions_led(await admin.describe_topics([spec.name for spec in specs]), specs):
             if time.monotonic() > deadline:
-                raise TimeoutError("topics created but not visible in the cluster metadata")
+                raise TimeoutError("topics created but their partitions have no leader yet in the cluster metadata")
             await asyncio.sleep(0.1)
         return created
     finally:
