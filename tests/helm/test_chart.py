@@ -240,3 +240,20 @@ def test_sasl_without_a_credentials_secret_is_refused() -> None:
     )
     assert result.returncode != 0
     assert "kafka.sasl.existingSecret is required" in result.stderr
+
+
+def test_every_replica_gets_the_same_pacs_association_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget spans services: every one reads the same per-peer limits and the same budget database."""
+    from study_fetcher.settings import Settings as FetcherSettings
+
+    docs = documents(render("--set", "mirc.maxAssociations=3", "--set", "mongo.databasePrefix=pm_"))
+    config = next(iter(by_kind(docs, "ConfigMap").values()))["data"]
+    for deployment in by_kind(docs, "Deployment").values():
+        sources = deployment["spec"]["template"]["spec"]["containers"][0].get("envFrom", [])
+        assert {"configMapRef": {"name": "pm-proxymage-config"}} in sources
+    for name, value in config.items():
+        monkeypatch.setenv(name, value)
+    settings = FetcherSettings(viewer_rest_url="http://viewer:8042")
+    assert settings.mirc.max_associations == 3
+    assert settings.viewer.max_associations == 4
+    assert settings.pacs_budget_database == "pm_proxymage_pacs_budget"
