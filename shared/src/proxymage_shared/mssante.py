@@ -1,7 +1,9 @@
-"""Which recipient domains the notifier may mail (pure).
+"""Which e-mail addresses belong to the secure health messaging (MSSanté): one rule, two places (pure).
 
-MSSanté is a closed space: a message to an address outside it would leave the secure-mail system, so
-recipients are checked before anything is sent. Patterns:
+MSSanté is a closed space: a message to an address outside it would leave the secure-mail system. The
+gateway refuses such an expert's address at entry (`PUT /api/v1/meetings/{id}/experts`, 422) and the
+expert-notifier refuses to mail it (an address may also come straight from the DCC over Kafka). Both read the
+allowed domains from the same setting, `PROXYMAGE_SMTP__ALLOWED_DOMAINS` (`SecureMailDomains`). Patterns:
 
 | pattern        | matches                            | does not match                                     |
 |----------------|------------------------------------|----------------------------------------------------|
@@ -15,6 +17,20 @@ not a plain `local@domain` address is not allowed.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final
+
+from pydantic import BaseModel, Field
+
+# Production: MSSanté's operators' domains are all sub-domains of mssante.fr.
+DEFAULT_ALLOWED_DOMAINS: Final[tuple[str, ...]] = ("*.mssante.fr",)
+
+
+class SecureMailDomains(BaseModel):
+    """The `smtp` settings' part every service that handles experts' addresses reads (`PROXYMAGE_SMTP__…`)."""
+
+    # Recipient domains mail may go to. `*.example.fr` = any subdomain of example.fr (at any depth), not
+    # example.fr itself; an entry without `*.` matches that exact domain. Compared case-insensitively.
+    allowed_domains: tuple[str, ...] = Field(default=DEFAULT_ALLOWED_DOMAINS, min_length=1)
 
 
 def recipient_domain(address: str) -> str | None:

@@ -1,0 +1,62 @@
+"""The MSSanté address rule shared by the gateway (at entry) and the expert-notifier (at sending time)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from proxymage_shared.mssante import (
+    DEFAULT_ALLOWED_DOMAINS,
+    SecureMailDomains,
+    address_allowed,
+    domain_allowed,
+    recipient_domain,
+)
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("jeanne.fictive@chu-fictif.mssante.fr", True),
+        ("Jeanne.Fictive@CHU-FICTIF.MSSANTE.FR", True),
+        ("  radio@a.b.mssante.fr  ", True),
+        ("radio@chu.mssante.fr.", True),
+        ("jeanne.fictive@gmail.com", False),
+        ("radio@mssante.fr", False),  # the bare domain is no operator's
+        ("radio@xmssante.fr", False),
+        ("radio@mssante.fr.evil.example", False),
+        ("radio@chu.mssante.fr@evil.example", False),
+        ("@chu.mssante.fr", False),
+        ("radio@", False),
+        ("radio", False),
+        ("radio@chu..mssante.fr", False),
+        ("", False),
+    ],
+)
+def test_only_mssante_addresses_are_allowed_by_default(address: str, allowed: bool) -> None:
+    assert address_allowed(address, DEFAULT_ALLOWED_DOMAINS) is allowed
+
+
+def test_an_exact_domain_matches_only_itself() -> None:
+    assert address_allowed("a@mssante.fr", ("mssante.fr",))
+    assert not address_allowed("a@chu.mssante.fr", ("mssante.fr",))
+    assert domain_allowed("CHU.MSSANTE.TEST.", ("*.mssante.test",))
+    assert not domain_allowed("chu.mssante.test", ())
+
+
+def test_the_domain_is_lowercased_without_its_trailing_dot() -> None:
+    assert recipient_domain("A@Chu.MSSante.FR.") == "chu.mssante.fr"
+    assert recipient_domain("a@localhost") is None
+
+
+def test_the_allowed_domains_come_from_the_smtp_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Settings(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="PROXYMAGE_", env_nested_delimiter="__", extra="ignore")
+        smtp: SecureMailDomains = SecureMailDomains()
+
+    assert Settings().smtp.allowed_domains == ("*.mssante.fr",)
+    monkeypatch.setenv("PROXYMAGE_SMTP__ALLOWED_DOMAINS", '["*.mssante.fr", "*.mssante.test"]')
+    monkeypatch.setenv("PROXYMAGE_SMTP__HOST", "relay.example.test")  # the notifier's: ignored here
+    assert Settings().smtp.allowed_domains == ("*.mssante.fr", "*.mssante.test")
+    with pytest.raises(ValidationError):
+        SecureMailDomains(allowed_domains=())
