@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from proxymage_shared.mssante import (
     DEFAULT_ALLOWED_DOMAINS,
     SecureMailDomains,
@@ -12,6 +10,8 @@ from proxymage_shared.mssante import (
     domain_allowed,
     recipient_domain,
 )
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 @pytest.mark.parametrize(
