@@ -123,7 +123,7 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
     async def asyncapi_page() -> HTMLResponse:
         return HTMLResponse(asyncapi_html(spec))
 
-    console.mount(api)
+    console.mount(api, console.ConsoleOptions(settings.console_contact, settings.smtp.allowed_domains))
     ohif.mount(api, settings.viewer_app_dir, verifier)
     api.mount(DICOMWEB_PREFIX, dicomweb)
 
