@@ -21,7 +21,6 @@ import jinja2
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-
 from proxymage_shared.mssante import DEFAULT_ALLOWED_DOMAINS
 
 from gateway.auth import COOKIE_NAME

@@ -518,7 +518,8 @@
     let box = byId(id);
     if (!box && message) {
       box = h('span', { id: id, class: 'field-error' });
-      (input.closest('.with-hint') || input).after(box);
+      const wrapper = input.closest('.with-hint'); // the field's grid cell: the message stays in it
+      if (wrapper) wrapper.append(box); else input.after(box);
       input.setAttribute('aria-describedby', ((input.getAttribute('aria-describedby') || '') + ' ' + id).trim());
     }
     if (box) {
