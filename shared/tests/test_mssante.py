@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from proxymage_shared.mssante import (
     DEFAULT_ALLOWED_DOMAINS,
     SecureMailDomains,
     address_allowed,
+    address_pattern,
     domain_allowed,
     recipient_domain,
 )
@@ -60,3 +65,33 @@ def test_the_allowed_domains_come_from_the_smtp_setting(monkeypatch: pytest.Monk
     assert Settings().smtp.allowed_domains == ("*.mssante.fr", "*.mssante.test")
     with pytest.raises(ValidationError):
         SecureMailDomains(allowed_domains=())
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "jeanne.fictive@chu-fictif.mssante.fr",
+        "Jeanne@CHU.MSSANTE.FR.",
+        "a@b.c.mssante.test",
+        "a@mssante.fr",
+        "a@xmssante.fr",
+        "a@mssante.fr.evil.example",
+        "a@.mssante.fr",
+        "a@chu..mssante.fr",
+        "a@gmail.com",
+        "a@b@chu.mssante.fr",
+    ],
+)
+def test_the_openapi_pattern_says_the_same(address: str) -> None:
+    domains = ("*.mssante.fr", "*.mssante.test")
+    assert (re.fullmatch(address_pattern(domains), address) is not None) is address_allowed(address, domains)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(r"[a-z]{1,5}@(?:[a-zA-Z.-]{0,6}\.)?(?:mssante|MSSante|xmssante)\.(?:fr|test|com)\.?", fullmatch=True)
+)
+def test_the_openapi_pattern_agrees_with_the_rule(address: str) -> None:
+    domains = ("*.mssante.fr", "ExAmple.test")
+    assert (re.fullmatch(address_pattern(domains), address) is not None) is address_allowed(address, domains)
+    assert re.fullmatch(address_pattern(()), address) is None

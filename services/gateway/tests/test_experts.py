@@ -5,6 +5,7 @@ from the meetings)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from gateway.settings import ApiToken, Settings
 from gateway.viewer import ViewerLinks
 from proxymage_shared import topics
 from proxymage_shared.events import Event, MeetingExperts
+from proxymage_shared.mssante import address_pattern
 
 NOW = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC)
 DOMAINS = ("*.mssante.fr", "*.mssante.test")
@@ -204,3 +206,12 @@ async def test_the_experts_route_lists_the_known_meetings_experts(
         }
     ]
     assert (await client.get("/api/v1/experts", headers={"Authorization": "Bearer faux"})).status_code == 401
+
+
+async def test_the_openapi_document_states_the_address_rule(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    email = document["components"]["schemas"]["ExpertBody"]["properties"]["email"]
+    assert email["pattern"] == address_pattern(DOMAINS)
+    assert email["maxLength"] == 254
+    assert re.fullmatch(email["pattern"], "jeanne@chu-fictif.mssante.test")
+    assert not re.fullmatch(email["pattern"], "jeanne@gmail.com")

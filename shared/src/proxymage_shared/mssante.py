@@ -16,6 +16,7 @@ not a plain `local@domain` address is not allowed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Final
 
@@ -59,3 +60,21 @@ def domain_allowed(domain: str, patterns: Iterable[str]) -> bool:
 def address_allowed(address: str, patterns: Iterable[str]) -> bool:
     domain = recipient_domain(address)
     return domain is not None and domain_allowed(domain, patterns)
+
+
+def _any_case(text: str) -> str:
+    """`Fr.` -> `[fF][rR]\\.`: JSON Schema's regular expressions (ECMA-262) have no case-insensitive flag."""
+    return "".join(f"[{char.lower()}{char.upper()}]" if char.isalpha() else re.escape(char) for char in text)
+
+
+def address_pattern(patterns: Iterable[str]) -> str:
+    """The rule as a regular expression for an OpenAPI document (with the contract's EmailAddress pattern):
+    what it matches is what `address_allowed` allows, for addresses without spaces or angle brackets."""
+    domains = []
+    for raw in patterns:
+        pattern = raw.strip().lower().rstrip(".")
+        if pattern.startswith("*."):
+            domains.append(r"(?:[^@\s<>.]+\.)+" + _any_case(pattern[2:]))
+        elif pattern:
+            domains.append(_any_case(pattern))
+    return r"^[^@\s<>]+@(?:" + "|".join(domains or [r"(?!)"]) + r")\.*$"

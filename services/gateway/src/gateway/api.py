@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import filters as flt
 from gateway.api_commands import add_command_routes
 from gateway.api_common import API_PREFIX, ApiContext, Publish, UnavailableError, json_error, log
-from gateway.api_experts import add_expert_routes
+from gateway.api_experts import add_expert_routes, state_the_mssante_rule
 from gateway.api_live import add_live_routes
 from gateway.api_reads import add_read_routes
 from gateway.auth import COOKIE_NAME, TokenVerifier, presented_token, scope_headers
@@ -77,6 +77,7 @@ def create_api(context: ApiContext, *, title: str = "Proxymage gateway", version
     app.add_middleware(ApiAuthMiddleware, verifier=context.verifier)
     _handle_errors(app)
     app.include_router(_router(context))
+    state_the_mssante_rule(app, context.expert_domains)
     return app
 
 

@@ -3,7 +3,10 @@ console's pick list (gateway.experts)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from proxymage_shared.mssante import address_pattern
 
 from gateway.api_common import ERRORS, ApiContext, Reader, guarded
 from gateway.experts import KnownExpert, known_experts
@@ -27,3 +30,20 @@ def add_expert_routes(router: APIRouter, context: ApiContext) -> None:
     )
     async def list_experts(who: Reader) -> list[KnownExpert]:
         return await read_experts(context)
+
+
+def state_the_mssante_rule(app: FastAPI, domains: tuple[str, ...]) -> None:
+    """The OpenAPI document states the address rule `PUT /meetings/{id}/experts` enforces: the allowed domains
+    are a setting, so the pattern is written into the document when it is first built."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = build()
+        schemas = document.get("components", {}).get("schemas", {})
+        email = schemas.get("ExpertBody", {}).get("properties", {}).get("email")
+        if isinstance(email, dict):
+            email["pattern"] = address_pattern(domains)
+            email["description"] = "An MSSanté address: its domain matches one of " + ", ".join(domains) + "."
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
