@@ -7,6 +7,7 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from proxymage_shared.events import Expert
 from proxymage_shared.mssante import (
     DEFAULT_ALLOWED_DOMAINS,
     SecureMailDomains,
@@ -95,3 +96,27 @@ def test_the_openapi_pattern_agrees_with_the_rule(address: str) -> None:
     domains = ("*.mssante.fr", "ExAmple.test")
     assert (re.fullmatch(address_pattern(domains), address) is not None) is address_allowed(address, domains)
     assert re.fullmatch(address_pattern(()), address) is None
+
+
+ODD = st.sampled_from(["\x85", "\x1c", "\x1f", "\ufeff", "\u00a0", " ", "\t", "<", "@", ".", "é", "ſ", "K"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(st.one_of(st.characters(codec="utf-8"), ODD), min_size=0, max_size=6),
+    st.text(st.one_of(st.characters(codec="utf-8"), ODD), min_size=0, max_size=6),
+    st.sampled_from(["mssante.fr", "MSSante.Fr.", "mssante.test", "xmssante.fr", "mssante.fr.evil", ""]),
+)
+def test_the_openapi_pattern_is_the_contracts_pattern_and_the_rule(local: str, label: str, suffix: str) -> None:
+    """Whatever the characters (pydantic's, Python's and ECMA-262's `\\s` differ), the document's pattern admits
+    exactly the addresses the server admits: the contract's EmailAddress and the MSSanté rule."""
+    domains = ("*.mssante.fr", "*.mssante.test")
+    address = f"{local}@{label}.{suffix}"
+    try:
+        Expert(name="Dr FICTIF", email=address)
+    except ValidationError:
+        contract = False
+    else:
+        contract = True
+    server = contract and address_allowed(address, domains)
+    assert (re.fullmatch(address_pattern(domains), address) is not None) is server

@@ -67,14 +67,21 @@ def _any_case(text: str) -> str:
     return "".join(f"[{char.lower()}{char.upper()}]" if char.isalpha() else re.escape(char) for char in text)
 
 
+# The `\s` the contract's EmailAddress pattern refuses, as pydantic's regex engine (Rust's) reads it: Unicode's
+# White_Space, spelled out because ECMA-262's `\s` (JSON Schema's) adds U+FEFF and Python's adds U+001C-U+001F.
+_SPACES: Final = r"\t\n\x0b\x0c\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_LOCAL: Final = rf"[^@<>{_SPACES}]+"
+_LABEL: Final = rf"[^@<>.{_SPACES}]+"
+
+
 def address_pattern(patterns: Iterable[str]) -> str:
-    """The rule as a regular expression for an OpenAPI document (with the contract's EmailAddress pattern):
-    what it matches is what `address_allowed` allows, for addresses without spaces or angle brackets."""
+    """The rule as a regular expression for an OpenAPI document, the same in Python and ECMA-262: what it matches
+    is what the contract's EmailAddress type (pydantic) admits and `address_allowed` allows."""
     domains = []
     for raw in patterns:
         pattern = raw.strip().lower().rstrip(".")
         if pattern.startswith("*."):
-            domains.append(r"(?:[^@\s<>.]+\.)+" + _any_case(pattern[2:]))
-        elif pattern:
+            domains.append(rf"(?:{_LABEL}\.)+" + _any_case(pattern[2:]))
+        elif "." in pattern:  # a domain of one label is no address's (recipient_domain)
             domains.append(_any_case(pattern))
-    return r"^[^@\s<>]+@(?:" + "|".join(domains or [r"(?!)"]) + r")\.*$"
+    return rf"^{_LOCAL}@(?:" + "|".join(domains or ["(?!)"]) + r")\.*$"
