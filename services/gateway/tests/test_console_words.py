@@ -70,6 +70,20 @@ PAGES = (
     "/console/enrolments/enr-essai",
 )
 CONTACT = "mailto:3c@3c-fictif.mssante.test"
+MONTHS = (
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+)
 
 # --------------------------------------------------------------------------------------------------------
 # Plain HTTP
@@ -218,6 +232,20 @@ async def test_dates_are_typed_and_shown_jj_mm_aaaa_in_an_en_us_browser(
     await page.get_by_label("Identifiant de la RCP").fill(rcp_id)
     await page.get_by_label("Intitulé de la RCP").fill("RCP DATES FICTIVE")
     await page.get_by_label("Centre").fill("3C FICTIF")
+    # The calendar: French months, weeks from Monday; a chosen day is written JJ/MM/AAAA.
+    calendar = page.get_by_role("dialog", name="Calendrier")
+    await page.get_by_role("button", name="Choisir la date dans un calendrier").click()
+    await expect(calendar).to_be_visible()
+    this_month = dt.date.today().replace(day=1)
+    next_month = (this_month + dt.timedelta(days=32)).replace(day=1)
+    await expect(calendar.locator(".calendar-title")).to_have_text(f"{MONTHS[this_month.month - 1]} {this_month.year}")
+    await expect(calendar.locator("th")).to_have_text(["lu", "ma", "me", "je", "ve", "sa", "di"])
+    await calendar.get_by_role("button", name="Mois suivant").click()
+    await expect(calendar.locator(".calendar-title")).to_have_text(f"{MONTHS[next_month.month - 1]} {next_month.year}")
+    await shots.take(page, "calendrier", keep=True)
+    await calendar.get_by_role("button", name=f"15 {MONTHS[next_month.month - 1]} {next_month.year}").click()
+    await expect(calendar).to_be_hidden()
+    await expect(date).to_have_value(_fr(next_month.replace(day=15)))
     # The American way, then an impossible day: each is refused with a French message beside the field.
     await date.fill(meeting_day.strftime("%m/%d/%Y") if meeting_day.day > 12 else "02/30/2027")
     await date.blur()
@@ -279,6 +307,11 @@ async def test_dates_are_typed_and_shown_jj_mm_aaaa_in_an_en_us_browser(
     await page.goto(f"/console/enrolments/{enrolment_id}")
     await expect(page.locator("#identity-form").get_by_label("Date de naissance")).to_have_value("12/04/1956")
     await shots.take(page, "fiche-dates-en-us", keep=True)
+
+    # The help page, from every page's footer.
+    await page.get_by_role("link", name="Aide", exact=True).click()
+    await expect(page.get_by_role("heading", name="Rapprochement des identités")).to_be_visible()
+    await shots.take(page, "aide", keep=True)
     await context.close()
     assert errors == []
 

@@ -553,8 +553,109 @@
     fieldMessage(input, '');
   }
 
+  // A small calendar beside each date field: a month of day buttons, in French, weeks starting on Monday;
+  // choosing a day writes it JJ/MM/AAAA into the field. Typing stays the quick way (birth dates).
+  const MONTHS = ['janvier', 'février', 'mars', 'avril', 'mai', 'juin', 'juillet', 'août', 'septembre', 'octobre',
+    'novembre', 'décembre'];
+  const WEEKDAYS = [['lu', 'lundi'], ['ma', 'mardi'], ['me', 'mercredi'], ['je', 'jeudi'], ['ve', 'vendredi'],
+    ['sa', 'samedi'], ['di', 'dimanche']];
+
+  function calendarIcon() {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('width', '18');
+    svg.setAttribute('height', '18');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('focusable', 'false');
+    const shape = document.createElementNS(ns, 'path');
+    shape.setAttribute('d', 'M7 2h2v2h6V2h2v2h3v18H4V4h3V2zm-1 8v10h12V10H6zm2 2h3v3H8v-3z');
+    shape.setAttribute('fill', 'currentColor');
+    svg.append(shape);
+    return svg;
+  }
+
+  function calendar(input) {
+    const popup = h('div', { class: 'calendar', role: 'dialog', 'aria-label': 'Calendrier', hidden: true });
+    const toggle = h('button', {
+      type: 'button', class: 'calendar-toggle', title: 'Calendrier', 'aria-expanded': 'false',
+      'aria-label': 'Choisir la date dans un calendrier',
+    }, calendarIcon());
+    let shown = null; // [year, month (0-11)]
+
+    function close(focusField) {
+      popup.hidden = true;
+      toggle.setAttribute('aria-expanded', 'false');
+      if (focusField) input.focus();
+    }
+
+    function show(year, month) {
+      const moment = new Date(Date.UTC(year, month, 1));
+      shown = [moment.getUTCFullYear(), moment.getUTCMonth()];
+      const chosen = isoFromFr(input.value);
+      const today = new Date();
+      const todayIso = today.getFullYear() + '-' + pad2(today.getMonth() + 1) + '-' + pad2(today.getDate());
+      const lead = (moment.getUTCDay() + 6) % 7; // Monday first
+      const days = new Date(Date.UTC(shown[0], shown[1] + 1, 0)).getUTCDate();
+      const rows = [];
+      let cells = [];
+      for (let blank = 0; blank < lead; blank += 1) cells.push(h('td'));
+      for (let day = 1; day <= days; day += 1) {
+        const iso = shown[0] + '-' + pad2(shown[1] + 1) + '-' + pad2(day);
+        cells.push(h('td', null, h('button', {
+          type: 'button', 'data-date': iso, class: iso === todayIso ? 'today' : null,
+          'aria-label': day + ' ' + MONTHS[shown[1]] + ' ' + shown[0], 'aria-pressed': String(iso === chosen),
+          onclick: function () {
+            writeDate(input, iso);
+            input.dispatchEvent(new Event('change', { bubbles: true }));
+            close(true);
+          },
+        }, String(day))));
+        if (cells.length === 7) { rows.push(h('tr', null, cells)); cells = []; }
+      }
+      if (cells.length) rows.push(h('tr', null, cells));
+      function step(label, text, years, months) {
+        return h('button', { type: 'button', 'aria-label': label, onclick: function () {
+          show(shown[0] + years, shown[1] + months);
+        } }, text);
+      }
+      popup.replaceChildren(
+        h('div', { class: 'calendar-head' },
+          step('Année précédente', '«', -1, 0), step('Mois précédent', '‹', 0, -1),
+          h('span', { class: 'calendar-title', 'aria-live': 'polite', text: MONTHS[shown[1]] + ' ' + shown[0] }),
+          step('Mois suivant', '›', 0, 1), step('Année suivante', '»', 1, 0)),
+        h('table', null,
+          h('thead', null, h('tr', null, WEEKDAYS.map(function (weekday) {
+            return h('th', { scope: 'col' }, h('abbr', { title: weekday[1], text: weekday[0] }));
+          }))),
+          h('tbody', null, rows)));
+    }
+
+    toggle.addEventListener('click', function () {
+      if (!popup.hidden) { close(true); return; }
+      const chosen = isoFromFr(input.value);
+      const start = chosen ? new Date(chosen + 'T00:00:00Z') : new Date();
+      show(chosen ? start.getUTCFullYear() : start.getFullYear(), chosen ? start.getUTCMonth() : start.getMonth());
+      popup.hidden = false;
+      toggle.setAttribute('aria-expanded', 'true');
+      const focus = popup.querySelector('button[aria-pressed="true"]') || popup.querySelector('button.today')
+        || popup.querySelector('td button');
+      if (focus) focus.focus();
+    });
+    popup.addEventListener('keydown', function (event) {
+      if (event.key === 'Escape') { event.preventDefault(); close(true); }
+    });
+    document.addEventListener('click', function (event) {
+      // The path as dispatched: a month button is no longer in the popup once the month is redrawn.
+      const path = event.composedPath();
+      if (!popup.hidden && path.indexOf(popup) < 0 && path.indexOf(toggle) < 0) close(false);
+    });
+    input.after(toggle, popup);
+  }
+
   function dateFields() {
     document.querySelectorAll('input[data-date]').forEach(function (input) {
+      calendar(input);
       // While typing, only the validity changes (no message flickering); leaving the field shows it.
       input.addEventListener('input', function () {
         const problem = dateProblem(input);
