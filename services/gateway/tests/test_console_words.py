@@ -234,7 +234,7 @@ async def test_dates_are_typed_and_shown_jj_mm_aaaa_in_an_en_us_browser(
     await page.get_by_label("Centre").fill("3C FICTIF")
     # The calendar: French months, weeks from Monday; a chosen day is written JJ/MM/AAAA.
     calendar = page.get_by_role("dialog", name="Calendrier")
-    await page.get_by_role("button", name="Choisir la date dans un calendrier").click()
+    await page.get_by_role("button", name="Ouvrir le calendrier").click()
     await expect(calendar).to_be_visible()
     this_month = dt.date.today().replace(day=1)
     next_month = (this_month + dt.timedelta(days=32)).replace(day=1)

@@ -551,6 +551,7 @@
   function writeDate(input, iso) {
     input.value = iso ? frDate(iso) : '';
     fieldMessage(input, '');
+    input.setCustomValidity(dateProblem(input)); // an empty required field still says so, in French, at submit
   }
 
   // A small calendar beside each date field: a month of day buttons, in French, weeks starting on Monday;
@@ -579,7 +580,7 @@
     const popup = h('div', { class: 'calendar', role: 'dialog', 'aria-label': 'Calendrier', hidden: true });
     const toggle = h('button', {
       type: 'button', class: 'calendar-toggle', title: 'Calendrier', 'aria-expanded': 'false',
-      'aria-label': 'Choisir la date dans un calendrier',
+      'aria-label': 'Ouvrir le calendrier',
     }, calendarIcon());
     let shown = null; // [year, month (0-11)]
 
@@ -851,6 +852,10 @@
         writeDate(byId('date'), meeting.date || '');
         writeExpert('radiologist', meeting.on_call_radiologist);
         writeExpert('nuclear', meeting.on_call_nuclear_physician);
+        ['radiologist', 'nuclear'].forEach(function (role) {
+          const email = byId(role + '-email');
+          fieldMessage(email, mssanteProblem(email));
+        });
       },
       rcp: function (rcp) { fillEmpty({ title: rcp.title, centre: rcp.centre }); },
       'expert-name': function (expert, input) {
