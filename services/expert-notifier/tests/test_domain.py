@@ -36,11 +36,11 @@ from expert_notifier.domain import (
     meeting_end,
 )
 from expert_notifier.message import MailSettings, MeetingText, PatientFacts, patient_facts, render, salutation
-from expert_notifier.recipients import address_allowed
 from expert_notifier.smtp import classify
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from proxymage_shared.events import IdentityStatus, PatientEnrolled, RetrievalStatus
+from proxymage_shared.mssante import address_allowed
 from proxymage_shared.reasons import TEXTS, Reason
 from proxymage_shared.retry import BackoffSchedule
 

@@ -95,10 +95,10 @@ PAGES = {
     "/console/rcps/": ["Paramètres imagerie d'une RCP", "Filtre sur la modalité", "Aucun", "Enregistrer"],
     "/console/rcps/rcp-orl-fictif": ["rcp-orl-fictif", "Examens de moins de X mois"],
     "/console/meetings/": ["Déroulement", "Identifiant de la réunion"],
-    "/console/meetings/new": ["Radiologue d'astreinte", "Médecin nucléaire d'astreinte", "Enregistrer"],
+    "/console/meetings/new": ["Radiologue d'astreinte", "Médecin nucléaire d'astreinte", "OK", "Fermer"],
     "/console/meetings/m-essai/details": ["m-essai", "Radiologue d'astreinte"],
     "/console/meetings/m-essai": ["Liste des patients", "Choisissez un patient"],
-    "/console/meetings/m-essai/patients/enr-essai": ["Imagerie", "Rafraîchir", "Fiche d'inscription"],
+    "/console/meetings/m-essai/patients/enr-essai": ["Imagerie", "Actualiser", "Fiche d'inscription"],
     "/console/enrolments/new": [
         "Nom de naissance",
         "Nom d'usage/marital",
@@ -109,7 +109,7 @@ PAGES = {
         "leur hébergement chez un hébergeur de données de santé agréé et ne s'y est pas opposé",
         "Imagerie",
         "Filtres",
-        "Rafraîchir",
+        "Actualiser",
         "Demande d'expertise",
         "Valider",
         "Description",
@@ -160,7 +160,7 @@ async def test_rcp_settings_offers_the_18_modalities_and_three_date_filters(cons
     text = html.unescape(page)
     for code, label in MODALITY_LABELS.items():
         assert f"{code}</abbr> {label}" in text
-    for expected in ("Scanner", "IRM", "TEP", "Échographie", "Capture secondaire (images clés)"):
+    for expected in ("CT</abbr> Tomodensitométrie", "US</abbr> Ultrasons", "Capture d'écran par image clé"):
         assert expected in text
     assert re.findall(r'name="rcp-date-kind" value="(\w+)"', page) == ["none", "between", "within_months"]
 
@@ -464,8 +464,8 @@ async def test_a_3c_user_goes_through_the_console(gateway: Gateway, browser: Bro
     await page.get_by_label("Identifiant de la RCP").fill(rcp_id)
     await page.get_by_label("Intitulé de la RCP").fill("RCP ORL FICTIVE")
     await page.get_by_label("Centre").fill("3C FICTIF")
-    await page.get_by_label("CT Scanner").check()
-    await page.get_by_label("MR IRM").check()
+    await page.get_by_label("CT Tomodensitométrie").check()
+    await page.get_by_label("MR Résonance magnétique").check()
     await page.get_by_label("Examens de moins de X mois").check()
     await page.get_by_label("X =").fill("24")
     await shots.take(page, "parametres-rcp", keep=True)
@@ -485,7 +485,7 @@ async def test_a_3c_user_goes_through_the_console(gateway: Gateway, browser: Bro
     await page.get_by_label("Identifiant de la réunion").fill(meeting_id)
     await page.get_by_label("Identifiant de la RCP").fill(rcp_id)
     await page.get_by_label("Intitulé de la RCP").fill("RCP ORL FICTIVE")
-    await page.get_by_label("Date").fill((today + dt.timedelta(days=7)).isoformat())
+    await page.get_by_label("Date").fill((today + dt.timedelta(days=7)).strftime("%d/%m/%Y"))
     await page.get_by_label("Centre").fill("3C FICTIF")
     radiologist = page.locator("fieldset", has_text="Radiologue d'astreinte")
     await radiologist.get_by_label("Nom").fill("Dr Jeanne ESSAI")
@@ -494,7 +494,7 @@ async def test_a_3c_user_goes_through_the_console(gateway: Gateway, browser: Bro
     await nuclear.get_by_label("Nom").fill("Dr Paul EXEMPLE")
     await nuclear.get_by_label("Adresse de messagerie sécurisée").fill("paul.exemple@chu-fictif.mssante.fr")
     await shots.take(page, "reunion-experts", keep=True)
-    await page.get_by_role("button", name="Enregistrer").click()
+    await page.get_by_role("button", name="OK", exact=True).click()
     await expect(page.locator("#form-status")).to_contain_text("Experts d'astreinte enregistrés")
     experts = await gateway.command(topics.MEETING_EXPERTS, meeting_id=meeting_id)
     assert experts["on_call_radiologist"] == {"name": "Dr Jeanne ESSAI", "email": "jeanne.essai@chu-fictif.mssante.fr"}
@@ -508,7 +508,7 @@ async def test_a_3c_user_goes_through_the_console(gateway: Gateway, browser: Bro
     await page.get_by_label("Nom de naissance").fill("ESSAI-FICTIF")
     await page.get_by_label("Prénom").fill("Catherine")
     await page.get_by_label("Sexe").select_option("F")
-    await page.get_by_label("Date de naissance").fill("1956-04-12")
+    await page.get_by_label("Date de naissance").fill("12/04/1956")
     await page.get_by_label("Médecin demandeur").fill("Dr Paul DEMANDEUR")
     imaging = page.locator("#imagerie")
     await expect(imaging).to_be_hidden()
@@ -654,8 +654,8 @@ async def test_a_3c_user_goes_through_the_console(gateway: Gateway, browser: Bro
     await expect(cards.first).to_contain_text("TDM THORAX FICTIF")
     await expect(page.locator("#patients")).to_contain_text("1/1 examen disponible")
 
-    # "Rafraîchir" asks the services to look again.
-    await page.get_by_role("button", name="Rafraîchir").click()
+    # "Actualiser" asks the services to look again.
+    await page.get_by_role("button", name="Actualiser").click()
     await gateway.command(topics.IMAGING_REFRESH, enrolment_id=enrolment_id)
     await shots.take(page, "deroulement-apres-retrait", keep=True)
 
@@ -822,7 +822,7 @@ async def test_correct_the_identity_then_withdraw_from_the_enrolment_page(
     await expect(identity_form.get_by_label("Nom de naissance")).to_have_value("ESSAI-FICTIF")
     await expect(identity_form.get_by_label("Nom d'usage/marital")).to_have_value("EXEMPLE")
     await expect(identity_form.get_by_label("Prénom")).to_have_value("Catherine")
-    await expect(identity_form.get_by_label("Date de naissance")).to_have_value("1956-04-12")
+    await expect(identity_form.get_by_label("Date de naissance")).to_have_value("12/04/1956")
     await expect(identity_form.get_by_label("Sexe")).to_have_value("F")
     await expect(identity_form.get_by_label("Le patient a été informé")).to_be_checked()
     await expect(page.locator("#studies tbody tr", has_text="IRM CERVICALE FICTIVE")).to_contain_text(
@@ -889,7 +889,7 @@ async def test_cancelling_a_new_enrolment_already_sent_withdraws_it(gateway: Gat
     await page.get_by_label("Nom de naissance").fill("ESSAI-FICTIF")
     await page.get_by_label("Prénom").fill("Jeanne")
     await page.get_by_label("Sexe").select_option("F")
-    await page.get_by_label("Date de naissance").fill("1960-01-31")
+    await page.get_by_label("Date de naissance").fill("31/01/1960")
     await page.get_by_label("Médecin demandeur").fill("Dr Paul DEMANDEUR")
     await page.get_by_label("Le patient a été informé").check()  # publishes the enrolment
     await gateway.command(topics.PATIENT_ENROLLED, enrolment_id=enrolment_id)

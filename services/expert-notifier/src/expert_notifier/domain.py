@@ -82,11 +82,11 @@ from typing import Final, Literal, TypeAlias
 
 from proxymage_shared.events import ExpertRole, IdentityStatus, NotificationStatus, RetrievalStatus
 from proxymage_shared.idempotency import EventStamp, to_ms
+from proxymage_shared.mssante import address_allowed, recipient_domain
 from proxymage_shared.reasons import Reason
 from proxymage_shared.retry import BackoffSchedule
 
 from expert_notifier.message import PatientFacts
-from expert_notifier.recipients import address_allowed, recipient_domain
 
 ROLES: tuple[ExpertRole, ...] = ("radiologist", "nuclear_physician")
 

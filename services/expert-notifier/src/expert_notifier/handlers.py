@@ -54,6 +54,7 @@ from proxymage_shared.events import (
 from proxymage_shared.idempotency import LOST_RACE, LostRace, to_ms, until_written
 from proxymage_shared.kafka import Delivery
 from proxymage_shared.logging import OUTAGES, get_logger
+from proxymage_shared.mssante import DEFAULT_ALLOWED_DOMAINS
 from proxymage_shared.retry import BackoffSchedule
 
 from expert_notifier.domain import (
@@ -105,7 +106,7 @@ SlotChange = Callable[[RoleSlot, SlotRecord | None, dt.datetime], RoleSlot]
 class NotifierOptions:
     mail: MailSettings
     envelope_from: str
-    allowed_domains: tuple[str, ...] = ("*.mssante.fr",)
+    allowed_domains: tuple[str, ...] = DEFAULT_ALLOWED_DOMAINS
     # The meeting day ends at midnight in this zone: nothing is sent from then on.
     zone: dt.tzinfo = field(default_factory=lambda: ZoneInfo("Europe/Paris"))
     retries: BackoffSchedule = field(default_factory=BackoffSchedule)

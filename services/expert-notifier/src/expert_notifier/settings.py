@@ -13,13 +13,15 @@ from __future__ import annotations
 import zoneinfo
 from pathlib import Path
 
+from proxymage_shared.mssante import SecureMailDomains
 from proxymage_shared.retry import DEFAULT_DELAYS_SECONDS
 from proxymage_shared.settings import ServiceSettings, TimeZoneName
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 
-class SmtpEndpoint(BaseModel):
-    """The secure-mail relay (MSSanté in production): STARTTLS required, TLS 1.2+, client certificate."""
+class SmtpEndpoint(SecureMailDomains):
+    """The secure-mail relay (MSSanté in production): STARTTLS required, TLS 1.2+, client certificate.
+    `allowed_domains` (proxymage_shared.mssante) is the recipients' rule, shared with the gateway."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=587, ge=1, le=65535)
@@ -29,9 +31,6 @@ class SmtpEndpoint(BaseModel):
     # Without them the relay refuses the TLS handshake: the notifier reports it and never falls back to clear.
     client_cert_file: Path | None = None
     client_key_file: Path | None = None
-    # Recipient domains mail may go to. `*.example.fr` = any subdomain of example.fr (at any depth), not
-    # example.fr itself; an entry without `*.` matches that exact domain. Compared case-insensitively.
-    allowed_domains: tuple[str, ...] = ("*.mssante.fr",)
     # Name sent in EHLO; None = this host's name (socket.gethostname()).
     helo_name: str | None = None
     # Per SMTP command, and for one whole message (connect, STARTTLS, envelope, data, quit).

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway import filters as flt
 from gateway.api_commands import add_command_routes
 from gateway.api_common import API_PREFIX, ApiContext, Publish, UnavailableError, json_error, log
+from gateway.api_experts import add_expert_routes, state_the_mssante_rule
 from gateway.api_live import add_live_routes
 from gateway.api_reads import add_read_routes
 from gateway.auth import COOKIE_NAME, TokenVerifier, presented_token, scope_headers
@@ -76,6 +77,7 @@ def create_api(context: ApiContext, *, title: str = "Proxymage gateway", version
     app.add_middleware(ApiAuthMiddleware, verifier=context.verifier)
     _handle_errors(app)
     app.include_router(_router(context))
+    state_the_mssante_rule(app, context.expert_domains)
     return app
 
 
@@ -107,6 +109,7 @@ def _router(context: ApiContext) -> APIRouter:
     """Every `/api/v1` route, in the order of the OpenAPI document: reads, live updates, commands."""
     router = APIRouter(prefix=API_PREFIX, dependencies=[Security(_bearer), Security(_cookie_scheme)])
     add_read_routes(router, context)
+    add_expert_routes(router, context)
     add_live_routes(router, context)
     add_command_routes(router, context)
     return router

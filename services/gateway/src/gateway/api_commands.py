@@ -45,6 +45,7 @@ from gateway.api_models import (
     WithdrawalBody,
 )
 from gateway.auth import Principal
+from gateway.experts import refused_experts
 
 Arguments = Mapping[str, Any]  # an endpoint's arguments by name (path, query and body parameters)
 Fields = dict[str, Any]  # an event's fields, as JSON
@@ -87,6 +88,24 @@ class Command:
     audit: tuple[AuditId, ...]  # the event fields the audit entry names
     fields: Callable[[Arguments], Fields] = body_and_path
     description: str | None = None
+    # Refuses (RequestValidationError, 422) what the event's model admits but this gateway does not.
+    check: Callable[[ApiContext, Fields], None] | None = None
+
+
+MSSANTE_REFUSAL: Final = (
+    "Adresse refusée : ce n'est pas une adresse de messagerie sécurisée de santé (MSSanté). Domaines admis : {}"
+)
+
+
+def secure_mail_only(context: ApiContext, fields: Fields) -> None:
+    """An on-call expert's address must be MSSanté's (proxymage_shared.mssante): refused at entry with a French
+    message, rather than accepted and refused at sending time by the expert-notifier."""
+    refused = refused_experts(fields, context.expert_domains)
+    if refused:
+        message = MSSANTE_REFUSAL.format(", ".join(context.expert_domains))
+        raise RequestValidationError(
+            [{"type": "mssante_domain", "loc": ("body", name, "email"), "msg": message} for name in refused]
+        )
 
 
 ENROLMENT_ID: Final = _parameter("enrolment_id", EnrolmentId)
@@ -127,6 +146,8 @@ COMMANDS: Final[tuple[Command, ...]] = (
         MeetingExperts,
         key="meeting_id",
         audit=("meeting_id", "rcp_id"),
+        description="Extension: an expert's address outside the allowed MSSanté domains is refused (422).",
+        check=secure_mail_only,
     ),
     Command(
         "post_enrolment",
@@ -210,6 +231,8 @@ def _event(context: ApiContext, command: Command, fields: Fields, event_id: uuid
 async def publish(context: ApiContext, who: Principal, command: Command, arguments: Arguments) -> Accepted:
     """Publishes the command's event and audits it (503 when Kafka does not take it)."""
     fields = command.fields(arguments)
+    if command.check is not None:
+        command.check(context, fields)
     event_id = uuid.uuid4()
     event = _event(context, command, fields, event_id)
     ids = {name: fields.get(name) for name in command.audit}

@@ -12,6 +12,7 @@ from fastapi import Depends, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from proxymage_shared.events import BusinessId, Event, StudyInstanceUid
 from proxymage_shared.logging import get_logger
+from proxymage_shared.mssante import DEFAULT_ALLOWED_DOMAINS
 
 from gateway.api_models import ErrorMessage
 from gateway.audit import Auditor
@@ -39,6 +40,8 @@ class ApiContext:
     now: Callable[[], dt.datetime]
     heartbeat_seconds: float = 15.0
     page_size: int = 200
+    # Experts' addresses must match these (proxymage_shared.mssante; the setting PROXYMAGE_SMTP__ALLOWED_DOMAINS).
+    expert_domains: tuple[str, ...] = DEFAULT_ALLOWED_DOMAINS
 
 
 def json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -110,6 +110,7 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
             now=lambda: dt.datetime.now(dt.UTC),
             heartbeat_seconds=settings.sse_heartbeat_seconds,
             page_size=settings.meetings_page_size,
+            expert_domains=settings.smtp.allowed_domains,
         )
     )
     spec = specification(settings.kafka_bootstrap_servers)
@@ -122,7 +123,7 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
     async def asyncapi_page() -> HTMLResponse:
         return HTMLResponse(asyncapi_html(spec))
 
-    console.mount(api)
+    console.mount(api, console.ConsoleOptions(settings.console_contact, settings.smtp.allowed_domains))
     ohif.mount(api, settings.viewer_app_dir, verifier)
     api.mount(DICOMWEB_PREFIX, dicomweb)
 

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from proxymage_shared.mssante import SecureMailDomains
 from proxymage_shared.settings import ServiceSettings
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 Role = Literal["dcc", "viewer"]
 
 # The OHIF viewer the gateway serves (gateway.ohif) on one study, read through the gateway's DICOMweb path.
 DEFAULT_VIEWER_URL_TEMPLATE = "{gateway_url}/viewer/viewer?StudyInstanceUIDs={study_instance_uid}"
+
+
+def _contact_link(value: str) -> str:
+    """Only a mail address or a web page may become the console's contact link (never `javascript:`)."""
+    value = value.strip()
+    if value and not value.startswith(("mailto:", "https://", "http://")):
+        raise ValueError("the console's contact is a mailto: or http(s):// link, e.g. mailto:3c@chu.mssante.fr")
+    return value
+
+
+ContactLink = Annotated[str, AfterValidator(_contact_link)]
 
 
 class ApiToken(BaseModel):
@@ -61,6 +73,12 @@ class Settings(ServiceSettings):
     # "Today" for `within_months` filters is the date in this zone (the hospitals').
     timezone: str = "Europe/Paris"
     meetings_page_size: int = Field(default=200, ge=1, le=5000)
+    # Experts' addresses must be MSSanté's: the same setting as the expert-notifier's,
+    # PROXYMAGE_SMTP__ALLOWED_DOMAINS (proxymage_shared.mssante), checked at entry by the console and the REST command.
+    smtp: SecureMailDomains = SecureMailDomains()
+    # The console's footer link "Contact" (the 3C's or the regional network's), a mailto: or http(s):// link,
+    # e.g. PROXYMAGE_CONSOLE_CONTACT=mailto:3c@chu-exemple.mssante.fr; empty: no link, the help page names the 3C.
+    console_contact: ContactLink = ""
     # The OHIF Viewer served at /viewer/ (gateway.ohif): the directory deploy/local/ohif.sh installs, e.g.
     # var/ohif/current (a relative path is relative to the working directory, the repository root for the
     # local stack). None, or a directory without index.html: /viewer/ answers 503.

@@ -11,6 +11,6 @@ listens to its SSE streams, authenticated by the HttpOnly cookie set at login, a
 from __future__ import annotations
 
 from gateway.auth import COOKIE_NAME
-from gateway.console.pages import mount
+from gateway.console.pages import ConsoleOptions, mount
 
-__all__ = ["COOKIE_NAME", "mount"]
+__all__ = ["COOKIE_NAME", "ConsoleOptions", "mount"]

@@ -10,26 +10,26 @@ from __future__ import annotations
 
 from typing import Final
 
-# User guide §4.1, in the order of the guide (= CONTRACT.md's 18 codes).
+# User guide §4.1, word for word and in the order of the guide (= CONTRACT.md's 18 codes).
 MODALITY_LABELS: Final[dict[str, str]] = {
     "AU": "Audio",
-    "CR": "Radiographie numérisée",
-    "CT": "Scanner",
-    "DX": "Radiographie numérique",
+    "CR": "Radiographie conventionnelle (informatisée)",
+    "CT": "Tomodensitométrie",
+    "DX": "Radiologie numérique",
     "ES": "Endoscopie",
     "MG": "Mammographie",
-    "MR": "IRM",
+    "MR": "Résonance magnétique",
     "NM": "Médecine nucléaire",
     "OT": "Autre",
-    "PT": "TEP",
+    "PT": "Tomographie par émission de positons Type (PET)",
     "RF": "Radiofluoroscopie",
     "RT": "Radiothérapie",
-    "SC": "Capture secondaire (images clés)",
-    "SR": "Comptes rendus structurés",
-    "US": "Échographie",
-    "VL": "Photographie",
+    "SC": "Capture d'écran par image clé",
+    "SR": "Rapports structurés",
+    "US": "Ultrasons",
+    "VL": "Photo",
     "XA": "Angiographie",
-    "XC": "Photographie externe",
+    "XC": "Radioscopie numérique",
 }
 
 DATE_FILTER_LABELS: Final[dict[str, str]] = {
@@ -98,7 +98,7 @@ IDENTITY_STATUS_DETAILS: Final[dict[str, str]] = {
         "Le patient a été retiré de la réunion : aucune imagerie n'est plus recherchée et les examens "
         "récupérés sont retirés de la visionneuse."
     ),
-    "error": "MIRC n'a pas pu être interrogé ; la recherche sera relancée. Utiliser « Rafraîchir » plus tard.",
+    "error": "MIRC n'a pas pu être interrogé ; la recherche sera relancée. Utiliser « Actualiser » plus tard.",
 }
 
 # Why the gateway refused an input (pydantic's error `type`), for the page's alert: never its English text.
@@ -113,6 +113,7 @@ ERROR_LABELS: Final[dict[str, str]] = {
     "value_error": "valeur invalide",
     "json_invalid": "requête illisible",
     "bool_type": "case à cocher attendue",
+    "mssante_domain": "adresse hors messagerie sécurisée de santé (MSSanté)",
     "fallback": "valeur invalide",
 }
 

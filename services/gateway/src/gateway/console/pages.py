@@ -21,9 +21,11 @@ import jinja2
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from proxymage_shared.mssante import DEFAULT_ALLOWED_DOMAINS
 
 from gateway.auth import COOKIE_NAME
 from gateway.console import labels
+from gateway.console.dates import fr_date
 
 COOKIE_MAX_AGE_SECONDS: Final = 12 * 3600  # a working day: the cookie does not outlive the meeting
 PREFIX: Final = "/console"
@@ -61,7 +63,18 @@ def _static_versions() -> dict[str, str]:
     }
 
 
-def _environment() -> jinja2.Environment:
+@dataclass(frozen=True, slots=True)
+class ConsoleOptions:
+    """What the pages take from the gateway's settings."""
+
+    # The footer's "Contact" link (settings.console_contact): mailto: or http(s)://; empty: none.
+    contact: str = ""
+    # The MSSanté rule's domains (settings.smtp.allowed_domains), checked in the experts' form before sending.
+    expert_domains: tuple[str, ...] = DEFAULT_ALLOWED_DOMAINS
+
+
+def _environment(options: ConsoleOptions | None = None) -> jinja2.Environment:
+    options = options or ConsoleOptions()
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=True,
@@ -80,8 +93,11 @@ def _environment() -> jinja2.Environment:
         date_filter_labels=labels.DATE_FILTER_LABELS,
         sex_labels=labels.SEX_LABELS,
         consent_sentence=labels.CONSENT_SENTENCE,
-        script_labels=labels.script_labels(),
+        script_labels={**labels.script_labels(), "expert_domains": list(options.expert_domains)},
+        expert_domains=options.expert_domains,
+        contact=options.contact,
     )
+    environment.filters["fr_date"] = fr_date
     return environment
 
 
@@ -125,8 +141,8 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 class _Pages:
-    def __init__(self) -> None:
-        self.environment = _environment()
+    def __init__(self, options: ConsoleOptions | None = None) -> None:
+        self.environment = _environment(options)
 
     def render(self, name: str, status_code: int = 200, **context: object) -> HTMLResponse:
         context.setdefault("nav", True)
@@ -158,6 +174,7 @@ _RCP_TITLE: Final = "Paramètres imagerie"
 # In the order of the routes (a fixed path such as `/meetings/new` comes before `/meetings/{meeting_id}`).
 _SHELLS: Final = (
     _Page(HOME, "home.html", "home", "Accueil", "home"),
+    _Page(PREFIX + "/aide", "help.html", "help", "Aide", "help"),
     _Page(PREFIX + "/rcps/", "rcp_settings.html", "rcp-settings", _RCP_TITLE, "rcp"),
     _Page(PREFIX + "/rcps/{rcp_id}", "rcp_settings.html", "rcp-settings", _RCP_TITLE, "rcp", ("rcp_id",)),
     _Page(PREFIX + "/meetings/new", "meeting_details.html", "meeting-details", "Réunion", "details"),
@@ -302,7 +319,7 @@ def _router(pages: _Pages) -> APIRouter:
     return router
 
 
-def mount(app: FastAPI) -> None:
+def mount(app: FastAPI, options: ConsoleOptions | None = None) -> None:
     """Adds the console to the gateway's app: `/` -> `/console/`, the pages, and `/console/static/`."""
     app.mount(PREFIX + "/static", StaticFiles(directory=STATIC_DIR), name="console-static")
-    app.include_router(_router(_Pages()))
+    app.include_router(_router(_Pages(options)))

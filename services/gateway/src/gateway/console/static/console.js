@@ -229,10 +229,14 @@
     const chosen = inputs.kinds.filter(function (radio) { return radio.checked; })[0];
     const kind = chosen ? chosen.value : 'none';
     if (kind === 'between') {
-      if (!inputs.from.value) return invalid(inputs.from, 'Indiquez la première date.');
-      if (!inputs.to.value) return invalid(inputs.to, 'Indiquez la dernière date.');
-      if (inputs.from.value > inputs.to.value) return invalid(inputs.to, 'La dernière date précède la première.');
-      return { modalities: modalities, date_filter: { kind: 'between', from: inputs.from.value, to: inputs.to.value } };
+      if (!inputs.from.value.trim()) return invalid(inputs.from, 'Indiquez la première date (JJ/MM/AAAA).');
+      if (!inputs.to.value.trim()) return invalid(inputs.to, 'Indiquez la dernière date (JJ/MM/AAAA).');
+      const from = readDate(inputs.from);
+      const to = readDate(inputs.to);
+      if (!from) return invalid(inputs.from, DATE_FORMAT_MESSAGE);
+      if (!to) return invalid(inputs.to, DATE_FORMAT_MESSAGE);
+      if (from > to) return invalid(inputs.to, 'La dernière date précède la première.');
+      return { modalities: modalities, date_filter: { kind: 'between', from: from, to: to } };
     }
     if (kind === 'within_months') {
       const months = Number(inputs.months.value);
@@ -251,8 +255,8 @@
     inputs.modalities.forEach(function (box) { box.checked = wanted.indexOf(box.value) >= 0; });
     const dateFilter = filters.date_filter || { kind: 'none' };
     inputs.kinds.forEach(function (radio) { radio.checked = radio.value === dateFilter.kind; });
-    inputs.from.value = dateFilter.from || '';
-    inputs.to.value = dateFilter.to || '';
+    writeDate(inputs.from, dateFilter.from || '');
+    writeDate(inputs.to, dateFilter.to || '');
     inputs.months.value = dateFilter.months ? String(dateFilter.months) : '';
   }
 
@@ -324,7 +328,7 @@
     }
     if (status === 'matched' && catalogue && catalogue.status === 'error') {
       append(box, h('p', { class: 'reason', text: 'La liste des examens n\'a pas pu être obtenue de MIRC'
-        + (reasonText(catalogue) ? ' : ' + reasonText(catalogue) : '') + '. Utiliser « Rafraîchir » plus tard.' }));
+        + (reasonText(catalogue) ? ' : ' + reasonText(catalogue) : '') + '. Utiliser « Actualiser » plus tard.' }));
     }
     const misses = identity && Array.isArray(identity.near_misses) ? identity.near_misses : [];
     if (status === 'unmatched' && misses.length) {
@@ -488,6 +492,276 @@
   }
 
   // ---------------------------------------------------------------------------------------------------
+  // Dates JJ/MM/AAAA (issue 15): typed and shown the French way whatever the browser's language (a text
+  // field: type=date would follow the browser's locale, mm/dd/yyyy in en-US); the API gets ISO dates.
+
+  const DATE_FORMAT_MESSAGE = 'Date invalide : saisir JJ/MM/AAAA, par exemple 22/03/2023.';
+
+  function pad2(number) { return (number < 10 ? '0' : '') + number; }
+
+  // `22/03/2023` (also 22-03-2023, 22.03.2023, 2/3/2023) -> `2023-03-22`; null when not a real date.
+  function isoFromFr(text) {
+    const match = /^\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})\s*$/.exec(text || '');
+    if (!match) return null;
+    const day = Number(match[1]);
+    const month = Number(match[2]);
+    const year = Number(match[3]);
+    const moment = new Date(Date.UTC(year, month - 1, day));
+    if (year < 1000 || moment.getUTCFullYear() !== year || moment.getUTCMonth() !== month - 1
+      || moment.getUTCDate() !== day) return null;
+    return year + '-' + pad2(month) + '-' + pad2(day);
+  }
+
+  // A message beside a field (and as its validity message, so that reportValidity says it in French).
+  function fieldMessage(input, message) {
+    const id = input.id + '-error';
+    let box = byId(id);
+    if (!box && message) {
+      box = h('span', { id: id, class: 'field-error' });
+      const wrapper = input.closest('.with-hint'); // the field's grid cell: the message stays in it
+      if (wrapper) wrapper.append(box); else input.after(box);
+      input.setAttribute('aria-describedby', ((input.getAttribute('aria-describedby') || '') + ' ' + id).trim());
+    }
+    if (box) {
+      box.textContent = message;
+      box.hidden = !message;
+    }
+    input.setCustomValidity(message);
+    if (message) input.setAttribute('aria-invalid', 'true'); else input.removeAttribute('aria-invalid');
+  }
+
+  function dateProblem(input) {
+    const text = input.value.trim();
+    if (!text) return input.required ? 'Indiquez la date au format JJ/MM/AAAA.' : '';
+    const iso = isoFromFr(text);
+    if (!iso) return DATE_FORMAT_MESSAGE;
+    if (input.dataset.max && iso > input.dataset.max) {
+      return 'La date ne peut pas être postérieure au ' + frDate(input.dataset.max) + '.';
+    }
+    return '';
+  }
+
+  // The field's date as ISO ('' when empty or invalid: its message is then shown).
+  function readDate(input) {
+    const problem = dateProblem(input);
+    fieldMessage(input, problem);
+    return problem ? '' : (isoFromFr(input.value) || '');
+  }
+
+  function writeDate(input, iso) {
+    input.value = iso ? frDate(iso) : '';
+    fieldMessage(input, '');
+    input.setCustomValidity(dateProblem(input)); // an empty required field still says so, in French, at submit
+  }
+
+  // A small calendar beside each date field: a month of day buttons, in French, weeks starting on Monday;
+  // choosing a day writes it JJ/MM/AAAA into the field. Typing stays the quick way (birth dates).
+  const MONTHS = ['janvier', 'février', 'mars', 'avril', 'mai', 'juin', 'juillet', 'août', 'septembre', 'octobre',
+    'novembre', 'décembre'];
+  const WEEKDAYS = [['lu', 'lundi'], ['ma', 'mardi'], ['me', 'mercredi'], ['je', 'jeudi'], ['ve', 'vendredi'],
+    ['sa', 'samedi'], ['di', 'dimanche']];
+
+  function calendarIcon() {
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('width', '18');
+    svg.setAttribute('height', '18');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('focusable', 'false');
+    const shape = document.createElementNS(ns, 'path');
+    shape.setAttribute('d', 'M7 2h2v2h6V2h2v2h3v18H4V4h3V2zm-1 8v10h12V10H6zm2 2h3v3H8v-3z');
+    shape.setAttribute('fill', 'currentColor');
+    svg.append(shape);
+    return svg;
+  }
+
+  function calendar(input) {
+    const popup = h('div', { class: 'calendar', role: 'dialog', 'aria-label': 'Calendrier', hidden: true });
+    const toggle = h('button', {
+      type: 'button', class: 'calendar-toggle', title: 'Calendrier', 'aria-expanded': 'false',
+      'aria-label': 'Ouvrir le calendrier',
+    }, calendarIcon());
+    let shown = null; // [year, month (0-11)]
+
+    function close(focusField) {
+      popup.hidden = true;
+      toggle.setAttribute('aria-expanded', 'false');
+      if (focusField) input.focus();
+    }
+
+    function show(year, month) {
+      const moment = new Date(Date.UTC(year, month, 1));
+      shown = [moment.getUTCFullYear(), moment.getUTCMonth()];
+      const chosen = isoFromFr(input.value);
+      const today = new Date();
+      const todayIso = today.getFullYear() + '-' + pad2(today.getMonth() + 1) + '-' + pad2(today.getDate());
+      const lead = (moment.getUTCDay() + 6) % 7; // Monday first
+      const days = new Date(Date.UTC(shown[0], shown[1] + 1, 0)).getUTCDate();
+      const rows = [];
+      let cells = [];
+      for (let blank = 0; blank < lead; blank += 1) cells.push(h('td'));
+      for (let day = 1; day <= days; day += 1) {
+        const iso = shown[0] + '-' + pad2(shown[1] + 1) + '-' + pad2(day);
+        cells.push(h('td', null, h('button', {
+          type: 'button', 'data-date': iso, class: iso === todayIso ? 'today' : null,
+          'aria-label': day + ' ' + MONTHS[shown[1]] + ' ' + shown[0], 'aria-pressed': String(iso === chosen),
+          onclick: function () {
+            writeDate(input, iso);
+            input.dispatchEvent(new Event('change', { bubbles: true }));
+            close(true);
+          },
+        }, String(day))));
+        if (cells.length === 7) { rows.push(h('tr', null, cells)); cells = []; }
+      }
+      if (cells.length) rows.push(h('tr', null, cells));
+      function step(label, text, years, months) {
+        return h('button', { type: 'button', 'aria-label': label, onclick: function () {
+          show(shown[0] + years, shown[1] + months);
+        } }, text);
+      }
+      popup.replaceChildren(
+        h('div', { class: 'calendar-head' },
+          step('Année précédente', '«', -1, 0), step('Mois précédent', '‹', 0, -1),
+          h('span', { class: 'calendar-title', 'aria-live': 'polite', text: MONTHS[shown[1]] + ' ' + shown[0] }),
+          step('Mois suivant', '›', 0, 1), step('Année suivante', '»', 1, 0)),
+        h('table', null,
+          h('thead', null, h('tr', null, WEEKDAYS.map(function (weekday) {
+            return h('th', { scope: 'col' }, h('abbr', { title: weekday[1], text: weekday[0] }));
+          }))),
+          h('tbody', null, rows)));
+    }
+
+    toggle.addEventListener('click', function () {
+      if (!popup.hidden) { close(true); return; }
+      const chosen = isoFromFr(input.value);
+      const start = chosen ? new Date(chosen + 'T00:00:00Z') : new Date();
+      show(chosen ? start.getUTCFullYear() : start.getFullYear(), chosen ? start.getUTCMonth() : start.getMonth());
+      popup.hidden = false;
+      toggle.setAttribute('aria-expanded', 'true');
+      const focus = popup.querySelector('button[aria-pressed="true"]') || popup.querySelector('button.today')
+        || popup.querySelector('td button');
+      if (focus) focus.focus();
+    });
+    popup.addEventListener('keydown', function (event) {
+      if (event.key === 'Escape') { event.preventDefault(); close(true); }
+    });
+    document.addEventListener('click', function (event) {
+      // The path as dispatched: a month button is no longer in the popup once the month is redrawn.
+      const path = event.composedPath();
+      if (!popup.hidden && path.indexOf(popup) < 0 && path.indexOf(toggle) < 0) close(false);
+    });
+    input.after(toggle, popup);
+  }
+
+  function dateFields() {
+    document.querySelectorAll('input[data-date]').forEach(function (input) {
+      calendar(input);
+      // While typing, only the validity changes (no message flickering); leaving the field shows it.
+      input.addEventListener('input', function () {
+        const problem = dateProblem(input);
+        if (!problem) fieldMessage(input, '');
+        else input.setCustomValidity(problem);
+      });
+      input.addEventListener('change', function () {
+        const iso = isoFromFr(input.value);
+        if (iso) input.value = frDate(iso); // 2/3/2023 -> 02/03/2023
+        fieldMessage(input, dateProblem(input));
+      });
+      input.setCustomValidity(dateProblem(input));
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Pick lists (issue 15): the RCPs, meetings and experts the gateway knows, offered where an id or an
+  // expert is typed (a <datalist>: searchable by id or title, and a new id is still accepted).
+
+  const PICK_SOURCES = {
+    meeting: { url: '/meetings', key: 'meeting_id', label: function (meeting) {
+      return [meeting.title || '', meeting.date ? 'du ' + frDate(meeting.date) : '', meeting.centre ? '— ' + meeting.centre : '']
+        .filter(Boolean).join(' ');
+    } },
+    rcp: { url: '/rcps', key: 'rcp_id', label: function (rcp) { return rcp.title + ' — ' + rcp.centre; } },
+    'expert-name': { url: '/experts', key: 'name', label: function (expert) { return expert.email; } },
+    'expert-email': { url: '/experts', key: 'email', label: function (expert) { return expert.name; } },
+  };
+
+  // Fills the datalists and calls `onPick[kind](item, input)` when a field's value becomes a known one.
+  function pickLists(onPick) {
+    const handlers = onPick || {};
+    const loads = {};
+    Object.keys(PICK_SOURCES).forEach(function (kind) {
+      const inputs = Array.prototype.slice.call(document.querySelectorAll('input[data-pick="' + kind + '"]'));
+      if (!inputs.length) return;
+      const source = PICK_SOURCES[kind];
+      loads[source.url] = loads[source.url] || api('GET', API + source.url).catch(function () { return []; });
+      loads[source.url].then(function (data) {
+        const items = Array.isArray(data) ? data : [];
+        const list = h('datalist', { id: 'pick-' + kind }, items.map(function (item) {
+          return h('option', { value: item[source.key], label: source.label(item) });
+        }));
+        BODY.append(list);
+        inputs.forEach(function (input) {
+          input.setAttribute('list', list.id);
+          function picked() {
+            const value = input.value.trim();
+            const item = items.filter(function (candidate) { return candidate[source.key] === value; })[0];
+            if (item && handlers[kind]) handlers[kind](item, input);
+          }
+          input.addEventListener('input', picked);
+          input.addEventListener('change', picked);
+        });
+      });
+    });
+  }
+
+  // Fills the empty ones of these fields (id -> value): a pick never overwrites what the user typed.
+  function fillEmpty(values) {
+    Object.keys(values).forEach(function (id) {
+      const input = byId(id);
+      if (!input || input.value.trim() || !values[id]) return;
+      if (input.dataset.date !== undefined) writeDate(input, values[id]); else input.value = values[id];
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
+  // Experts' addresses (issue 15): the gateway's MSSanté rule (proxymage_shared.mssante), checked at entry.
+
+  const EXPERT_DOMAINS = LABELS.expert_domains || ['*.mssante.fr'];
+
+  function addressAllowed(address, patterns) {
+    const text = String(address || '').trim();
+    const at = text.lastIndexOf('@');
+    const local = text.slice(0, Math.max(at, 0));
+    if (at <= 0 || local.indexOf('@') >= 0) return false;
+    const domain = text.slice(at + 1).toLowerCase().replace(/\.+$/, '');
+    const parts = domain.split('.');
+    if (parts.length < 2 || parts.some(function (part) { return !part; })) return false;
+    return patterns.some(function (raw) {
+      const pattern = String(raw).trim().toLowerCase().replace(/\.+$/, '');
+      if (pattern.slice(0, 2) === '*.') {
+        const suffix = pattern.slice(1);
+        return domain.length > suffix.length && domain.slice(-suffix.length) === suffix;
+      }
+      return pattern !== '' && domain === pattern;
+    });
+  }
+
+  function mssanteProblem(input) {
+    const value = input.value.trim();
+    if (!value || addressAllowed(value, EXPERT_DOMAINS)) return '';
+    return 'Adresse refusée : ce n\'est pas une adresse de messagerie sécurisée de santé (MSSanté). '
+      + 'Domaines admis : ' + EXPERT_DOMAINS.join(', ');
+  }
+
+  function mssanteFields() {
+    document.querySelectorAll('input[data-mssante]').forEach(function (input) {
+      input.addEventListener('input', function () { if (!mssanteProblem(input)) fieldMessage(input, ''); });
+      input.addEventListener('change', function () { fieldMessage(input, mssanteProblem(input)); });
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------------
   // Pages
 
   const pages = {};
@@ -495,6 +769,12 @@
   pages['rcp-settings'] = function () {
     const form = byId('rcp-form');
     const rcpId = BODY.dataset.rcpId;
+    // Picking a known RCP edits it: its current settings fill the form.
+    pickLists({ rcp: function (rcp) {
+      byId('title').value = rcp.title;
+      byId('centre').value = rcp.centre;
+      writeFilters('rcp', rcp.imaging);
+    } });
     if (rcpId) {
       // Pre-fills the form when the gateway offers the RCP's current settings (not in the v1 contract).
       api('GET', API + path('rcps', rcpId)).then(function (rcp) {
@@ -535,6 +815,12 @@
     if (!nameValue && !emailValue) return { value: null };
     if (!nameValue) return { error: invalid(name, 'Indiquez le nom du médecin, ou videz aussi son adresse.') };
     if (!emailValue) return { error: invalid(email, 'Indiquez l\'adresse de messagerie sécurisée du médecin.') };
+    const refused = mssanteProblem(email);
+    if (refused) {
+      fieldMessage(email, refused);
+      email.reportValidity();
+      return { error: null };
+    }
     return { value: { name: nameValue, email: emailValue } };
   }
 
@@ -556,14 +842,41 @@
   pages['meeting-details'] = function () {
     const form = byId('meeting-form');
     const meetingId = BODY.dataset.meetingId;
+    // The fieldset's other field: a known expert fills name and address together.
+    function otherField(input, suffix) {
+      return byId(input.closest('fieldset').dataset.role + suffix);
+    }
+    pickLists({
+      meeting: function (meeting) {
+        ['rcp_id', 'title', 'centre'].forEach(function (field) { byId(field).value = meeting[field] || ''; });
+        writeDate(byId('date'), meeting.date || '');
+        writeExpert('radiologist', meeting.on_call_radiologist);
+        writeExpert('nuclear', meeting.on_call_nuclear_physician);
+        ['radiologist', 'nuclear'].forEach(function (role) {
+          const email = byId(role + '-email');
+          fieldMessage(email, mssanteProblem(email));
+        });
+      },
+      rcp: function (rcp) { fillEmpty({ title: rcp.title, centre: rcp.centre }); },
+      'expert-name': function (expert, input) {
+        const email = otherField(input, '-email');
+        email.value = expert.email;
+        fieldMessage(email, mssanteProblem(email));
+      },
+      'expert-email': function (expert, input) {
+        otherField(input, '-name').value = expert.name;
+        fieldMessage(input, '');
+      },
+    });
     if (meetingId) {
       // Pre-fills from what the gateway knows of the meeting, when it offers it.
       api('GET', API + path('meetings', meetingId)).then(function (meeting) {
         const details = meeting && (meeting.experts || meeting);
         if (!details) return;
-        ['rcp_id', 'title', 'date', 'centre'].forEach(function (field) {
+        ['rcp_id', 'title', 'centre'].forEach(function (field) {
           if (details[field]) byId(field).value = details[field];
         });
+        if (details.date) writeDate(byId('date'), details.date);
         if ('on_call_radiologist' in details) writeExpert('radiologist', details.on_call_radiologist);
         if ('on_call_nuclear_physician' in details) writeExpert('nuclear', details.on_call_nuclear_physician);
       }).catch(function () { /* unknown meeting: a blank form */ });
@@ -581,7 +894,7 @@
         meeting_id: id,
         rcp_id: byId('rcp_id').value.trim(),
         title: byId('title').value.trim(),
-        date: byId('date').value,
+        date: readDate(byId('date')),
         centre: byId('centre').value.trim(),
         on_call_radiologist: radiologist.value,
         on_call_nuclear_physician: nuclear.value,
@@ -608,6 +921,15 @@
     const tab = selectionTab(null);
     let posted = null; // the enrolment payload last published (JSON), to re-publish a corrected identity
     let listening = null;
+    // Picking a known meeting fills what the enrolment says of it; a known RCP, its title and centre if empty.
+    pickLists({
+      meeting: function (meeting) {
+        ['rcp_id', 'centre'].forEach(function (field) { if (meeting[field]) byId(field).value = meeting[field]; });
+        if (meeting.title) byId('meeting_title').value = meeting.title;
+        if (meeting.date) writeDate(byId('meeting_date'), meeting.date);
+      },
+      rcp: function (rcp) { fillEmpty({ meeting_title: rcp.title, centre: rcp.centre }); },
+    });
 
     function value(id) { return byId(id).value.trim(); }
 
@@ -617,13 +939,13 @@
         meeting_id: value('meeting_id'),
         rcp_id: value('rcp_id'),
         meeting_title: value('meeting_title'),
-        meeting_date: byId('meeting_date').value,
+        meeting_date: readDate(byId('meeting_date')),
         centre: value('centre'),
         patient: {
           birth_name: value('birth_name'),
           used_name: value('used_name') || null,
           first_name: value('first_name'),
-          birth_date: byId('birth_date').value,
+          birth_date: readDate(byId('birth_date')),
           sex: byId('sex').value,
         },
         consent: consent.checked,
@@ -651,7 +973,7 @@
       if (!consent.checked) return;
       if (!form.checkValidity()) {
         renderIdentity(byId('identity'), { status: 'pending' },
-          'Complétez l\'identité du patient et la réunion, puis cliquez sur « Rafraîchir » pour rechercher ses examens.');
+          'Complétez l\'identité du patient et la réunion, puis cliquez sur « Actualiser » pour rechercher ses examens.');
         form.reportValidity();
         return;
       }
@@ -739,7 +1061,7 @@
       byId('patient-birth_name').value = patient.birth_name || '';
       byId('patient-used_name').value = patient.used_name || '';
       byId('patient-first_name').value = patient.first_name || '';
-      byId('patient-birth_date').value = patient.birth_date || '';
+      writeDate(byId('patient-birth_date'), patient.birth_date || '');
       byId('patient-sex').value = patient.sex || '';
       consent.checked = data.consent === true;
     }
@@ -795,7 +1117,7 @@
           birth_name: value('patient-birth_name'),
           used_name: value('patient-used_name') || null,
           first_name: value('patient-first_name'),
-          birth_date: byId('patient-birth_date').value,
+          birth_date: readDate(byId('patient-birth_date')),
           sex: byId('patient-sex').value,
         },
         consent: consent.checked,
@@ -1078,9 +1400,11 @@
     }).catch(function () { /* no list: the id field is enough */ });
   }
 
-  pages.home = knownMeetings;
-  pages.meetings = knownMeetings;
+  pages.home = function () { knownMeetings(); pickLists(); };
+  pages.meetings = function () { knownMeetings(); pickLists(); };
 
+  dateFields();
+  mssanteFields();
   const start = pages[BODY.dataset.page];
   if (start) start();
 }());
