@@ -39,6 +39,7 @@ class ApiContext:
     now: Callable[[], dt.datetime]
     heartbeat_seconds: float = 15.0
     page_size: int = 200
+    zone: dt.tzinfo = dt.UTC  # the hospitals' time zone (`settings.timezone`): times printed for people
 
 
 def json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

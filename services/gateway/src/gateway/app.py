@@ -110,6 +110,7 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
             now=lambda: dt.datetime.now(dt.UTC),
             heartbeat_seconds=settings.sse_heartbeat_seconds,
             page_size=settings.meetings_page_size,
+            zone=zone,
         )
     )
     spec = specification(settings.kafka_bootstrap_servers)

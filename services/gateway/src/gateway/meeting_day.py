@@ -21,6 +21,7 @@ its sort "by status" (most in need of the 3C's attention first):
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Iterable
 from typing import Final
 
@@ -122,11 +123,17 @@ def sheet_patient(enrolment: Enrolment, states: StudyStates) -> SheetPatient:
     )
 
 
-def _by_name(patient: SheetPatient) -> tuple[str, str, str]:
+def _folded(name: str) -> str:
+    """Upper case without accents: the order of a paper list (É with E, not after Z)."""
+    decomposed = unicodedata.normalize("NFKD", name.upper())
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
+
+
+def _by_name(patient: SheetPatient) -> tuple[int, str, str, str]:
     person = patient.patient
     if person is None:
-        return ("\uffff", "", patient.enrolment_id)  # not enrolled yet by the DCC: last
-    return (person.birth_name.upper(), person.first_name.upper(), patient.enrolment_id)
+        return (1, "", "", patient.enrolment_id)  # not enrolled yet by the DCC: last
+    return (0, _folded(person.birth_name), _folded(person.first_name), patient.enrolment_id)
 
 
 def meeting_sheet(meeting: Meeting, patients: Iterable[SheetPatient]) -> MeetingSheet:
