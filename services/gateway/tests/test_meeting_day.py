@@ -57,8 +57,9 @@ def test_every_imaging_state_has_a_rank_and_a_french_label() -> None:
     assert set(IMAGING_STATE_LABELS) == set(get_args(ImagingState))
     labels = script_labels()
     assert labels["imaging_states"] == IMAGING_STATE_LABELS
+    assert labels["imaging_state_order"] == list(meeting_day.IMAGING_STATE_ORDER)  # the script's sort "by status"
     assert labels["sexes"] == {"F": "Féminin", "M": "Masculin", "U": "Inconnu"}
-    assert meeting_day.NOT_AVAILABLE < set(get_args(RetrievalView))
+    assert set(get_args(RetrievalView)) > meeting_day.NOT_AVAILABLE
 
 
 def test_the_meetings_summary_carries_the_requesting_doctor_and_the_imaging_state() -> None:

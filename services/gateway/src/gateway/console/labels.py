@@ -222,5 +222,6 @@ def script_labels() -> dict[str, object]:
         },
         "hint_fallback": "Un trait d'identité diffère légèrement : vérifier la saisie dans le DCC",
         "imaging_states": IMAGING_STATE_LABELS,
+        "imaging_state_order": list(IMAGING_STATE_LABELS),  # the page's JSON has its keys sorted: the order apart
         "sexes": SEX_LABELS,
     }

@@ -1149,7 +1149,7 @@
       const centres = Array.from(new Set(meetings.map(function (meeting) { return meeting.centre; })
         .filter(Boolean))).sort(function (left, right) { return compareText(folded(left), folded(right)); });
       centre.replaceChildren(h('option', { value: '', text: 'Tous les centres' }),
-        centres.map(function (name) { return h('option', { value: name, text: name }); }));
+        ...centres.map(function (name) { return h('option', { value: name, text: name }); }));
       if (centres.indexOf(query.get('centre')) >= 0) centre.value = query.get('centre');
       byId('meetings-loading').hidden = true;
       render();
@@ -1167,7 +1167,7 @@
     inscription: null, // the gateway's order
     nom: function (entry) { return [folded(entry.patient && entry.patient.birth_name), folded(entry.patient && entry.patient.first_name)]; },
     etat: function (entry) {
-      const rank = Object.keys(LABELS.imaging_states).indexOf(entry.imaging_state);
+      const rank = LABELS.imaging_state_order.indexOf(entry.imaging_state);
       return [String(rank < 0 ? 99 : rank).padStart(2, '0'), folded(patientName(entry))];
     },
     demandeur: function (entry) {
