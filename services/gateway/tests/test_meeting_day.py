@@ -219,8 +219,8 @@ def test_the_sheet_words_a_patient_and_a_study_in_french() -> None:
     assert patient_name(married) == "ÉPOUSE (ESSAI-FICTIF) Hélène"
     assert identity_line(patient) == "Née le 12/04/1956 — Sexe : Féminin — Médecin demandeur : Dr Paul DEMANDEUR"
     assert study_state(_study("1", "available")) == "Visuel disponible"
-    assert study_state(_study("1", "failed", "Examen introuvable.")) == (
-        "La récupération de cet examen a échoué. Examen introuvable."
+    assert study_state(_study("1", "failed", "examen introuvable")) == (
+        "La récupération de cet examen a échoué. Examen introuvable"
     )
     assert study_state(_study("1", "retrieving")) == (
         "La visualisation de cet examen n'est pas encore disponible. Récupération en cours."

@@ -39,6 +39,11 @@ NOT_IN_MIRC = Reason.of("not_in_mirc")
 NOT_OWNED = Reason.of("not_patient_study")
 
 
+def _shown(reason: Reason) -> str:
+    """A reason as the sheet and the home page show it: after the state's sentence, a sentence of its own."""
+    return reason.text[:1].upper() + reason.text[1:]
+
+
 @pytest.fixture
 async def gw(stack_env: dict[str, str], unique: str) -> AsyncIterator[RunningGateway]:
     async with running_gateway(unique) as running:
@@ -244,7 +249,7 @@ async def test_meeting_page_sort_previous_next_print_and_pdf(gw: RunningGateway,
     await expect(sections).to_have_count(3)
     await expect(page.locator("#sheet-title")).to_have_text(f"{title} du {date.strftime('%d/%m/%Y')}")
     await expect(sections.first).to_contain_text("ÉCHO-FICTIF Hélène")  # alphabetical, accents folded
-    await expect(sections.filter(has_text="ÉCHO-FICTIF")).to_contain_text(NOT_IN_MIRC.text)
+    await expect(sections.filter(has_text="ÉCHO-FICTIF")).to_contain_text(_shown(NOT_IN_MIRC))
     await _shot(page, "fiche-ecran")
     await page.emulate_media(media="print")
     await expect(page.locator(".banner")).to_be_hidden()
@@ -256,8 +261,8 @@ async def test_meeting_page_sort_previous_next_print_and_pdf(gw: RunningGateway,
         for study in patient.studies:
             assert study.description in printed
     assert "Née le 30/09/1961 · Féminin — Médecin demandeur : Dr Zoé ZÉPHYR" in printed
-    assert NOT_IN_MIRC.text in printed
-    assert NOT_OWNED.text in printed
+    assert _shown(NOT_IN_MIRC) in printed
+    assert _shown(NOT_OWNED) in printed
     assert printed.count("Visuel disponible") == 3
     for navigation in ("Paramètres imagerie des RCP", "Se déconnecter", "Exporter en PDF", "Retour au déroulement"):
         assert navigation not in printed
@@ -337,7 +342,7 @@ async def test_meetings_list_and_the_home_page_48_hours_block(gw: RunningGateway
     await expect(item).to_contain_text(f"RCP ORL FICTIVE du {soon[2].strftime('%d/%m/%Y')}")
     await expect(item).to_contain_text("ESSAI-FICTIF Léa")
     await expect(item).to_contain_text("IRM FICTIVE")
-    await expect(item).to_contain_text(NOT_IN_MIRC.text)
+    await expect(item).to_contain_text(_shown(NOT_IN_MIRC))
     await expect(item).not_to_contain_text("TDM FICTIF")  # available: not a gap
     await expect(page.locator("main")).not_to_contain_text("LOIN-FICTIF")  # in 5 days: outside the 48 hours
     await expect(page.locator("main")).not_to_contain_text("PRET-FICTIF")  # everything available

@@ -70,7 +70,9 @@ def study_state(study: SheetStudy) -> str:
     """The study's state in the console's words, with its reason (or the detail of a pending state)."""
     label = RETRIEVAL_STATUS_LABELS.get(study.status, study.status)
     detail = study.reason_text or RETRIEVAL_DETAIL_LABELS.get(study.status)
-    return f"{label} {detail}" if detail and study.status != "available" else label
+    if not detail or study.status == "available":
+        return label
+    return f"{label} {detail[:1].upper()}{detail[1:]}"  # the reason follows a full sentence
 
 
 def meeting_heading(sheet: MeetingSheet) -> str:

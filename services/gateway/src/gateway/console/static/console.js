@@ -1082,6 +1082,9 @@
     return String(text || '').normalize('NFD').replace(/[\u0300-\u036f]/g, '').toUpperCase();
   }
 
+  // A reason after a full sentence starts a sentence of its own.
+  function sentence(text) { return text ? text.charAt(0).toUpperCase() + text.slice(1) : ''; }
+
   function compareText(left, right) { return left < right ? -1 : left > right ? 1 : 0; }
 
   function localIsoDate(moment) {
@@ -1249,7 +1252,7 @@
       h('td', { text: (study.modalities || []).join('/') }),
       h('td', { text: study.description || 'Examen sans description' }),
       h('td', { text: study.pacs || '' }),
-      h('td', { class: 'state' }, h('strong', { text: label }), detail ? ' ' + detail : ''));
+      h('td', { class: 'state' }, h('strong', { text: label }), detail ? ' ' + sentence(detail) : ''));
   }
 
   function sheetPatient(patient) {
@@ -1299,7 +1302,7 @@
     const what = (study.description || 'Examen sans description') + (study.date ? ' du ' + frDate(study.date) : '');
     return h('li', { class: 'state-' + study.status },
       h('span', { class: 'gap-study', text: what }), ' — ', h('span', { class: 'state-label', text: label }),
-      study.reason_text ? h('span', { class: 'reason', text: ' ' + study.reason_text }) : null);
+      study.reason_text ? h('span', { class: 'reason', text: ' ' + sentence(study.reason_text) }) : null);
   }
 
   // The home page's block (read route `GET /api/v1/imaging-gaps`: the gateway gathers the reasons once).
