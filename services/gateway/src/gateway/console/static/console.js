@@ -1117,7 +1117,8 @@
   function meetingRow(meeting) {
     return h('tr', { 'data-meeting-id': meeting.meeting_id },
       h('td', { text: meeting.date ? frDate(meeting.date) : 'Date inconnue' }),
-      h('td', null, h('a', { href: meetingUrl(meeting.meeting_id), text: meeting.title || 'Réunion ' + meeting.meeting_id })),
+      h('td', null, h('a', { href: meetingUrl(meeting.meeting_id), text: meeting.title || 'Réunion ' + meeting.meeting_id,
+        'aria-label': meetingLabel(meeting) })),
       h('td', { text: meeting.centre || '' }),
       h('td', null, h('a', { href: meetingUrl(meeting.meeting_id) + '/fiche', text: 'Fiche',
         'aria-label': 'Fiche imprimable : ' + meetingLabel(meeting) })));
