@@ -242,7 +242,18 @@ async def test_meeting_page_sort_previous_next_print_and_pdf(gw: RunningGateway,
     await steps.get_by_role("link", name="← Patient précédent").click()
     await expect(page.locator("#patient-name")).to_have_text("ÉCHO-FICTIF Hélène")
 
+    # The enrolment page too: previous/next in the meeting's order of enrolment.
+    await page.get_by_role("link", name=re.compile("^Fiche d'inscription")).click()
+    await expect(page).to_have_url(f"{gw.url}/console/enrolments/{echo.enrolment_id}")
+    await expect(steps).to_contain_text("Patient 2 sur 3")
+    await steps.get_by_role("link", name="Patient suivant →").click()
+    await expect(page).to_have_url(f"{gw.url}/console/enrolments/{martin.enrolment_id}")
+    await expect(steps).to_contain_text("Patient 3 sur 3")
+    await expect(steps.get_by_role("link", name="Patient suivant →")).to_be_hidden()
+    await expect(page.locator("#enrolment-meeting")).to_contain_text("MARTIN-FICTIF Jean")
+
     # The printable sheet: every patient, each selected study with its state; no navigation when printed.
+    await page.goto(f"/console/meetings/{meeting_id}")
     await page.get_by_role("link", name="Imprimer la fiche").click()
     await expect(page).to_have_url(f"{gw.url}/console/meetings/{meeting_id}/fiche")
     sections = page.locator(".sheet-patient")

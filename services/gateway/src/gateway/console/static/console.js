@@ -731,6 +731,7 @@
     const dialog = byId('withdraw-dialog');
     let current = null; // the enrolment as last read (null until the gateway knows its enrolled event)
     let edited = false; // the user changed the identity form: reloads no longer overwrite it
+    let stepsOf = null; // the meeting whose previous/next links are shown
 
     function value(id) { return byId(id).value.trim(); }
 
@@ -772,6 +773,10 @@
       if (!data.meeting_id) return;
       byId('link-meeting').href = '/console/meetings/' + encodeURIComponent(data.meeting_id)
         + '/patients/' + encodeURIComponent(enrolmentId);
+      if (stepsOf !== data.meeting_id) {
+        stepsOf = data.meeting_id;
+        enrolmentSteps(data.meeting_id, enrolmentId);
+      }
       const meeting = data.meeting || {};
       byId('enrolment-meeting').textContent = (data.patient ? patientName(data) + ' — ' : '')
         + (meeting.title || 'Réunion ' + data.meeting_id) + (meeting.date ? ' du ' + frDate(meeting.date) : '');
@@ -1193,6 +1198,36 @@
     });
   }
 
+  // "← Patient précédent · Patient 2 sur 5 · Patient suivant →" on a patient's page (`urlOf`: its address).
+  function showPatientSteps(ordered, enrolmentId, urlOf) {
+    const steps = byId('patient-steps');
+    if (!steps) return;
+    const index = ordered.findIndex(function (entry) { return entry.enrolment_id === enrolmentId; });
+    steps.hidden = index < 0;
+    if (index < 0) return;
+    [['link-previous', ordered[index - 1]], ['link-next', ordered[index + 1]]].forEach(function (pair) {
+      const link = byId(pair[0]);
+      link.hidden = !pair[1];
+      if (pair[1]) {
+        link.href = urlOf(pair[1].enrolment_id);
+        link.title = patientName(pair[1]);
+      }
+    });
+    byId('patient-position').textContent = 'Patient ' + (index + 1) + ' sur ' + ordered.length;
+  }
+
+  // The enrolment page's previous/next: the meeting's patients in the order the meeting's list had (`?tri=`).
+  function enrolmentSteps(meetingId, enrolmentId) {
+    const by = new URLSearchParams(location.search).get('tri');
+    const sort = by && by in PATIENT_SORTS ? by : 'inscription';
+    api('GET', API + path('meetings', meetingId, 'enrolments')).then(function (data) {
+      const ordered = sortedPatients((data && data.enrolments) || [], sort);
+      showPatientSteps(ordered, enrolmentId, function (id) {
+        return '/console/enrolments/' + encodeURIComponent(id) + (sort === 'inscription' ? '' : '?tri=' + sort);
+      });
+    }).catch(function () { /* no list: no previous/next */ });
+  }
+
   // The meeting's patient list and, on a patient's page, the links to the previous and next patients
   // (in the list's order, which the links carry along as `?tri=`).
   function patientList(list, meetingId, enrolmentId) {
@@ -1204,25 +1239,6 @@
     function patientUrl(id) {
       return meetingUrl(meetingId) + '/patients/' + encodeURIComponent(id)
         + (sort.value === 'inscription' ? '' : '?tri=' + encodeURIComponent(sort.value));
-    }
-
-    function showSteps(ordered) {
-      const steps = byId('patient-steps');
-      if (!steps) return;
-      const index = ordered.findIndex(function (entry) { return entry.enrolment_id === enrolmentId; });
-      steps.hidden = index < 0;
-      if (index < 0) return;
-      const previous = ordered[index - 1];
-      const next = ordered[index + 1];
-      [['link-previous', previous], ['link-next', next]].forEach(function (pair) {
-        const link = byId(pair[0]);
-        link.hidden = !pair[1];
-        if (pair[1]) {
-          link.href = patientUrl(pair[1].enrolment_id);
-          link.title = patientName(pair[1]);
-        }
-      });
-      byId('patient-position').textContent = 'Patient ' + (index + 1) + ' sur ' + ordered.length;
     }
 
     function render() {
@@ -1238,7 +1254,7 @@
             h('span', { class: 'patient-summary', text: summaryText(entry) }),
             state ? h('span', { class: 'imaging-state imaging-' + state, text: LABELS.imaging_states[state] || state }) : null)));
       });
-      showSteps(ordered);
+      showPatientSteps(ordered, enrolmentId, patientUrl);
     }
 
     sort.addEventListener('change', function () { remembered('tri', sort.value, 'inscription'); render(); });
