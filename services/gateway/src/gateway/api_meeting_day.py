@@ -70,7 +70,7 @@ async def read_sheet(context: ApiContext, who: Principal, meeting_id: str, actio
 async def read_imaging_gaps(context: ApiContext, who: Principal, days: int) -> list[meeting_day.ImagingGap]:
     first_day = context.today()
     last_day = first_day + dt.timedelta(days=days)
-    records = await guarded(context.store.meetings(context.page_size))
+    records = await guarded(context.store.meetings_dated(first_day, last_day, context.page_size))
     sheets = []
     for record in records:
         if meeting_day.in_window(views.meeting_view(record.meeting_id, record), first_day, last_day):
