@@ -285,3 +285,55 @@ def test_an_empty_meeting_still_prints() -> None:
     (page,) = _pdf_text(render_sheet_pdf(sheet, PRINTED_AT))
     assert "Aucun patient inscrit à cette réunion pour le moment." in page
     assert "0 patient inscrit" in page
+
+
+# --- The console's pages (plain HTTP, no server) --------------------------------------------------------------
+
+MEETING_DAY_PAGES = {
+    "/console/": ["Réunions des prochaines 48 heures : examens pas encore disponibles"],
+    "/console/meetings/": [
+        "Trier par",
+        "Date",
+        "Intitulé",
+        "Centre",
+        "Tous les centres",
+        "Réunions à venir",
+        "Réunions passées",
+    ],
+    "/console/meetings/m-essai": [
+        "Imprimer la fiche",
+        "Trier par",
+        "Ordre d'inscription",
+        "Nom du patient",
+        "État de l'imagerie",
+        "Médecin demandeur",
+    ],
+    "/console/meetings/m-essai/patients/enr-essai": ["← Patient précédent", "Patient suivant →"],
+    "/console/enrolments/enr-essai": ["← Patient précédent", "Patient suivant →"],
+    "/console/meetings/m-essai/fiche": [
+        "Fiche de la réunion",
+        "Imprimer",
+        "Exporter en PDF",
+        "Retour au déroulement",
+        'href="/api/v1/meetings/m-essai/sheet.pdf"',
+    ],
+}
+
+
+@pytest.mark.parametrize("url", list(MEETING_DAY_PAGES))
+async def test_the_meeting_day_pages_render_in_french(url: str) -> None:
+    import html
+
+    import httpx
+    from fastapi import FastAPI
+    from gateway.console import mount
+
+    app = FastAPI()
+    mount(app)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://console.test") as console:
+        answer = await console.get(url)
+    assert answer.status_code == 200
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    text = html.unescape(answer.text)
+    for label in MEETING_DAY_PAGES[url]:
+        assert label in text, f"{label!r} missing from {url}"
