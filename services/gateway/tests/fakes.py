@@ -5,6 +5,7 @@ counterpart), a meeting's member is written with its details or on its own, and 
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -95,6 +96,16 @@ class FakeReadModel:
 
     async def meetings(self, limit: int) -> list[MeetingRecord]:
         return [meeting_record(document) for document in self._all(MEETINGS)][:limit]
+
+    async def meetings_dated(self, first_day: dt.date, last_day: dt.date, limit: int) -> list[MeetingRecord]:
+        records = [meeting_record(document) for document in self._all(MEETINGS)]
+        first, last = first_day.isoformat(), last_day.isoformat()
+
+        def dated(record: MeetingRecord) -> bool:
+            dates = [part.date for part in (record.experts, record.enrolment_details) if part is not None]
+            return any(date is not None and first <= date <= last for date in dates)
+
+        return [record for record in records if dated(record)][:limit]
 
     async def rcp(self, rcp_id: str) -> RcpRecord | None:
         document = self.documents.get((RCPS, rcp_id))

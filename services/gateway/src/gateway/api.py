@@ -27,6 +27,7 @@ from gateway.api_commands import add_command_routes
 from gateway.api_common import API_PREFIX, ApiContext, Publish, UnavailableError, json_error, log
 from gateway.api_experts import add_expert_routes, state_the_mssante_rule
 from gateway.api_live import add_live_routes
+from gateway.api_meeting_day import add_meeting_day_routes
 from gateway.api_reads import add_read_routes
 from gateway.auth import COOKIE_NAME, TokenVerifier, presented_token, scope_headers
 
@@ -110,6 +111,7 @@ def _router(context: ApiContext) -> APIRouter:
     router = APIRouter(prefix=API_PREFIX, dependencies=[Security(_bearer), Security(_cookie_scheme)])
     add_read_routes(router, context)
     add_expert_routes(router, context)
+    add_meeting_day_routes(router, context)
     add_live_routes(router, context)
     add_command_routes(router, context)
     return router

@@ -42,6 +42,7 @@ class ApiContext:
     page_size: int = 200
     # Experts' addresses must match these (proxymage_shared.mssante; the setting PROXYMAGE_SMTP__ALLOWED_DOMAINS).
     expert_domains: tuple[str, ...] = DEFAULT_ALLOWED_DOMAINS
+    zone: dt.tzinfo = dt.UTC  # the hospitals' time zone (`settings.timezone`): times printed for people
 
 
 def json_error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

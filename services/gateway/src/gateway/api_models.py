@@ -160,6 +160,10 @@ IdentityView: TypeAlias = Literal["pending", "matched", "unmatched", "no_consent
 RetrievalView: TypeAlias = Literal[
     "not_requested", "queued", "retrieving", "not_yet_available", "available", "failed", "removed"
 ]
+# Extension (issue 15, the meeting day): a patient's imaging at a glance (`gateway.meeting_day.imaging_state`).
+ImagingState: TypeAlias = Literal[
+    "failed", "not_identified", "waiting", "none_selected", "no_consent", "available", "withdrawn"
+]
 
 _REASON_CODE = "Extension: the stable code of `reason` (null when the event carried none)."
 _REASON_TEXT = "Extension: the French text of `reason`, for people (what the console shows)."
@@ -287,6 +291,14 @@ class EnrolmentSummary(BaseModel):
     catalogued: int | None = Field(description="Studies catalogued (before filters), null until listed.")
     studies: StudyStates
     expertise_requested: bool
+    # Extensions (issue 15, the meeting day)
+    requested_by: str | None = Field(
+        default=None, description="Extension: the requesting doctor, as the DCC named them."
+    )
+    imaging_state: ImagingState | None = Field(
+        default=None,
+        description="Extension: the patient's imaging at a glance (identity outcome and selected studies).",
+    )
 
 
 class ExpertOut(BaseModel):

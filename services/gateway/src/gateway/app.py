@@ -111,6 +111,7 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
             heartbeat_seconds=settings.sse_heartbeat_seconds,
             page_size=settings.meetings_page_size,
             expert_domains=settings.smtp.allowed_domains,
+            zone=zone,
         )
     )
     spec = specification(settings.kafka_bootstrap_servers)

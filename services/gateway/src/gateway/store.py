@@ -199,6 +199,14 @@ class ReadModelStore:
         documents = await self._collections[MEETINGS].find({}).sort("_id", ASCENDING).to_list(limit)
         return [meeting_record(document) for document in documents]
 
+    async def meetings_dated(self, first_day: dt.date, last_day: dt.date, limit: int) -> list[MeetingRecord]:
+        """The meetings dated from `first_day` to `last_day` by the DCC's meeting event or by an enrolment (a superset
+        of what `views.meeting_view` dates in the window: the caller decides)."""
+        window = {"$gte": first_day.isoformat(), "$lte": last_day.isoformat()}
+        query = {"$or": [{"experts.date": window}, {"enrolment_details.date": window}]}
+        documents = await self._collections[MEETINGS].find(query).sort("_id", ASCENDING).to_list(limit)
+        return [meeting_record(document) for document in documents]
+
     async def rcps(self, limit: int) -> list[RcpRecord]:
         documents = await self._collections[RCPS].find({}).sort("_id", ASCENDING).to_list(limit)
         return [rcp_record(document) for document in documents]

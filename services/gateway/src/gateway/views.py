@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from proxymage_shared.events import ImagingFilters
 
 from gateway import filters as flt
-from gateway import reasons
+from gateway import meeting_day, reasons
 from gateway.api_models import (
     Catalogue,
     Enrolment,
@@ -432,14 +432,18 @@ _NO_LINKS = ViewerLinks("")
 
 def summary_view(record: EnrolmentRecord) -> EnrolmentSummary:
     identity: IdentityView = identity_view(record).status
+    states = study_states(record)
+    requested_by = record.enrolment.requested_by if record.enrolment is not None else None
     return EnrolmentSummary(
         enrolment_id=record.enrolment_id,
         patient=patient_view(record),
         consent=record.enrolment.consent if record.enrolment is not None else None,
         identity_status=identity,
         catalogued=len(_linked_rows(record)) if record.catalogue is not None else None,
-        studies=study_states(record),
+        studies=states,
         expertise_requested=expertise_view(record).requested,
+        requested_by=requested_by.name if requested_by is not None else None,
+        imaging_state=meeting_day.imaging_state(identity, states),
     )
 
 

@@ -194,6 +194,19 @@ NEAR_MISS_KINDS: Final = (
 )
 
 
+# Issue 15 (the meeting day): a patient's imaging at a glance (`gateway.meeting_day.imaging_state`), on the
+# meeting's list, the printed sheet and its PDF.
+IMAGING_STATE_LABELS: Final[dict[str, str]] = {
+    "failed": "Récupération en échec",
+    "not_identified": "Patient non trouvé dans MIRC",
+    "waiting": "Examens pas encore tous disponibles",
+    "none_selected": "Aucun examen sélectionné",
+    "no_consent": "Pas de consentement",
+    "available": "Tous les examens disponibles",
+    "withdrawn": "Inscription annulée",
+}
+
+
 def script_labels() -> dict[str, object]:
     """Everything the page script needs to word the API's JSON (embedded as a JSON data block)."""
     return {
@@ -209,4 +222,7 @@ def script_labels() -> dict[str, object]:
             f"{trait}/{kind}": near_miss_hint(trait, kind) for trait in NEAR_MISS_TRAITS for kind in NEAR_MISS_KINDS
         },
         "hint_fallback": "Un trait d'identité diffère légèrement : vérifier la saisie dans le DCC",
+        "imaging_states": IMAGING_STATE_LABELS,
+        "imaging_state_order": list(IMAGING_STATE_LABELS),  # the page's JSON has its keys sorted: the order apart
+        "sexes": SEX_LABELS,
     }

@@ -186,6 +186,14 @@ _SHELLS: Final = (
         "details",
         ("meeting_id",),
     ),
+    _Page(
+        PREFIX + "/meetings/{meeting_id}/fiche",
+        "meeting_sheet.html",
+        "meeting-sheet",
+        "Fiche de la réunion",
+        "meetings",
+        ("meeting_id",),
+    ),
     _Page(PREFIX + "/meetings/{meeting_id}", "meeting.html", "meeting", _MEETINGS_TITLE, "meetings", ("meeting_id",)),
     _Page(
         PREFIX + "/meetings/{meeting_id}/patients/{enrolment_id}",

@@ -1053,6 +1053,7 @@
     const dialog = byId('withdraw-dialog');
     let current = null; // the enrolment as last read (null until the gateway knows its enrolled event)
     let edited = false; // the user changed the identity form: reloads no longer overwrite it
+    let stepsOf = null; // the meeting whose previous/next links are shown
 
     function value(id) { return byId(id).value.trim(); }
 
@@ -1094,6 +1095,10 @@
       if (!data.meeting_id) return;
       byId('link-meeting').href = '/console/meetings/' + encodeURIComponent(data.meeting_id)
         + '/patients/' + encodeURIComponent(enrolmentId);
+      if (stepsOf !== data.meeting_id) {
+        stepsOf = data.meeting_id;
+        enrolmentSteps(data.meeting_id, enrolmentId);
+      }
       const meeting = data.meeting || {};
       byId('enrolment-meeting').textContent = (data.patient ? patientName(data) + ' — ' : '')
         + (meeting.title || 'Réunion ' + data.meeting_id) + (meeting.date ? ' du ' + frDate(meeting.date) : '');
@@ -1276,6 +1281,7 @@
     const meetingId = BODY.dataset.meetingId;
     const enrolmentId = BODY.dataset.enrolmentId;
     const list = byId('patients');
+    const patients = patientList(list, meetingId, enrolmentId);
 
     const reloadPatients = serialised(async function () {
       let data;
@@ -1290,14 +1296,7 @@
       if (meeting && meeting.title) {
         byId('meeting-title').textContent = meeting.title + (meeting.date ? ' du ' + frDate(meeting.date) : '');
       }
-      list.replaceChildren();
-      entries.forEach(function (entry) {
-        const href = '/console/meetings/' + encodeURIComponent(meetingId) + '/patients/' + encodeURIComponent(entry.enrolment_id);
-        list.append(h('li', null,
-          h('a', { href: href, 'aria-current': entry.enrolment_id === enrolmentId ? 'page' : null },
-            h('span', { class: 'patient-name', text: patientName(entry) }),
-            h('span', { class: 'patient-summary', text: summaryText(entry) }))));
-      });
+      patients.show(entries);
       byId('patients-empty').hidden = entries.length > 0;
     });
 
@@ -1400,8 +1399,279 @@
     }).catch(function () { /* no list: the id field is enough */ });
   }
 
-  pages.home = function () { knownMeetings(); pickLists(); };
-  pages.meetings = function () { knownMeetings(); pickLists(); };
+  // ---------------------------------------------------------------------------------------------------
+  // The meeting day (issue 15): the meetings list (sort, centre, upcoming first), the meeting's patients
+  // (birth date, sex, requesting doctor, imaging state; sort; previous/next), the printable sheet, and the
+  // home page's meetings of the next 48 hours with studies not available.
+
+  // Upper case without accents: the order of a paper list (É with E).
+  function folded(text) {
+    return String(text || '').normalize('NFD').replace(/[\u0300-\u036f]/g, '').toUpperCase();
+  }
+
+  // A reason after a full sentence starts a sentence of its own.
+  function sentence(text) { return text ? text.charAt(0).toUpperCase() + text.slice(1) : ''; }
+
+  function compareText(left, right) { return left < right ? -1 : left > right ? 1 : 0; }
+
+  function localIsoDate(moment) {
+    const pad = function (number) { return String(number).padStart(2, '0'); };
+    return moment.getFullYear() + '-' + pad(moment.getMonth() + 1) + '-' + pad(moment.getDate());
+  }
+
+  function meetingLabel(meeting) {
+    return (meeting.title || 'Réunion ' + meeting.meeting_id) + (meeting.date ? ' du ' + frDate(meeting.date) : '');
+  }
+
+  function meetingUrl(meetingId) { return '/console/meetings/' + encodeURIComponent(meetingId); }
+
+  // Keeps the page's choices (sort, filter) in its address: a reload or a shared link shows the same list.
+  function remembered(name, value, fallback) {
+    const url = new URL(location.href);
+    if (value === fallback) url.searchParams.delete(name); else url.searchParams.set(name, value);
+    history.replaceState(null, '', url.pathname + url.search + url.hash);
+  }
+
+  // Upcoming meetings (today included) soonest first, past ones most recent first; or by title in both.
+  function sortedMeetings(meetings, by, upcoming) {
+    return meetings.slice().sort(function (left, right) {
+      const byDate = compareText(left.date || '9999-12-31', right.date || '9999-12-31') * (upcoming ? 1 : -1);
+      if (by === 'title') return compareText(folded(left.title), folded(right.title)) || byDate;
+      return byDate || compareText(folded(left.title), folded(right.title));
+    });
+  }
+
+  function meetingRow(meeting) {
+    return h('tr', { 'data-meeting-id': meeting.meeting_id },
+      h('td', { text: meeting.date ? frDate(meeting.date) : 'Date inconnue' }),
+      h('td', null, h('a', { href: meetingUrl(meeting.meeting_id), text: meeting.title || 'Réunion ' + meeting.meeting_id,
+        'aria-label': meetingLabel(meeting) })),
+      h('td', { text: meeting.centre || '' }),
+      h('td', null, h('a', { href: meetingUrl(meeting.meeting_id) + '/fiche', text: 'Fiche',
+        'aria-label': 'Fiche imprimable : ' + meetingLabel(meeting) })));
+  }
+
+  function meetingsPage() {
+    const sort = byId('meetings-sort');
+    const centre = byId('meetings-centre');
+    const query = new URLSearchParams(location.search);
+    let meetings = [];
+    if (query.get('tri') === 'title') sort.value = 'title';
+
+    function render() {
+      const today = localIsoDate(new Date());
+      const shown = meetings.filter(function (meeting) { return !centre.value || meeting.centre === centre.value; });
+      const upcoming = shown.filter(function (meeting) { return !meeting.date || meeting.date >= today; });
+      const past = shown.filter(function (meeting) { return meeting.date && meeting.date < today; });
+      byId('meetings-upcoming').querySelector('tbody')
+        .replaceChildren(...sortedMeetings(upcoming, sort.value, true).map(meetingRow));
+      byId('meetings-past').querySelector('tbody')
+        .replaceChildren(...sortedMeetings(past, sort.value, false).map(meetingRow));
+      byId('meetings-upcoming').hidden = upcoming.length === 0;
+      byId('upcoming-empty').hidden = upcoming.length > 0;
+      byId('meetings-past').hidden = past.length === 0;
+      byId('past-count').textContent = '(' + past.length + ')';
+    }
+
+    sort.addEventListener('change', function () { remembered('tri', sort.value, 'date'); render(); });
+    centre.addEventListener('change', function () { remembered('centre', centre.value, ''); render(); });
+    api('GET', API + '/meetings').then(function (data) {
+      meetings = Array.isArray(data) ? data : [];
+      const centres = Array.from(new Set(meetings.map(function (meeting) { return meeting.centre; })
+        .filter(Boolean))).sort(function (left, right) { return compareText(folded(left), folded(right)); });
+      centre.replaceChildren(h('option', { value: '', text: 'Tous les centres' }),
+        ...centres.map(function (name) { return h('option', { value: name, text: name }); }));
+      if (centres.indexOf(query.get('centre')) >= 0) centre.value = query.get('centre');
+      byId('meetings-loading').hidden = true;
+      render();
+    }).catch(reportError);
+  }
+
+  // "Née le 12/04/1956 · Féminin": what the room checks before looking at the images.
+  function identityLine(patient) {
+    if (!patient) return '';
+    const born = patient.sex === 'F' ? 'Née' : patient.sex === 'M' ? 'Né' : 'Né(e)';
+    return born + ' le ' + frDate(patient.birth_date) + ' · ' + (LABELS.sexes[patient.sex] || patient.sex);
+  }
+
+  const PATIENT_SORTS = {
+    inscription: null, // the gateway's order
+    nom: function (entry) { return [folded(entry.patient && entry.patient.birth_name), folded(entry.patient && entry.patient.first_name)]; },
+    etat: function (entry) {
+      const rank = LABELS.imaging_state_order.indexOf(entry.imaging_state);
+      return [String(rank < 0 ? 99 : rank).padStart(2, '0'), folded(patientName(entry))];
+    },
+    demandeur: function (entry) {
+      return [entry.requested_by ? '0' + folded(entry.requested_by) : '1', folded(patientName(entry))];
+    },
+  };
+
+  function sortedPatients(entries, by) {
+    const key = PATIENT_SORTS[by];
+    if (!key) return entries.slice();
+    return entries.slice().sort(function (left, right) {
+      const a = key(left);
+      const b = key(right);
+      for (let index = 0; index < a.length; index += 1) {
+        const order = compareText(a[index], b[index]);
+        if (order) return order;
+      }
+      return 0;
+    });
+  }
+
+  // "← Patient précédent · Patient 2 sur 5 · Patient suivant →" on a patient's page (`urlOf`: its address).
+  function showPatientSteps(ordered, enrolmentId, urlOf) {
+    const steps = byId('patient-steps');
+    if (!steps) return;
+    const index = ordered.findIndex(function (entry) { return entry.enrolment_id === enrolmentId; });
+    steps.hidden = index < 0;
+    if (index < 0) return;
+    [['link-previous', ordered[index - 1]], ['link-next', ordered[index + 1]]].forEach(function (pair) {
+      const link = byId(pair[0]);
+      link.hidden = !pair[1];
+      if (pair[1]) {
+        link.href = urlOf(pair[1].enrolment_id);
+        link.title = patientName(pair[1]);
+      }
+    });
+    byId('patient-position').textContent = 'Patient ' + (index + 1) + ' sur ' + ordered.length;
+  }
+
+  // The enrolment page's previous/next: the meeting's patients in the order the meeting's list had (`?tri=`).
+  function enrolmentSteps(meetingId, enrolmentId) {
+    const by = new URLSearchParams(location.search).get('tri');
+    const sort = by && by in PATIENT_SORTS ? by : 'inscription';
+    api('GET', API + path('meetings', meetingId, 'enrolments')).then(function (data) {
+      const ordered = sortedPatients((data && data.enrolments) || [], sort);
+      showPatientSteps(ordered, enrolmentId, function (id) {
+        return '/console/enrolments/' + encodeURIComponent(id) + (sort === 'inscription' ? '' : '?tri=' + sort);
+      });
+    }).catch(function () { /* no list: no previous/next */ });
+  }
+
+  // The meeting's patient list and, on a patient's page, the links to the previous and next patients
+  // (in the list's order, which the links carry along as `?tri=`).
+  function patientList(list, meetingId, enrolmentId) {
+    const sort = byId('patients-sort');
+    const wanted = new URLSearchParams(location.search).get('tri');
+    if (wanted && wanted in PATIENT_SORTS) sort.value = wanted;
+    let entries = [];
+
+    function patientUrl(id) {
+      return meetingUrl(meetingId) + '/patients/' + encodeURIComponent(id)
+        + (sort.value === 'inscription' ? '' : '?tri=' + encodeURIComponent(sort.value));
+    }
+
+    function render() {
+      const ordered = sortedPatients(entries, sort.value);
+      list.replaceChildren();
+      ordered.forEach(function (entry) {
+        const state = entry.imaging_state;
+        list.append(h('li', { 'data-enrolment-id': entry.enrolment_id, 'data-imaging-state': state || null },
+          h('a', { href: patientUrl(entry.enrolment_id), 'aria-current': entry.enrolment_id === enrolmentId ? 'page' : null },
+            h('span', { class: 'patient-name', text: patientName(entry) }),
+            entry.patient ? h('span', { class: 'patient-identity', text: identityLine(entry.patient) }) : null,
+            entry.requested_by ? h('span', { class: 'patient-requester', text: 'Demandeur : ' + entry.requested_by }) : null,
+            h('span', { class: 'patient-summary', text: summaryText(entry) }),
+            state ? h('span', { class: 'imaging-state imaging-' + state, text: LABELS.imaging_states[state] || state }) : null)));
+      });
+      showPatientSteps(ordered, enrolmentId, patientUrl);
+    }
+
+    sort.addEventListener('change', function () { remembered('tri', sort.value, 'inscription'); render(); });
+    return { show: function (data) { entries = data; render(); } };
+  }
+
+  function sheetStudyRow(study) {
+    const label = LABELS.retrieval[study.status] || study.status;
+    const detail = study.status === 'available' ? '' : (study.reason_text || LABELS.retrieval_detail[study.status] || '');
+    return h('tr', { class: 'state-' + study.status },
+      h('td', { text: frDate(study.date) }),
+      h('td', { text: (study.modalities || []).join('/') }),
+      h('td', { text: study.description || 'Examen sans description' }),
+      h('td', { text: study.pacs || '' }),
+      h('td', { class: 'state' }, h('strong', { text: label }), detail ? ' ' + sentence(detail) : ''));
+  }
+
+  function sheetPatient(patient) {
+    const facts = [identityLine(patient.patient), 'Médecin demandeur : ' + (patient.requested_by || 'non renseigné')]
+      .filter(Boolean).join(' — ');
+    const section = h('section', { class: 'sheet-patient', 'data-enrolment-id': patient.enrolment_id },
+      h('h2', { text: patientName(patient) }),
+      h('p', { class: 'sheet-facts', text: facts }),
+      h('p', { class: 'sheet-facts', text: 'Identité : ' + (LABELS.identity[patient.identity_status] || patient.identity_status)
+        + ' — Imagerie : ' + (LABELS.imaging_states[patient.imaging_state] || patient.imaging_state) }));
+    if (!patient.studies.length) {
+      append(section, h('p', { class: 'hint', text: 'Aucun examen sélectionné.' }));
+      return section;
+    }
+    append(section, h('table', { class: 'studies sheet-studies' },
+      h('thead', null, h('tr', null, ['Date', 'Modalité', 'Examen', 'PACS', 'État'].map(function (name) {
+        return h('th', { scope: 'col', text: name });
+      }))),
+      h('tbody', null, patient.studies.map(sheetStudyRow))));
+    return section;
+  }
+
+  pages['meeting-sheet'] = function () {
+    const meetingId = BODY.dataset.meetingId;
+    byId('btn-print').addEventListener('click', function () { window.print(); });
+    const reload = serialised(async function () {
+      const sheet = await api('GET', API + path('meetings', meetingId, 'sheet'));
+      byId('sheet-title').textContent = meetingLabel(sheet);
+      const experts = [
+        [LABELS.roles.radiologist, sheet.on_call_radiologist],
+        [LABELS.roles.nuclear_physician, sheet.on_call_nuclear_physician],
+      ].map(function (pair) { return pair[0] + ' : ' + (pair[1] ? pair[1].name : 'aucun'); });
+      byId('sheet-meta').textContent = [sheet.centre ? 'Centre : ' + sheet.centre : ''].concat(experts)
+        .filter(Boolean).join(' — ');
+      byId('sheet-count').textContent = plural(sheet.patients.length, 'patient inscrit', 'patients inscrits')
+        + ' — fiche éditée le ' + frDateTime(new Date().toISOString());
+      byId('sheet-patients').replaceChildren(...sheet.patients.map(sheetPatient));
+      byId('sheet-empty').hidden = sheet.patients.length > 0;
+      showAlert('');
+    });
+    live(API + path('meetings', meetingId, 'events'), reload);
+    reload();
+  };
+
+  function gapStudy(study) {
+    const label = LABELS.retrieval[study.status] || study.status;
+    const what = (study.description || 'Examen sans description') + (study.date ? ' du ' + frDate(study.date) : '');
+    return h('li', { class: 'state-' + study.status },
+      h('span', { class: 'gap-study', text: what }), ' — ', h('span', { class: 'state-label', text: label }),
+      study.reason_text ? h('span', { class: 'reason', text: ' ' + sentence(study.reason_text) }) : null);
+  }
+
+  // The home page's block (read route `GET /api/v1/imaging-gaps`: the gateway gathers the reasons once).
+  function imagingGaps() {
+    const box = byId('gaps-list');
+    if (!box) return;
+    async function load() {
+      const gaps = await api('GET', API + '/imaging-gaps?days=2');
+      box.replaceChildren(...gaps.map(function (gap) {
+        return h('li', { 'data-meeting-id': gap.meeting_id },
+          h('a', { class: 'gap-meeting', href: meetingUrl(gap.meeting_id), text: meetingLabel(gap) }),
+          gap.centre ? h('span', { class: 'hint', text: ' — ' + gap.centre }) : null,
+          h('ul', null, gap.patients.map(function (patient) {
+            return h('li', null,
+              h('a', { href: meetingUrl(gap.meeting_id) + '/patients/' + encodeURIComponent(patient.enrolment_id),
+                text: patientName(patient) }),
+              h('ul', null, patient.studies.map(gapStudy)));
+          })));
+      }));
+      byId('gaps-loading').hidden = true;
+      byId('gaps-empty').hidden = gaps.length > 0;
+    }
+    const reload = serialised(load);
+    reload();
+    // Studies arrive all day long: the block follows without a reload of the page.
+    setInterval(reload, 60000);
+  }
+
+  pages.home = function () { knownMeetings(); pickLists(); imagingGaps(); };
+  pages.meetings = function () { meetingsPage(); pickLists(); };
 
   dateFields();
   mssanteFields();

@@ -1,0 +1,143 @@
+"""The meeting day's REST extensions over an in-memory read model (no server): the sheet as JSON and PDF, the
+next days' meetings with studies not available, 404 for an unknown meeting, every read audited (ids only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pypdf
+import pytest
+from gateway.api import ApiContext, create_api
+from gateway.auth import TokenVerifier, token_hash
+from gateway.hub import Hub
+from gateway.settings import ApiToken
+from gateway.viewer import ViewerLinks
+from proxymage_shared.events import StudiesSelected
+
+from .fakes import FakeReadModel
+from .test_projection import ENROLMENT, UIDS, catalogue, enrolled, fold, identity, status
+
+TOKEN = "jeton-essai-reunion"
+AuditRecord = dict[str, Any]
+
+
+class RecordingAuditor:
+    """Keeps what the routes audit (the real `Auditor` queues it for MongoDB)."""
+
+    def __init__(self, records: list[AuditRecord]) -> None:
+        self.records = records
+
+    def record(self, **fields: Any) -> None:
+        self.records.append(fields)
+
+
+MEETING_DAY = dt.date(2023, 3, 22)  # the meeting date of test_projection's events
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[httpx.AsyncClient, list[AuditRecord]]]:
+    first = enrolled(1, "Hélène")
+    selection = StudiesSelected.model_validate(
+        {
+            "event_id": "00000000-0000-0000-0000-0000000000ac",
+            "occurred_at": "2023-03-01T09:00:00+00:00",
+            "enrolment_id": ENROLMENT,
+            "study_instance_uids": [UIDS[0], UIDS[1]],
+            "expertise_requested": False,
+        },
+        strict=False,
+    )
+    events = [first, identity(2, first, "matched"), catalogue(3, UIDS), selection, status(4, UIDS[0], 3, "available")]
+    store = FakeReadModel()
+    store.documents.update(fold(events))  # type: ignore[arg-type]
+    audited: list[AuditRecord] = []
+    context = ApiContext(
+        store=store,
+        hub=Hub(),
+        verifier=TokenVerifier([ApiToken(name="lecture-essai", role="viewer", sha256=token_hash(TOKEN))]),
+        auditor=RecordingAuditor(audited),  # type: ignore[arg-type]
+        links=ViewerLinks(""),
+        publish=None,  # type: ignore[arg-type]
+        today=lambda: MEETING_DAY - dt.timedelta(days=1),
+        now=lambda: dt.datetime(2023, 3, 21, 13, 0, tzinfo=dt.UTC),
+    )
+    app = create_api(context)
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", headers=headers) as http:
+        yield http, audited
+
+
+async def _audited(audited: list[AuditRecord], action: str) -> dict[str, Any]:
+    for record in audited:
+        if record["action"] == action:
+            return record
+    raise AssertionError(f"no audit record {action!r} in {audited}")
+
+
+async def test_the_sheet_as_json(client: tuple[httpx.AsyncClient, list[AuditRecord]]) -> None:
+    http, _ = client
+    answer = await http.get("/api/v1/meetings/m-1/sheet")
+    assert answer.status_code == 200
+    sheet = answer.json()
+    assert sheet["meeting_id"] == "m-1"
+    (patient,) = sheet["patients"]
+    assert patient["patient"]["first_name"] == "Hélène"
+    assert patient["imaging_state"] == "waiting"
+    assert {study["study_instance_uid"]: study["status"] for study in patient["studies"]} == {
+        UIDS[0]: "available",
+        UIDS[1]: "queued",
+    }
+    assert (await http.get("/api/v1/meetings/m-inconnue/sheet")).status_code == 404
+    assert (await http.get("/api/v1/meetings/m-1/sheet", headers={"Authorization": "Bearer faux"})).status_code == 401
+
+
+async def test_the_sheet_as_pdf(client: tuple[httpx.AsyncClient, list[AuditRecord]]) -> None:
+    http, _ = client
+    answer = await http.get("/api/v1/meetings/m-1/sheet.pdf")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/pdf"
+    assert answer.headers["content-disposition"] == 'attachment; filename="fiche-m-1.pdf"'
+    assert answer.headers["cache-control"] == "no-store"
+    text = " ".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(answer.content)).pages)
+    assert "B Hélène" in text
+    assert "éditée le 21/03/2023 à 13:00" in text  # the context's zone (UTC here)
+    assert (await http.get("/api/v1/meetings/m-inconnue/sheet.pdf")).status_code == 404
+
+
+async def test_the_next_days_meetings_with_studies_not_available(
+    client: tuple[httpx.AsyncClient, list[AuditRecord]],
+) -> None:
+    http, _ = client
+    answer = await http.get("/api/v1/imaging-gaps")  # today is the day before the meeting
+    assert answer.status_code == 200
+    (gap,) = answer.json()
+    assert gap["meeting_id"] == "m-1"
+    assert gap["date"] == MEETING_DAY.isoformat()
+    (patient,) = gap["patients"]
+    assert [study["study_instance_uid"] for study in patient["studies"]] == [UIDS[1]]
+    assert (await http.get("/api/v1/imaging-gaps", params={"days": 0})).json() == []  # the meeting is tomorrow
+    assert (await http.get("/api/v1/imaging-gaps", params={"days": 15})).status_code == 422
+
+
+async def test_every_read_is_audited_with_ids_only(client: tuple[httpx.AsyncClient, list[AuditRecord]]) -> None:
+    http, audited = client
+    await http.get("/api/v1/meetings/m-1/sheet")
+    await http.get("/api/v1/meetings/m-1/sheet.pdf")
+    await http.get("/api/v1/imaging-gaps")
+    await http.get("/api/v1/meetings/m-inconnue/sheet")
+    sheet = await _audited(audited, "read_meeting_sheet")
+    assert (sheet["who"], sheet["role"], sheet["status"], sheet["meeting_id"]) == (
+        "lecture-essai",
+        "viewer",
+        200,
+        "m-1",
+    )
+    assert (await _audited(audited, "export_meeting_sheet"))["meeting_id"] == "m-1"
+    assert (await _audited(audited, "read_imaging_gaps"))["status"] == 200
+    assert any(record["status"] == 404 and record["meeting_id"] == "m-inconnue" for record in audited)
+    assert "Hélène" not in repr(audited)
