@@ -272,7 +272,10 @@ async def test_dates_are_typed_and_shown_jj_mm_aaaa_in_an_en_us_browser(
     # Shown dates: the meetings list, and a date prefilled from a link.
     await known(gateway, "/api/v1/meetings", lambda meetings: any(m["meeting_id"] == meeting_id for m in meetings))
     await page.goto("/console/meetings/")
-    await expect(page.get_by_role("link", name=f"RCP DATES FICTIVE du {_fr(meeting_day)}")).to_be_visible()
+    listed = page.get_by_role("link", name=f"RCP DATES FICTIVE du {_fr(meeting_day)}", exact=True)
+    await expect(listed).to_be_visible()
+    row = page.locator(f'tr[data-meeting-id="{meeting_id}"]')
+    await expect(row.locator("td").first).to_have_text(_fr(meeting_day))
     await page.goto(
         f"/console/enrolments/new?meeting_id={meeting_id}&rcp_id={rcp_id}&meeting_title=RCP%20DATES%20FICTIVE"
         f"&meeting_date={meeting_day.isoformat()}&centre=3C%20FICTIF"
