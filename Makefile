@@ -30,6 +30,7 @@ install: ## Install the Debian packages (as root), uv (if missing) and the Pytho
 	@bash deploy/local/system-packages.sh
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
+	@bash deploy/local/oidc.sh install
 	@echo "workspace installed in .venv"
 
 up: install ## Install and start Kafka, FerretDB, Orthanc MIRC + VIEWER and SMTP on 127.0.0.1
