@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from proxymage_shared import topics
 from proxymage_shared.events import (
@@ -28,12 +28,12 @@ from pydantic import BaseModel, ValidationError
 from gateway.api_common import (
     COMMAND_ERRORS,
     ApiContext,
-    Commander,
     EnrolmentId,
     MeetingId,
     RcpId,
     StudyUid,
     UnavailableError,
+    holding,
     log,
 )
 from gateway.api_models import (
@@ -44,7 +44,7 @@ from gateway.api_models import (
     SelectionBody,
     WithdrawalBody,
 )
-from gateway.auth import Principal
+from gateway.auth import ROLE_RIGHTS, Principal, Right
 
 Arguments = Mapping[str, Any]  # an endpoint's arguments by name (path, query and body parameters)
 Fields = dict[str, Any]  # an event's fields, as JSON
@@ -85,6 +85,7 @@ class Command:
     event: type[Event]
     key: str  # the event field that is the Kafka key
     audit: tuple[AuditId, ...]  # the event fields the audit entry names
+    right: Right  # what the caller's role must allow (gateway.auth.ROLE_RIGHTS)
     fields: Callable[[Arguments], Fields] = body_and_path
     description: str | None = None
 
@@ -115,6 +116,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         RcpSettings,
         key="rcp_id",
         audit=("rcp_id",),
+        right="settings",
     ),
     Command(
         "put_experts",
@@ -127,6 +129,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         MeetingExperts,
         key="meeting_id",
         audit=("meeting_id", "rcp_id"),
+        right="settings",
     ),
     Command(
         "post_enrolment",
@@ -139,6 +142,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         PatientEnrolled,
         key="enrolment_id",
         audit=("enrolment_id", "meeting_id", "rcp_id"),
+        right="enrol",
     ),
     Command(
         "delete_enrolment",
@@ -155,6 +159,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         EnrolmentWithdrawn,
         key="enrolment_id",
         audit=("enrolment_id",),
+        right="enrol",
         fields=withdrawal_fields,
         description=WITHDRAWAL_DESCRIPTION,
     ),
@@ -169,6 +174,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         StudiesSelected,
         key="enrolment_id",
         audit=("enrolment_id",),
+        right="select",
     ),
     Command(
         "delete_study",
@@ -181,6 +187,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         StudyRemoved,
         key="enrolment_id",
         audit=("enrolment_id",),
+        right="select",
     ),
     Command(
         "post_refresh",
@@ -193,6 +200,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         ImagingRefresh,
         key="enrolment_id",
         audit=("enrolment_id",),
+        right="enrol",
     ),
 )
 
@@ -236,9 +244,17 @@ def endpoint(context: ApiContext, command: Command) -> Callable[..., Any]:
     call.__name__ = call.__qualname__ = command.name
     call.__doc__ = None
     call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [_parameter("who", Commander), *command.parameters], return_annotation=Accepted
+        [_parameter("who", Annotated[Principal, Depends(holding(command.right))]), *command.parameters],
+        return_annotation=Accepted,
     )
     return call
+
+
+def _with_right(command: Command) -> str:
+    """The operation's description, with who may call it (roles holding the command's right)."""
+    roles = ", ".join(f"`{role}`" for role, rights in ROLE_RIGHTS.items() if command.right in rights)
+    allowed = f"Needs the right `{command.right}` (roles {roles}; 403 otherwise)."
+    return f"{command.description}\n\n{allowed}" if command.description else allowed
 
 
 def add_command_routes(router: APIRouter, context: ApiContext) -> None:
@@ -251,6 +267,6 @@ def add_command_routes(router: APIRouter, context: ApiContext) -> None:
             response_model=Accepted,
             responses=COMMAND_ERRORS,
             summary=command.summary,
-            description=command.description,
+            description=_with_right(command),
             tags=["commands"],
         )

@@ -15,7 +15,7 @@ from proxymage_shared.logging import get_logger
 
 from gateway.api_models import ErrorMessage
 from gateway.audit import Auditor
-from gateway.auth import Principal, TokenVerifier
+from gateway.auth import Principal, Right, TokenVerifier
 from gateway.hub import Hub
 from gateway.ports import ReadModelReader
 from gateway.viewer import ViewerLinks
@@ -56,15 +56,24 @@ def reader(request: Request) -> Principal:
     return principal(request)
 
 
-def commander(request: Request) -> Principal:
-    who = principal(request)
-    if not who.may("command"):
-        raise HTTPException(403, "this token may read but not send commands")
-    return who
+def forbidden_detail(who: Principal, right: Right) -> str:
+    return f"the role {who.role!r} may not do this: it needs the right {right!r} (GET /api/v1/me lists yours)"
+
+
+def holding(right: Right) -> Callable[[Request], Principal]:
+    """A dependency: the caller, when their role has `right` (403 otherwise)."""
+
+    def check(request: Request) -> Principal:
+        who = principal(request)
+        if not who.may(right):
+            raise HTTPException(403, forbidden_detail(who, right))
+        return who
+
+    check.__name__ = f"holding_{right}"
+    return check
 
 
 Reader = Annotated[Principal, Depends(reader)]
-Commander = Annotated[Principal, Depends(commander)]
 EnrolmentId = Annotated[BusinessId, Path(description="The DCC's enrolment id.")]
 MeetingId = Annotated[BusinessId, Path(description="The DCC's meeting occurrence id.")]
 RcpId = Annotated[BusinessId, Path(description="The DCC's tumour-board (RCP) id.")]
@@ -76,7 +85,10 @@ ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     503: {"model": ErrorMessage, "description": "MongoDB or Kafka cannot be reached; try again."},
 }
 READ_ERRORS: Final = {**ERRORS, 404: {"model": ErrorMessage, "description": "Unknown id."}}
-COMMAND_ERRORS: Final = {**ERRORS, 403: {"model": ErrorMessage, "description": "The token may only read."}}
+COMMAND_ERRORS: Final = {
+    **ERRORS,
+    403: {"model": ErrorMessage, "description": "The caller's role lacks the right this command needs."},
+}
 
 
 class UnavailableError(Exception):

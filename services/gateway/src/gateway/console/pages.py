@@ -24,11 +24,21 @@ from fastapi.staticfiles import StaticFiles
 
 from gateway.auth import COOKIE_NAME
 from gateway.console import labels
+from gateway.sessions import SESSION_PREFIX
 
 COOKIE_MAX_AGE_SECONDS: Final = 12 * 3600  # a working day: the cookie does not outlive the meeting
 PREFIX: Final = "/console"
 HOME: Final = PREFIX + "/"
 LOGIN: Final = PREFIX + "/login"
+SIGN_IN_START: Final = PREFIX + "/oidc/start"  # gateway.console.signin
+SIGN_OUT: Final = PREFIX + "/oidc/logout"
+# The login page's message after a failed personal sign-in (`?sign_in=<reason>`, gateway.console.signin).
+SIGN_IN_MESSAGES: Final = {
+    "unavailable": "Le service d'identification ne répond pas : réessayez dans un instant.",
+    "expired": "La connexion a expiré ou a été interrompue : recommencez.",
+    "refused": "La connexion a été refusée par le service d'identification.",
+    "no_role": "Votre compte n'a pas de rôle dans Proxymage : demandez-le à la 3C.",
+}
 
 _HERE = Path(__file__).parent
 STATIC_DIR: Final = _HERE / "static"
@@ -225,7 +235,10 @@ def _session_routes(router: APIRouter, pages: _Pages) -> None:
     async def login(request: Request) -> Response:
         params = request.query_params
         message = "Aucune session valide (absente, expirée ou jeton refusé) : saisissez votre jeton d'accès."
-        return _login_page(pages, safe_next(params.get("next")), message if params.get("expired") else "")
+        if pages.environment.globals.get("sign_in"):
+            message = "Aucune session valide (absente ou expirée) : connectez-vous."
+        message = SIGN_IN_MESSAGES.get(params.get("sign_in", ""), message if params.get("expired") else "")
+        return _login_page(pages, safe_next(params.get("next")), message)
 
     @router.post(PREFIX + "/session")
     async def open_session(request: Request) -> Response:
@@ -253,7 +266,10 @@ def _session_routes(router: APIRouter, pages: _Pages) -> None:
     async def close_session(request: Request) -> Response:
         if not _same_origin(request):
             return _refused_origin()
-        response = RedirectResponse(LOGIN, status_code=303)
+        # A person signed in through the identity provider also signs out there (RP-initiated logout).
+        signed_in = (request.cookies.get(COOKIE_NAME) or "").startswith(SESSION_PREFIX)
+        target = SIGN_OUT if signed_in and pages.environment.globals.get("sign_in") else LOGIN
+        response = RedirectResponse(target, status_code=303)
         response.delete_cookie(
             COOKIE_NAME, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict"
         )
@@ -302,7 +318,10 @@ def _router(pages: _Pages) -> APIRouter:
     return router
 
 
-def mount(app: FastAPI) -> None:
-    """Adds the console to the gateway's app: `/` -> `/console/`, the pages, and `/console/static/`."""
+def mount(app: FastAPI, *, sign_in: bool = False) -> None:
+    """Adds the console to the gateway's app: `/` -> `/console/`, the pages, and `/console/static/`.
+    `sign_in`: the login page offers the personal sign-in (gateway.console.signin's routes, mounted apart)."""
     app.mount(PREFIX + "/static", StaticFiles(directory=STATIC_DIR), name="console-static")
-    app.include_router(_router(_Pages()))
+    pages = _Pages()
+    pages.environment.globals["sign_in"] = sign_in
+    app.include_router(_router(pages))
