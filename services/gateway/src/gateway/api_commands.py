@@ -225,10 +225,18 @@ async def publish(context: ApiContext, who: Principal, command: Command, argumen
         await context.publish(command.topic, str(fields[command.key]), event)
     except Exception as error:
         log.warning("command_publish_failed", topic=command.topic, error=type(error).__name__)
-        context.auditor.record(who=who.name, role=who.role, action=command.action, status=503, **ids)
+        context.auditor.record(
+            who=who.name, subject=who.subject, role=who.role, action=command.action, status=503, **ids
+        )
         raise UnavailableError("the command could not be published to Kafka; try again") from error
     context.auditor.record(
-        who=who.name, role=who.role, action=command.action, status=202, event_id=str(event_id), **ids
+        who=who.name,
+        subject=who.subject,
+        role=who.role,
+        action=command.action,
+        status=202,
+        event_id=str(event_id),
+        **ids,
     )
     log.info("command_published", topic=command.topic, event_id=str(event_id), action=command.action, who=who.name)
     return Accepted(event_id=event_id)

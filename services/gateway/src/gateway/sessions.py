@@ -111,7 +111,9 @@ class TransactionCodec:
         self._lifetime = lifetime_seconds
 
     def encode(self, content: dict[str, str]) -> str:
-        return self._signer.sign(self.PURPOSE, TRANSACTION_PREFIX, {**content, "exp": int(self._clock() + self._lifetime)})
+        return self._signer.sign(
+            self.PURPOSE, TRANSACTION_PREFIX, {**content, "exp": int(self._clock() + self._lifetime)}
+        )
 
     def decode(self, value: str | None) -> dict[str, str] | None:
         content = self._signer.open(self.PURPOSE, TRANSACTION_PREFIX, value or "")

@@ -45,7 +45,6 @@ TRANSACTION_COOKIE: Final = "proxymage_oidc"
 LOGIN: Final = "/console/login"
 
 
-
 @dataclass(frozen=True, slots=True)
 class SignIn:
     """What the routes need: the provider, the codecs and the gateway's public address."""
