@@ -92,7 +92,21 @@ const configuration = {
   conformIdTokenClaims: false,
   features: {
     devInteractions: { enabled: false }, // our own small login form below (it checks passwords)
-    rpInitiatedLogout: { enabled: true },
+    rpInitiatedLogout: {
+      enabled: true,
+      // The provider's confirmation, in French like the console (`form` posts to the provider).
+      async logoutSource(ctx, form) {
+        ctx.body = page(
+          'Déconnexion',
+          `<h1>Vous déconnecter du fournisseur d'identité local ?</h1>${form}
+<button autofocus type="submit" form="op.logoutForm" value="yes" name="logout">Me déconnecter</button>
+<button type="submit" form="op.logoutForm">Rester connecté</button>`,
+        );
+      },
+      async postLogoutSuccessSource(ctx) {
+        ctx.body = page('Déconnecté', '<h1>Vous êtes déconnecté.</h1>');
+      },
+    },
   },
   ttl: { Session: 12 * 3600, Interaction: 600, Grant: 12 * 3600, IdToken: 3600, AccessToken: 3600 },
   async findAccount(_ctx, accountId) {
@@ -107,18 +121,6 @@ const configuration = {
       },
     };
   },
-  // One first-party client: no consent screen, the grant covers what it asks for.
-  async loadExistingGrant(ctx) {
-    const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
-    if (grantId) {
-      return ctx.oidc.provider.Grant.find(grantId);
-    }
-    const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
-    grant.addOIDCScope('openid profile proxymage');
-    grant.addOIDCClaims(['name', 'proxymage_role']);
-    await grant.save();
-    return grant;
-  },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
 };
 
@@ -128,18 +130,25 @@ function escapeHtml(value) {
   return String(value).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 }
 
-function loginPage(uid, error, login) {
+function page(title, body) {
   return `<!DOCTYPE html>
-<html lang="fr"><head><meta charset="utf-8"><title>Connexion — fournisseur d'identité local</title>
+<html lang="fr"><head><meta charset="utf-8"><title>${escapeHtml(title)} — fournisseur d'identité local</title>
 <style>body{font-family:sans-serif;max-width:28rem;margin:3rem auto}label{display:block;margin-top:1rem}
-input{width:100%;padding:.4rem}button{margin-top:1.2rem;padding:.5rem 1rem}.erreur{color:#a00}</style></head>
-<body><h1>Fournisseur d'identité local (fictif)</h1>
+input{width:100%;padding:.4rem}button{margin:1.2rem .5rem 0 0;padding:.5rem 1rem}.erreur{color:#a00}</style></head>
+<body>${body}</body></html>`;
+}
+
+function loginPage(uid, error, login) {
+  return page(
+    'Connexion',
+    `<h1>Fournisseur d'identité local (fictif)</h1>
 <p>Remplace Pro Santé Connect sur la pile locale. Comptes fictifs : 3c.fictif, medecin.fictif, lecture.fictif.</p>
 ${error ? `<p class="erreur" role="alert">${escapeHtml(error)}</p>` : ''}
 <form method="post" action="/interaction/${escapeHtml(uid)}/login" autocomplete="off">
 <label for="login">Identifiant</label><input id="login" name="login" value="${escapeHtml(login)}" required autofocus>
 <label for="password">Mot de passe</label><input id="password" name="password" type="password" required>
-<button type="submit">Se connecter</button></form></body></html>`;
+<button type="submit">Se connecter</button></form>`,
+  );
 }
 
 function send(res, status, body) {
@@ -147,7 +156,8 @@ function send(res, status, body) {
     'Content-Type': 'text/html; charset=utf-8',
     'Cache-Control': 'no-store',
     'X-Frame-Options': 'DENY',
-    'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    // No form-action: the login form's redirect chain ends at the gateway's callback (another origin).
+    'Content-Security-Policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
   });
   res.end(body);
 }
@@ -176,7 +186,23 @@ async function interaction(req, res) {
     return;
   }
   const details = await provider.interactionDetails(req, res);
-  if (details.uid !== match[1] || details.prompt.name !== 'login') {
+  if (details.uid !== match[1]) {
+    send(res, 400, 'Interaction inattendue');
+    return;
+  }
+  if (details.prompt.name === 'consent') {
+    // One first-party client: no consent screen, the grant covers what it asks for.
+    const { missingOIDCScope = [], missingOIDCClaims = [] } = details.prompt.details;
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+    grant.addOIDCScope(missingOIDCScope.join(' '));
+    grant.addOIDCClaims(missingOIDCClaims);
+    const grantId = await grant.save();
+    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    return;
+  }
+  if (details.prompt.name !== 'login') {
     send(res, 400, 'Interaction inattendue');
     return;
   }

@@ -18,6 +18,7 @@ Every failure ends on the login page with a French sentence; the log says why, w
 
 from __future__ import annotations
 
+import html
 import hmac
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Final
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from proxymage_shared.logging import get_logger
 
 from gateway.auth import COOKIE_NAME
@@ -61,6 +62,20 @@ class SignIn:
     @property
     def secure(self) -> bool:
         return self.public_url.startswith("https://")
+
+
+_LEAVING_PAGE: Final = """<!doctype html>
+<html lang="fr"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url={url}">
+<title>Déconnexion — Proxymage</title></head>
+<body><p>Vous êtes déconnecté de Proxymage.
+<a href="{url}">Terminer aussi la session du service d'identification</a>.</p></body></html>
+"""
+_LEAVING_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 def _to_login(reason: str) -> RedirectResponse:
@@ -139,7 +154,9 @@ def _routes(router: APIRouter, sign_in: SignIn) -> None:
 
     @router.get(LOGOUT)
     async def logout() -> Response:
-        """The provider's end-session page (the cookie is already cleared by `POST /console/logout`)."""
+        """On to the provider's end-session page (the cookie is already cleared by `POST /console/logout`).
+        A page that refreshes to it, not a redirect: the logout form's redirect chain may not leave the console's
+        origin (CSP form-action 'self')."""
         try:
             metadata = await sign_in.client.metadata()
         except SignInError:
@@ -149,7 +166,9 @@ def _routes(router: APIRouter, sign_in: SignIn) -> None:
             client_id=sign_in.client.client_id,
             post_logout_redirect_uri=sign_in.public_url.rstrip("/") + LOGIN,
         )
-        return RedirectResponse(target or LOGIN, status_code=303)
+        if target is None:
+            return RedirectResponse(LOGIN, status_code=303)
+        return HTMLResponse(_LEAVING_PAGE.format(url=html.escape(target, quote=True)), headers=_LEAVING_HEADERS)
 
 
 def from_settings(settings: Settings, clock: Callable[[], float] = time.time) -> SignIn | None:
