@@ -327,6 +327,9 @@ async def test_each_role_signs_in_at_the_provider_and_sees_what_it_may_use(
     await expect(doctor_row).to_contain_text("Médecin")
     await expect(doctor_row).to_contain_text("Fait")
     await expect(tc.locator("#audit-table tbody tr", has_text="Léa LECTURE-FICTIVE").first).to_be_visible()
+    lecture_refused = tc.locator("#audit-table tbody tr", has_text="Sélection refusée (rôle sans ce droit)")
+    await expect(lecture_refused).to_contain_text("Léa LECTURE-FICTIVE (lecture.fictif)")
+    await expect(lecture_refused).to_contain_text("Refusé")
     await shots.take(tc, "oidc-3c-fiche-et-journal", keep=True)
     assert tc.errors == []  # type: ignore[attr-defined]
 

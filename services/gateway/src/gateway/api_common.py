@@ -56,6 +56,9 @@ def reader(request: Request) -> Principal:
     return principal(request)
 
 
+_AUDIT_IDS: Final = ("enrolment_id", "meeting_id", "rcp_id")
+
+
 def forbidden_detail(who: Principal, right: Right) -> str:
     return f"the role {who.role!r} may not do this: it needs the right {right!r} (GET /api/v1/me lists yours)"
 
@@ -66,6 +69,13 @@ def holding(right: Right) -> Callable[[Request], Principal]:
     def check(request: Request) -> Principal:
         who = principal(request)
         if not who.may(right):
+            # A refusal is audited too (the 3C sees who tried what), with the ids the path names.
+            ids = {name: str(request.path_params[name]) for name in _AUDIT_IDS if name in request.path_params}
+            context = getattr(request.app.state, "context", None)
+            if isinstance(context, ApiContext):
+                context.auditor.record(
+                    who=who.name, subject=who.subject, role=who.role, action=f"forbidden_{right}", status=403, **ids
+                )
             raise HTTPException(403, forbidden_detail(who, right))
         return who
 

@@ -18,8 +18,8 @@ Every failure ends on the login page with a French sentence; the log says why, w
 
 from __future__ import annotations
 
-import html
 import hmac
+import html
 import time
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -1121,6 +1121,10 @@
     refresh: 'Nouvelle recherche des examens',
     view_study: 'Ouverture dans la visionneuse',
     read_audit: 'Consultation du journal',
+    forbidden_settings: 'Paramétrage refusé (rôle sans ce droit)',
+    forbidden_enrol: 'Inscription ou annulation refusée (rôle sans ce droit)',
+    forbidden_select: 'Sélection refusée (rôle sans ce droit)',
+    forbidden_audit: 'Consultation du journal refusée (rôle sans ce droit)',
   };
   const AUDIT_ROLES = { dcc: 'DCC', viewer: 'Lecture (machine)', '3c': '3C', medecin: 'Médecin', lecture: 'Lecture seule' };
 
