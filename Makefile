@@ -102,6 +102,7 @@ demo: up ## Start everything, seed MIRC and the services, and print where everyt
 	@bash $(SERVICES) status
 	@echo
 	@echo "Operator console (3C):         http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/console/  (token: demo-dcc-token)"
+	@echo "Personal sign-in (OIDC):       3c.fictif / demo-3c, medecin.fictif / demo-medecin, lecture.fictif / demo-lecture  (provider $(PROXYMAGE_OIDC_ISSUER))"
 	@echo "Demo meeting:                  http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/console/meetings/"
 	@echo "REST API (OpenAPI):            http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/docs  (Authorization: Bearer demo-dcc-token)"
 	@echo "Topics (AsyncAPI):             http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/asyncapi"
