@@ -12,19 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from gateway import console
 from gateway.api import ApiContext, create_api
 from gateway.api_commands import COMMANDS
 from gateway.audit import Auditor
 from gateway.auth import COOKIE_NAME, RIGHTS, ROLE_RIGHTS, Principal, TokenVerifier, token_hash
+from gateway.console import signin
+from gateway.console.signin import SignIn
 from gateway.hub import Hub
 from gateway.oidc import (
     NoRoleError,
+    OidcClient,
     ProviderMetadata,
     SignInError,
     Transaction,
@@ -438,3 +444,57 @@ async def test_the_audit_names_the_person_and_only_the_3c_and_the_dcc_read_it(ap
     finally:
         stop.set()
         writer.cancel()
+
+
+# --- the console's sign-in pages ---------------------------------------------------------------------------
+
+
+def console_with_sign_in(issuer: str = "http://127.0.0.1:1") -> tuple[FastAPI, SignIn]:
+    """The console with personal sign-in on; the provider at `issuer` (port 1: nobody answers)."""
+    signer = Signer(b"secret-essai")
+    sign_in = SignIn(
+        client=OidcClient(issuer=issuer, client_id=CLIENT, client_secret="s", scopes="openid", role_claim="r"),
+        sessions=SessionCodec(signer, 3600, time.time),
+        transactions=TransactionCodec(signer, time.time),
+        public_url="https://proxymage.exemple.test",
+    )
+    app = FastAPI()
+    signin.mount(app, sign_in)
+    console.mount(app, sign_in=True)
+    return app, sign_in
+
+
+async def test_the_login_page_offers_the_personal_sign_in_and_says_why_it_failed() -> None:
+    app, _ = console_with_sign_in()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://gw.test") as client:
+        page = (await client.get("/console/login", params={"next": "/console/meetings/m-1"})).text
+        assert 'href="/console/oidc/start?next=/console/meetings/m-1"' in page
+        assert "Se connecter avec mon compte professionnel" in page
+        assert "Jeton d'accès" in page  # the token stays, for machine clients and development
+        refused = html.unescape((await client.get("/console/login", params={"sign_in": "no_role"})).text)
+        assert "Votre compte n'a pas de rôle dans Proxymage : demandez-le à la 3C." in refused
+        expired = (await client.get("/console/login", params={"expired": "1"})).text
+        assert "Aucune session valide (absente ou expirée) : connectez-vous." in expired
+
+
+async def test_an_unreachable_provider_sends_back_to_the_login_page() -> None:
+    app, sign_in = console_with_sign_in()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://gw.test") as client:
+        answer = await client.get("/console/oidc/start")
+    assert (answer.status_code, answer.headers["location"]) == (303, "/console/login?sign_in=unavailable")
+    await sign_in.client.close()
+
+
+async def test_logout_of_a_person_goes_on_to_the_provider_and_of_a_token_to_the_login_page() -> None:
+    app, sign_in = console_with_sign_in()
+    session = sign_in.sessions.encode(subject="3c.fictif", name="Claire", role="3c")
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Origin": "https://gw.test"}
+    async with httpx.AsyncClient(transport=transport, base_url="https://gw.test", cookies={COOKIE_NAME: session}) as c:
+        person = await c.post("/console/logout", headers=headers)
+    assert (person.status_code, person.headers["location"]) == (303, "/console/oidc/logout")
+    assert f'{COOKIE_NAME}=""' in person.headers["set-cookie"]
+    async with httpx.AsyncClient(transport=transport, base_url="https://gw.test", cookies={COOKIE_NAME: "jeton"}) as c:
+        token = await c.post("/console/logout", headers=headers)
+    assert token.headers["location"] == "/console/login"
+    await sign_in.client.close()
