@@ -1,7 +1,5 @@
 """The console's personal sign-in through OpenID Connect (gateway.oidc): three routes under `/console/oidc/`.
 
-The login page's French sentences for each failure are `pages.SIGN_IN_MESSAGES`.
-
 - `GET /console/oidc/start?next=...`: a new transaction (state, nonce, PKCE verifier, the page to go back to)
   in a signed, HttpOnly cookie limited to `/console/oidc/`, then off to the provider's authorization endpoint.
   That cookie is SameSite=Lax: the provider's redirect back to the callback is a cross-site navigation when the
@@ -10,10 +8,12 @@ The login page's French sentences for each failure are `pages.SIGN_IN_MESSAGES`.
   for the ID token with the verifier, validates it, and sets the session: the signed person-and-role value in the
   `proxymage_token` cookie (HttpOnly, SameSite=Strict, Secure over HTTPS), which the API, the viewer and the
   DICOMweb path accept like a typed token.
-- `GET /console/oidc/logout`: where `POST /console/logout` sends a person after clearing the cookie: the
-  provider's end-session endpoint (RP-initiated logout), which comes back to the login page.
+- `GET /console/oidc/logout`: where `POST /console/logout` sends a person after clearing the cookie: a page that
+  goes on to the provider's end-session endpoint (RP-initiated logout), which comes back to the login page.
 
-Every failure ends on the login page with a French sentence; the log says why, without the person's name.
+Every failure ends on the login page (`?sign_in=<reason>`) with a French sentence (`pages.SIGN_IN_MESSAGES`);
+the log says why, without the person's name. The token login (`POST /console/session`) stays beside it for
+machine clients and development.
 """
 
 from __future__ import annotations
