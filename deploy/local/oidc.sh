@@ -36,6 +36,9 @@ cmd_install() {
     return 0
   fi
   command -v npm >/dev/null || pm_die "npm not found: the OIDC provider is installed from the npm registry (apt-get install npm)"
+  # oidc-provider 9 needs URL.parse (Node 20.18+ / 22+; it recommends 22, and runs on 20.20 here).
+  node -e 'process.exit(typeof URL.parse === "function" ? 0 : 1)' \
+    || pm_die "Node.js $(node --version) is too old for oidc-provider 9: Node 20.18 or later is needed"
   pm_log "installing oidc-provider (npm ci)"
   # --ignore-scripts: no install script of any package runs here.
   (cd "$OIDC_SRC" && npm ci --ignore-scripts --no-audit --no-fund --silent) || pm_die "npm ci in $OIDC_SRC failed"
