@@ -30,8 +30,7 @@ COOKIE_MAX_AGE_SECONDS: Final = 12 * 3600  # a working day: the cookie does not 
 PREFIX: Final = "/console"
 HOME: Final = PREFIX + "/"
 LOGIN: Final = PREFIX + "/login"
-SIGN_IN_START: Final = PREFIX + "/oidc/start"  # gateway.console.signin
-SIGN_OUT: Final = PREFIX + "/oidc/logout"
+SIGN_OUT: Final = PREFIX + "/oidc/logout"  # gateway.console.signin: on to the provider's logout
 # The login page's message after a failed personal sign-in (`?sign_in=<reason>`, gateway.console.signin).
 SIGN_IN_MESSAGES: Final = {
     "unavailable": "Le service d'identification ne répond pas : réessayez dans un instant.",
