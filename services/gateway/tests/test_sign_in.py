@@ -498,3 +498,48 @@ async def test_logout_of_a_person_goes_on_to_the_provider_and_of_a_token_to_the_
         token = await c.post("/console/logout", headers=headers)
     assert token.headers["location"] == "/console/login"
     await sign_in.client.close()
+
+
+async def test_the_client_fetches_the_jwks_again_when_the_provider_rotated_its_key() -> None:
+    """The adapter's caching (the provider's HTTP answers played by httpx.MockTransport): discovery once, the JWKS
+    again only when an ID token names a key it does not know."""
+    rotated = RSAKey.generate_key(2048, parameters={"kid": "cle-2", "alg": "RS256", "use": "sig"})
+    served: list[RSAKey] = [SIGNING_KEY]
+    fetched: list[str] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        fetched.append(request.url.path)
+        if request.url.path == "/realms/rcp/.well-known/openid-configuration":
+            document = {
+                "issuer": ISSUER,
+                "authorization_endpoint": ISSUER + "/auth",
+                "token_endpoint": ISSUER + "/token",
+                "jwks_uri": ISSUER + "/jwks",
+            }
+            return httpx.Response(200, json=document)
+        if request.url.path == "/realms/rcp/jwks":
+            return httpx.Response(200, json={"keys": [key.as_dict(private=False) for key in served]})
+        return httpx.Response(404)
+
+    client = OidcClient(
+        issuer=ISSUER,
+        client_id=CLIENT,
+        client_secret=None,
+        scopes="openid",
+        role_claim="proxymage_role",
+        http=httpx.AsyncClient(transport=httpx.MockTransport(provider)),
+    )
+    now = time.time()
+    fresh = claims(iat=int(now), exp=int(now) + 600)
+    assert (await client.validate(signed(fresh), NONCE)).role == "3c"
+    assert (await client.validate(signed(fresh), NONCE)).role == "3c"
+    assert fetched == ["/realms/rcp/.well-known/openid-configuration", "/realms/rcp/jwks"]
+    served[:] = [rotated]
+    token = jwt.encode({"alg": "RS256", "kid": "cle-2"}, fresh, rotated)
+    assert (await client.validate(token, NONCE)).subject == "3c.fictif"
+    assert fetched[2:] == ["/realms/rcp/jwks"]  # the JWKS again, not the discovery
+    # a token signed with an unknown key even after the refetch is refused
+    stranger = RSAKey.generate_key(2048, parameters={"kid": "cle-3", "alg": "RS256"})
+    with pytest.raises(SignInError):
+        await client.validate(jwt.encode({"alg": "RS256", "kid": "cle-3"}, fresh, stranger), NONCE)
+    await client.close()
