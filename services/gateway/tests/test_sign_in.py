@@ -10,7 +10,6 @@ The sign-in against the real provider, in a browser, is in test_sign_in_browser.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import html
 import time
@@ -413,37 +412,28 @@ async def test_me_says_who_and_what(api: Api) -> None:
 
 
 async def test_the_audit_names_the_person_and_only_the_3c_and_the_dcc_read_it(api: Api) -> None:
-    stop = asyncio.Event()
-    writer = asyncio.create_task(api.auditor.run(stop))
-    try:
-        async with api.client("medecin") as medecin:
-            method, path, body = REQUESTS["put_selection"]
-            assert (await medecin.request(method, path, json=body)).status_code == 202
-            assert (await medecin.get(f"/api/v1/enrolments/{E}/audit")).status_code == 403
-            assert (await medecin.post(f"/api/v1/enrolments/{E}/refresh")).status_code == 403
-        async with api.client("3c") as tc:
-            for _ in range(50):
-                if api.auditor.pending() == 0 and len(api.store.audit) >= 3:
-                    break
-                await asyncio.sleep(0.02)
-            answer = await tc.get(f"/api/v1/enrolments/{E}/audit")
-            assert answer.status_code == 200
-            entries = answer.json()["entries"]
-            selection = [entry for entry in entries if entry["action"] == "select"]
-            assert len(selection) == 1
-            assert selection[0]["who"] == "Personne MEDECIN FICTIVE"
-            assert selection[0]["subject"] == "medecin.fictif"
-            assert (selection[0]["role"], selection[0]["status"]) == ("medecin", 202)
-            assert selection[0]["event_id"]
-            refusals = {(entry["action"], entry["status"], entry["who"]) for entry in entries if entry["status"] == 403}
-            assert refusals == {
-                ("forbidden_audit", 403, "Personne MEDECIN FICTIVE"),
-                ("forbidden_enrol", 403, "Personne MEDECIN FICTIVE"),
-            }
-            assert (await tc.get("/api/v1/enrolments/enr-inconnue/audit")).status_code == 404
-    finally:
-        stop.set()
-        writer.cancel()
+    async with api.client("medecin") as medecin:
+        method, path, body = REQUESTS["put_selection"]
+        assert (await medecin.request(method, path, json=body)).status_code == 202
+        assert (await medecin.get(f"/api/v1/enrolments/{E}/audit")).status_code == 403
+        assert (await medecin.post(f"/api/v1/enrolments/{E}/refresh")).status_code == 403
+    await api.auditor.flush()  # what the background writer does, here at once
+    async with api.client("3c") as tc:
+        answer = await tc.get(f"/api/v1/enrolments/{E}/audit")
+        assert answer.status_code == 200
+        entries = answer.json()["entries"]
+        selection = [entry for entry in entries if entry["action"] == "select"]
+        assert len(selection) == 1
+        assert selection[0]["who"] == "Personne MEDECIN FICTIVE"
+        assert selection[0]["subject"] == "medecin.fictif"
+        assert (selection[0]["role"], selection[0]["status"]) == ("medecin", 202)
+        assert selection[0]["event_id"]
+        refusals = {(entry["action"], entry["status"], entry["who"]) for entry in entries if entry["status"] == 403}
+        assert refusals == {
+            ("forbidden_audit", 403, "Personne MEDECIN FICTIVE"),
+            ("forbidden_enrol", 403, "Personne MEDECIN FICTIVE"),
+        }
+        assert (await tc.get("/api/v1/enrolments/enr-inconnue/audit")).status_code == 404
 
 
 # --- the console's sign-in pages ---------------------------------------------------------------------------
