@@ -30,6 +30,7 @@ install: ## Install the Debian packages (as root), uv (if missing) and the Pytho
 	@bash deploy/local/system-packages.sh
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
+	@bash deploy/local/oidc.sh install
 	@echo "workspace installed in .venv"
 
 up: install ## Install and start Kafka, FerretDB, Orthanc MIRC + VIEWER and SMTP on 127.0.0.1
@@ -101,6 +102,7 @@ demo: up ## Start everything, seed MIRC and the services, and print where everyt
 	@bash $(SERVICES) status
 	@echo
 	@echo "Operator console (3C):         http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/console/  (token: demo-dcc-token)"
+	@echo "Personal sign-in (OIDC):       3c.fictif / demo-3c, medecin.fictif / demo-medecin, lecture.fictif / demo-lecture  (provider $(PROXYMAGE_OIDC_ISSUER))"
 	@echo "Demo meeting:                  http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/console/meetings/"
 	@echo "REST API (OpenAPI):            http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/docs  (Authorization: Bearer demo-dcc-token)"
 	@echo "Topics (AsyncAPI):             http://127.0.0.1:$(PROXYMAGE_LOCAL_GATEWAY_HTTP_PORT)/asyncapi"

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The local stack of real servers on 127.0.0.1: Kafka, FerretDB, Orthanc MIRC + VIEWER, SMTP (STARTTLS +
-# client certificates), and the OHIF viewer's files that the gateway serves (installed, not run).
+# client certificates), and the OHIF viewer's files that the gateway serves (installed, not run),
+# and the OpenID Connect provider of the console's sign-in (oidc.sh).
 #   stack.sh up       install what is missing, start everything, wait until each one answers
 #   stack.sh down     stop every process it started (by pid file) and wait until they are gone
 #   stack.sh status   one line per server
 #   stack.sh install  only install (idempotent; cached under var/)
-# Each server has its own script (kafka.sh, ferretdb.sh, orthanc.sh, smtp.sh, ohif.sh) with the same verbs.
+# Each server has its own script (kafka.sh, ferretdb.sh, orthanc.sh, smtp.sh, ohif.sh, oidc.sh) with the same verbs.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 here="$PM_ROOT/deploy/local"
-components=(kafka ferretdb orthanc smtp ohif)
+components=(kafka ferretdb orthanc smtp ohif oidc)
 
 # Runs "<component>.sh <verb>" for every component at once; fails if any failed, after all finished.
 each() {

@@ -117,6 +117,19 @@ def stack_env() -> Iterator[dict[str, str]]:
     yield from _container_stack()
 
 
+@pytest.fixture(scope="session")
+def oidc_provider(stack_env: dict[str, str]) -> dict[str, str]:
+    """The local OpenID Connect provider (deploy/local/oidc.sh, a process in both modes: it has no image),
+    started if it is not; its settings (PROXYMAGE_OIDC_*, from deploy/local/local.env or PROXYMAGE_LOCAL_ENV's)."""
+    settings = {key: value or "" for key, value in dotenv_values(LOCAL_ENV_FILE).items()}
+    if not settings.get("PROXYMAGE_OIDC_ISSUER"):
+        pytest.fail(f"{LOCAL_ENV_FILE} configures no OIDC provider (PROXYMAGE_OIDC_ISSUER)", pytrace=False)
+    result = run_script("oidc.sh", "start", timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"deploy/local/oidc.sh start failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    return settings
+
+
 _containers: Any = None  # the running ContainerStack (container mode)
 
 

@@ -117,6 +117,10 @@ class FakeReadModel:
     async def record_audit(self, records: list[AuditRecord]) -> None:
         self.audit += records
 
+    async def audit_of(self, enrolment_id: str, limit: int) -> list[AuditRecord]:
+        named = [record for record in self.audit if record.get("enrolment_id") == enrolment_id]
+        return sorted(named, key=lambda record: str(record["at"]), reverse=True)[:limit]
+
 
 @dataclass(frozen=True, slots=True)
 class Announced:

@@ -344,6 +344,20 @@ async def test_views_are_audited_once_per_reader_and_study_per_minute(
         await proxy.get(FRAME)  # frames are not audited one by one
     await proxy.get(f"/dicom-web/studies/{OTHER}/series")
     assert auditor.records == [
-        {"who": "lecteur", "role": "viewer", "action": "view_study", "status": 200, "enrolment_id": "e-1"},
-        {"who": "lecteur", "role": "viewer", "action": "view_study", "status": 404, "enrolment_id": None},
+        {
+            "who": "lecteur",
+            "subject": None,
+            "role": "viewer",
+            "action": "view_study",
+            "status": 200,
+            "enrolment_id": "e-1",
+        },
+        {
+            "who": "lecteur",
+            "subject": None,
+            "role": "viewer",
+            "action": "view_study",
+            "status": 404,
+            "enrolment_id": None,
+        },
     ]

@@ -46,10 +46,8 @@ def test_token_verification() -> None:
 
 
 def test_roles() -> None:
-    assert Principal("a", "dcc").may("command")
-    assert Principal("a", "dcc").may("read")
-    assert Principal("a", "viewer").may("read")
-    assert not Principal("a", "viewer").may("command")
+    assert Principal("a", "dcc").rights() == ("read", "settings", "enrol", "select", "audit")
+    assert Principal("a", "viewer").rights() == ("read",)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 - Every `/api/` request needs a token (`Authorization: Bearer`, or the console's `proxymage_token` cookie):
   checked by `ApiAuthMiddleware` before anything else (even a malformed body gets 401 without a token).
-  `viewer` tokens may read; commands need `dcc` (403 otherwise).
+  `viewer` tokens may read; each command needs a right (gateway.auth: `dcc` and `3c` have all, `medecin` may
+  select, `lecture` only reads; 403 otherwise). People signed in through OpenID Connect come with the signed
+  session in the same cookie.
 - Errors are JSON `{"detail": ...}`: 401, 403, 404 unknown ids, 422 invalid input, 503 when Kafka or
   MongoDB cannot be reached; an unexpected exception is logged and answered with a JSON 500 (last resort).
 - Reads of an enrolment or a meeting and every command are audited (ids only).
@@ -23,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import filters as flt
+from gateway.api_access import add_access_routes
 from gateway.api_commands import add_command_routes
 from gateway.api_common import API_PREFIX, ApiContext, Publish, UnavailableError, json_error, log
 from gateway.api_experts import add_expert_routes, state_the_mssante_rule
@@ -59,7 +62,11 @@ class ApiAuthMiddleware:
 
 # Declared for the OpenAPI document (the middleware does the checking).
 _bearer = HTTPBearer(auto_error=False, description="A token of role `dcc` (read and commands) or `viewer` (read).")
-_cookie_scheme = APIKeyCookie(name=COOKIE_NAME, auto_error=False, description="The same token, set by the console.")
+_cookie_scheme = APIKeyCookie(
+    name=COOKIE_NAME,
+    auto_error=False,
+    description="The same token, or a person's signed session (roles `3c`, `medecin`, `lecture`), set by the console.",
+)
 
 
 # --- the app -------------------------------------------------------------------------------------------------
@@ -112,6 +119,7 @@ def _router(context: ApiContext) -> APIRouter:
     add_read_routes(router, context)
     add_expert_routes(router, context)
     add_meeting_day_routes(router, context)
+    add_access_routes(router, context)
     add_live_routes(router, context)
     add_command_routes(router, context)
     return router

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from proxymage_shared import topics
 from proxymage_shared.events import (
@@ -28,12 +28,12 @@ from pydantic import BaseModel, ValidationError
 from gateway.api_common import (
     COMMAND_ERRORS,
     ApiContext,
-    Commander,
     EnrolmentId,
     MeetingId,
     RcpId,
     StudyUid,
     UnavailableError,
+    holding,
     log,
 )
 from gateway.api_models import (
@@ -44,7 +44,7 @@ from gateway.api_models import (
     SelectionBody,
     WithdrawalBody,
 )
-from gateway.auth import Principal
+from gateway.auth import ROLE_RIGHTS, Principal, Right
 from gateway.experts import refused_experts
 
 Arguments = Mapping[str, Any]  # an endpoint's arguments by name (path, query and body parameters)
@@ -86,6 +86,7 @@ class Command:
     event: type[Event]
     key: str  # the event field that is the Kafka key
     audit: tuple[AuditId, ...]  # the event fields the audit entry names
+    right: Right  # what the caller's role must allow (gateway.auth.ROLE_RIGHTS)
     fields: Callable[[Arguments], Fields] = body_and_path
     description: str | None = None
     # Refuses (RequestValidationError, 422) what the event's model admits but this gateway does not.
@@ -134,6 +135,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         RcpSettings,
         key="rcp_id",
         audit=("rcp_id",),
+        right="settings",
     ),
     Command(
         "put_experts",
@@ -148,6 +150,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         audit=("meeting_id", "rcp_id"),
         description="Extension: an expert's address outside the allowed MSSanté domains is refused (422).",
         check=secure_mail_only,
+        right="settings",
     ),
     Command(
         "post_enrolment",
@@ -160,6 +163,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         PatientEnrolled,
         key="enrolment_id",
         audit=("enrolment_id", "meeting_id", "rcp_id"),
+        right="enrol",
     ),
     Command(
         "delete_enrolment",
@@ -176,6 +180,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         EnrolmentWithdrawn,
         key="enrolment_id",
         audit=("enrolment_id",),
+        right="enrol",
         fields=withdrawal_fields,
         description=WITHDRAWAL_DESCRIPTION,
     ),
@@ -190,6 +195,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         StudiesSelected,
         key="enrolment_id",
         audit=("enrolment_id",),
+        right="select",
     ),
     Command(
         "delete_study",
@@ -202,6 +208,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         StudyRemoved,
         key="enrolment_id",
         audit=("enrolment_id",),
+        right="select",
     ),
     Command(
         "post_refresh",
@@ -214,6 +221,7 @@ COMMANDS: Final[tuple[Command, ...]] = (
         ImagingRefresh,
         key="enrolment_id",
         audit=("enrolment_id",),
+        right="enrol",
     ),
 )
 
@@ -240,10 +248,18 @@ async def publish(context: ApiContext, who: Principal, command: Command, argumen
         await context.publish(command.topic, str(fields[command.key]), event)
     except Exception as error:
         log.warning("command_publish_failed", topic=command.topic, error=type(error).__name__)
-        context.auditor.record(who=who.name, role=who.role, action=command.action, status=503, **ids)
+        context.auditor.record(
+            who=who.name, subject=who.subject, role=who.role, action=command.action, status=503, **ids
+        )
         raise UnavailableError("the command could not be published to Kafka; try again") from error
     context.auditor.record(
-        who=who.name, role=who.role, action=command.action, status=202, event_id=str(event_id), **ids
+        who=who.name,
+        subject=who.subject,
+        role=who.role,
+        action=command.action,
+        status=202,
+        event_id=str(event_id),
+        **ids,
     )
     log.info("command_published", topic=command.topic, event_id=str(event_id), action=command.action, who=who.name)
     return Accepted(event_id=event_id)
@@ -259,9 +275,17 @@ def endpoint(context: ApiContext, command: Command) -> Callable[..., Any]:
     call.__name__ = call.__qualname__ = command.name
     call.__doc__ = None
     call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [_parameter("who", Commander), *command.parameters], return_annotation=Accepted
+        [_parameter("who", Annotated[Principal, Depends(holding(command.right))]), *command.parameters],
+        return_annotation=Accepted,
     )
     return call
+
+
+def _with_right(command: Command) -> str:
+    """The operation's description, with who may call it (roles holding the command's right)."""
+    roles = ", ".join(f"`{role}`" for role, rights in ROLE_RIGHTS.items() if command.right in rights)
+    allowed = f"Needs the right `{command.right}` (roles {roles}; 403 otherwise)."
+    return f"{command.description}\n\n{allowed}" if command.description else allowed
 
 
 def add_command_routes(router: APIRouter, context: ApiContext) -> None:
@@ -274,6 +298,6 @@ def add_command_routes(router: APIRouter, context: ApiContext) -> None:
             response_model=Accepted,
             responses=COMMAND_ERRORS,
             summary=command.summary,
-            description=command.description,
+            description=_with_right(command),
             tags=["commands"],
         )

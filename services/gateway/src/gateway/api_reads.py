@@ -29,7 +29,12 @@ async def read_enrolment(context: ApiContext, who: Principal, enrolment_id: str,
     record = await guarded(context.store.enrolment(enrolment_id))
     if record is None:
         context.auditor.record(
-            who=who.name, role=who.role, action="read_enrolment", status=404, enrolment_id=enrolment_id
+            who=who.name,
+            subject=who.subject,
+            role=who.role,
+            action="read_enrolment",
+            status=404,
+            enrolment_id=enrolment_id,
         )
         raise HTTPException(404, "unknown enrolment")
     rcp_id = record.enrolment.rcp_id if record.enrolment is not None else None
@@ -37,6 +42,7 @@ async def read_enrolment(context: ApiContext, who: Principal, enrolment_id: str,
     answer = views.enrolment_view(record, rcp, overrides, context.today(), context.links)
     context.auditor.record(
         who=who.name,
+        subject=who.subject,
         role=who.role,
         action="read_enrolment",
         status=200,
@@ -52,7 +58,12 @@ async def read_meeting_enrolments(context: ApiContext, who: Principal, meeting_i
     records = await guarded(context.store.enrolments_of(meeting_id, meeting, context.page_size * 10))
     status = 200 if meeting is not None or records else 404
     context.auditor.record(
-        who=who.name, role=who.role, action="read_meeting_enrolments", status=status, meeting_id=meeting_id
+        who=who.name,
+        subject=who.subject,
+        role=who.role,
+        action="read_meeting_enrolments",
+        status=status,
+        meeting_id=meeting_id,
     )
     if status == 404:
         raise HTTPException(404, "unknown meeting")

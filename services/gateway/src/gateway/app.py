@@ -29,6 +29,7 @@ from gateway.api import ApiContext, create_api
 from gateway.asyncapi import CONSUMED_TOPICS, asyncapi_html, asyncapi_json, specification
 from gateway.audit import Auditor
 from gateway.auth import TokenVerifier
+from gateway.console import signin
 from gateway.dicomweb import PREFIX as DICOMWEB_PREFIX
 from gateway.dicomweb import DicomWebProxy, StoreAccount
 from gateway.handlers import Handlers
@@ -69,7 +70,8 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
         store = overrides.store
     hub = Hub(settings.sse_buffer_size, settings.sse_max_streams)
     links = ViewerLinks(settings.viewer_url_template, settings.public_url or "")
-    verifier = TokenVerifier(settings.api_tokens)
+    sign_in = signin.from_settings(settings)  # personal sign-in (OpenID Connect), None when not configured
+    verifier = TokenVerifier(settings.api_tokens, sign_in.sessions if sign_in else None)
     auditor = Auditor(store.record_audit, settings.audit_batch_size)
     access = StudyAccess(store.enrolments_selecting, settings.viewer_access_cache_seconds)
     password = settings.viewer_dicomweb_password
@@ -124,7 +126,14 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
     async def asyncapi_page() -> HTMLResponse:
         return HTMLResponse(asyncapi_html(spec))
 
-    console.mount(api, console.ConsoleOptions(settings.console_contact, settings.smtp.allowed_domains))
+    if sign_in is not None:
+        signin.mount(api, sign_in)
+        service.on_stop.append(sign_in.client.close)
+    console.mount(
+        api,
+        console.ConsoleOptions(settings.console_contact, settings.smtp.allowed_domains),
+        sign_in=sign_in is not None,
+    )
     ohif.mount(api, settings.viewer_app_dir, verifier)
     api.mount(DICOMWEB_PREFIX, dicomweb)
 

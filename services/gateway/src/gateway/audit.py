@@ -1,4 +1,5 @@
-"""The audit trail: who (token name and role), what (route or command), when, which enrolment/meeting/RCP.
+"""The audit trail: who (a token's name, or a signed-in person's name and subject; the role), what (route or
+command), when, which enrolment/meeting/RCP.
 
 No patient data: ids only. Records are queued by the request and written in batches by a background
 loop, so an audit write never adds a FerretDB round trip to a request; the queue is drained at stop.
@@ -41,10 +42,12 @@ class Auditor:
         meeting_id: str | None = None,
         rcp_id: str | None = None,
         event_id: str | None = None,
+        subject: str | None = None,
     ) -> None:
         entry: AuditRecord = {
             "at": dt.datetime.now(dt.UTC),
             "who": who,
+            "subject": subject,  # the identity provider's id of a signed-in person (None for a token)
             "role": role,
             "action": action,
             "status": status,

@@ -1,8 +1,16 @@
-"""Bearer tokens: configured as SHA-256 hashes with a role and a name; compared in constant time.
+"""Who calls, and what they may do.
 
-`dcc` may read and send commands; `viewer` may only read. The token comes from `Authorization: Bearer <token>`
-or, for the console's browser code (EventSource cannot set headers), from the HttpOnly, SameSite=Strict
-cookie `proxymage_token` that the console's session route sets.
+Two kinds of callers: machine clients with bearer tokens (configured as SHA-256 hashes with a role and a name;
+compared in constant time), and people signed in through OpenID Connect (gateway.oidc), whose session cookie
+(gateway.sessions) names the person and the role the identity provider gave. The credential comes from
+`Authorization: Bearer <token>` or, for the console's browser code (EventSource cannot set headers), from the
+HttpOnly, SameSite=Strict cookie `proxymage_token` (a typed token, or a signed session).
+
+Rights (`RIGHTS`, one per kind of action; `api_commands.COMMANDS` names the right of each command route):
+`read`; `settings` (an RCP's imaging filters, a meeting's experts); `enrol` (enrol, correct, withdraw, refresh);
+`select` (choose the studies and ask for expertise, remove a study); `audit` (an enrolment's audit trail).
+Roles: `dcc` (the DCC's machine client) everything, `viewer` read; people: `3c` everything, `medecin` read and
+select, `lecture` read.
 """
 
 from __future__ import annotations
@@ -11,24 +19,55 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal, Protocol, TypeAlias, get_args
 
 from gateway.settings import ApiToken, Role
 
 COOKIE_NAME: Final = "proxymage_token"
-ROLE_RIGHTS: Final[dict[Role, frozenset[str]]] = {
-    "dcc": frozenset({"read", "command"}),
+PersonRole = Literal["3c", "medecin", "lecture"]  # given by the identity provider's role claim
+AnyRole: TypeAlias = Role | PersonRole
+PERSON_ROLES: Final[frozenset[str]] = frozenset(get_args(PersonRole))
+Right = Literal["read", "settings", "enrol", "select", "audit"]
+RIGHTS: Final[tuple[Right, ...]] = get_args(Right)
+ROLE_RIGHTS: Final[dict[AnyRole, frozenset[Right]]] = {
+    "dcc": frozenset(RIGHTS),
     "viewer": frozenset({"read"}),
+    "3c": frozenset(RIGHTS),
+    "medecin": frozenset({"read", "select"}),
+    "lecture": frozenset({"read"}),
+}
+# How the role is shown to people (the console's header, the audit view).
+ROLE_LABELS: Final[dict[AnyRole, str]] = {
+    "dcc": "DCC (client machine)",
+    "viewer": "Lecture (client machine)",
+    "3c": "3C",
+    "medecin": "Médecin",
+    "lecture": "Lecture seule",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    name: str
-    role: Role
+    """A caller: `name` is what the audit writes (a token's name, or the person's name); `subject`, the
+    identity provider's stable id of a person (None for a token)."""
 
-    def may(self, right: str) -> bool:
+    name: str
+    role: AnyRole
+    subject: str | None = None
+
+    def may(self, right: Right) -> bool:
         return right in ROLE_RIGHTS[self.role]
+
+    def rights(self) -> tuple[Right, ...]:
+        return tuple(right for right in RIGHTS if self.may(right))
+
+
+class SessionReader(Protocol):
+    """Reads a signed session value (gateway.sessions.SessionCodec)."""
+
+    def is_session(self, value: str) -> bool: ...
+
+    def principal(self, value: str) -> Principal | None: ...
 
 
 def token_hash(token: str) -> str:
@@ -36,13 +75,17 @@ def token_hash(token: str) -> str:
 
 
 class TokenVerifier:
-    def __init__(self, tokens: Iterable[ApiToken]) -> None:
+    def __init__(self, tokens: Iterable[ApiToken], sessions: SessionReader | None = None) -> None:
         self._tokens = [(bytes.fromhex(token.sha256), token) for token in tokens]
+        self._sessions = sessions
 
     def verify(self, presented: str | None) -> Principal | None:
-        """The token's holder, or None. Every configured hash is compared (no early exit on a match)."""
+        """The token's holder or the session's person, or None. Every configured hash is compared (no early exit
+        on a match)."""
         if not presented:
             return None
+        if self._sessions is not None and self._sessions.is_session(presented):
+            return self._sessions.principal(presented)
         digest = hashlib.sha256(presented.encode("utf-8", errors="surrogatepass")).digest()
         found: ApiToken | None = None
         for expected, token in self._tokens:

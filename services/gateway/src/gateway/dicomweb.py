@@ -245,7 +245,12 @@ class DicomWebProxy:
         enrolments: list[str | None] = [*sorted({grant.enrolment_id for grant in grants})] or [None]
         for enrolment_id in enrolments:
             self._auditor.record(
-                who=who.name, role=who.role, action="view_study", status=status, enrolment_id=enrolment_id
+                who=who.name,
+                subject=who.subject,
+                role=who.role,
+                action="view_study",
+                status=status,
+                enrolment_id=enrolment_id,
             )
 
     def _upstream_headers(self, request: Request, headers: dict[str, str]) -> dict[str, str]:

@@ -83,6 +83,20 @@ class Settings(ServiceSettings):
     # var/ohif/current (a relative path is relative to the working directory, the repository root for the
     # local stack). None, or a directory without index.html: /viewer/ answers 503.
     viewer_app_dir: Path | None = None
+    # Personal sign-in of the console (OpenID Connect, authorization code + PKCE S256; gateway.oidc). Off while
+    # oidc_issuer is unset. The provider (Pro Santé Connect, the region's IdP; deploy/local/oidc.sh locally) is
+    # found through {issuer}/.well-known/openid-configuration; the gateway's callback is
+    # {public_url}/console/oidc/callback. The ID token's `oidc_role_claim` says the role: 3c, medecin or lecture
+    # (anything else: no access).
+    oidc_issuer: str | None = None
+    oidc_client_id: str = "proxymage-console"
+    oidc_client_secret: SecretStr | None = None  # None: a public client (PKCE alone)
+    oidc_scopes: str = "openid profile proxymage"
+    oidc_role_claim: str = "proxymage_role"
+    # Signs the session cookies (HMAC-SHA256): a long random secret, the same on every replica. None: one drawn
+    # at start (sessions end at each restart and are not shared between replicas).
+    oidc_session_secret: SecretStr | None = None
+    oidc_session_hours: float = Field(default=12.0, gt=0, le=24)
 
     @model_validator(mode="after")
     def _public_url_when_linked(self) -> Settings:
@@ -91,4 +105,10 @@ class Settings(ServiceSettings):
                 "set PROXYMAGE_PUBLIC_URL (the gateway's address as users reach it, e.g. https://proxymage.example.org):"
                 " the viewer links are built from it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _public_url_for_sign_in(self) -> Settings:
+        if self.oidc_issuer and not self.public_url:
+            raise ValueError("set PROXYMAGE_PUBLIC_URL: the OpenID Connect callback is built from it")
         return self

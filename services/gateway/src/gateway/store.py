@@ -242,3 +242,7 @@ class ReadModelStore:
     async def record_audit(self, records: list[AuditRecord]) -> None:
         if records:
             await self.audit.insert_many(records, ordered=False)
+
+    async def audit_of(self, enrolment_id: str, limit: int) -> list[AuditRecord]:
+        cursor = self.audit.find({"enrolment_id": enrolment_id}, {"_id": 0}).sort("at", DESCENDING).limit(limit)
+        return [dict(document) async for document in cursor]

@@ -26,11 +26,20 @@ from proxymage_shared.mssante import DEFAULT_ALLOWED_DOMAINS
 from gateway.auth import COOKIE_NAME
 from gateway.console import labels
 from gateway.console.dates import fr_date
+from gateway.sessions import SESSION_PREFIX
 
 COOKIE_MAX_AGE_SECONDS: Final = 12 * 3600  # a working day: the cookie does not outlive the meeting
 PREFIX: Final = "/console"
 HOME: Final = PREFIX + "/"
 LOGIN: Final = PREFIX + "/login"
+SIGN_OUT: Final = PREFIX + "/oidc/logout"  # gateway.console.signin: on to the provider's logout
+# The login page's message after a failed personal sign-in (`?sign_in=<reason>`, gateway.console.signin).
+SIGN_IN_MESSAGES: Final = {
+    "unavailable": "Le service d'identification ne répond pas : réessayez dans un instant.",
+    "expired": "La connexion a expiré ou a été interrompue : recommencez.",
+    "refused": "La connexion a été refusée par le service d'identification.",
+    "no_role": "Votre compte n'a pas de rôle dans Proxymage : demandez-le à la 3C.",
+}
 
 _HERE = Path(__file__).parent
 STATIC_DIR: Final = _HERE / "static"
@@ -250,7 +259,10 @@ def _session_routes(router: APIRouter, pages: _Pages) -> None:
     async def login(request: Request) -> Response:
         params = request.query_params
         message = "Aucune session valide (absente, expirée ou jeton refusé) : saisissez votre jeton d'accès."
-        return _login_page(pages, safe_next(params.get("next")), message if params.get("expired") else "")
+        if pages.environment.globals.get("sign_in"):
+            message = "Aucune session valide (absente ou expirée) : connectez-vous."
+        message = SIGN_IN_MESSAGES.get(params.get("sign_in", ""), message if params.get("expired") else "")
+        return _login_page(pages, safe_next(params.get("next")), message)
 
     @router.post(PREFIX + "/session")
     async def open_session(request: Request) -> Response:
@@ -278,7 +290,10 @@ def _session_routes(router: APIRouter, pages: _Pages) -> None:
     async def close_session(request: Request) -> Response:
         if not _same_origin(request):
             return _refused_origin()
-        response = RedirectResponse(LOGIN, status_code=303)
+        # A person signed in through the identity provider also signs out there (RP-initiated logout).
+        signed_in = (request.cookies.get(COOKIE_NAME) or "").startswith(SESSION_PREFIX)
+        target = SIGN_OUT if signed_in and pages.environment.globals.get("sign_in") else LOGIN
+        response = RedirectResponse(target, status_code=303)
         response.delete_cookie(
             COOKIE_NAME, path="/", secure=request.url.scheme == "https", httponly=True, samesite="strict"
         )
@@ -327,7 +342,10 @@ def _router(pages: _Pages) -> APIRouter:
     return router
 
 
-def mount(app: FastAPI, options: ConsoleOptions | None = None) -> None:
-    """Adds the console to the gateway's app: `/` -> `/console/`, the pages, and `/console/static/`."""
+def mount(app: FastAPI, options: ConsoleOptions | None = None, *, sign_in: bool = False) -> None:
+    """Adds the console to the gateway's app: `/` -> `/console/`, the pages, and `/console/static/`.
+    `sign_in`: the login page offers the personal sign-in (gateway.console.signin's routes, mounted apart)."""
     app.mount(PREFIX + "/static", StaticFiles(directory=STATIC_DIR), name="console-static")
-    app.include_router(_router(_Pages(options)))
+    pages = _Pages(options)
+    pages.environment.globals["sign_in"] = sign_in
+    app.include_router(_router(pages))

@@ -141,7 +141,7 @@
         return (where ? where + ' : ' : '') + why;
       }).join(' ; ');
     }
-    if (status === 403) return 'Votre jeton ne permet pas cette action (accès en lecture seule).';
+    if (status === 403) return 'Votre rôle ne permet pas cette action.';
     if (status === 404) return 'Introuvable : cet identifiant est inconnu de Proxymage.';
     if (status === 422 || status === 400) return 'Saisie refusée : ' + (fields || 'vérifiez les champs.');
     if (status === 503) return 'La passerelle Proxymage est momentanément indisponible : réessayez dans un instant.';
@@ -1271,7 +1271,7 @@
         h('span', { class: 'pacs', text: study.pacs || '' })),
       state,
       h('button', {
-        type: 'button', class: 'trash', title: 'Retirer cet examen',
+        type: 'button', class: 'trash', title: 'Retirer cet examen', 'data-needs': 'select',
         'aria-label': 'Retirer l\'examen ' + label,
         onclick: function (event) { onRemove(study, label, event.currentTarget); },
       }, trashIcon()));
@@ -1675,6 +1675,81 @@
 
   dateFields();
   mssanteFields();
+  // ---------------------------------------------------------------------------------------------------
+  // Rights (issue 15): what the caller's role may do, from GET /api/v1/me. console.css hides every element
+  // marked data-needs="<right>" (in the templates and in the rows built here) unless the body's data-rights
+  // lists that right. Links to the pages of a right are marked here by their address, and the refresh buttons
+  // by id. The gateway refuses anyway (403): this spares people buttons that cannot work for them.
+  const NEEDS_BY_LINK = [
+    [/^\/console\/rcps\//, 'settings'],
+    [/^\/console\/meetings\/(new|[^/?]+\/details)(\?|$)/, 'settings'],
+    [/^\/console\/enrolments\/new(\?|$)/, 'enrol'],
+  ];
+  const NEEDS_BY_ID = { 'btn-refresh': 'enrol' };
+
+  function applyRights() {
+    document.querySelectorAll('a[href]').forEach(function (link) {
+      const rule = NEEDS_BY_LINK.find(function (candidate) { return candidate[0].test(link.getAttribute('href')); });
+      if (rule) (link.closest('li') || link).dataset.needs = rule[1];
+    });
+    Object.keys(NEEDS_BY_ID).forEach(function (id) {
+      if (byId(id)) byId(id).dataset.needs = NEEDS_BY_ID[id];
+    });
+    api('GET', API + '/me').then(function (me) {
+      BODY.dataset.rights = me.rights.join(' ');
+      const who = byId('who');
+      if (who) {
+        who.textContent = me.name + ' — ' + me.role_label;
+        who.hidden = false;
+      }
+    }).catch(function () { BODY.dataset.rights = 'read'; });
+  }
+
+  // An enrolment's audit trail (right "audit"): GET /api/v1/enrolments/{id}/audit, newest first.
+  const AUDIT_ACTIONS = {
+    read_enrolment: 'Consultation de la fiche',
+    enrol: 'Inscription ou correction de l\'identité',
+    withdraw: 'Annulation de l\'inscription',
+    select: 'Sélection des examens',
+    remove_study: 'Retrait d\'un examen',
+    refresh: 'Nouvelle recherche des examens',
+    view_study: 'Ouverture dans la visionneuse',
+    read_audit: 'Consultation du journal',
+    forbidden_settings: 'Paramétrage refusé (rôle sans ce droit)',
+    forbidden_enrol: 'Inscription ou annulation refusée (rôle sans ce droit)',
+    forbidden_select: 'Sélection refusée (rôle sans ce droit)',
+    forbidden_audit: 'Consultation du journal refusée (rôle sans ce droit)',
+  };
+  const AUDIT_ROLES = { dcc: 'DCC', viewer: 'Lecture (machine)', '3c': '3C', medecin: 'Médecin', lecture: 'Lecture seule' };
+
+  function auditTrail() {
+    const button = byId('btn-audit');
+    if (!button) return;
+    button.addEventListener('click', async function () {
+      try {
+        const data = await api('GET', API + path('enrolments', BODY.dataset.enrolmentId, 'audit'));
+        const rows = data.entries.map(function (entry) {
+          const result = entry.status < 300 ? 'Fait' : entry.status === 403 ? 'Refusé' : 'Échec (' + entry.status + ')';
+          return h('tr', null,
+            h('td', { text: frDateTime(entry.at) }),
+            h('td', { text: entry.who + (entry.subject ? ' (' + entry.subject + ')' : '') }),
+            h('td', { text: AUDIT_ROLES[entry.role] || entry.role }),
+            h('td', { text: AUDIT_ACTIONS[entry.action] || entry.action }),
+            h('td', { text: result }));
+        });
+        byId('audit-table').tBodies[0].replaceChildren(...rows);
+        byId('audit-table').hidden = rows.length === 0;
+        byId('audit-empty').hidden = rows.length > 0;
+        button.textContent = 'Actualiser le journal';
+      } catch (error) {
+        reportError(error);
+      }
+    });
+  }
+
+  if (BODY.dataset.page !== 'login') applyRights();
+  if (BODY.dataset.page === 'enrolment') auditTrail();
+
   const start = pages[BODY.dataset.page];
   if (start) start();
 }());
