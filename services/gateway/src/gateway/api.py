@@ -3,8 +3,10 @@
 - Every `/api/` request needs a token (`Authorization: Bearer`, or the console's `proxymage_token` cookie):
   checked by `ApiAuthMiddleware` before anything else (even a malformed body gets 401 without a token).
   `viewer` tokens may read; commands need `dcc` (403 otherwise).
-- Errors are JSON `{"detail": ...}`: 401, 403, 404 unknown ids, 422 invalid input, 503 when Kafka or
-  MongoDB cannot be reached; an unexpected exception is logged and answered with a JSON 500 (last resort).
+- Errors are JSON `{"detail": ...}`: 401, 403, 404 unknown ids, 422 invalid input (the input is not echoed
+  back: `gateway.validation_errors`), 503 when Kafka or MongoDB cannot be reached; an unexpected exception is
+  logged and answered with a JSON 500 (last resort). The body limit (413) and the Origin check of cookie-
+  authenticated commands (403) are the gateway's, in front of every route (`gateway.hardening`).
 - Reads of an enrolment or a meeting and every command are audited (ids only).
 - Commands publish the inbound event on its topic and answer 202 `{"event_id": ...}` once Kafka has it.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI, Request, Security
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyCookie, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,6 +31,7 @@ from gateway.api_common import API_PREFIX, ApiContext, Publish, UnavailableError
 from gateway.api_live import add_live_routes
 from gateway.api_reads import add_read_routes
 from gateway.auth import COOKIE_NAME, TokenVerifier, presented_token, scope_headers
+from gateway.validation_errors import validation_error
 
 __all__ = ["API_PREFIX", "ApiAuthMiddleware", "ApiContext", "Publish", "create_api"]
 
@@ -68,7 +72,7 @@ def create_api(context: ApiContext, *, title: str = "Proxymage gateway", version
         title=title,
         version=version,
         description="The DCC's window on Proxymage: read model, commands and live updates (CONTRACT.md).",
-        docs_url="/docs",
+        docs_url=None,  # served from local assets by gateway.documents (no CDN)
         openapi_url="/openapi.json",
         redoc_url=None,
     )
@@ -88,6 +92,8 @@ def _handle_errors(app: FastAPI) -> None:
         if error.status_code == 400:
             return json_error(422, str(error.detail))
         return await http_exception_handler(request, error)
+
+    app.add_exception_handler(RequestValidationError, validation_error)  # no input echoed back
 
     @app.exception_handler(UnavailableError)
     async def unavailable(_: Request, error: UnavailableError) -> JSONResponse:

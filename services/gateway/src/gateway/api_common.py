@@ -76,7 +76,14 @@ ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     503: {"model": ErrorMessage, "description": "MongoDB or Kafka cannot be reached; try again."},
 }
 READ_ERRORS: Final = {**ERRORS, 404: {"model": ErrorMessage, "description": "Unknown id."}}
-COMMAND_ERRORS: Final = {**ERRORS, 403: {"model": ErrorMessage, "description": "The token may only read."}}
+COMMAND_ERRORS: Final = {
+    **ERRORS,
+    403: {
+        "model": ErrorMessage,
+        "description": "The token may only read, or a command sent with the console's cookie came from another site.",
+    },
+    413: {"model": ErrorMessage, "description": "The body is larger than the gateway accepts (1 MiB by default)."},
+}
 
 
 class UnavailableError(Exception):

@@ -36,7 +36,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     WithJsonSchema,
 )
 
@@ -50,6 +49,18 @@ def _iso_date_text(value: Any) -> Any:
 
 
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_date_text), WithJsonSchema({"type": "string", "format": "date"})]
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's `integer` includes `6.0`: accepted as 6; strings, booleans and fractions are not numbers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError("expected a whole number")
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class _Body(BaseModel):
@@ -75,7 +86,7 @@ class WithinMonthsBody(_Body):
     """Studies dated on or after today minus `months` calendar months."""
 
     kind: Literal["within_months"]
-    months: StrictInt = Field(ge=1, le=1200)
+    months: WholeNumber = Field(ge=1, le=1200)
 
 
 class ImagingFiltersBody(_Body):
