@@ -20,6 +20,8 @@ import pytest
 from fastapi import FastAPI
 from gateway import console, documents, ohif
 from gateway.api import ApiContext, create_api
+from gateway.api_models import ExpertBody, WithinMonthsBody
+from gateway.api_types import EMAIL_PATTERN
 from gateway.asyncapi import specification
 from gateway.audit import Auditor
 from gateway.auth import COOKIE_NAME, TokenVerifier, token_hash
@@ -36,7 +38,10 @@ from gateway.validation_errors import redacted
 from gateway.viewer import ViewerLinks
 from hypothesis import given
 from hypothesis import strategies as st
+from playwright.async_api import Browser
+from proxymage_dev.pytest_plugin import ROOT
 from proxymage_shared.events import MODALITIES, Event
+from pydantic import ValidationError
 
 from .fakes import FakeReadModel
 from .harness import DCC_TOKEN, VIEWER_TOKEN, GatewayThread
@@ -46,6 +51,7 @@ SITE = "http://gateway.test"
 PUBLIC_URL = "https://proxymage.exemple.test"
 LIMIT = 64 * 1024
 TWO_MB = 2 * 1024 * 1024
+SCREENSHOTS = ROOT / "var" / "screenshots"
 
 # --------------------------------------------------------------------------------------------------------
 # The rules
@@ -67,9 +73,7 @@ def test_a_cookie_command_from_another_site_is_refused() -> None:
     # any cookie counts as a credential (sign-in may name its session cookie otherwise)
     assert _refusal("DELETE", cookie="session=xyz", host="gateway.test", origin="https://a.test") is not None
     # a non-bearer Authorization header does not authenticate: the cookie does
-    assert (
-        _refusal(cookie=cookie, authorization="Basic abc", host="gateway.test", origin="https://a.test") is not None
-    )
+    assert _refusal(cookie=cookie, authorization="Basic abc", host="gateway.test", origin="https://a.test") is not None
 
 
 def test_own_origin_bearer_clients_and_safe_methods_pass() -> None:
@@ -122,6 +126,24 @@ def test_the_documented_modality_pattern_is_what_the_server_parses(items: list[s
     except InvalidFilterError:
         parsed = False
     assert documented == parsed, value
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=12), st.sampled_from(["a@b.fr", "x@y.z", "@a.b"]))
+def test_the_documented_email_pattern_is_within_the_contracts(noise: str, address: str) -> None:
+    """What the OpenAPI document's e-mail pattern lets through, the contract's model accepts (the event is
+    validated again by it): no schema-valid body is refused."""
+    contract = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+    for candidate in (noise + address, address + noise, address.replace("@", noise + "@")):
+        if re.fullmatch(EMAIL_PATTERN, candidate):
+            assert contract.fullmatch(candidate), repr(candidate)
+            ExpertBody(name="Dr Essai", email=candidate)
+
+
+def test_whole_numbers_are_integers_but_strings_are_not() -> None:
+    assert WithinMonthsBody.model_validate_json('{"kind": "within_months", "months": 6.0}').months == 6
+    for refused in ('"6"', "true", "6.5"):
+        with pytest.raises(ValidationError):
+            WithinMonthsBody.model_validate_json(f'{{"kind": "within_months", "months": {refused}}}')
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -267,6 +289,14 @@ async def test_a_422_names_the_field_but_does_not_echo_patient_data(site: httpx.
     not_json = await site.post("/api/v1/enrolments", content=b'{"patient": "DUPONT', headers=bearer)
     assert not_json.status_code == 422
     assert "DUPONT" not in not_json.text
+    tag = {"imaging": {"modalities": [], "date_filter": {"kind": "K" * 5000}}, "title": "t", "centre": "c"}
+    unknown_tag = await site.put("/api/v1/rcps/rcp-1/imaging-settings", json=tag, headers=bearer)
+    assert unknown_tag.status_code == 422
+    assert "K" * 300 not in unknown_tag.text  # pydantic quotes the tag in its message and context
+    assert unknown_tag.json()["detail"][0]["loc"] == ["body", "imaging", "date_filter"]
+    twice = await site.delete("/api/v1/enrolments/enr-1", params=[("reason", "a"), ("reason", "b")], headers=bearer)
+    assert twice.status_code == 422
+    assert twice.json()["detail"][0]["loc"] == ["query", "reason"]
     too_long = await site.get("/api/v1/enrolments/enr-1", params={"modalities": "CT," * 100}, headers=bearer)
     assert too_long.status_code == 422
     assert len(too_long.text) < 1000
@@ -322,7 +352,7 @@ async def test_the_documents_are_served_from_this_site(site: httpx.AsyncClient) 
     assert (await site.get("/asyncapi.json")).json()["asyncapi"] == "3.0.0"
 
 
-def test_the_openapi_document_states_the_modality_codes() -> None:
+def test_the_openapi_document_states_the_servers_rules() -> None:
     from .test_documents import openapi
 
     operation = openapi()["paths"]["/api/v1/enrolments/{enrolment_id}"]["get"]
@@ -330,6 +360,14 @@ def test_the_openapi_document_states_the_modality_codes() -> None:
     pattern = next(schema["pattern"] for schema in modalities["schema"]["anyOf"] if "pattern" in schema)
     assert pattern == MODALITY_LIST_PATTERN
     assert "413" in openapi()["paths"]["/api/v1/enrolments"]["post"]["responses"]
+    schemas = openapi()["components"]["schemas"]
+    assert schemas["ExpertBody"]["properties"]["email"]["pattern"] == EMAIL_PATTERN
+    assert schemas["WithinMonthsBody"]["properties"]["months"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1200,
+        "title": "Months",
+    }
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -345,13 +383,11 @@ def gateway_url(stack_env: dict[str, str]) -> Iterator[str]:
 
 
 def _raw_request(url: str, head: str, body: bytes) -> bytes:
-    """Sends a request over a plain socket; returns what the server answered (it may close before reading all)."""
+    """Sends a request over a plain socket; returns what the server answered until it closed. The server reads the
+    whole (refused) body before answering: sending it all never meets a reset connection."""
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
-        try:
-            connection.sendall(head.encode("latin-1") + body)
-        except OSError:
-            pass  # the server answered and closed without reading the rest: its answer is still readable
+        connection.sendall(head.encode("latin-1") + body)
         received = b""
         while chunk := connection.recv(65536):
             received += chunk
@@ -409,3 +445,41 @@ def test_pages_of_the_running_gateway_have_the_headers(gateway_url: str, path: s
     assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
     assert answer.headers["x-frame-options"] == "DENY"
     assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+CSP_PROBE = (
+    "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+    " (event) => window.__csp.push(event.violatedDirective + ' ' + event.blockedURI));"
+)
+
+
+@pytest.mark.integration
+async def test_the_documents_work_in_chromium_under_their_policy(gateway_url: str, browser: Browser) -> None:
+    context = await browser.new_context(base_url=gateway_url)
+    await context.add_init_script(CSP_PROBE)
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        await page.goto("/docs")
+        # Swagger UI read /openapi.json and lists the operations
+        await page.get_by_text("/api/v1/enrolments/{enrolment_id}", exact=True).first.wait_for(timeout=20_000)
+        await page.locator(".opblock").first.click()  # expands an operation: React re-renders under the policy
+        await page.get_by_text("Parameters").first.wait_for(timeout=10_000)
+        assert await page.evaluate("window.__csp") == []
+        await page.goto("/asyncapi")
+        await page.get_by_role("heading", name="Topics", exact=True).wait_for()
+        assert await page.evaluate("window.__csp") == []
+        # the page's own style applies (allowed by its hash)
+        background = await page.locator("pre").first.evaluate("(pre) => getComputedStyle(pre).backgroundColor")
+        assert background == "rgb(244, 244, 244)"
+    finally:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / "documents-asyncapi.png"))
+        await page.goto("/docs")
+        await page.screenshot(path=str(SCREENSHOTS / "documents-docs.png"))
+        await context.close()
+    assert errors == []
+    assert [url for url in requests if not url.startswith(gateway_url)] == []

@@ -16,7 +16,7 @@ in `api_common`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -31,7 +31,7 @@ from gateway.api_common import API_PREFIX, ApiContext, Publish, UnavailableError
 from gateway.api_live import add_live_routes
 from gateway.api_reads import add_read_routes
 from gateway.auth import COOKIE_NAME, TokenVerifier, presented_token, scope_headers
-from gateway.validation_errors import validation_error
+from gateway.validation_errors import single_valued_query, validation_error
 
 __all__ = ["API_PREFIX", "ApiAuthMiddleware", "ApiContext", "Publish", "create_api"]
 
@@ -111,7 +111,10 @@ def _handle_errors(app: FastAPI) -> None:
 
 def _router(context: ApiContext) -> APIRouter:
     """Every `/api/v1` route, in the order of the OpenAPI document: reads, live updates, commands."""
-    router = APIRouter(prefix=API_PREFIX, dependencies=[Security(_bearer), Security(_cookie_scheme)])
+    router = APIRouter(
+        prefix=API_PREFIX,
+        dependencies=[Security(_bearer), Security(_cookie_scheme), Depends(single_valued_query)],
+    )
     add_read_routes(router, context)
     add_live_routes(router, context)
     add_command_routes(router, context)

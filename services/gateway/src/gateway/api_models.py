@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from proxymage_shared.events import (
     BusinessId,
-    EmailAddress,
     ExpertRole,
     ImagingFilters,
     Modality,
@@ -39,6 +38,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from gateway.api_types import ExpertEmail, WholeNumber
+
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -49,18 +50,6 @@ def _iso_date_text(value: Any) -> Any:
 
 
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_date_text), WithJsonSchema({"type": "string", "format": "date"})]
-
-
-def _whole_number(value: Any) -> Any:
-    """JSON Schema's `integer` includes `6.0`: accepted as 6; strings, booleans and fractions are not numbers."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError("expected a whole number")
-
-
-WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class _Body(BaseModel):
@@ -104,7 +93,7 @@ class ImagingSettingsBody(_Body):
 
 class ExpertBody(_Body):
     name: NonEmptyText
-    email: EmailAddress
+    email: ExpertEmail
 
 
 class MeetingExpertsBody(_Body):

@@ -2,14 +2,16 @@
 documents, DICOMweb, health):
 
 - **Body limit**: a request body larger than `max_body_bytes` is answered 413 before anything parses it — from
-  `Content-Length` before the app is called, else (chunked) as soon as the streamed bytes pass the limit.
+  `Content-Length` before the app is called, else (chunked) as soon as the streamed bytes pass the limit. The
+  rest of the refused body is read and dropped first (within a budget), so that the client gets the answer.
 - **Origin check** (CSRF): a browser sends the console's cookies with any request, even one a foreign page
   makes it send. An unsafe request (POST, PUT, PATCH, DELETE) that carries a cookie and no bearer token is
   therefore refused (403) unless its `Origin` (or, without one, its `Referer`) is the gateway's own: the origin
   of `public_url`, or the request's `Host`. Any cookie counts, whatever its name: sign-in may add session cookies.
   Bearer-token clients (the DCC) are unaffected: a foreign page cannot make a browser add that header.
-- **Page headers**: every answer gets `X-Content-Type-Options: nosniff`; every HTML answer gets a CSP (unless the page set its own, looser one, e.g. the viewer's),
-  frame protection (`frame-ancestors 'none'`, `X-Frame-Options: DENY`) and a `Referrer-Policy`.
+- **Page headers**: every answer gets `X-Content-Type-Options: nosniff`; every HTML answer gets a CSP (unless
+  the page set its own, looser one, e.g. the viewer's), frame protection (`frame-ancestors 'none'`,
+  `X-Frame-Options: DENY`) and a `Referrer-Policy`.
 
 Errors are JSON `{"detail": ...}` like the API's others (`gateway.api_common.json_error`).
 """

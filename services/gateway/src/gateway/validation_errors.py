@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 EXCERPT_CHARS: Final = 40
+MESSAGE_CHARS: Final = 200
 _PARAMETER_LOCATIONS: Final = frozenset({"path", "query", "header", "cookie"})
 _KEPT_FIELDS: Final = ("type", "loc", "msg", "ctx")
 
@@ -35,9 +36,18 @@ def _echoed_input(location: str, value: Any) -> tuple[bool, Any]:
     return False, None
 
 
+def _short(value: Any, limit: int) -> Any:
+    return excerpt(value, limit) if isinstance(value, str) else value
+
+
 def redacted(error: Mapping[str, Any]) -> dict[str, Any]:
-    """One error as answered: the rule and where, and at most a short, non-personal excerpt of the input."""
+    """One error as answered: the rule and where, and at most a short, non-personal excerpt of the input. A few
+    messages quote a value (a discriminator's unknown tag): messages and the rule's texts are cut short too."""
     answer = {name: error[name] for name in _KEPT_FIELDS if name in error}
+    if "msg" in answer:
+        answer["msg"] = _short(answer["msg"], MESSAGE_CHARS)
+    if isinstance(answer.get("ctx"), Mapping):
+        answer["ctx"] = {name: _short(value, MESSAGE_CHARS) for name, value in answer["ctx"].items()}
     location = error.get("loc") or ("",)
     if "input" in error:
         keep, value = _echoed_input(str(location[0]), error["input"])
@@ -54,3 +64,18 @@ async def validation_error(_: Request, error: Exception) -> JSONResponse:
     """The handler of `RequestValidationError`: 422 `{"detail": [...]}`, inputs redacted."""
     assert isinstance(error, RequestValidationError)
     return JSONResponse({"detail": jsonable_encoder(redacted_errors(error.errors()))}, status_code=422)
+
+
+async def single_valued_query(request: Request) -> None:
+    """A router dependency: every query parameter of the API is one value (lists are comma-separated, e.g.
+    `modalities=CT,MR`); one given twice is refused (422) rather than one of its values silently chosen."""
+    repeated = sorted(
+        {name for name, _ in request.query_params.multi_items() if len(request.query_params.getlist(name)) > 1}
+    )
+    if repeated:
+        raise RequestValidationError(
+            [
+                {"type": "multiple_values", "loc": ("query", name), "msg": "give this parameter once"}
+                for name in repeated
+            ]
+        )
