@@ -1,6 +1,8 @@
 """Property-based tests of the REST API from its own OpenAPI document (schemathesis), against the gateway
-running in-process on the real stack: with a valid token no answer is a server error and every answer
-conforms to the document; without a token every /api route answers 401."""
+running in-process on the real stack: every operation of the document (the SSE streams excepted: their answers
+never end), valid and invalid inputs, every check schemathesis has (no server error, answers conform to the
+document in status, type, headers and schema, valid data accepted, invalid data refused, authentication
+enforced, ...); without a token every /api route answers 401."""
 
 from __future__ import annotations
 
@@ -13,8 +15,12 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.checks import CHECKS, load_all_checks
 
 from .harness import DCC_TOKEN, GatewayThread
+
+load_all_checks()
+ALL_CHECKS = CHECKS.get_all()  # every registered check, by name below: none is left out
 
 # schemathesis 4 draws from `random` inside its strategies, which hypothesis flags as deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
@@ -53,15 +59,35 @@ def test_no_server_error_and_answers_conform(
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(case: Any) -> None:
         case.call_and_validate(
             base_url=gateway_url,
             headers={"Authorization": f"Bearer {DCC_TOKEN}"},
+            checks=ALL_CHECKS,
             timeout=20,
         )
 
     check()
+
+
+def test_every_check_runs() -> None:
+    names = {check.__name__ for check in ALL_CHECKS}
+    assert {
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+        "negative_data_rejection",
+        "positive_data_acceptance",
+        "missing_required_header",
+        "unsupported_method",
+        "ignored_auth",
+        "use_after_free",
+        "ensure_resource_availability",
+    } <= names
+    assert len(ALL_CHECKS) == len(CHECKS.get_all_names())
 
 
 SAMPLES = {"enrolment_id": "enr-1", "meeting_id": "m-1", "rcp_id": "rcp-1", "study_instance_uid": "1.2.3"}

@@ -3,7 +3,7 @@
 FastAPI's default 422 repeats every refused value (`input`), up to the whole body: a patient's names, birth
 date or an expert's address would travel back and land in the caller's logs. Here each error keeps `loc`,
 `msg`, `type` and `ctx` (the rule: pattern, bounds, expected values), and `input` only when it cannot be
-personal data: a number or a boolean, or a path, query or header value cut to a short excerpt. Strings,
+personal data: a (short) number or a boolean, or a path, query or header value cut to a short excerpt. Strings,
 objects and lists of a body are never echoed.
 """
 
@@ -29,8 +29,10 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 
 def _echoed_input(location: str, value: Any) -> tuple[bool, Any]:
     """Whether the error may carry its input, and what of it."""
-    if isinstance(value, bool | int | float) or value is None:
+    if isinstance(value, bool) or value is None:
         return True, value
+    if isinstance(value, int | float):
+        return len(str(value)) <= EXCERPT_CHARS, value  # a 4000-digit number is no excerpt
     if location in _PARAMETER_LOCATIONS and isinstance(value, str):
         return location != "cookie", excerpt(value)
     return False, None
