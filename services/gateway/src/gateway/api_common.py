@@ -71,6 +71,12 @@ RcpId = Annotated[BusinessId, Path(description="The DCC's tumour-board (RCP) id.
 StudyUid = Annotated[StudyInstanceUid, Path(description="The study's StudyInstanceUID.")]
 
 ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    # Before the gateway sees it: uvicorn answers a request that is not valid HTTP/1.1 (e.g. a Content-Length
+    # that is not a number), in plain text.
+    400: {
+        "description": "The request is not valid HTTP (answered by the HTTP server, in plain text).",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
     401: {"model": ErrorMessage, "description": "No valid token."},
     422: {"model": ErrorMessage, "description": "Invalid input."},
     503: {"model": ErrorMessage, "description": "MongoDB or Kafka cannot be reached; try again."},
