@@ -30,7 +30,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import bearer_token
 
-DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024  # our largest body (an enrolment, a selection of 1000 UIDs) is ~100 kB
 # Before a 413, the rest of a body up to this many times the limit is read and thrown away, for at most this long:
 # a server that closes with unread bytes resets the connection, and the client may lose the answer with it.
 # Larger or slower bodies are cut off (the answer says `Connection: close`).
