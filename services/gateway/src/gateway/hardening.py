@@ -24,11 +24,14 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
+from proxymage_shared.logging import get_logger
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import bearer_token
+
+log = get_logger("gateway.hardening")
 
 # Before a 413, the rest of a body up to this many times the limit is read and thrown away, for at most this long:
 # a server that closes with unread bytes resets the connection, and the client may lose the answer with it.
@@ -198,6 +201,8 @@ class HardeningMiddleware:
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+        # The method and path only (ids, never a body or a header's value).
+        log.warning("request_refused", status=status, method=scope.get("method"), path=scope.get("path"))
         # The connection is closed after the answer: the unread body is not waited for.
         response = JSONResponse({"detail": detail}, status_code=status, headers={"Connection": "close"})
         await response(scope, receive, send)
