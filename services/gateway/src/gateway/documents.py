@@ -15,6 +15,7 @@ import base64
 import hashlib
 import html
 import json
+import re
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final
@@ -92,6 +93,11 @@ def swagger_page(title: str) -> str:
 """
 
 
+def _text(markdown: str) -> str:
+    """A description's text as HTML: escaped, its `code` spans shown as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(markdown))
+
+
 def _schema_name(reference: str) -> str:
     return reference.rsplit("/", 1)[-1]
 
@@ -128,7 +134,7 @@ def asyncapi_page(document: dict[str, Any]) -> str:
         links = ", ".join(f'<a href="#schema-{html.escape(name)}">{html.escape(name)}</a>' for name in payloads)
         rows.append(
             f"<tr><td><code>{html.escape(channel['address'])}</code></td><td>{action}</td>"
-            f"<td>{html.escape(channel.get('description', ''))}</td><td>{links}</td></tr>"
+            f"<td>{_text(channel.get('description', ''))}</td><td>{links}</td></tr>"
         )
     schemas = "".join(
         f'<h3 id="schema-{html.escape(name)}">{html.escape(name)}</h3>'
