@@ -2,7 +2,12 @@
 running in-process on the real stack: every operation of the document (the SSE streams excepted: their answers
 never end), valid and invalid inputs, every check schemathesis has (no server error, answers conform to the
 document in status, type, headers and schema, valid data accepted, invalid data refused, authentication
-enforced, ...); without a token every /api route answers 401."""
+enforced, ...); without a token every /api route answers 401.
+
+Valid requests go to unknown ids and, half of them, to an RCP, a meeting and an enrolment sent first, so that
+real answers are checked against the document too. One rule cannot be in the document (the date overrides'
+combination: a parameter's schema cannot name another parameter); it is written in the parameters' descriptions
+and given to schemathesis as a `filter_query` hook for valid requests, checked equal to the server's rule."""
 
 from __future__ import annotations
 
