@@ -263,10 +263,17 @@ async def test_auth_and_errors(gw: RunningGateway) -> None:
         assert "detail" in response.json()
     await gw.send(topics.PATIENT_ENROLLED, enrolled(), E)
     await gw.wait_for(f"/api/v1/enrolments/{E}", lambda a: True)
-    for params in ({"modalities": "CT,XX"}, {"date_from": "2023-01-01"}):
+    for params in (
+        {"date_from": "2023-01-01"},
+        {"within_months": "3", "date_from": "2023-01-01", "date_to": "2023-02-01"},
+    ):
         response = await gw.client.get(f"/api/v1/enrolments/{E}", params=params)
         assert response.status_code == 422
         assert isinstance(response.json()["detail"], str)
+    # unknown modality codes: refused by the pattern the OpenAPI document states
+    response = await gw.client.get(f"/api/v1/enrolments/{E}", params={"modalities": "CT,XX"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "modalities"]
     bad_bodies: list[tuple[str, str, Any]] = [
         ("POST", "/api/v1/enrolments", {**enrolled(), "consent": "yes"}),
         ("POST", "/api/v1/enrolments", {**enrolled(), "meeting_date": 20230322}),

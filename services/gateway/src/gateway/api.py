@@ -5,8 +5,10 @@
   `viewer` tokens may read; each command needs a right (gateway.auth: `dcc` and `3c` have all, `medecin` may
   select, `lecture` only reads; 403 otherwise). People signed in through OpenID Connect come with the signed
   session in the same cookie.
-- Errors are JSON `{"detail": ...}`: 401, 403, 404 unknown ids, 422 invalid input, 503 when Kafka or
-  MongoDB cannot be reached; an unexpected exception is logged and answered with a JSON 500 (last resort).
+- Errors are JSON `{"detail": ...}`: 401, 403, 404 unknown ids, 422 invalid input (the input is not echoed
+  back: `gateway.validation_errors`), 503 when Kafka or MongoDB cannot be reached; an unexpected exception is
+  logged and answered with a JSON 500 (last resort). The body limit (413) and the Origin check of cookie-
+  authenticated commands (403) are the gateway's, in front of every route (`gateway.hardening`).
 - Reads of an enrolment or a meeting and every command are audited (ids only).
 - Commands publish the inbound event on its topic and answer 202 `{"event_id": ...}` once Kafka has it.
 
@@ -16,8 +18,9 @@ in `api_common`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request, Security
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyCookie, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +36,7 @@ from gateway.api_live import add_live_routes
 from gateway.api_meeting_day import add_meeting_day_routes
 from gateway.api_reads import add_read_routes
 from gateway.auth import COOKIE_NAME, TokenVerifier, presented_token, scope_headers
+from gateway.validation_errors import single_valued_query, validation_error
 
 __all__ = ["API_PREFIX", "ApiAuthMiddleware", "ApiContext", "Publish", "create_api"]
 
@@ -77,7 +81,7 @@ def create_api(context: ApiContext, *, title: str = "Proxymage gateway", version
         title=title,
         version=version,
         description="The DCC's window on Proxymage: read model, commands and live updates (CONTRACT.md).",
-        docs_url="/docs",
+        docs_url=None,  # served from local assets by gateway.documents (no CDN)
         openapi_url="/openapi.json",
         redoc_url=None,
     )
@@ -99,6 +103,8 @@ def _handle_errors(app: FastAPI) -> None:
             return json_error(422, str(error.detail))
         return await http_exception_handler(request, error)
 
+    app.add_exception_handler(RequestValidationError, validation_error)  # no input echoed back
+
     @app.exception_handler(UnavailableError)
     async def unavailable(_: Request, error: UnavailableError) -> JSONResponse:
         return json_error(503, str(error) or "a dependency is unavailable; try again")
@@ -115,7 +121,10 @@ def _handle_errors(app: FastAPI) -> None:
 
 def _router(context: ApiContext) -> APIRouter:
     """Every `/api/v1` route, in the order of the OpenAPI document: reads, live updates, commands."""
-    router = APIRouter(prefix=API_PREFIX, dependencies=[Security(_bearer), Security(_cookie_scheme)])
+    router = APIRouter(
+        prefix=API_PREFIX,
+        dependencies=[Security(_bearer), Security(_cookie_scheme), Depends(single_valued_query)],
+    )
     add_read_routes(router, context)
     add_expert_routes(router, context)
     add_meeting_day_routes(router, context)

@@ -94,6 +94,12 @@ RcpId = Annotated[BusinessId, Path(description="The DCC's tumour-board (RCP) id.
 StudyUid = Annotated[StudyInstanceUid, Path(description="The study's StudyInstanceUID.")]
 
 ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    # Before the gateway sees it: uvicorn answers a request that is not valid HTTP/1.1 (e.g. a Content-Length
+    # that is not a number), in plain text.
+    400: {
+        "description": "The request is not valid HTTP (answered by the HTTP server, in plain text).",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
     401: {"model": ErrorMessage, "description": "No valid token."},
     422: {"model": ErrorMessage, "description": "Invalid input."},
     503: {"model": ErrorMessage, "description": "MongoDB or Kafka cannot be reached; try again."},
@@ -101,7 +107,14 @@ ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 READ_ERRORS: Final = {**ERRORS, 404: {"model": ErrorMessage, "description": "Unknown id."}}
 COMMAND_ERRORS: Final = {
     **ERRORS,
-    403: {"model": ErrorMessage, "description": "The caller's role lacks the right this command needs."},
+    403: {
+        "model": ErrorMessage,
+        "description": (
+            "The caller's role lacks the right this command needs, or a command sent with the console's cookie "
+            "came from another site."
+        ),
+    },
+    413: {"model": ErrorMessage, "description": "The body is larger than the gateway accepts (1 MiB by default)."},
 }
 
 

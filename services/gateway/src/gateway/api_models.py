@@ -18,7 +18,6 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from proxymage_shared.events import (
     BusinessId,
-    EmailAddress,
     ExpertRole,
     ImagingFilters,
     Modality,
@@ -36,9 +35,10 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     WithJsonSchema,
 )
+
+from gateway.api_types import ExpertEmail, WholeNumber
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -75,7 +75,7 @@ class WithinMonthsBody(_Body):
     """Studies dated on or after today minus `months` calendar months."""
 
     kind: Literal["within_months"]
-    months: StrictInt = Field(ge=1, le=1200)
+    months: WholeNumber = Field(ge=1, le=1200)
 
 
 class ImagingFiltersBody(_Body):
@@ -93,7 +93,7 @@ class ImagingSettingsBody(_Body):
 
 class ExpertBody(_Body):
     name: NonEmptyText
-    email: EmailAddress
+    email: ExpertEmail
 
 
 class MeetingExpertsBody(_Body):

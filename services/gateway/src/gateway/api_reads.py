@@ -17,10 +17,28 @@ from gateway.auth import Principal
 
 Responses = dict[int | str, dict[str, Any]]
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
-Modalities = Annotated[str | None, Query(max_length=200, description="Override: `CT,MR` (empty: all modalities).")]
-DateFrom = Annotated[dt.date | None, Query(description="Override: from this date (with date_to).")]
-DateTo = Annotated[dt.date | None, Query(description="Override: up to this date, inclusive.")]
-WithinMonths = Annotated[int | None, Query(ge=1, le=1200, description="Override: the last N months.")]
+Modalities = Annotated[
+    str | None,
+    Query(
+        max_length=200,
+        pattern=flt.MODALITY_LIST_PATTERN,
+        description="Override: modality codes separated by commas, e.g. `CT,MR` (any case; empty: all modalities).",
+    ),
+]
+DateFrom = Annotated[
+    dt.date | None,
+    Query(
+        description="Override: from this date, inclusive. Only with `date_to` (not after it), not with `within_months`."
+    ),
+]
+DateTo = Annotated[
+    dt.date | None,
+    Query(description="Override: up to this date, inclusive. Only with `date_from`, not with `within_months`."),
+]
+WithinMonths = Annotated[
+    int | None,
+    Query(ge=1, le=1200, description="Override: the last N months. Not with `date_from`/`date_to`."),
+]
 AllStudies = Annotated[bool, Query(description="List every study (no filter).")]
 
 

@@ -17,22 +17,22 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, JSONResponse
 from proxymage_shared.events import INBOUND_EVENT_TYPES, OUTCOME_EVENT_TYPES, Event
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.retention import sweeper
 from proxymage_shared.service import Service, build_service
 from starlette.applications import Starlette
 
-from gateway import console, ohif
+from gateway import console, documents, ohif
 from gateway.api import ApiContext, create_api
-from gateway.asyncapi import CONSUMED_TOPICS, asyncapi_html, asyncapi_json, specification
+from gateway.asyncapi import CONSUMED_TOPICS, specification
 from gateway.audit import Auditor
 from gateway.auth import TokenVerifier
 from gateway.console import signin
 from gateway.dicomweb import PREFIX as DICOMWEB_PREFIX
 from gateway.dicomweb import DicomWebProxy, StoreAccount
 from gateway.handlers import Handlers
+from gateway.hardening import HardeningMiddleware
 from gateway.hub import Hub
 from gateway.ports import ReadModel
 from gateway.settings import Settings
@@ -116,16 +116,7 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
             zone=zone,
         )
     )
-    spec = specification(settings.kafka_bootstrap_servers)
-
-    @api.get("/asyncapi.json", include_in_schema=False)
-    async def asyncapi_document() -> JSONResponse:
-        return JSONResponse(asyncapi_json(spec))
-
-    @api.get("/asyncapi", include_in_schema=False)
-    async def asyncapi_page() -> HTMLResponse:
-        return HTMLResponse(asyncapi_html(spec))
-
+    documents.mount(api, specification(settings.kafka_bootstrap_servers))
     if sign_in is not None:
         signin.mount(api, sign_in)
         service.on_stop.append(sign_in.client.close)
@@ -134,6 +125,8 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
         console.ConsoleOptions(settings.console_contact, settings.smtp.allowed_domains),
         sign_in=sign_in is not None,
     )
+    # Outermost: the body limit and the Origin check come before authentication and parsing.
+    api.add_middleware(HardeningMiddleware, max_body_bytes=settings.max_body_bytes, public_url=settings.public_url)
     ohif.mount(api, settings.viewer_app_dir, verifier)
     api.mount(DICOMWEB_PREFIX, dicomweb)
 

@@ -3,7 +3,8 @@
 The broker is never connected: it only carries, for each topic, a subscriber (what the gateway consumes,
 typed with the contract model so the payload schema is the model's) or a publisher (what the gateway's REST
 commands publish), plus the dead-letter topics. Topic names are the contract's (a deployment may prefix
-them, see `topic_prefix`). Served at `/asyncapi.json` and, rendered, at `/asyncapi`.
+them, see `topic_prefix`). Served at `/asyncapi.json` and, rendered, at `/asyncapi`
+(`gateway.documents`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
-from faststream.specification.asyncapi.site import get_asyncapi_html
 from faststream.specification.base import Specification
 from proxymage_shared import topics
 from proxymage_shared.events import INBOUND_EVENT_TYPES, OUTCOME_EVENT_TYPES, Event
@@ -90,7 +90,3 @@ def specification(bootstrap_servers: str = "localhost:9092") -> Specification:
 def asyncapi_json(spec: Specification) -> dict[str, Any]:
     document: dict[str, Any] = spec.to_jsonable()
     return document
-
-
-def asyncapi_html(spec: Specification) -> str:
-    return get_asyncapi_html(spec, try_it_out_path=None)

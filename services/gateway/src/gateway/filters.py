@@ -106,6 +106,16 @@ class Overrides:
     all: bool = False
 
 
+def _any_case(code: str) -> str:
+    return "".join(f"[{letter.upper()}{letter.lower()}]" for letter in code)
+
+
+# What `parse_modalities` accepts, for the OpenAPI document: known codes in any case, separated by commas,
+# spaces around them and empty items allowed.
+_CODE = "(?:" + "|".join(_any_case(code) for code in MODALITIES) + ")"
+MODALITY_LIST_PATTERN = f"^ *{_CODE}? *(?:, *{_CODE}? *)*$"
+
+
 def parse_modalities(value: str) -> tuple[Modality, ...]:
     """`"CT,MR"` -> ("CT", "MR"); an empty value means all; unknown codes are refused."""
     codes: list[Modality] = []

@@ -28,6 +28,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from gateway.auth import COOKIE_NAME, TokenVerifier
+from gateway.hardening import PAGE_SECURITY_HEADERS
 
 PREFIX: Final = "/viewer"
 INDEX: Final = "index.html"
@@ -56,10 +57,9 @@ CONTENT_SECURITY_POLICY: Final = (
     "frame-ancestors 'none'"
 )
 _HTML_HEADERS: Final = {
+    **PAGE_SECURITY_HEADERS,
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
 NO_STORE: Final = "no-store"

@@ -62,6 +62,9 @@ class Settings(ServiceSettings):
     sse_buffer_size: int = Field(default=256, ge=1, le=100_000)
     # Streams kept in memory (those without listeners are evicted first, oldest first).
     sse_max_streams: int = Field(default=10_000, ge=1)
+    # Larger request bodies are answered 413 before anything parses them (gateway.hardening). The largest body
+    # the API takes (a selection of 1000 UIDs, an enrolment of 500-character fields) is under 100 kB.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     # Appended to the consumer groups: give each gateway instance its own (e.g. the pod name) so every
     # instance sees every event and can feed its own SSE clients; the read model's writes are idempotent.
     consumer_group_suffix: str = ""

@@ -26,6 +26,7 @@ from proxymage_shared.mssante import DEFAULT_ALLOWED_DOMAINS
 from gateway.auth import COOKIE_NAME
 from gateway.console import labels
 from gateway.console.dates import fr_date
+from gateway.hardening import PAGE_SECURITY_HEADERS
 from gateway.sessions import SESSION_PREFIX
 
 COOKIE_MAX_AGE_SECONDS: Final = 12 * 3600  # a working day: the cookie does not outlive the meeting
@@ -52,17 +53,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
 _MAX_FORM_BYTES: Final = 8192
 _PREFILL_FIELDS: Final = ("meeting_id", "rcp_id", "meeting_title", "meeting_date", "centre")
 
-# Pages run only our own script and style; no framing (clickjacking), no referrer to the viewer.
-_SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",  # Origin stays on our own form posts (checked at login)
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
+# Pages run only our own script and style; no framing (clickjacking), no referrer to the viewer; never cached.
+_SECURITY_HEADERS: Final = {**PAGE_SECURITY_HEADERS, "Cache-Control": "no-store"}
 
 
 def _static_versions() -> dict[str, str]:
