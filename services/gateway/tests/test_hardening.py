@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from gateway import console, documents, ohif
 from gateway.api import ApiContext, create_api
 from gateway.api_models import ExpertBody, WithinMonthsBody
-from gateway.api_types import EMAIL_PATTERN
+from gateway.api_types import EMAIL_PATTERN, EXCLUDED_IN_EMAIL
 from gateway.asyncapi import specification
 from gateway.audit import Auditor
 from gateway.auth import COOKIE_NAME, TokenVerifier, token_hash
@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 from playwright.async_api import Browser
 from proxymage_dev.pytest_plugin import ROOT
 from proxymage_shared.events import MODALITIES, Event
+from proxymage_shared.mssante import DEFAULT_ALLOWED_DOMAINS, address_allowed, address_pattern
 from pydantic import ValidationError
 
 from .fakes import FakeReadModel
@@ -138,6 +139,29 @@ def test_the_documented_email_pattern_is_within_the_contracts(noise: str, addres
         if re.fullmatch(EMAIL_PATTERN, candidate):
             assert contract.fullmatch(candidate), repr(candidate)
             ExpertBody(name="Dr Essai", email=candidate)
+
+
+@given(
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=6),
+    st.sampled_from(["dr@chu.mssante.fr", "dr@chu.mssante.fr.", "dr@mssante.fr", "dr@gmail.com", "@chu.mssante.fr"]),
+)
+def test_the_documented_expert_address_pattern_is_exactly_what_the_server_accepts(noise: str, address: str) -> None:
+    """An expert's address: the body's type (ExpertEmail) and the MSSanté rule (the command's check) together
+    accept exactly what the document's pattern admits, whatever the characters."""
+    documented = re.compile(address_pattern(DEFAULT_ALLOWED_DOMAINS, EXCLUDED_IN_EMAIL))
+    for candidate in (
+        noise + address,
+        address + noise,
+        address.replace("@", noise + "@"),
+        address.replace(".", noise + ".", 1),
+    ):
+        try:
+            ExpertBody(name="Dr Essai", email=candidate)
+        except ValidationError:
+            accepted = False
+        else:
+            accepted = address_allowed(candidate, DEFAULT_ALLOWED_DOMAINS)
+        assert (documented.fullmatch(candidate) is not None) is accepted, repr(candidate)
 
 
 def test_whole_numbers_are_integers_but_strings_are_not() -> None:
@@ -362,7 +386,9 @@ def test_the_openapi_document_states_the_servers_rules() -> None:
     assert pattern == MODALITY_LIST_PATTERN
     assert "413" in openapi()["paths"]["/api/v1/enrolments"]["post"]["responses"]
     schemas = openapi()["components"]["schemas"]
-    assert schemas["ExpertBody"]["properties"]["email"]["pattern"] == EMAIL_PATTERN
+    # The shape the body's type checks and the MSSanté domains the command checks, both in one pattern.
+    expected = address_pattern(DEFAULT_ALLOWED_DOMAINS, EXCLUDED_IN_EMAIL)
+    assert schemas["ExpertBody"]["properties"]["email"]["pattern"] == expected
     assert schemas["WithinMonthsBody"]["properties"]["months"] == {
         "type": "integer",
         "minimum": 1,

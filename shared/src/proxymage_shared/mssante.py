@@ -34,8 +34,16 @@ class SecureMailDomains(BaseModel):
     allowed_domains: tuple[str, ...] = Field(default=DEFAULT_ALLOWED_DOMAINS, min_length=1)
 
 
+# Unicode's White_Space property (what pydantic's `\s` refuses in the contract's EmailAddress).
+_WHITE_SPACE: Final = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+)
+
+
 def recipient_domain(address: str) -> str | None:
-    local, at, domain = address.strip().rpartition("@")
+    # Unicode's White_Space only: Python's strip() also removes U+001C-U+001F, which the contract admits (the rule
+    # and the documented pattern would then disagree).
+    local, at, domain = address.strip(_WHITE_SPACE).rpartition("@")
     if not at or not local or not domain or "@" in local:
         return None
     domain = domain.lower().rstrip(".")
@@ -70,18 +78,21 @@ def _any_case(text: str) -> str:
 # The `\s` the contract's EmailAddress pattern refuses, as pydantic's regex engine (Rust's) reads it: Unicode's
 # White_Space, spelled out because ECMA-262's `\s` (JSON Schema's) adds U+FEFF and Python's adds U+001C-U+001F.
 _SPACES: Final = r"\t\n\x0b\x0c\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-_LOCAL: Final = rf"[^@<>{_SPACES}]+"
-_LABEL: Final = rf"[^@<>.{_SPACES}]+"
 
 
-def address_pattern(patterns: Iterable[str]) -> str:
+def address_pattern(patterns: Iterable[str], excluded: str = _SPACES) -> str:
     """The rule as a regular expression for an OpenAPI document, the same in Python and ECMA-262: what it matches
-    is what the contract's EmailAddress type (pydantic) admits and `address_allowed` allows."""
+    is what the contract's EmailAddress type (pydantic) admits and `address_allowed` allows.
+
+    `excluded`: the body of a character class no part of the address may contain besides `@`, `<`, `>` (a
+    reader that refuses more characters than the contract, e.g. control characters, passes its own set)."""
+    local = rf"[^@<>{excluded}]+"
+    label = rf"[^@<>.{excluded}]+"
     domains = []
     for raw in patterns:
         pattern = raw.strip().lower().rstrip(".")
         if pattern.startswith("*."):
-            domains.append(rf"(?:{_LABEL}\.)+" + _any_case(pattern[2:]))
+            domains.append(rf"(?:{label}\.)+" + _any_case(pattern[2:]))
         elif "." in pattern:  # a domain of one label is no address's (recipient_domain)
             domains.append(_any_case(pattern))
-    return rf"^{_LOCAL}@(?:" + "|".join(domains or ["(?!)"]) + r")\.*$"
+    return rf"^{local}@(?:" + "|".join(domains or ["(?!)"]) + r")\.*$"

@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI
 from proxymage_shared.mssante import address_pattern
 
 from gateway.api_common import ERRORS, ApiContext, Reader, guarded
+from gateway.api_types import EXCLUDED_IN_EMAIL
 from gateway.experts import KnownExpert, known_experts
 from gateway.views import meeting_view
 
@@ -42,7 +43,8 @@ def state_the_mssante_rule(app: FastAPI, domains: tuple[str, ...]) -> None:
         schemas = document.get("components", {}).get("schemas", {})
         email = schemas.get("ExpertBody", {}).get("properties", {}).get("email")
         if isinstance(email, dict):
-            email["pattern"] = address_pattern(domains)
+            # ExpertEmail's characters and the MSSanté domains: the server checks both.
+            email["pattern"] = address_pattern(domains, EXCLUDED_IN_EMAIL)
             email["description"] = "An MSSanté address: its domain matches one of " + ", ".join(domains) + "."
         return document
 

@@ -30,7 +30,7 @@ def _escaped(code: int) -> str:
     return f"\\u{code:04x}"
 
 
-def _excluded_class() -> str:
+def _excluded_spans() -> str:
     """`@`, `<`, `>`, control characters and every character some dialect counts as a space (all in the BMP:
     astral characters stay allowed, as in the contract's pattern)."""
     codes = sorted(
@@ -42,10 +42,11 @@ def _excluded_class() -> str:
             ranges[-1] = (ranges[-1][0], code)
         else:
             ranges.append((code, code))
-    spans = "".join(_escaped(low) if low == high else f"{_escaped(low)}-{_escaped(high)}" for low, high in ranges)
-    return f"[^@<>{spans}]"
+    return "".join(_escaped(low) if low == high else f"{_escaped(low)}-{_escaped(high)}" for low, high in ranges)
 
 
-_PART: Final = _excluded_class()
+# The characters no part of an expert's address may hold besides `@`, `<`, `>` (a character class's body).
+EXCLUDED_IN_EMAIL: Final = _excluded_spans()
+_PART: Final = f"[^@<>{EXCLUDED_IN_EMAIL}]"
 EMAIL_PATTERN: Final = f"^{_PART}+@{_PART}+\\.{_PART}+$"
 ExpertEmail = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
