@@ -302,7 +302,7 @@ async def test_each_role_signs_in_at_the_provider_and_sees_what_it_may_use(
     refused = await lecture.request.put(
         f"/api/v1/enrolments/{enrolment_id}/selection",
         data=json.dumps({"study_instance_uids": [CT], "expertise_requested": False}),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Origin": gateway.url},  # same site: the role decides
     )
     assert refused.status == 403
     assert "'select'" in (await refused.json())["detail"]
