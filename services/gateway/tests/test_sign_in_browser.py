@@ -253,6 +253,11 @@ async def expect_enrolment_buttons(page: Page, *, select: bool, enrol: bool, aud
     await expect_shown(page.get_by_role("button", name="Enregistrer l'identité"), enrol)
     await expect_shown(page.locator("#btn-refresh"), enrol)
     await expect_shown(page.get_by_role("heading", name="Journal de l'inscription"), audit)
+    # What the role cannot save, it cannot edit either: the studies' boxes, the identity's fields.
+    box = page.locator("#selection-form input[type=checkbox][data-editable-by='select']").first
+    await (expect(box).to_be_enabled() if select else expect(box).to_be_disabled())
+    if not enrol:
+        await expect(page.locator("#patient-birth_name")).to_be_disabled()  # through its fieldset
 
 
 async def test_each_role_signs_in_at_the_provider_and_sees_what_it_may_use(

@@ -425,6 +425,8 @@
           },
         });
         box.checked = tab.picked.has(uid);
+        box.dataset.editableBy = 'select';
+        box.disabled = lacks('select');
         rows.append(h('tr', { 'data-uid': uid, class: study.selected ? 'selected' : null },
           h('td', null, box),
           // A selected study no longer in the shown catalogue (e.g. withdrawn) is named by its UID.
@@ -1078,7 +1080,7 @@
       const withdrawn = data.identity && data.identity.status === 'withdrawn';
       const usable = republishable(data);
       current = usable ? data : null;
-      fields.disabled = !usable;
+      fields.disabled = !usable || lacks('enrol');
       byId('btn-identity').disabled = !usable;
       let hint = 'Identité transmise par le DCC. La corriger ici la transmet à nouveau : le patient est recherché '
         + 'à nouveau dans MIRC et les examens d\'un autre patient sont retirés.';
@@ -1686,6 +1688,18 @@
     [/^\/console\/enrolments\/new(\?|$)/, 'enrol'],
   ];
   const NEEDS_BY_ID = { 'btn-refresh': 'enrol' };
+  // The caller's rights once GET /api/v1/me answered (null before: nothing is locked, the gateway refuses anyway).
+  const granted = { rights: null };
+
+  function lacks(right) { return granted.rights !== null && granted.rights.indexOf(right) < 0; }
+
+  // Fields a role may look at but not change (the identity for `enrol`, the studies' boxes for `select`) are
+  // disabled, so that nobody edits what cannot be saved.
+  function lockReadOnly() {
+    document.querySelectorAll('[data-editable-by]').forEach(function (element) {
+      if (lacks(element.dataset.editableBy)) element.disabled = true;
+    });
+  }
 
   function applyRights() {
     document.querySelectorAll('a[href]').forEach(function (link) {
@@ -1697,6 +1711,8 @@
     });
     api('GET', API + '/me').then(function (me) {
       BODY.dataset.rights = me.rights.join(' ');
+      granted.rights = me.rights;
+      lockReadOnly();
       const who = byId('who');
       if (who) {
         who.textContent = me.name + ' — ' + me.role_label;
