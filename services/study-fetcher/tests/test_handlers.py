@@ -380,6 +380,47 @@ async def test_a_selection_racing_with_another_handler_applies_to_the_job_it_cre
     assert world.statuses == []  # the other handler publishes its version
 
 
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [("no_consent", ("removed", False, "consent_withdrawn")), ("withdrawn", ("removed", False, "enrolment_withdrawn"))],
+)
+async def test_a_closure_handled_while_a_selection_writes_its_jobs_still_reaches_them(
+    outcome: IdentityStatus, expected: tuple[str, bool, str]
+) -> None:
+    """The identity outcome (another topic) lands after the selection read the lifecycle and before its job is
+    written: the closure's re-judging does not see the job, the selection must (never a move after consent is
+    withdrawn, never `queued` for a withdrawn enrolment)."""
+    world = World()
+    await matched(world, STUDY)
+    real_insert = world.jobs.insert
+
+    async def closure_first(enrolment_id: str, uid: str, job: domain.Job, now: dt.datetime) -> object:
+        await world.handlers.on_identity_resolved(identity(outcome, seconds=5), DELIVERED)
+        return await real_insert(enrolment_id, uid, job, now)
+
+    world.jobs.insert = closure_first
+    await world.handlers.on_selected(selection(STUDY, seconds=2), DELIVERED)
+    assert world.state() == expected
+    assert world.statuses[-1].status == "removed"
+
+
+async def test_a_denial_judged_with_an_old_closure_is_judged_again_with_the_new_one() -> None:
+    """Withdrawn, re-enrolled and withdrawn again: the selection made in between arrives before the new outcome.
+    Judged with the old closure it is denied (`failed`); the new closure, newer than the selection, voids it."""
+    world = World()
+    await matched(world, STUDY)
+    await world.handlers.on_identity_resolved(identity("withdrawn", seconds=2), DELIVERED)
+    real_insert = world.jobs.insert
+
+    async def new_closure_first(enrolment_id: str, uid: str, job: domain.Job, now: dt.datetime) -> object:
+        await world.handlers.on_identity_resolved(identity("withdrawn", seconds=9), DELIVERED)
+        return await real_insert(enrolment_id, uid, job, now)
+
+    world.jobs.insert = new_closure_first
+    await world.handlers.on_selected(selection(STUDY, seconds=7), DELIVERED)
+    assert world.state() == ("removed", False, "enrolment_withdrawn")
+
+
 async def test_a_removal_of_a_selected_study_removes_its_job_and_may_purge() -> None:
     world = World(purge_removed=True)
     await matched(world, STUDY)

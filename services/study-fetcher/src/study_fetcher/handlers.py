@@ -375,7 +375,21 @@ class Handlers:
                 _, removed = await self._updater.apply(stored, domain.Remove(at))
                 if removed and self._options.purge_removed:
                     await self._cleaner.request(study_instance_uid)
+        await self._judge_again_if_changed(event.enrolment_id, life)
         await self._enrolments.selection_done(event.enrolment_id, str(event.event_id))
+
+    async def _judge_again_if_changed(self, enrolment_id: str, judged_with: Lifecycle) -> None:
+        """The jobs were judged with `judged_with`; an identity outcome handled meanwhile (another topic, maybe
+        another replica) re-judged only the jobs that existed then. Reading the lifecycle again after writing
+        ours closes the race: either that handler saw our jobs, or we see its lifecycle. Without it a job
+        admitted under `matched` could be moved after consent was withdrawn, or stay `queued` when withdrawn."""
+        enrolment = await self._enrolments.get(enrolment_id)
+        if enrolment is None or enrolment.lifecycle == judged_with:
+            return
+        now = enrolment.lifecycle
+        changed_at = now.closed_at if now.closed and now.closed_at is not None else to_ms(self._clock())
+        log.info("selection_judged_again", enrolment_id=enrolment_id, status=now.status)
+        await self._apply_lifecycle(enrolment_id, changed_at)
 
     async def on_removed(self, event: StudyRemoved, delivery: Delivery) -> None:
         at = to_ms(event.occurred_at)
