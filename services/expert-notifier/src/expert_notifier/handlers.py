@@ -269,10 +269,25 @@ class Handlers:
         )
 
     async def reconcile(self, enrolment_id: str) -> None:
-        """Makes each role's slot match what is wanted now (idempotent)."""
+        """Makes each role's slot match what is wanted now (idempotent).
+
+        The slots are decided from the facts read first; a handler of another topic may record a fact and
+        reconcile between that read and our writes, and our older decision, written last, would undo its own
+        (an e-mail closed as `waiting` that the study's arrival had queued, a withdrawal's cancellation
+        reopened as `pending`). So after writing we read the facts again and decide again if they changed:
+        either that handler read after our writes, or we read its fact (write then re-read, on both sides)."""
         facts, meeting = await self._facts(enrolment_id)
+        while await self._reconcile_with(enrolment_id, facts, meeting):
+            now_known = await self._facts(enrolment_id)
+            if now_known == (facts, meeting):
+                return
+            log.info("expertise_decided_again", enrolment_id=enrolment_id)
+            facts, meeting = now_known
+
+    async def _reconcile_with(self, enrolment_id: str, facts: EnrolmentFacts, meeting: MeetingFacts | None) -> bool:
+        """Writes each role's slot as decided from `facts`; False when there is nothing to write at all."""
         if not facts.expertise_requested and not await self._store.has_slots(enrolment_id):
-            return  # expertise never requested: nothing to say
+            return False  # expertise never requested: nothing to say
         now = self._clock()
         for role in ROLES:
             decision = self._decide(role, facts, meeting, now)
@@ -284,6 +299,17 @@ class Handlers:
             if saved is not None:
                 self._log_slot("expertise_reconciled", saved)
         self.wake.set()
+        return True
+
+    async def _reconcile_if_changed(
+        self, enrolment_id: str, decided_with: tuple[EnrolmentFacts, MeetingFacts | None]
+    ) -> None:
+        """The sender wrote a decision made from `decided_with`; a handler that recorded a fact meanwhile found
+        the slot leased and could only mark the e-mail superseded, and our write then reopened it (a retry
+        queued, `pending` shown, for a withdrawn enrolment). Reading again after our write closes that."""
+        if await self._facts(enrolment_id) != decided_with:
+            log.info("expertise_decided_again", enrolment_id=enrolment_id)
+            await self.reconcile(enrolment_id)
 
     async def _update_slot(
         self,
@@ -390,6 +416,7 @@ class Handlers:
             await self._update_slot(enrolment_id, role, begin, token=token)
             if not go:
                 await self._update_slot(enrolment_id, role, _unchanged, token=token, release_lease=True)
+                await self._reconcile_if_changed(enrolment_id, (facts, meeting))
                 return
         except LostClaimError:
             return
@@ -439,6 +466,7 @@ class Handlers:
         except LostClaimError:
             # Our claim was taken over (the lease expired): record the outcome all the same, keep theirs.
             await self._update_slot(enrolment_id, role, record_without_claim)
+        await self._reconcile_if_changed(enrolment_id, (facts, meeting))
         if sent:
             outcome = "sent"
         elif failure is None:
