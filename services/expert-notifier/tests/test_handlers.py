@@ -289,6 +289,26 @@ async def test_a_withdrawal_recorded_while_connecting_stops_the_email() -> None:
     assert harness.slot().slot.sending is None
 
 
+async def test_a_meeting_changed_while_connecting_is_not_mailed_with_its_old_title() -> None:
+    """The e-mail was written from the facts of the first check; the meeting's new title (another topic)
+    arrives while connecting, for the same expert: the last check must see that the written e-mail is no longer
+    true and withhold it, and the next round sends it rewritten."""
+    harness = Harness()
+    await harness.ready()
+    renamed = meeting(minutes=5).model_copy(update={"title": "RCP fictive renommée"})
+
+    async def rename() -> None:
+        harness.sender.on_connect = None
+        await harness.handlers.on_meeting_experts(renamed, DELIVERY)
+
+    harness.sender.on_connect = rename
+    assert await harness.handlers.send_due() == 2  # withheld, then sent rewritten
+    assert [str(message["Subject"]) for message, _ in harness.sender.sent] == [
+        "Demande d'expertise – RCP fictive renommée du 17/09/2026"
+    ]
+    assert harness.views()[-1] == ("sent", None)
+
+
 async def test_facts_changed_between_the_claim_and_the_first_check_release_the_claim() -> None:
     harness = Harness()
     await harness.ready()

@@ -77,7 +77,7 @@ from expert_notifier.domain import (
     notification_key,
     slot_id,
 )
-from expert_notifier.message import MailSettings, MeetingText, build_message, patient_facts, render
+from expert_notifier.message import MailSettings, MeetingText, PatientFacts, build_message, patient_facts, render
 from expert_notifier.ports import NotifierRepository, Sender, SlotRecord
 from expert_notifier.smtp import SmtpSendError
 
@@ -421,11 +421,20 @@ class Handlers:
         except LostClaimError:
             return
 
+        written_from = _what_the_email_says(item.name, facts, meeting)
+
         async def still_wanted() -> bool:
-            """Second re-check, once connected to the relay and right before MAIL FROM."""
+            """Second re-check, once connected to the relay and right before MAIL FROM: still wanted for this
+            address, and still true (a meeting renamed or moved, a patient's name corrected, an expert's name
+            changed meanwhile: withheld, the next round writes it again from the new facts)."""
             now_facts, now_meeting = await self._facts(enrolment_id)
             wanted = self._decide(role, now_facts, now_meeting, self._clock()).wanted
-            return isinstance(wanted, Wanted) and wanted.allowed and wanted.expert.email.lower() == email
+            return (
+                isinstance(wanted, Wanted)
+                and wanted.allowed
+                and wanted.expert.email.lower() == email
+                and _what_the_email_says(wanted.expert.name, now_facts, now_meeting) == written_from
+            )
 
         started = time.perf_counter()
         failure: SendFailure | None = None
@@ -493,14 +502,10 @@ class Handlers:
     def _message(
         self, slot: RoleSlot, item: Notification, facts: EnrolmentFacts, meeting: MeetingFacts | None
     ) -> EmailMessage:
-        if facts.enrolled is None or meeting is None:
+        said = _what_the_email_says(item.name, facts, meeting)
+        if said is None:
             raise _MissingFactsError
-        rendered = render(
-            item.name,
-            facts.enrolled.patient,
-            MeetingText(meeting.title, meeting.date, meeting.centre),
-            self._options.mail,
-        )
+        rendered = render(*said, self._options.mail)
         return build_message(
             notification_key=notification_key(slot.enrolment_id, slot.role, item.email),
             recipient_name=item.name,
@@ -559,6 +564,16 @@ class Handlers:
             status=record.view.status if record.view else None,
             version=record.version,
         )
+
+
+def _what_the_email_says(
+    expert_name: str, facts: EnrolmentFacts, meeting: MeetingFacts | None
+) -> tuple[str, PatientFacts, MeetingText] | None:
+    """Every fact the e-mail's text is written from (None: not all known), so that the last check before
+    sending compares what was written with what is true now."""
+    if facts.enrolled is None or meeting is None:
+        return None
+    return expert_name, facts.enrolled.patient, MeetingText(meeting.title, meeting.date, meeting.centre)
 
 
 class _MissingFactsError(Exception):
