@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -215,6 +216,61 @@ async def test_a_slot_that_keeps_changing_gives_up_with_a_write_conflict() -> No
         await harness.handlers.on_withdrawn(withdrawn(), DELIVERY)
 
 
+def run_once_before_save(harness: Harness, other: Callable[[], Awaitable[None]], *, skip: int = 0) -> None:
+    """Runs `other` (a handler of another topic) once, right before the `skip`+1-th slot write: between that
+    writer's read of the facts and its write."""
+    remaining = skip
+
+    async def hook() -> None:
+        nonlocal remaining
+        if remaining:
+            remaining -= 1
+            return
+        harness.store.before_save = None
+        await other()
+
+    harness.store.before_save = hook
+
+
+async def test_an_outcome_judged_with_old_facts_does_not_undo_the_email_a_newer_fact_queued() -> None:
+    """The identity outcome read the facts before the study became available; the study's handler, meanwhile,
+    queued the e-mail. Written last with its old decision (waiting for a study), the outcome closed it: the
+    expert was never told. It must read the facts again after writing and decide again."""
+    harness = Harness()
+    await harness.handlers.on_meeting_experts(meeting(), DELIVERY)
+    await harness.handlers.on_enrolled(harness.enrolled, DELIVERY)
+    await harness.handlers.on_selected(selected(), DELIVERY)
+
+    async def study_available() -> None:
+        await harness.handlers.on_study_status(available(), DELIVERY)
+
+    run_once_before_save(harness, study_available)
+    await harness.handlers.on_identity(identity(harness.enrolled), DELIVERY)
+    assert harness.views()[-1] == ("pending", None)
+    assert await harness.handlers.send_due() == 1
+    assert [recipient for _, recipient in harness.sender.sent] == [EXPERT]
+
+
+async def test_a_withdrawal_handled_while_a_study_queues_the_email_still_cancels_it() -> None:
+    """The study's handler decided to send with the facts before the withdrawal; written after the withdrawal's
+    cancellation, its decision reopened the e-mail: the DCC was told `pending` for a withdrawn enrolment."""
+    harness = Harness()
+    await harness.handlers.on_meeting_experts(meeting(), DELIVERY)
+    await harness.handlers.on_enrolled(harness.enrolled, DELIVERY)
+    await harness.handlers.on_selected(selected(), DELIVERY)
+    await harness.handlers.on_identity(identity(harness.enrolled), DELIVERY)
+
+    async def withdraw() -> None:
+        await harness.handlers.on_withdrawn(withdrawn(), DELIVERY)
+
+    run_once_before_save(harness, withdraw)
+    await harness.handlers.on_study_status(available(), DELIVERY)
+    assert harness.views()[-1] == ("cancelled", "enrolment_withdrawn")
+    assert harness.slot().slot.next_due_at() is None
+    assert await harness.handlers.send_due() == 0
+    assert harness.sender.sent == []
+
+
 # --- sending -----------------------------------------------------------------------------------------------
 
 
@@ -231,6 +287,26 @@ async def test_a_withdrawal_recorded_while_connecting_stops_the_email() -> None:
     assert harness.views()[-1] == ("cancelled", "enrolment_withdrawn")
     assert harness.slot().lease_token is None
     assert harness.slot().slot.sending is None
+
+
+async def test_a_meeting_changed_while_connecting_is_not_mailed_with_its_old_title() -> None:
+    """The e-mail was written from the facts of the first check; the meeting's new title (another topic)
+    arrives while connecting, for the same expert: the last check must see that the written e-mail is no longer
+    true and withhold it, and the next round sends it rewritten."""
+    harness = Harness()
+    await harness.ready()
+    renamed = meeting(minutes=5).model_copy(update={"title": "RCP fictive renommée"})
+
+    async def rename() -> None:
+        harness.sender.on_connect = None
+        await harness.handlers.on_meeting_experts(renamed, DELIVERY)
+
+    harness.sender.on_connect = rename
+    assert await harness.handlers.send_due() == 2  # withheld, then sent rewritten
+    assert [str(message["Subject"]) for message, _ in harness.sender.sent] == [
+        "Demande d'expertise – RCP fictive renommée du 17/09/2026"
+    ]
+    assert harness.views()[-1] == ("sent", None)
 
 
 async def test_facts_changed_between_the_claim_and_the_first_check_release_the_claim() -> None:
@@ -317,6 +393,27 @@ async def test_a_failed_send_is_retried_or_failed_by_its_kind(kind: FailureKind,
     harness.now += dt.timedelta(seconds=60)
     assert await harness.handlers.send_due() == 1
     assert harness.views()[-1] == ("sent", None)
+
+
+async def test_a_withdrawal_handled_while_a_failed_attempt_is_recorded_cancels_the_retry() -> None:
+    """The sender read the facts after a failed attempt, then a withdrawal was handled (the slot still leased:
+    it only marks the e-mail superseded), then the sender wrote its retry with the old decision: the DCC saw
+    `pending` (retrying) for a withdrawn enrolment until the next attempt. The sender must read again."""
+    harness = Harness()
+    await harness.ready()
+    harness.sender.failures = [SmtpSendError(SendFailure("transient", "le relais a répondu 4xx"))]
+
+    async def withdraw() -> None:
+        await harness.handlers.on_withdrawn(withdrawn(), DELIVERY)
+
+    run_once_before_save(harness, withdraw, skip=1)  # the sender's first write begins the send, its second records
+    assert await harness.handlers.send_due() == 1
+    assert harness.views()[-1] == ("cancelled", "enrolment_withdrawn")
+    assert harness.slot().slot.next_due_at() is None
+    assert harness.slot().lease_token is None
+    harness.now += dt.timedelta(seconds=60)
+    assert await harness.handlers.send_due() == 0
+    assert harness.sender.sent == []
 
 
 async def test_stopping_while_sending_gives_the_claim_back() -> None:

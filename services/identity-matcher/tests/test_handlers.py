@@ -229,6 +229,36 @@ async def test_an_outcome_superseded_while_resolving_is_not_published() -> None:
     assert harness.store.rows["enr-1"].event_id == str(newer.event_id)
 
 
+@pytest.mark.parametrize(("closure", "expected"), [("withdrawal", "withdrawn"), ("consent_refused", "no_consent")])
+async def test_no_mirc_try_after_a_closure_handled_between_two_tries(closure: str, expected: str) -> None:
+    """MIRC busy at the first try; while the resolution waits to try again, the enrolment is withdrawn, or a
+    newer enrolled event says consent was withdrawn (handled by another consumer): the next try would send the
+    patient's identity to the PACS for an enrolment that may no longer send any DICOM request."""
+    harness = Harness()
+
+    class BusyWhileClosed(FakeDirectory):
+        async def find(self, plan: tuple[QueryLevel, ...], vigilance: tuple[PatientKeys, ...] = ()) -> Candidates:
+            if self.calls == 0:
+                if closure == "withdrawal":
+                    await harness.handlers.on_withdrawn(withdrawn(seconds=30), DELIVERY)
+                else:
+                    await harness.handlers.on_enrolled(enrolled(seconds=30, consent=False), DELIVERY)
+            return await super().find(plan, vigilance)
+
+    directory = BusyWhileClosed(Candidates((record(),), "exact"), failures=[DicomTransientError("busy")])
+    harness.directory = directory
+    harness.handlers = Handlers(
+        harness.store,
+        directory,
+        harness.publish,
+        ResolverOptions(pacs_retry=pacs_retry_policy(3, 0.0)),
+        clock=lambda: NOW,
+    )
+    await harness.handlers.on_enrolled(enrolled(), DELIVERY)
+    assert directory.calls == 1
+    assert harness.statuses() == [expected]
+
+
 # --- withdrawals -------------------------------------------------------------------------------------------
 
 

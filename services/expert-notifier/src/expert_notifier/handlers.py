@@ -77,7 +77,7 @@ from expert_notifier.domain import (
     notification_key,
     slot_id,
 )
-from expert_notifier.message import MailSettings, MeetingText, build_message, patient_facts, render
+from expert_notifier.message import MailSettings, MeetingText, PatientFacts, build_message, patient_facts, render
 from expert_notifier.ports import NotifierRepository, Sender, SlotRecord
 from expert_notifier.smtp import SmtpSendError
 
@@ -269,10 +269,25 @@ class Handlers:
         )
 
     async def reconcile(self, enrolment_id: str) -> None:
-        """Makes each role's slot match what is wanted now (idempotent)."""
+        """Makes each role's slot match what is wanted now (idempotent).
+
+        The slots are decided from the facts read first; a handler of another topic may record a fact and
+        reconcile between that read and our writes, and our older decision, written last, would undo its own
+        (an e-mail closed as `waiting` that the study's arrival had queued, a withdrawal's cancellation
+        reopened as `pending`). So after writing we read the facts again and decide again if they changed:
+        either that handler read after our writes, or we read its fact (write then re-read, on both sides)."""
         facts, meeting = await self._facts(enrolment_id)
+        while await self._reconcile_with(enrolment_id, facts, meeting):
+            now_known = await self._facts(enrolment_id)
+            if now_known == (facts, meeting):
+                return
+            log.info("expertise_decided_again", enrolment_id=enrolment_id)
+            facts, meeting = now_known
+
+    async def _reconcile_with(self, enrolment_id: str, facts: EnrolmentFacts, meeting: MeetingFacts | None) -> bool:
+        """Writes each role's slot as decided from `facts`; False when there is nothing to write at all."""
         if not facts.expertise_requested and not await self._store.has_slots(enrolment_id):
-            return  # expertise never requested: nothing to say
+            return False  # expertise never requested: nothing to say
         now = self._clock()
         for role in ROLES:
             decision = self._decide(role, facts, meeting, now)
@@ -284,6 +299,17 @@ class Handlers:
             if saved is not None:
                 self._log_slot("expertise_reconciled", saved)
         self.wake.set()
+        return True
+
+    async def _reconcile_if_changed(
+        self, enrolment_id: str, decided_with: tuple[EnrolmentFacts, MeetingFacts | None]
+    ) -> None:
+        """The sender wrote a decision made from `decided_with`; a handler that recorded a fact meanwhile found
+        the slot leased and could only mark the e-mail superseded, and our write then reopened it (a retry
+        queued, `pending` shown, for a withdrawn enrolment). Reading again after our write closes that."""
+        if await self._facts(enrolment_id) != decided_with:
+            log.info("expertise_decided_again", enrolment_id=enrolment_id)
+            await self.reconcile(enrolment_id)
 
     async def _update_slot(
         self,
@@ -390,15 +416,25 @@ class Handlers:
             await self._update_slot(enrolment_id, role, begin, token=token)
             if not go:
                 await self._update_slot(enrolment_id, role, _unchanged, token=token, release_lease=True)
+                await self._reconcile_if_changed(enrolment_id, (facts, meeting))
                 return
         except LostClaimError:
             return
 
+        written_from = _what_the_email_says(item.name, facts, meeting)
+
         async def still_wanted() -> bool:
-            """Second re-check, once connected to the relay and right before MAIL FROM."""
+            """Second re-check, once connected to the relay and right before MAIL FROM: still wanted for this
+            address, and still true (a meeting renamed or moved, a patient's name corrected, an expert's name
+            changed meanwhile: withheld, the next round writes it again from the new facts)."""
             now_facts, now_meeting = await self._facts(enrolment_id)
             wanted = self._decide(role, now_facts, now_meeting, self._clock()).wanted
-            return isinstance(wanted, Wanted) and wanted.allowed and wanted.expert.email.lower() == email
+            return (
+                isinstance(wanted, Wanted)
+                and wanted.allowed
+                and wanted.expert.email.lower() == email
+                and _what_the_email_says(wanted.expert.name, now_facts, now_meeting) == written_from
+            )
 
         started = time.perf_counter()
         failure: SendFailure | None = None
@@ -439,6 +475,7 @@ class Handlers:
         except LostClaimError:
             # Our claim was taken over (the lease expired): record the outcome all the same, keep theirs.
             await self._update_slot(enrolment_id, role, record_without_claim)
+        await self._reconcile_if_changed(enrolment_id, (facts, meeting))
         if sent:
             outcome = "sent"
         elif failure is None:
@@ -465,14 +502,10 @@ class Handlers:
     def _message(
         self, slot: RoleSlot, item: Notification, facts: EnrolmentFacts, meeting: MeetingFacts | None
     ) -> EmailMessage:
-        if facts.enrolled is None or meeting is None:
+        said = _what_the_email_says(item.name, facts, meeting)
+        if said is None:
             raise _MissingFactsError
-        rendered = render(
-            item.name,
-            facts.enrolled.patient,
-            MeetingText(meeting.title, meeting.date, meeting.centre),
-            self._options.mail,
-        )
+        rendered = render(*said, self._options.mail)
         return build_message(
             notification_key=notification_key(slot.enrolment_id, slot.role, item.email),
             recipient_name=item.name,
@@ -531,6 +564,16 @@ class Handlers:
             status=record.view.status if record.view else None,
             version=record.version,
         )
+
+
+def _what_the_email_says(
+    expert_name: str, facts: EnrolmentFacts, meeting: MeetingFacts | None
+) -> tuple[str, PatientFacts, MeetingText] | None:
+    """Every fact the e-mail's text is written from (None: not all known), so that the last check before
+    sending compares what was written with what is true now."""
+    if facts.enrolled is None or meeting is None:
+        return None
+    return expert_name, facts.enrolled.patient, MeetingText(meeting.title, meeting.date, meeting.centre)
 
 
 class _MissingFactsError(Exception):

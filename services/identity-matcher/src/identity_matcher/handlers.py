@@ -182,7 +182,12 @@ class Handlers:
                 resolution, status = Resolution("unmatched", reason=problem), "unmatched"
             else:
                 try:
-                    candidates = await self._find(identity)
+                    candidates = await self._find(identity, event.enrolment_id, str(event.event_id))
+                except _SupersededError:
+                    # Withdrawn, or a newer enrolled event, handled while we waited between tries: that event
+                    # is answered by its own handler; this one answers nothing and queries nothing more.
+                    log.info("outcome_superseded", enrolment_id=event.enrolment_id, event_id=str(event.event_id))
+                    return
                 except ProxymageError as error:
                     next_attempt_at = self._options.error_retries.next_attempt_at(self._clock(), attempts)
                     detail = "prochain essai automatique le " + french_time(next_attempt_at, self._options.timezone)
@@ -262,18 +267,28 @@ class Handlers:
             attempts=attempts,
         )
 
-    async def _find(self, identity: DccIdentity) -> Candidates:
-        """Queries MIRC, retrying transient failures a few times quickly before giving up for now."""
+    async def _find(self, identity: DccIdentity, enrolment_id: str, source_event_id: str) -> Candidates:
+        """Queries MIRC, retrying transient failures a few times quickly before giving up for now.
+
+        Each try first checks that the event being answered is still the enrolment's current one: a
+        withdrawal, or an enrolled event without consent, handled by another consumer while we waited between
+        tries must stop the queries (no DICOM request for them), not only the publication (`_answer`)."""
         plan = query_plan(identity.birth_date, identity.sex, normalised_names(identity))
         vigilance = vigilance_queries(identity.birth_date, identity.sex)
 
         async def find() -> Candidates:
+            if not await self._store.is_current(enrolment_id, source_event_id):
+                raise _SupersededError
             return await self._directory.find(plan, vigilance)
 
         def on_retry(attempt: int, error: BaseException, delay: float) -> None:
             log.info("mirc_query_retrying", attempt=attempt, error=describe(error), delay=round(delay, 3))
 
         return await retry_in_place(find, self._options.pacs_retry, retry_on=(ProxymageError,), on_retry=on_retry)
+
+
+class _SupersededError(Exception):
+    """The event being resolved is no longer the enrolment's current lifecycle event."""
 
 
 def _outcome_id(source_event_id: str, resolutions_done: int) -> uuid.UUID:
