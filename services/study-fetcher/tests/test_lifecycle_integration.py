@@ -59,13 +59,25 @@ async def own_and_foreign(
     return await started_with(deployment, mirc, stack_env, [own, foreign]), own, foreign
 
 
-async def wait_purged(harness: Harness, uid: str) -> None:
-    """The purge the fetcher owed is done (recorded once the viewer store answered the deletion, after any
-    move of the study ended), and the viewer store holds nothing of the study."""
+async def purge_requested_at(harness: Harness, uid: str) -> object:
+    """When a purge of the study was last owed (None if never): taken before an action that owes another one."""
+    transfer = await harness.transfer(uid)
+    return None if transfer is None else transfer.get("purge_requested_at")
+
+
+async def wait_purged(harness: Harness, uid: str, owed_before: object = None) -> None:
+    """The purge the fetcher owed (after `owed_before`, the previous purge of the study, if any) is done
+    (recorded once the viewer store answered the deletion, after any move of the study ended), and the viewer
+    store holds nothing of the study. Without the mark, the previous purge's settled state would pass for it
+    while the new one is not even owed yet."""
 
     async def settled() -> bool:
         transfer = await harness.transfer(uid)
-        return transfer is not None and transfer.get("purge_pending") is False
+        return (
+            transfer is not None
+            and transfer.get("purge_requested_at") not in (None, owed_before)
+            and transfer.get("purge_pending") is False
+        )
 
     await eventually(settled, 30, f"the purge of {uid[-12:]} settled")
     assert viewer_instances(harness.stack_env, uid) is None
@@ -153,10 +165,17 @@ async def test_withdrawal_removes_purges_empties_the_catalogue_and_stops_queryin
 
     # The second enrolment withdrawn too: now nobody needs the shared study.
     listed = len([c for c in harness.catalogues if c.enrolment_id == "enr-wd-same-patient"])
+
+    async def owed_and_kept() -> bool:  # by the first withdrawal, and kept: the second enrolment still used it
+        transfer = await harness.transfer(uids[0])
+        return transfer is not None and transfer.get("purge_requested_at") is not None and not transfer["purge_pending"]
+
+    await eventually(owed_and_kept, 30, "the first withdrawal's purge of the shared study settled as in use")
+    kept_at = await purge_requested_at(harness, uids[0])
     await harness.identity("enr-wd-same-patient", [], status="no_consent")
     removed = await harness.wait_status("enr-wd-same-patient", uids[0], "removed")
     assert removed.reason_code == "consent_withdrawn"
-    await wait_purged(harness, uids[0])
+    await wait_purged(harness, uids[0], owed_before=kept_at)
     emptied = await harness.catalogue("enr-wd-same-patient", count=listed + 1)  # the handler's last step
     assert emptied.studies == ()
 
