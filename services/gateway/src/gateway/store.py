@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from prometheus_client import Counter
 from proxymage_shared.mongo import Document
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -29,7 +31,19 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from gateway.audit import AuditRecord
-from gateway.projection import ENROLMENTS, MEETINGS, ORDER, RCPS, Collection, Patch, get_path, member_key, supersedes
+from gateway.coalesce import Coalescer
+from gateway.projection import (
+    ENROLMENTS,
+    MEETINGS,
+    ORDER,
+    RCPS,
+    Collection,
+    Json,
+    Patch,
+    get_path,
+    member_key,
+    supersedes,
+)
 from gateway.read_model import (
     EnrolmentRecord,
     MeetingRecord,
@@ -56,11 +70,31 @@ def _is_duplicate_key(error: OperationFailure) -> bool:
     return error.code == FERRETDB_INTERNAL and "duplicate key" in str(error).lower()
 
 
+# A patch and the `member` patch written with it.
+Written = tuple[Patch, Patch | None]
+
+BATCHED_WRITES: Final = Counter(
+    "proxymage_gateway_batched_writes_total",
+    "Writes that applied several patches of one document together (gateway.coalesce).",
+)
+
+
+def distinct_parts(batch: Sequence[Written]) -> bool:
+    """No two patches write the same part, or one part inside another (MongoDB refuses such an update)."""
+    paths = [patch.path for pair in batch for patch in pair if patch is not None]
+    return not any(_overlap(one, other) for one, other in itertools.combinations(paths, 2))
+
+
+def _overlap(one: str, other: str) -> bool:
+    return one == other or one.startswith(f"{other}.") or other.startswith(f"{one}.")
+
+
 class ReadModelStore:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._collections: dict[Collection, AsyncCollection[Document]] = {
             name: database[name] for name in (ENROLMENTS, MEETINGS, RCPS)
         }
+        self._coalescer: Coalescer[tuple[Collection, str], Written, StoredDocument | None] = Coalescer(self._write)
         self.audit: AsyncCollection[Document] = database["audit"]
 
     async def ensure_indexes(self) -> None:
@@ -100,12 +134,45 @@ class ReadModelStore:
         includes whatever other parts were written concurrently), or None when the patch was stale.
 
         `member`, a `member` patch of the same document, is written in the same update when `patch` applies (a
-        meeting's details and its new member: one round trip); when None is returned it was not written."""
+        meeting's details and its new member: one round trip); when None is returned it was not written.
+        Patches of the same document that arrive while one is written go together (`gateway.coalesce`)."""
         if member is not None:
             assert member.kind == "member"
             assert (member.collection, member.key) == (patch.collection, patch.key)
-        document = await self._compare_and_set(patch, member)
+        document = await self._coalescer.submit((patch.collection, patch.key), (patch, member))
         return parse_document(patch.collection, document) if document is not None else None
+
+    async def _write(self, batch: list[Written]) -> list[StoredDocument | None]:
+        """One patch alone, or several patches of one document in one guarded write when they touch distinct
+        parts; when the guarded write does not apply (one of them is stale, or the document was inserted
+        meanwhile), each is written on its own, which tells which applied."""
+        if len(batch) > 1 and distinct_parts(batch):
+            document = await self._compare_and_set_together(batch)
+            if document is not None:
+                BATCHED_WRITES.inc()
+                return [document] * len(batch)
+        return [await self._compare_and_set(patch, member) for patch, member in batch]
+
+    async def _compare_and_set_together(self, batch: list[Written]) -> StoredDocument | None:
+        """The document after writing every patch of `batch` (one document, distinct parts), or None when the
+        write did not apply: the filter requires every part to be older than its patch; the upsert inserts the
+        document if it does not exist and fails on the duplicate `_id` if it exists and a part is newer."""
+        collection = self._collections[batch[0][0].collection]
+        guard: dict[str, Json] = {"_id": batch[0][0].key}
+        values: dict[str, Json] = {}
+        for patch, member in batch:
+            guard[f"{patch.path}.{ORDER}"] = {"$not": {"$gte": patch.order}}
+            values[patch.path] = patch.stored_value()
+            if member is not None:
+                values[member.path] = member.stored_value()
+        try:
+            return await collection.find_one_and_update(
+                guard, {"$set": values}, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except OperationFailure as error:
+            if not _is_duplicate_key(error):
+                raise
+            return None
 
     async def _compare_and_set(self, patch: Patch, member: Patch | None = None) -> StoredDocument | None:
         """The document after writing `patch`, or None when the stored part is as new or newer.
