@@ -119,3 +119,19 @@ async def test_the_callers_of_an_interrupted_batch_are_told() -> None:
     with pytest.raises(BatchInterruptedError):
         await later[1]
     assert coalescer._turns == {}
+
+
+async def test_a_caller_alone_lingers_for_the_parts_a_moment_behind() -> None:
+    recorder = Recorder()
+    recorder.release.set()
+    coalescer: Coalescer[str, str, str] = Coalescer(recorder.write, linger_seconds=0.05)
+    first = asyncio.create_task(coalescer.submit("doc", "enrolment"))
+    await asyncio.sleep(0.01)  # consumed from other topics a moment later, while the first one lingers
+    later = [asyncio.create_task(coalescer.submit("doc", part)) for part in ("identity", "catalogue")]
+    assert await asyncio.gather(first, *later) == [
+        "wrote enrolment in batch 1",
+        "wrote identity in batch 1",
+        "wrote catalogue in batch 1",
+    ]
+    assert recorder.batches == [["enrolment", "identity", "catalogue"]]
+    assert await coalescer.submit("doc", "withdrawal") == "wrote withdrawal in batch 2"  # nobody came: alone

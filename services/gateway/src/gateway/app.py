@@ -62,7 +62,9 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
     service = build_service(settings)
     store: ReadModel
     if overrides.store is None:
-        mongo_store = ReadModelStore(service.mongo_client[settings.database_name()])
+        mongo_store = ReadModelStore(
+            service.mongo_client[settings.database_name()], write_linger_seconds=settings.write_linger_ms / 1000
+        )
         service.on_start.append(mongo_store.ensure_indexes)
         service.background.append(sweeper(settings, _sweep(mongo_store, settings)))
         store = mongo_store

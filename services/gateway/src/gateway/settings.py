@@ -68,6 +68,9 @@ class Settings(ServiceSettings):
     # Appended to the consumer groups: give each gateway instance its own (e.g. the pod name) so every
     # instance sees every event and can feed its own SSE clients; the read model's writes are idempotent.
     consumer_group_suffix: str = ""
+    # A read-model write that has no other write of its document waiting first waits this long for the parts
+    # consumed from the other topics (gateway.coalesce): 0 writes at once.
+    write_linger_ms: float = Field(default=1.0, ge=0, le=50)
     # Audit records are written in batches, off the request path.
     audit_batch_size: int = Field(default=200, ge=1)
     # Audit records not deleted earlier with their enrolment (retention_days after its meeting) or their meeting

@@ -90,11 +90,13 @@ def _overlap(one: str, other: str) -> bool:
 
 
 class ReadModelStore:
-    def __init__(self, database: AsyncDatabase[Document]) -> None:
+    def __init__(self, database: AsyncDatabase[Document], write_linger_seconds: float = 0.0) -> None:
         self._collections: dict[Collection, AsyncCollection[Document]] = {
             name: database[name] for name in (ENROLMENTS, MEETINGS, RCPS)
         }
-        self._coalescer: Coalescer[tuple[Collection, str], Written, StoredDocument | None] = Coalescer(self._write)
+        self._coalescer: Coalescer[tuple[Collection, str], Written, StoredDocument | None] = Coalescer(
+            self._write, write_linger_seconds
+        )
         self.audit: AsyncCollection[Document] = database["audit"]
 
     async def ensure_indexes(self) -> None:
