@@ -212,3 +212,28 @@ async def test_a_probe_finding_the_budget_full_reports_the_peer_busy_not_down() 
             await client.echo()
     finally:
         client.close()
+
+
+async def test_a_move_is_told_started_only_once_a_slot_is_held() -> None:
+    """The fetcher counts a move (and forgets an earlier verification) in `on_started`: never for a C-MOVE the
+    full budget kept from being sent; before the association opens when a slot came."""
+    store = MemorySlots()
+    now = dt.datetime.now(dt.UTC)
+    await store.take("MIRC", 1, "a move", "another process", now, now + LEASE)
+    peer = DicomPeer(ae_title="MIRC", host="127.0.0.1", port=_closed_port(), max_associations=1)
+    client = DicomClient("PM_TEST", peer, timeouts=DicomTimeouts(connection=1), budget=_budget(store, wait_seconds=0.2))
+    told: list[list[str]] = []
+
+    async def started() -> None:
+        told.append(store.held(dt.datetime.now(dt.UTC)))
+
+    try:
+        with pytest.raises(AssociationBudgetBusyError):
+            await client.move_study("1.2.3", "VIEWER", on_started=started)
+        assert told == []
+        await store.release("MIRC#0", "a move")  # the other process's move ended
+        with pytest.raises(DicomUnavailableError):  # nothing listens: the association fails after the slot came
+            await client.move_study("1.2.3", "VIEWER", on_started=started)
+        assert told == [["MIRC#0"]]
+    finally:
+        client.close()

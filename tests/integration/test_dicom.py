@@ -90,7 +90,15 @@ async def test_move_a_study_to_the_viewer_and_count_its_instances_there(
     study = max(seeded_studies, key=lambda s: len(s.instances))
     delete_from_orthanc(stack_env, "VIEWER", study.study_instance_uid)
     progress: list[MoveProgress] = []
-    result = await mirc_client.move_study(study.study_instance_uid, viewer.ae_title, progress.append)
+    started_after: list[int] = []  # how many pending responses had come when the move was told started
+
+    async def started() -> None:
+        started_after.append(len(progress))
+
+    result = await mirc_client.move_study(
+        study.study_instance_uid, viewer.ae_title, progress.append, on_started=started
+    )
+    assert started_after == [0]
     assert result.complete
     assert result.completed == len(study.instances)
     assert result.failed == 0

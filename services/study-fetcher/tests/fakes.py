@@ -21,6 +21,7 @@ from study_fetcher.ports import (
     IdentityOutcome,
     ListedStudy,
     OnProgress,
+    OnStarted,
     StoredJob,
     StudyPresence,
     Transfer,
@@ -352,6 +353,7 @@ class FakePacs:
     on_move: Callable[[str, Callable[[MoveProgress], None], threading.Event | None], object] | None = None
     moves: list[str] = field(default_factory=list)
     moved_to_viewer: int | None = None  # what the viewer holds after a move (None: unchanged)
+    budget_full: Exception | None = None  # raised by `move` before it starts (MIRC's budget stayed full)
 
     async def studies_of(self, patient: PacsPatientRef) -> list[StudyRecord]:
         answer = self.studies.get(patient.patient_id, [])
@@ -373,8 +375,16 @@ class FakePacs:
         return self._answer(self.viewer, study_instance_uid)
 
     async def move(
-        self, study_instance_uid: str, on_progress: OnProgress, cancel: threading.Event | None = None
+        self,
+        study_instance_uid: str,
+        on_progress: OnProgress,
+        cancel: threading.Event | None = None,
+        on_started: OnStarted | None = None,
     ) -> int:
+        if self.budget_full is not None:  # no slot of MIRC's budget came: nothing sent
+            raise self.budget_full
+        if on_started is not None:
+            await on_started()
         self.moves.append(study_instance_uid)
         if self.on_move is not None:
             scripted = self.on_move(study_instance_uid, on_progress, cancel)

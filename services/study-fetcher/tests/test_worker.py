@@ -13,6 +13,7 @@ from collections.abc import Callable
 import pytest
 from proxymage_dev.testing import eventually
 from proxymage_shared import dicom
+from proxymage_shared.dicom.budget import AssociationBudgetBusyError
 from proxymage_shared.errors import TransientError
 from proxymage_shared.reasons import Reason
 from study_fetcher import domain
@@ -289,6 +290,21 @@ async def test_each_way_a_move_fails_is_recorded(error: Exception, expected: tup
     await run(world)
     assert state(world) == expected
     assert text is None or text in (world.jobs.job(KEY).reason or "")
+
+
+async def test_a_move_mircs_budget_never_let_through_is_retried_and_not_counted_as_a_move() -> None:
+    """Under load every slot of MIRC's budget can stay held past the wait: no C-MOVE was sent, so none is
+    counted and an earlier verification is not forgotten for it; the job waits for the next try."""
+    world = World()
+    await queued(world)
+    world.transfers.transfers[STUDY] = Transfer(STUDY, None, NOW - dt.timedelta(hours=1), verified_instances=10)
+    world.pacs.mirc[STUDY] = StudyPresence(12)  # grown since: moved again
+    world.pacs.budget_full = AssociationBudgetBusyError("the 3 associations allowed to MIRC stayed in use")
+    await run(world)
+    assert state(world) == ("not_yet_available", "move_failed")
+    assert world.pacs.moves == []
+    transfer = world.transfers.transfers[STUDY]
+    assert (transfer.moves, transfer.verified_instances) == (0, 10)
 
 
 async def test_a_viewer_that_cannot_be_asked_after_the_move_is_retried_later() -> None:

@@ -10,7 +10,7 @@ from proxymage_shared.dicom import DicomClient, StudyRecord, study_query
 from proxymage_shared.errors import TransientError
 from proxymage_shared.events import PacsPatientRef
 
-from study_fetcher.ports import OnProgress, Pacs, StudyPresence, ViewerPurge
+from study_fetcher.ports import OnProgress, OnStarted, Pacs, StudyPresence, ViewerPurge
 
 __all__ = ["DicomPacs", "OrthancRest", "Pacs", "StudyPresence", "ViewerPurge", "ViewerStoreUnavailableError"]
 
@@ -44,11 +44,17 @@ class DicomPacs:
         return _presence(records, study_instance_uid)
 
     async def move(
-        self, study_instance_uid: str, on_progress: OnProgress, cancel: threading.Event | None = None
+        self,
+        study_instance_uid: str,
+        on_progress: OnProgress,
+        cancel: threading.Event | None = None,
+        on_started: OnStarted | None = None,
     ) -> int:
         """Moves the study MIRC -> viewer store; returns the completed sub-operations (raises otherwise).
         Setting `cancel` cancels it (MoveCancelledError)."""
-        result = await self._mirc.move_study(study_instance_uid, self._destination, on_progress, cancel)
+        result = await self._mirc.move_study(
+            study_instance_uid, self._destination, on_progress, cancel, on_started=on_started
+        )
         return result.completed + result.warning
 
 

@@ -25,6 +25,7 @@ Clock = Callable[[], dt.datetime]
 PublishStatus = Callable[[StudyStatusChanged], Awaitable[None]]
 PublishCatalogue = Callable[[ImagingCatalogued], Awaitable[None]]
 OnProgress = Callable[[MoveProgress], None]  # told each pending C-MOVE response's counts, on the event loop
+OnStarted = Callable[[], Awaitable[None]]
 
 
 def job_key_of(enrolment_id: str, study_instance_uid: str) -> str:
@@ -186,9 +187,14 @@ class Pacs(Protocol):
     async def in_mirc(self, study_instance_uid: str) -> StudyPresence | None: ...
     async def in_viewer(self, study_instance_uid: str) -> StudyPresence | None: ...
     async def move(
-        self, study_instance_uid: str, on_progress: OnProgress, cancel: threading.Event | None = None
+        self,
+        study_instance_uid: str,
+        on_progress: OnProgress,
+        cancel: threading.Event | None = None,
+        on_started: OnStarted | None = None,
     ) -> int:
-        """The completed sub-operations of a complete move; raises the DICOM errors otherwise."""
+        """The completed sub-operations of a complete move; raises the DICOM errors otherwise. `on_started` is
+        awaited just before the C-MOVE is sent (once a slot of MIRC's budget is held), never if it is not."""
         ...
 
 

@@ -268,12 +268,17 @@ class Retriever:
             return domain.Retry(self._now(), Reason.of("move_failed", "transfert annulé"))  # applies to no job
         # This worker is busy for the move's duration: another idle one looks for more due work meanwhile.
         self.wake.set()
-        await self._transfers.count_move(study_instance_uid, self._owner, self._now())
-        MOVES.labels("moved").inc()
+
+        async def started() -> None:
+            # Counted (and an earlier verification forgotten: the copy is being rewritten) when the C-MOVE is
+            # about to be sent, not when MIRC's budget stayed full and nothing was sent.
+            await self._transfers.count_move(study_instance_uid, self._owner, self._now())
+            MOVES.labels("moved").inc()
+
         progress = _ProgressRelay(self._updater, latest, self._options.progress_interval_seconds, self._owner)
         relay = asyncio.create_task(progress.run())
         try:
-            completed = await self._pacs.move(study_instance_uid, progress.report, cancel)
+            completed = await self._pacs.move(study_instance_uid, progress.report, cancel, on_started=started)
         except MoveCancelledError:
             MOVES.labels("cancelled").inc()
             return domain.Retry(self._now(), Reason.of("move_failed", "transfert annulé"))  # applies to no job

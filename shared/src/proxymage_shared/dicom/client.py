@@ -182,12 +182,25 @@ class DicomClient:
         finally:
             self._associations.release()
 
-    async def _run(self, operation: str, work: Callable[[], T], *, slot_wait_seconds: float | None = None) -> T:
+    async def _run(
+        self,
+        operation: str,
+        work: Callable[[], T],
+        *,
+        slot_wait_seconds: float | None = None,
+        on_started: Callable[[], Awaitable[None]] | None = None,
+    ) -> T:
+        """Runs `work` (in the pool) under a slot of the peer's budget; `on_started` is awaited once the slot is
+        held, just before the association opens (never when no slot came: the request was not sent)."""
         if self._budget is None:
+            if on_started is not None:
+                await on_started()
             return await self._timed(operation, work)
         waited = time.perf_counter()
         async with self._budget.slot(self.peer.ae_title, self.peer.max_associations, wait_seconds=slot_wait_seconds):
             metrics.DICOM_SLOT_WAIT_SECONDS.labels(self.peer.ae_title).observe(time.perf_counter() - waited)
+            if on_started is not None:
+                await on_started()
             return await self._timed(operation, work)
 
     async def _timed(self, operation: str, work: Callable[[], T]) -> T:
@@ -281,6 +294,7 @@ class DicomClient:
         destination_ae_title: str,
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        on_started: Callable[[], Awaitable[None]] | None = None,
     ) -> MoveResult:
         """Study-level C-MOVE to `destination_ae_title`; the data flows from the peer to the destination.
 
@@ -288,7 +302,8 @@ class DicomClient:
         Returns only a complete move; raises `IncompleteMoveError` when any sub-operation failed (even under a
         "success" status: never treat a partial study as complete) and `DicomPermanentError` when the peer
         refuses the move (e.g. unknown destination). Setting `cancel` cancels the move: C-CANCEL, then an
-        abort if the peer keeps going; it then raises `MoveCancelledError`.
+        abort if the peer keeps going; it then raises `MoveCancelledError`. `on_started` is awaited when the
+        move is about to be sent (a slot of the budget held), not when the budget stayed full.
         """
         loop = asyncio.get_running_loop()
 
@@ -336,7 +351,7 @@ class DicomClient:
                     self._raise_for("C-MOVE", code)
             raise DicomUnavailableError(f"C-MOVE: {self.peer.ae_title} ended without a final status")
 
-        return await self._run("C-MOVE", work)
+        return await self._run("C-MOVE", work, on_started=on_started)
 
 
 def _count(status: Dataset, keyword: str) -> int:
