@@ -5,7 +5,8 @@ filter also says "the part's `order` is lower than the patch's, or absent", retu
 write. A stale or replayed patch does not match; the upsert then fails on the duplicate `_id` (code 11000, or
 code 1 from FerretDB) and a read confirms it is stale (or, if the document did not exist yet, that another
 consumer inserted it first: try again). One round trip per event in the usual case, no multi-document
-transaction. On the local FerretDB this relies on its `_id` index being used whatever else the filter says
+transaction; patches of one document that arrive together share one guarded write (`gateway.coalesce`). On
+the local FerretDB this relies on its `_id` index being used whatever else the filter says
 (deploy/local/ferretdb/patches); on MongoDB it is an index lookup.
 
 The read methods return the typed documents of `gateway.read_model`, parsed here once; what is stored keeps the
