@@ -18,13 +18,16 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from proxymage_shared.errors import TransientError
+
 Key = TypeVar("Key", bound=Hashable)
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-class BatchInterruptedError(RuntimeError):
-    """The caller writing a batch was cancelled before the batch was written: the others try again."""
+class BatchInterruptedError(TransientError):
+    """The caller writing a batch was cancelled (a stop) before the batch was known written: the others' events
+    are tried again, never dead-lettered for it (the write is idempotent)."""
 
 
 @dataclass
