@@ -6,7 +6,9 @@ import logging
 from typing import Any
 
 import pytest
+from aiokafka import errors as aiokafka_errors
 from proxymage_shared.dependency_log import DependencyNoiseFilter, Outages
+from proxymage_shared.kafka import kafka_unavailable
 
 
 class Clock:
@@ -106,6 +108,13 @@ NOISE = [
     ),
     _record(
         "aiokafka.consumer.group_coordinator",
+        logging.WARNING,
+        "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid",
+        "proxymage.identity-matcher.dcc.patient-enrolled.v1",
+        1,
+    ),
+    _record(
+        "aiokafka.consumer.group_coordinator",
         logging.ERROR,
         "Error sending %s to node %s [%s] -- marking coordinator dead",
         "OffsetCommitRequest",
@@ -153,3 +162,23 @@ def test_the_filter_passes_other_records(record: logging.LogRecord) -> None:
     outages, _, notices = tracker()
     assert DependencyNoiseFilter(outages).filter(record) is True
     assert notices == []
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (aiokafka_errors.KafkaConnectionError("refused"), True),
+        (aiokafka_errors.LeaderNotAvailableError(), True),
+        (aiokafka_errors.NotLeaderForPartitionError(), True),
+        (aiokafka_errors.RequestTimedOutError(), True),
+        (aiokafka_errors.NodeNotReadyError(), True),
+        (aiokafka_errors.MessageSizeTooLargeError(), False),  # ours to fix, not an outage: logged per event
+        (ConnectionRefusedError(111, "refused"), False),  # MongoDB or a PACS: not Kafka's outage
+        (ValueError("bad"), False),
+    ],
+    ids=lambda value: type(value).__name__,
+)
+def test_a_handler_retry_is_kafkas_outage_only_for_a_retriable_kafka_error(
+    error: BaseException, unavailable: bool
+) -> None:
+    assert kafka_unavailable(error) is unavailable

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy, StreamMessage
 from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream.kafka import KafkaBroker
@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from proxymage_shared import metrics
 from proxymage_shared.errors import PermanentError, describe
 from proxymage_shared.events import Event
-from proxymage_shared.logging import get_logger
+from proxymage_shared.logging import OUTAGES, get_logger
 from proxymage_shared.retry import RetryPolicy
 from proxymage_shared.settings import KafkaSecurity, ServiceSettings
 from proxymage_shared.topics import TopicSpec, dead_letter_topic
@@ -174,6 +174,12 @@ def handler_retry_policy(settings: ServiceSettings) -> RetryPolicy:
     )
 
 
+def kafka_unavailable(error: BaseException) -> bool:
+    """A Kafka error that says the brokers (or a partition's leader) cannot be reached now: aiokafka marks those
+    retriable (connection lost, leader not available, node not ready, request timed out...)."""
+    return isinstance(error, KafkaError) and bool(getattr(error, "retriable", False))
+
+
 def _decode_headers(raw: Any) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in raw or ():
@@ -259,13 +265,17 @@ def subscribe(
                     await park(f"gave up after {attempt} attempts: {describe(error)}", "retries_exhausted")
                     return
                 metrics.HANDLER_RETRIES.labels(topic).inc()
-                log.warning(
-                    "handler_retry",
-                    topic=topic,
-                    event_id=str(event.event_id),
-                    attempt=attempt,
-                    error=describe(error),
-                )
+                if kafka_unavailable(error):
+                    # Every event in flight fails alike while the brokers are away: one outage, not a line each.
+                    OUTAGES.down("kafka", describe(error))
+                else:
+                    log.warning(
+                        "handler_retry",
+                        topic=topic,
+                        event_id=str(event.event_id),
+                        attempt=attempt,
+                        error=describe(error),
+                    )
                 await asyncio.sleep(policy.delay(attempt))
                 attempt += 1
             else:
