@@ -564,18 +564,7 @@
     ['sa', 'samedi'], ['di', 'dimanche']];
 
   function calendarIcon() {
-    const ns = 'http://www.w3.org/2000/svg';
-    const svg = document.createElementNS(ns, 'svg');
-    svg.setAttribute('viewBox', '0 0 24 24');
-    svg.setAttribute('width', '18');
-    svg.setAttribute('height', '18');
-    svg.setAttribute('aria-hidden', 'true');
-    svg.setAttribute('focusable', 'false');
-    const shape = document.createElementNS(ns, 'path');
-    shape.setAttribute('d', 'M7 2h2v2h6V2h2v2h3v18H4V4h3V2zm-1 8v10h12V10H6zm2 2h3v3H8v-3z');
-    shape.setAttribute('fill', 'currentColor');
-    svg.append(shape);
-    return svg;
+    return icon('M7 2h2v2h6V2h2v2h3v18H4V4h3V2zm-1 8v10h12V10H6zm2 2h3v3H8v-3z');
   }
 
   function calendar(input) {
@@ -1221,7 +1210,8 @@
     return parts.join(' — ');
   }
 
-  function trashIcon() {
+  // A decorative 18px icon (hidden from screen readers: its button carries the name) drawn by one SVG path.
+  function icon(path) {
     const ns = 'http://www.w3.org/2000/svg';
     const svg = document.createElementNS(ns, 'svg');
     svg.setAttribute('viewBox', '0 0 24 24');
@@ -1230,10 +1220,14 @@
     svg.setAttribute('aria-hidden', 'true');
     svg.setAttribute('focusable', 'false');
     const shape = document.createElementNS(ns, 'path');
-    shape.setAttribute('d', 'M9 3h6l1 2h4v2H4V5h4l1-2zm-3 6h12l-1 12H7L6 9zm4 2v8h2v-8h-2zm4 0v8h2v-8h-2z');
+    shape.setAttribute('d', path);
     shape.setAttribute('fill', 'currentColor');
     svg.append(shape);
     return svg;
+  }
+
+  function trashIcon() {
+    return icon('M9 3h6l1 2h4v2H4V5h4l1-2zm-3 6h12l-1 12H7L6 9zm4 2v8h2v-8h-2zm4 0v8h2v-8h-2z');
   }
 
   function studyCard(study, onRemove) {
