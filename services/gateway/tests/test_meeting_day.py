@@ -17,7 +17,7 @@ from gateway.console.labels import IMAGING_STATE_LABELS, script_labels
 from gateway.meeting_day import MeetingSheet, SheetPatient, SheetStudy
 from gateway.sheet_pdf import identity_line, patient_name, printable, render_sheet_pdf, study_state
 from gateway.viewer import ViewerLinks
-from proxymage_shared.events import StudiesSelected
+from proxymage_shared.events import Event, PatientEnrolled, StudiesSelected
 
 from .test_projection import ENROLMENT, UIDS, catalogue, enrolled, fold, identity, status
 
@@ -62,19 +62,27 @@ def test_every_imaging_state_has_a_rank_and_a_french_label() -> None:
     assert set(get_args(RetrievalView)) > meeting_day.NOT_AVAILABLE
 
 
-def test_the_meetings_summary_carries_the_requesting_doctor_and_the_imaging_state() -> None:
-    first = enrolled(1, "CATHERINE")
+def half_available(
+    first_name: str, selection_event_id: str, *, expertise_requested: bool
+) -> tuple[PatientEnrolled, list[Event]]:
+    """An enrolment matched and catalogued, two of its studies selected and the first of them available."""
+    first = enrolled(1, first_name)
     selection = StudiesSelected.model_validate(
         {
-            "event_id": "00000000-0000-0000-0000-0000000000aa",
+            "event_id": selection_event_id,
             "occurred_at": "2023-03-01T09:00:00+00:00",
             "enrolment_id": ENROLMENT,
             "study_instance_uids": [UIDS[0], UIDS[1]],
-            "expertise_requested": False,
+            "expertise_requested": expertise_requested,
         },
         strict=False,
     )
-    events = [first, identity(2, first, "matched"), catalogue(3, UIDS), selection, status(4, UIDS[0], 3, "available")]
+    available = status(4, UIDS[0], 3, "available")
+    return first, [first, identity(2, first, "matched"), catalogue(3, UIDS), selection, available]
+
+
+def test_the_meetings_summary_carries_the_requesting_doctor_and_the_imaging_state() -> None:
+    first, events = half_available("CATHERINE", "00000000-0000-0000-0000-0000000000aa", expertise_requested=False)
     summary = views.summary_view(fold(events).enrolment())
     assert summary.requested_by == first.requested_by.name
     assert summary.imaging_state == "waiting"
@@ -83,18 +91,7 @@ def test_the_meetings_summary_carries_the_requesting_doctor_and_the_imaging_stat
 
 
 def test_a_sheet_patient_lists_its_selected_studies_with_their_state() -> None:
-    first = enrolled(1, "CATHERINE")
-    selection = StudiesSelected.model_validate(
-        {
-            "event_id": "00000000-0000-0000-0000-0000000000ab",
-            "occurred_at": "2023-03-01T09:00:00+00:00",
-            "enrolment_id": ENROLMENT,
-            "study_instance_uids": [UIDS[0], UIDS[1]],
-            "expertise_requested": True,
-        },
-        strict=False,
-    )
-    events = [first, identity(2, first, "matched"), catalogue(3, UIDS), selection, status(4, UIDS[0], 3, "available")]
+    first, events = half_available("CATHERINE", "00000000-0000-0000-0000-0000000000ab", expertise_requested=True)
     record = fold(events).enrolment()
     answer = views.enrolment_view(record, None, flt.Overrides(all=True), TODAY, ViewerLinks(""))
     patient = meeting_day.sheet_patient(answer, views.study_states(record))

@@ -16,10 +16,10 @@ from gateway.auth import TokenVerifier, token_hash
 from gateway.hub import Hub
 from gateway.settings import ApiToken
 from gateway.viewer import ViewerLinks
-from proxymage_shared.events import StudiesSelected
 
 from .fakes import FakeReadModel
-from .test_projection import ENROLMENT, UIDS, catalogue, enrolled, fold, identity, status
+from .test_meeting_day import half_available
+from .test_projection import UIDS, fold
 
 TOKEN = "jeton-essai-reunion"
 AuditRecord = dict[str, Any]
@@ -40,18 +40,7 @@ MEETING_DAY = dt.date(2023, 3, 22)  # the meeting date of test_projection's even
 
 @pytest.fixture
 async def client() -> AsyncIterator[tuple[httpx.AsyncClient, list[AuditRecord]]]:
-    first = enrolled(1, "Hélène")
-    selection = StudiesSelected.model_validate(
-        {
-            "event_id": "00000000-0000-0000-0000-0000000000ac",
-            "occurred_at": "2023-03-01T09:00:00+00:00",
-            "enrolment_id": ENROLMENT,
-            "study_instance_uids": [UIDS[0], UIDS[1]],
-            "expertise_requested": False,
-        },
-        strict=False,
-    )
-    events = [first, identity(2, first, "matched"), catalogue(3, UIDS), selection, status(4, UIDS[0], 3, "available")]
+    _, events = half_available("Hélène", "00000000-0000-0000-0000-0000000000ac", expertise_requested=False)
     store = FakeReadModel()
     store.documents.update(fold(events))  # type: ignore[arg-type]
     audited: list[AuditRecord] = []
