@@ -5,23 +5,23 @@ counterpart), a meeting's member is written with its details or on its own, and 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from gateway.audit import AuditRecord
+import httpx
+from gateway import read_model
+from gateway.api import ApiContext, create_api
+from gateway.audit import Auditor, AuditRecord
+from gateway.auth import TokenVerifier, token_hash
+from gateway.hub import Hub
 from gateway.projection import ENROLMENTS, MEETINGS, RCPS, Collection, Json, Patch, apply_patch, supersedes
-from gateway.read_model import (
-    EnrolmentRecord,
-    MeetingRecord,
-    RcpRecord,
-    Record,
-    StoredDocument,
-    enrolment_record,
-    meeting_record,
-    parse_document,
-    rcp_record,
-)
+from gateway.read_model import EnrolmentRecord, MeetingRecord, RcpRecord, Record, StoredDocument
+from gateway.settings import ApiToken
+from gateway.viewer import ViewerLinks
+from proxymage_shared.events import Event
 
 
 def _set(document: StoredDocument | None, patch: Patch) -> StoredDocument:
@@ -59,7 +59,7 @@ class FakeReadModel:
         if member is not None:
             after = _set(after, member)
         self.documents[key] = after
-        return parse_document(patch.collection, after)
+        return read_model.parse_document(patch.collection, after)
 
     async def add_member(self, patch: Patch) -> None:
         self._write()
@@ -70,12 +70,12 @@ class FakeReadModel:
 
     async def enrolment(self, enrolment_id: str) -> EnrolmentRecord | None:
         document = self.documents.get((ENROLMENTS, enrolment_id))
-        return enrolment_record(document) if document is not None else None
+        return read_model.enrolment_record(document) if document is not None else None
 
     async def enrolments_selecting(
         self, study_instance_uids: Sequence[str], limit: int = 1000
     ) -> list[EnrolmentRecord]:
-        records = [enrolment_record(document) for document in self._all(ENROLMENTS)]
+        records = [read_model.enrolment_record(document) for document in self._all(ENROLMENTS)]
         wanted = set(study_instance_uids)
         return [
             record
@@ -85,20 +85,20 @@ class FakeReadModel:
 
     async def meeting(self, meeting_id: str) -> MeetingRecord | None:
         document = self.documents.get((MEETINGS, meeting_id))
-        return meeting_record(document) if document is not None else None
+        return read_model.meeting_record(document) if document is not None else None
 
     async def enrolments_of(self, meeting_id: str, meeting: MeetingRecord | None, limit: int) -> list[EnrolmentRecord]:
-        records = [enrolment_record(document) for document in self._all(ENROLMENTS)]
+        records = [read_model.enrolment_record(document) for document in self._all(ENROLMENTS)]
         if meeting is not None and meeting.members is not None:
             listed = {member.enrolment_id for member in meeting.members.values()}
             records = [record for record in records if record.enrolment_id in listed]
         return [r for r in records if r.enrolment is not None and r.enrolment.meeting_id == meeting_id][:limit]
 
     async def meetings(self, limit: int) -> list[MeetingRecord]:
-        return [meeting_record(document) for document in self._all(MEETINGS)][:limit]
+        return [read_model.meeting_record(document) for document in self._all(MEETINGS)][:limit]
 
     async def meetings_dated(self, first_day: dt.date, last_day: dt.date, limit: int) -> list[MeetingRecord]:
-        records = [meeting_record(document) for document in self._all(MEETINGS)]
+        records = [read_model.meeting_record(document) for document in self._all(MEETINGS)]
         first, last = first_day.isoformat(), last_day.isoformat()
 
         def dated(record: MeetingRecord) -> bool:
@@ -109,10 +109,10 @@ class FakeReadModel:
 
     async def rcp(self, rcp_id: str) -> RcpRecord | None:
         document = self.documents.get((RCPS, rcp_id))
-        return rcp_record(document) if document is not None else None
+        return read_model.rcp_record(document) if document is not None else None
 
     async def rcps(self, limit: int) -> list[RcpRecord]:
-        return [rcp_record(document) for document in self._all(RCPS)][:limit]
+        return [read_model.rcp_record(document) for document in self._all(RCPS)][:limit]
 
     async def record_audit(self, records: list[AuditRecord]) -> None:
         self.audit += records
@@ -140,3 +140,75 @@ class RecordingHub:
 
     def on(self, stream: str) -> list[Announced]:
         return [message for message in self.messages if message.stream == stream]
+
+
+class CommandRecorder:
+    """The API's publisher, audit and meetings replaced: what a command publishes and audits, without servers."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, Event]] = []
+        self.audited: list[dict[str, Any]] = []
+        self.stored_meetings: list[MeetingRecord] = []
+        self.fail = False  # publishing raises, as with Kafka down
+
+    async def publish(self, topic: str, key: str, event: Event) -> None:
+        if self.fail:
+            raise ConnectionError("kafka down")
+        self.published.append((topic, key, event))
+
+    async def write(self, records: list[dict[str, Any]]) -> None:
+        self.audited.extend(records)
+
+    async def meetings(self, limit: int) -> list[MeetingRecord]:
+        return self.stored_meetings[:limit]
+
+
+@contextlib.asynccontextmanager
+async def command_client(
+    recorder: CommandRecorder, now: dt.datetime, tokens: Mapping[str, tuple[str, str]], **context: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the API built on `recorder`, signed in with the `dcc-token` bearer; `tokens` maps each
+    bearer to its (name, role)."""
+    auditor = Auditor(recorder.write)
+    api = ApiContext(
+        store=recorder,  # type: ignore[arg-type]  # commands read only the meetings
+        hub=Hub(),
+        verifier=TokenVerifier(
+            [ApiToken(name=name, role=role, sha256=token_hash(token)) for token, (name, role) in tokens.items()]
+        ),
+        auditor=auditor,
+        links=ViewerLinks(""),
+        publish=recorder.publish,
+        today=lambda: now.date(),
+        now=lambda: now,
+        **context,
+    )
+    transport = httpx.ASGITransport(app=create_api(api))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway.test", headers={"Authorization": "Bearer dcc-token"}
+    ) as http:
+        yield http
+    await auditor.flush()
+
+
+def enrolment_body(*, patient: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """A valid `POST /api/v1/enrolments` body of an obviously fictitious patient; `fields` and `patient` override."""
+    return {
+        "enrolment_id": "enr-fictif-1",
+        "meeting_id": "m-fictif-1",
+        "rcp_id": "rcp-fictif",
+        "meeting_title": "RCP fictive",
+        "meeting_date": "2026-12-10",
+        "centre": "CHU Fictif",
+        "consent": True,
+        "requested_by": {"name": "Dr Essai"},
+        **fields,
+        "patient": {
+            "birth_name": "FICTIF",
+            "used_name": None,
+            "first_name": "Alice",
+            "birth_date": "1960-01-01",
+            "sex": "F",
+            **(patient or {}),
+        },
+    }

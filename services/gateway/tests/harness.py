@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -118,6 +119,33 @@ async def running_gateway(unique: str, **overrides: Any) -> AsyncIterator[Runnin
             cleanup = create_mongo_client(settings.mongo_url.get_secret_value())
             await cleanup.drop_database(settings.database_name())
             await cleanup.close()
+
+
+@contextlib.asynccontextmanager
+async def serving_with_log(settings: Settings, log_path: Path) -> AsyncIterator[str]:
+    """The gateway of `settings` run in-process, its logs (DEBUG) in `log_path`; yields its URL once ready."""
+    from proxymage_shared.logging import configure_logging
+
+    url = f"http://127.0.0.1:{settings.health_port}"
+    with log_path.open("w") as log_file:
+        configure_logging(settings.service_name, "DEBUG", stream=log_file)
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_service(build(settings), stop))
+
+        async def ready() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    return (await client.get(f"{url}/readyz", timeout=2)).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        try:
+            await eventually(ready, 60, "the gateway to be ready")
+            yield url
+        finally:
+            stop.set()
+            await running
+            configure_logging(settings.service_name, "INFO")
 
 
 class GatewayThread:

@@ -15,7 +15,6 @@ Screenshots go under the test's tmp_path; the key ones are also copied to var/sc
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import html
@@ -44,6 +43,7 @@ from gateway.console.labels import (
     near_miss_hint,
     script_labels,
 )
+from gateway.settings import Settings
 from playwright.async_api import Browser, Dialog, Page, expect
 from proxymage_dev.pytest_plugin import ROOT, free_port
 from proxymage_dev.testing import consuming, eventually, stop_in_order
@@ -62,6 +62,9 @@ from proxymage_shared.events import (
     StudyStatusChanged,
 )
 from proxymage_shared.reasons import TEXTS, Reason
+from proxymage_shared.settings import load_settings
+
+from .harness import serving_with_log
 
 SCREENSHOTS = ROOT / "var" / "screenshots"
 TOKEN = "jeton-console-essai-" + uuid.uuid4().hex
@@ -307,45 +310,30 @@ class Gateway:
             return await client.request(method, path, json=body, timeout=10)
 
 
-@pytest.fixture
-async def gateway(stack_env: dict[str, str], unique: str, tmp_path: Path) -> AsyncIterator[Gateway]:
-    from gateway import app as gateway_app
-    from gateway.settings import Settings
-    from proxymage_shared.logging import configure_logging
-    from proxymage_shared.service import run_service
-    from proxymage_shared.settings import load_settings
-
-    port = free_port()
-    settings = load_settings(
+def console_settings(unique: str, token_name: str, **overrides: Any) -> Settings:
+    """The settings of a gateway run in-process for a browser test: its own topics and database, free port."""
+    overrides.setdefault("health_port", free_port())
+    return load_settings(
         Settings,
         topic_prefix=f"it-{unique}.",
         mongo_database=f"it_gateway_{unique}",
-        health_port=port,
-        api_tokens=({"name": "console-essai", "role": "dcc", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()},),
+        api_tokens=({"name": token_name, "role": "dcc", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()},),
         viewer_url_template=VIEWER_TEMPLATE,
         sse_heartbeat_seconds=2.0,
+        **overrides,
     )
-    log_path = tmp_path / "gateway.log"
-    with log_path.open("w") as log_file:
-        configure_logging(settings.service_name, "DEBUG", stream=log_file)
-        stop = asyncio.Event()
-        running = asyncio.create_task(run_service(gateway_app.build(settings), stop))
-        url = f"http://127.0.0.1:{port}"
 
-        async def ready() -> bool:
-            try:
-                async with httpx.AsyncClient() as client:
-                    return (await client.get(f"{url}/readyz", timeout=2)).status_code == 200
-            except httpx.TransportError:
-                return False
 
+@pytest.fixture
+async def gateway(stack_env: dict[str, str], unique: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+    settings = console_settings(unique, "console-essai")
+    async with serving_with_log(settings, tmp_path / "gateway.log") as url:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
         inbound_topics = [settings.topic(topic) for topic in topics.INBOUND_TOPICS]
         consumer = AIOKafkaConsumer(
             *inbound_topics, bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest"
         )
         try:
-            await eventually(ready, 60, "the gateway to be ready")
             await producer.start()
             await consumer.start()
             harness = Gateway(url, settings.topic_prefix, producer)
@@ -357,9 +345,6 @@ async def gateway(stack_env: dict[str, str], unique: str, tmp_path: Path) -> Asy
                 yield harness
         finally:
             await stop_in_order(consumer, producer)
-            stop.set()
-            await running
-            configure_logging(settings.service_name, "INFO")
 
 
 @dataclass
@@ -376,19 +361,26 @@ class Shots:
             shutil.copyfile(target, SCREENSHOTS / f"console-{target.name}")
 
 
-async def open_console(browser: Browser, gateway: Gateway) -> tuple[Page, list[str]]:
-    """A fresh browser session logged in with the test's token; collects the page's script errors."""
+async def login_page(browser: Browser, gateway: Gateway) -> tuple[Page, list[str]]:
+    """A fresh browser on the console, sent to the login page (no cookie yet: the API says 401); with the list
+    the page's script errors go to."""
     context = await browser.new_context(base_url=gateway.url, locale="fr-FR", timezone_id="Europe/Paris")
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     await page.goto("/console/")
-    await expect(page).to_have_url(re.compile(r"/console/login\?expired=1"))  # no cookie yet: the API says 401
+    await expect(page).to_have_url(re.compile(r"/console/login\?expired=1"))
+    return page, errors
+
+
+async def open_console(browser: Browser, gateway: Gateway) -> tuple[Page, list[str]]:
+    """A fresh browser session logged in with the test's token; collects the page's script errors."""
+    page, errors = await login_page(browser, gateway)
     await page.get_by_label("Jeton d'accès").fill(TOKEN)
     await page.get_by_role("button", name="Se connecter").click()
     await expect(page).to_have_url(f"{gateway.url}/console/")
-    cookies = {cookie["name"]: cookie for cookie in await context.cookies()}
+    cookies = {cookie["name"]: cookie for cookie in await page.context.cookies()}
     assert cookies[COOKIE_NAME]["httpOnly"] is True
     assert cookies[COOKIE_NAME]["sameSite"] == "Strict"
     assert await page.evaluate("document.cookie") == ""  # the token is out of the scripts' reach
@@ -436,6 +428,48 @@ def _listed(enrolment_id: str, *studies: CataloguedStudy) -> ImagingCatalogued:
     """The fetcher's catalogue of the enrolment: these studies, listed now."""
     return ImagingCatalogued(
         event_id=uuid.uuid4(), occurred_at=_now(), enrolment_id=enrolment_id, status="listed", studies=studies
+    )
+
+
+def enrolment_form(enrolment_id: str, meeting_id: str, rcp_id: str, **patient: Any) -> dict[str, Any]:
+    """The `POST /api/v1/enrolments` body of a fictitious patient (`patient` sets the identity fields) for a
+    meeting a week from now."""
+    return {
+        "enrolment_id": enrolment_id,
+        "meeting_id": meeting_id,
+        "rcp_id": rcp_id,
+        "meeting_title": "RCP ORL FICTIVE",
+        "meeting_date": (dt.date.today() + dt.timedelta(days=7)).isoformat(),
+        "centre": "3C FICTIF",
+        "patient": {"birth_name": "ESSAI-FICTIF", "sex": "F", **patient},
+        "consent": True,
+        "requested_by": {"name": "Dr Paul DEMANDEUR"},
+    }
+
+
+async def publish_matched(gateway: Gateway, enrolment_id: str, meeting_id: str, enrolled: dict[str, Any]) -> None:
+    """Plays the identity-matcher's `matched` (patient P-ESSAI-1) for `enrolled`."""
+    await publish_identity(
+        gateway,
+        enrolment_id,
+        enrolled,
+        source_occurred_at=dt.datetime.fromisoformat(enrolled["occurred_at"]),
+        meeting_id=meeting_id,
+        status="matched",
+        pacs_patients=(PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),),
+    )
+
+
+async def publish_ct_and_mr(gateway: Gateway, enrolment_id: str, ct: str, mr: str) -> None:
+    """Plays the fetcher's catalogue: a chest CT 20 days old and a neck MR 60 days old."""
+    await gateway.publish(
+        topics.IMAGING_CATALOGUED,
+        _listed(
+            enrolment_id,
+            _study(ct, "TDM THORAX FICTIF", dt.date.today() - dt.timedelta(days=20), ("CT",), 40),
+            _study(mr, "IRM CERVICALE FICTIVE", dt.date.today() - dt.timedelta(days=60), ("MR",), 120),
+        ),
+        enrolment_id,
     )
 
 
@@ -741,49 +775,18 @@ async def test_correct_the_identity_then_withdraw_from_the_enrolment_page(
     page, errors = await open_console(browser, gateway)
     meeting_id = f"m-essai-{uuid.uuid4().hex[:6]}"
     enrolment_id = f"enr-essai-{uuid.uuid4().hex[:6]}"
-    meeting_date = (dt.date.today() + dt.timedelta(days=7)).isoformat()
-    body = {
-        "enrolment_id": enrolment_id,
-        "meeting_id": meeting_id,
-        "rcp_id": "rcp-essai",
-        "meeting_title": "RCP ORL FICTIVE",
-        "meeting_date": meeting_date,
-        "centre": "3C FICTIF",
-        "patient": {
-            "birth_name": "ESSAI-FICTIF",
-            "used_name": "EXEMPLE",
-            "first_name": "Catherine",
-            "birth_date": "1956-04-12",
-            "sex": "F",
-        },
-        "consent": True,
-        "requested_by": {"name": "Dr Paul DEMANDEUR"},
-    }
+    body = enrolment_form(
+        enrolment_id, meeting_id, "rcp-essai", used_name="EXEMPLE", first_name="Catherine", birth_date="1956-04-12"
+    )
     assert (await gateway.api("POST", "/api/v1/enrolments", body)).status_code == 202
     first = await gateway.command(topics.PATIENT_ENROLLED, enrolment_id=enrolment_id)
 
     async def resolved(source: dict[str, Any]) -> None:
-        await publish_identity(
-            gateway,
-            enrolment_id,
-            source,
-            source_occurred_at=dt.datetime.fromisoformat(source["occurred_at"]),
-            meeting_id=meeting_id,
-            status="matched",
-            pacs_patients=(PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),),
-        )
+        await publish_matched(gateway, enrolment_id, meeting_id, source)
 
     await resolved(first)
     ct, mr = "1.2.826.0.1.3680043.9.9998.1", "1.2.826.0.1.3680043.9.9998.2"
-    await gateway.publish(
-        topics.IMAGING_CATALOGUED,
-        _listed(
-            enrolment_id,
-            _study(ct, "TDM THORAX FICTIF", dt.date.today() - dt.timedelta(days=20), ("CT",), 40),
-            _study(mr, "IRM CERVICALE FICTIVE", dt.date.today() - dt.timedelta(days=60), ("MR",), 120),
-        ),
-        enrolment_id,
-    )
+    await publish_ct_and_mr(gateway, enrolment_id, ct, mr)
     selection = {"study_instance_uids": [ct, mr], "expertise_requested": True}
     assert (await gateway.api("PUT", f"/api/v1/enrolments/{enrolment_id}/selection", selection)).status_code == 202
     await gateway.publish(topics.STUDY_STATUS, _status(enrolment_id, ct, "available", 2), enrolment_id)

@@ -34,27 +34,29 @@ from .test_console import TOKEN, UI_TIMEOUT_MS, Gateway, Shots
 
 gateway = console_tests.gateway  # the in-process gateway fixture of test_console.py
 
-# User guide §4.1, "Vous pouvez filtrer selon le type d'examen", as the guide writes each one.
-GUIDE_MODALITIES = {
-    "AU": "Audio",
-    "CR": "Radiographie conventionnelle (informatisée)",
-    "CT": "Tomodensitométrie",
-    "DX": "Radiologie numérique",
-    "ES": "Endoscopie",
-    "MG": "Mammographie",
-    "MR": "Résonance magnétique",
-    "NM": "Médecine nucléaire",
-    "OT": "Autre",
-    "PT": "Tomographie par émission de positons Type (PET)",
-    "RF": "Radiofluoroscopie",
-    "RT": "Radiothérapie",
-    "SC": "Capture d'écran par image clé",
-    "SR": "Rapports structurés",
-    "US": "Ultrasons",
-    "VL": "Photo",
-    "XA": "Angiographie",
-    "XC": "Radioscopie numérique",
-}
+# User guide §4.1, "Vous pouvez filtrer selon le type d'examen", one line per type as the guide prints it
+# (its OCR'd bullets and irregular spacing around the colon dropped).
+GUIDE_MODALITY_LINES = """
+AU: Audio
+CR: Radiographie conventionnelle (informatisée)
+CT: Tomodensitométrie
+DX: Radiologie numérique
+ES: Endoscopie
+MG: Mammographie
+MR: Résonance magnétique
+NM: Médecine nucléaire
+OT: Autre
+PT: Tomographie par émission de positons Type (PET)
+RF: Radiofluoroscopie
+RT: Radiothérapie
+SC: Capture d'écran par image clé
+SR: Rapports structurés
+US: Ultrasons
+VL: Photo
+XA: Angiographie
+XC: Radioscopie numérique
+"""
+GUIDE_MODALITIES = dict(line.split(": ", 1) for line in GUIDE_MODALITY_LINES.strip().splitlines())
 PAGES = (
     "/console/",
     "/console/aide",

@@ -11,40 +11,22 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway.api import ApiContext, create_api
 from gateway.api_models import ExpertOut, Meeting
 from gateway.api_types import EXCLUDED_IN_EMAIL
-from gateway.audit import Auditor
-from gateway.auth import TokenVerifier, token_hash
 from gateway.experts import known_experts, refused_experts
-from gateway.hub import Hub
 from gateway.read_model import MeetingRecord
-from gateway.settings import ApiToken, Settings
-from gateway.viewer import ViewerLinks
+from gateway.settings import Settings
 from proxymage_shared import topics
-from proxymage_shared.events import Event, MeetingExperts
+from proxymage_shared.events import MeetingExperts
 from proxymage_shared.mssante import address_pattern
+
+from .fakes import CommandRecorder, command_client
 
 NOW = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC)
 DOMAINS = ("*.mssante.fr", "*.mssante.test")
 
 
-class Recorder:
-    """The publisher, the audit and the read model's meetings, replaced."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, str, Event]] = []
-        self.audited: list[dict[str, Any]] = []
-        self.stored_meetings: list[MeetingRecord] = []
-
-    async def publish(self, topic: str, key: str, event: Event) -> None:
-        self.published.append((topic, key, event))
-
-    async def write(self, records: list[dict[str, Any]]) -> None:
-        self.audited.extend(records)
-
-    async def meetings(self, limit: int) -> list[MeetingRecord]:
-        return self.stored_meetings[:limit]
+Recorder = CommandRecorder
 
 
 @pytest.fixture
@@ -54,24 +36,8 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 async def client(recorder: Recorder) -> AsyncIterator[httpx.AsyncClient]:
-    auditor = Auditor(recorder.write)
-    context = ApiContext(
-        store=recorder,  # type: ignore[arg-type]  # only `meetings` is read here
-        hub=Hub(),
-        verifier=TokenVerifier([ApiToken(name="dcc", role="dcc", sha256=token_hash("dcc-token"))]),
-        auditor=auditor,
-        links=ViewerLinks(""),
-        publish=recorder.publish,
-        today=lambda: NOW.date(),
-        now=lambda: NOW,
-        expert_domains=DOMAINS,
-    )
-    transport = httpx.ASGITransport(app=create_api(context))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://gateway.test", headers={"Authorization": "Bearer dcc-token"}
-    ) as http:
+    async with command_client(recorder, NOW, {"dcc-token": ("dcc", "dcc")}, expert_domains=DOMAINS) as http:
         yield http
-    await auditor.flush()
 
 
 def experts_body(radiologist: str, nuclear: str | None) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from proxymage_shared.events import MODALITIES, Event
 from proxymage_shared.mssante import DEFAULT_ALLOWED_DOMAINS, address_allowed, address_pattern
 from pydantic import ValidationError
 
-from .fakes import FakeReadModel
+from .fakes import FakeReadModel, enrolment_body
 from .harness import DCC_TOKEN, VIEWER_TOKEN, GatewayThread
 
 NOW = dt.datetime(2026, 12, 3, 9, 0, tzinfo=dt.UTC)
@@ -225,24 +225,7 @@ async def site(recorder: Recorder, tmp_path: Path) -> AsyncIterator[httpx.AsyncC
 
 
 def enrolment(**patient: Any) -> dict[str, Any]:
-    return {
-        "enrolment_id": "enr-fictif-1",
-        "meeting_id": "m-fictif-1",
-        "rcp_id": "rcp-fictif",
-        "meeting_title": "RCP fictive",
-        "meeting_date": "2026-12-10",
-        "centre": "CHU Fictif",
-        "patient": {
-            "birth_name": "FICTIF",
-            "used_name": None,
-            "first_name": "Alice",
-            "birth_date": "1960-01-01",
-            "sex": "F",
-            **patient,
-        },
-        "consent": True,
-        "requested_by": {"name": "Dr Essai"},
-    }
+    return enrolment_body(patient=patient)
 
 
 async def test_a_body_over_the_limit_is_413_before_parsing(site: httpx.AsyncClient, recorder: Recorder) -> None:

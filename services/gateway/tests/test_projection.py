@@ -14,19 +14,8 @@ from gateway.read_model import EnrolmentRecord, enrolment_record, rcp_record
 from gateway.viewer import ViewerLinks
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from proxymage_shared.events import (
-    EnrolmentWithdrawn,
-    Event,
-    ExpertiseNotification,
-    IdentityResolved,
-    ImagingCatalogued,
-    MeetingExperts,
-    PatientEnrolled,
-    RcpSettings,
-    StudiesSelected,
-    StudyRemoved,
-    StudyStatusChanged,
-)
+from proxymage_shared import events as ev
+from proxymage_shared.events import Event
 
 ENROLMENT = "enr-1"
 UIDS = ("1.2.3.1", "1.2.3.2", "1.2.3.3")
@@ -42,8 +31,8 @@ def _base(offset: int) -> dict[str, Any]:
     return {"event_id": str(uuid.UUID(int=offset * 7919 + 1)), "occurred_at": _at(offset).isoformat()}
 
 
-def enrolled(offset: int, first_name: str) -> PatientEnrolled:
-    return PatientEnrolled.model_validate(
+def enrolled(offset: int, first_name: str) -> ev.PatientEnrolled:
+    return ev.PatientEnrolled.model_validate(
         {
             **_base(offset),
             "enrolment_id": ENROLMENT,
@@ -66,14 +55,16 @@ def enrolled(offset: int, first_name: str) -> PatientEnrolled:
     )
 
 
-def withdrawn(offset: int, reason: str | None = None) -> EnrolmentWithdrawn:
-    return EnrolmentWithdrawn.model_validate(
+def withdrawn(offset: int, reason: str | None = None) -> ev.EnrolmentWithdrawn:
+    return ev.EnrolmentWithdrawn.model_validate(
         {**_base(offset), "enrolment_id": ENROLMENT, "reason": reason}, strict=False
     )
 
 
-def identity(offset: int, source: PatientEnrolled | EnrolmentWithdrawn, status: str, **extra: Any) -> IdentityResolved:
-    return IdentityResolved.model_validate(
+def identity(
+    offset: int, source: ev.PatientEnrolled | ev.EnrolmentWithdrawn, status: str, **extra: Any
+) -> ev.IdentityResolved:
+    return ev.IdentityResolved.model_validate(
         {
             **_base(offset),
             "enrolment_id": ENROLMENT,
@@ -89,8 +80,8 @@ def identity(offset: int, source: PatientEnrolled | EnrolmentWithdrawn, status: 
     )
 
 
-def catalogue(offset: int, uids: tuple[str, ...]) -> ImagingCatalogued:
-    return ImagingCatalogued.model_validate(
+def catalogue(offset: int, uids: tuple[str, ...]) -> ev.ImagingCatalogued:
+    return ev.ImagingCatalogued.model_validate(
         {
             **_base(offset),
             "enrolment_id": ENROLMENT,
@@ -113,8 +104,8 @@ def catalogue(offset: int, uids: tuple[str, ...]) -> ImagingCatalogued:
     )
 
 
-def status(offset: int, uid: str, version: int, state: str) -> StudyStatusChanged:
-    return StudyStatusChanged.model_validate(
+def status(offset: int, uid: str, version: int, state: str) -> ev.StudyStatusChanged:
+    return ev.StudyStatusChanged.model_validate(
         {
             **_base(offset),
             "enrolment_id": ENROLMENT,
@@ -140,16 +131,20 @@ POOL: list[Event] = [
     identity(60, second, "error"),
     catalogue(3, UIDS[:2]),
     catalogue(52, UIDS),
-    StudiesSelected.model_validate(
+    ev.StudiesSelected.model_validate(
         {**_base(4), "enrolment_id": ENROLMENT, "study_instance_uids": list(UIDS[:2]), "expertise_requested": True},
         strict=False,
     ),
-    StudiesSelected.model_validate(
+    ev.StudiesSelected.model_validate(
         {**_base(70), "enrolment_id": ENROLMENT, "study_instance_uids": list(UIDS), "expertise_requested": False},
         strict=False,
     ),
-    StudyRemoved.model_validate({**_base(5), "enrolment_id": ENROLMENT, "study_instance_uid": UIDS[1]}, strict=False),
-    StudyRemoved.model_validate({**_base(80), "enrolment_id": ENROLMENT, "study_instance_uid": UIDS[2]}, strict=False),
+    ev.StudyRemoved.model_validate(
+        {**_base(5), "enrolment_id": ENROLMENT, "study_instance_uid": UIDS[1]}, strict=False
+    ),
+    ev.StudyRemoved.model_validate(
+        {**_base(80), "enrolment_id": ENROLMENT, "study_instance_uid": UIDS[2]}, strict=False
+    ),
     status(6, UIDS[0], 1, "queued"),
     status(7, UIDS[0], 2, "retrieving"),
     status(8, UIDS[0], 3, "available"),
@@ -158,7 +153,7 @@ POOL: list[Event] = [
     status(11, UIDS[2], 1, "not_yet_available"),
     # the same version published again later (a re-publication after a crash): ties broken by time
     status(12, UIDS[2], 1, "not_yet_available"),
-    ExpertiseNotification.model_validate(
+    ev.ExpertiseNotification.model_validate(
         {
             **_base(13),
             "enrolment_id": ENROLMENT,
@@ -169,7 +164,7 @@ POOL: list[Event] = [
         },
         strict=False,
     ),
-    ExpertiseNotification.model_validate(
+    ev.ExpertiseNotification.model_validate(
         {
             **_base(14),
             "enrolment_id": ENROLMENT,
@@ -180,7 +175,7 @@ POOL: list[Event] = [
         },
         strict=False,
     ),
-    MeetingExperts.model_validate(
+    ev.MeetingExperts.model_validate(
         {
             **_base(15),
             "meeting_id": "m-1",
@@ -193,7 +188,7 @@ POOL: list[Event] = [
         },
         strict=False,
     ),
-    RcpSettings.model_validate(
+    ev.RcpSettings.model_validate(
         {
             **_base(16),
             "rcp_id": "rcp-1",

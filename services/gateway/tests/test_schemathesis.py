@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 
+from .fakes import enrolment_body
 from .harness import DCC_TOKEN, GatewayThread
 
 load_all_checks()
@@ -63,23 +64,13 @@ SEEDS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     (
         "POST",
         "/api/v1/enrolments",
-        {
-            "enrolment_id": "enr-fuzz",
-            "meeting_id": "m-fuzz",
-            "rcp_id": "rcp-fuzz",
-            "meeting_title": "RCP fictive",
-            "meeting_date": "2026-12-10",
-            "centre": "CHU Fictif",
-            "patient": {
-                "birth_name": "FICTIF",
-                "used_name": None,
-                "first_name": "Essai",
-                "birth_date": "1960-01-01",
-                "sex": "F",
-            },
-            "consent": True,
-            "requested_by": {"name": "Dr Demandeur Fictif"},
-        },
+        enrolment_body(
+            enrolment_id="enr-fuzz",
+            meeting_id="m-fuzz",
+            rcp_id="rcp-fuzz",
+            requested_by={"name": "Dr Demandeur Fictif"},
+            patient={"first_name": "Essai"},
+        ),
     ),
 )
 

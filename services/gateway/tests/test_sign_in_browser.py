@@ -12,9 +12,7 @@ Screenshots are kept under var/screenshots/ (console-NN-oidc-*.png).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import hashlib
 import json
 import re
 import uuid
@@ -30,18 +28,16 @@ from gateway.sessions import SESSION_PREFIX
 from playwright.async_api import Browser, Locator, Page, expect
 from proxymage_dev.pytest_plugin import free_port
 from proxymage_dev.testing import eventually
-from proxymage_shared import topics
-from proxymage_shared.events import PacsPatientRef
 
+from .harness import serving_with_log
 from .test_console import (
-    TOKEN,
-    UI_TIMEOUT_MS,
-    VIEWER_TEMPLATE,
     Gateway,
     Shots,
-    _listed,
-    _study,
-    publish_identity,
+    console_settings,
+    enrolment_form,
+    login_page,
+    publish_ct_and_mr,
+    publish_matched,
 )
 
 pytestmark = pytest.mark.integration
@@ -61,74 +57,34 @@ async def gateway(
     stack_env: dict[str, str], oidc_provider: dict[str, str], unique: str, tmp_path: Path
 ) -> AsyncIterator[Gateway]:
     """The gateway with personal sign-in on, its public URL its own (the provider's callback comes back here)."""
-    from gateway import app as gateway_app
-    from gateway.settings import Settings
-    from proxymage_shared.logging import configure_logging
-    from proxymage_shared.service import run_service
-    from proxymage_shared.settings import load_settings
-
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    settings = load_settings(
-        Settings,
-        topic_prefix=f"it-{unique}.",
-        mongo_database=f"it_gateway_{unique}",
+    settings = console_settings(
+        unique,
+        "dcc-essai",
         health_port=port,
-        api_tokens=({"name": "dcc-essai", "role": "dcc", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()},),
-        viewer_url_template=VIEWER_TEMPLATE,
         public_url=url,
         oidc_issuer=oidc_provider["PROXYMAGE_OIDC_ISSUER"],
         oidc_client_id=oidc_provider["PROXYMAGE_OIDC_CLIENT_ID"],
         oidc_client_secret=oidc_provider["PROXYMAGE_OIDC_CLIENT_SECRET"],
         oidc_session_secret=f"secret-de-session-essai-{unique}",
-        sse_heartbeat_seconds=2.0,
     )
-    with (tmp_path / "gateway.log").open("w") as log_file:
-        configure_logging(settings.service_name, "DEBUG", stream=log_file)
-        stop = asyncio.Event()
-        running = asyncio.create_task(run_service(gateway_app.build(settings), stop))
-
-        async def ready() -> bool:
-            try:
-                async with httpx.AsyncClient() as client:
-                    return (await client.get(f"{url}/readyz", timeout=2)).status_code == 200
-            except httpx.TransportError:
-                return False
-
+    async with serving_with_log(settings, tmp_path / "gateway.log"):
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
         try:
-            await eventually(ready, 60, "the gateway to be ready")
             await producer.start()
             yield Gateway(url, settings.topic_prefix, producer)
         finally:
             await producer.stop()
-            stop.set()
-            await running
-            configure_logging(settings.service_name, "INFO")
 
 
 async def seed(gateway: Gateway) -> tuple[str, str]:
     """A meeting and an enrolment, identity matched, two studies listed, the CT selected: (meeting, enrolment)."""
     meeting_id = f"m-oidc-{uuid.uuid4().hex[:6]}"
     enrolment_id = f"enr-oidc-{uuid.uuid4().hex[:6]}"
-    meeting_date = (dt.date.today() + dt.timedelta(days=7)).isoformat()
-    body = {
-        "enrolment_id": enrolment_id,
-        "meeting_id": meeting_id,
-        "rcp_id": "rcp-oidc-essai",
-        "meeting_title": "RCP ORL FICTIVE",
-        "meeting_date": meeting_date,
-        "centre": "3C FICTIF",
-        "patient": {
-            "birth_name": "ESSAI-FICTIF",
-            "used_name": None,
-            "first_name": "Camille",
-            "birth_date": "1961-02-03",
-            "sex": "F",
-        },
-        "consent": True,
-        "requested_by": {"name": "Dr Paul DEMANDEUR"},
-    }
+    body = enrolment_form(
+        enrolment_id, meeting_id, "rcp-oidc-essai", used_name=None, first_name="Camille", birth_date="1961-02-03"
+    )
     enrolled = await gateway.api("POST", "/api/v1/enrolments", body)
     assert enrolled.status_code == 202
 
@@ -142,24 +98,8 @@ async def seed(gateway: Gateway) -> tuple[str, str]:
     await eventually(projected, 30, "the enrolment in the read model")
     # The identity-matcher's answer to that enrolled event (the gateway shows an answer to its current event).
     source = {"event_id": enrolled.json()["event_id"], "occurred_at": dt.datetime.now(dt.UTC).isoformat()}
-    await publish_identity(
-        gateway,
-        enrolment_id,
-        source,
-        source_occurred_at=dt.datetime.fromisoformat(source["occurred_at"]),
-        meeting_id=meeting_id,
-        status="matched",
-        pacs_patients=(PacsPatientRef(patient_id="P-ESSAI-1", issuer="CHU-FICTIF"),),
-    )
-    await gateway.publish(
-        topics.IMAGING_CATALOGUED,
-        _listed(
-            enrolment_id,
-            _study(CT, "TDM THORAX FICTIF", dt.date.today() - dt.timedelta(days=20), ("CT",), 40),
-            _study(MR, "IRM CERVICALE FICTIVE", dt.date.today() - dt.timedelta(days=60), ("MR",), 120),
-        ),
-        enrolment_id,
-    )
+    await publish_matched(gateway, enrolment_id, meeting_id, source)
+    await publish_ct_and_mr(gateway, enrolment_id, CT, MR)
     selection = {"study_instance_uids": [CT], "expertise_requested": False}
     assert (await gateway.api("PUT", f"/api/v1/enrolments/{enrolment_id}/selection", body=selection)).status_code == 202
 
@@ -180,13 +120,8 @@ async def sign_in(
 ) -> tuple[Page, list[str]]:
     """A fresh browser: the console sends it to the login page, the provider's form, and back signed in; with
     the page's script errors."""
-    context = await browser.new_context(base_url=gateway.url, locale="fr-FR", timezone_id="Europe/Paris")
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    await page.goto("/console/")
-    await expect(page).to_have_url(re.compile(r"/console/login\?expired=1"))
+    page, errors = await login_page(browser, gateway)
+    context = page.context
     await page.get_by_role("link", name=SIGN_IN_LINK).click()
     # The provider's own page (another origin), reached with code + PKCE S256 + state + nonce.
     await expect(page).to_have_url(re.compile(r"^http://127\.0\.0\.1:\d+/interaction/"))

@@ -10,31 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway.api import ApiContext, create_api
-from gateway.audit import Auditor
-from gateway.auth import TokenVerifier, token_hash
-from gateway.hub import Hub
-from gateway.settings import ApiToken
-from gateway.viewer import ViewerLinks
 from proxymage_shared import topics
-from proxymage_shared.events import EnrolmentWithdrawn, Event
+from proxymage_shared.events import EnrolmentWithdrawn
+
+from .fakes import CommandRecorder, command_client
 
 NOW = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.UTC)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, str, Event]] = []
-        self.audited: list[dict[str, Any]] = []
-        self.fail = False
-
-    async def publish(self, topic: str, key: str, event: Event) -> None:
-        if self.fail:
-            raise ConnectionError("kafka down")
-        self.published.append((topic, key, event))
-
-    async def write(self, records: list[dict[str, Any]]) -> None:
-        self.audited.extend(records)
+Recorder = CommandRecorder
+TOKENS = {"dcc-token": ("dcc", "dcc"), "viewer-token": ("lecteur", "viewer")}
 
 
 @pytest.fixture
@@ -44,28 +29,8 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 async def client(recorder: Recorder) -> AsyncIterator[httpx.AsyncClient]:
-    auditor = Auditor(recorder.write)
-    context = ApiContext(
-        store=None,  # type: ignore[arg-type]  # a command reads nothing
-        hub=Hub(),
-        verifier=TokenVerifier(
-            [
-                ApiToken(name="dcc", role="dcc", sha256=token_hash("dcc-token")),
-                ApiToken(name="lecteur", role="viewer", sha256=token_hash("viewer-token")),
-            ]
-        ),
-        auditor=auditor,
-        links=ViewerLinks(""),
-        publish=recorder.publish,
-        today=lambda: NOW.date(),
-        now=lambda: NOW,
-    )
-    transport = httpx.ASGITransport(app=create_api(context))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://gateway.test", headers={"Authorization": "Bearer dcc-token"}
-    ) as http:
+    async with command_client(recorder, NOW, TOKENS) as http:
         yield http
-    await auditor.flush()
 
 
 def published(recorder: Recorder) -> EnrolmentWithdrawn:
@@ -144,24 +109,8 @@ async def test_who_may_withdraw_and_the_audit(client: httpx.AsyncClient, recorde
 
 
 async def test_audit_records(recorder: Recorder) -> None:
-    auditor = Auditor(recorder.write)
-    context = ApiContext(
-        store=None,  # type: ignore[arg-type]
-        hub=Hub(),
-        verifier=TokenVerifier([ApiToken(name="dcc", role="dcc", sha256=token_hash("dcc-token"))]),
-        auditor=auditor,
-        links=ViewerLinks(""),
-        publish=recorder.publish,
-        today=lambda: NOW.date(),
-        now=lambda: NOW,
-    )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=create_api(context)),
-        base_url="http://gateway.test",
-        headers={"Authorization": "Bearer dcc-token"},
-    ) as http:
+    async with command_client(recorder, NOW, TOKENS) as http:
         await http.delete("/api/v1/enrolments/enr-1", params={"reason": "motif libre"})
-    await auditor.flush()
     (record,) = recorder.audited
     assert record["action"] == "withdraw"
     assert record["status"] == 202

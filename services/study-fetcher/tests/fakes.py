@@ -20,8 +20,8 @@ from study_fetcher.ports import (
     Enrolment,
     IdentityOutcome,
     ListedStudy,
+    MoveControl,
     OnProgress,
-    OnStarted,
     StoredJob,
     StudyPresence,
     Transfer,
@@ -374,13 +374,8 @@ class FakePacs:
     async def in_viewer(self, study_instance_uid: str) -> StudyPresence | None:
         return self._answer(self.viewer, study_instance_uid)
 
-    async def move(
-        self,
-        study_instance_uid: str,
-        on_progress: OnProgress,
-        cancel: threading.Event | None = None,
-        on_started: OnStarted | None = None,
-    ) -> int:
+    async def move(self, study_instance_uid: str, on_progress: OnProgress, control: MoveControl) -> int:
+        cancel, on_started = control.cancel, control.on_started
         if self.budget_full is not None:  # no slot of MIRC's budget came: nothing sent
             raise self.budget_full
         if on_started is not None:

@@ -17,18 +17,9 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from proxymage_shared import topics
-from proxymage_shared.events import (
-    EnrolmentWithdrawn,
-    ExpertiseNotification,
-    IdentityResolved,
-    MeetingExperts,
-    PatientEnrolled,
-    StudiesSelected,
-    StudyStatusChanged,
-    utc_now,
-)
-from proxymage_shared.kafka import publish_event, subscribe
+from proxymage_shared import events, topics
+from proxymage_shared.events import ExpertiseNotification, utc_now
+from proxymage_shared.kafka import E, Handler, publish_event, subscribe
 from proxymage_shared.retention import sweeper
 from proxymage_shared.retry import BackoffSchedule
 from proxymage_shared.service import Service, build_service, periodic
@@ -96,20 +87,16 @@ def build(settings: Settings, sender: Sender | None = None, *, overrides: Overri
     handlers = Handlers(
         store, overrides.sender or sender or smtp, publish, options(settings), clock=overrides.clock or utc_now
     )
-    subscribe(
-        service.broker, settings, settings.topic(topics.MEETING_EXPERTS), MeetingExperts, handlers.on_meeting_experts
-    )
-    subscribe(service.broker, settings, settings.topic(topics.PATIENT_ENROLLED), PatientEnrolled, handlers.on_enrolled)
-    subscribe(service.broker, settings, settings.topic(topics.STUDIES_SELECTED), StudiesSelected, handlers.on_selected)
-    subscribe(
-        service.broker, settings, settings.topic(topics.ENROLMENT_WITHDRAWN), EnrolmentWithdrawn, handlers.on_withdrawn
-    )
-    subscribe(
-        service.broker, settings, settings.topic(topics.IDENTITY_RESOLVED), IdentityResolved, handlers.on_identity
-    )
-    subscribe(
-        service.broker, settings, settings.topic(topics.STUDY_STATUS), StudyStatusChanged, handlers.on_study_status
-    )
+
+    def on(topic: str, model: type[E], handler: Handler[E]) -> None:
+        subscribe(service.broker, settings, settings.topic(topic), model, handler)
+
+    on(topics.MEETING_EXPERTS, events.MeetingExperts, handlers.on_meeting_experts)
+    on(topics.PATIENT_ENROLLED, events.PatientEnrolled, handlers.on_enrolled)
+    on(topics.STUDIES_SELECTED, events.StudiesSelected, handlers.on_selected)
+    on(topics.ENROLMENT_WITHDRAWN, events.EnrolmentWithdrawn, handlers.on_withdrawn)
+    on(topics.IDENTITY_RESOLVED, events.IdentityResolved, handlers.on_identity)
+    on(topics.STUDY_STATUS, events.StudyStatusChanged, handlers.on_study_status)
 
     for _ in range(settings.send_workers):
         service.background.append(_send_worker(handlers, settings.send_poll_seconds))

@@ -3,14 +3,12 @@ REST API (Orthanc) for purging removed studies."""
 
 from __future__ import annotations
 
-import threading
-
 import httpx
 from proxymage_shared.dicom import DicomClient, StudyRecord, study_query
 from proxymage_shared.errors import TransientError
 from proxymage_shared.events import PacsPatientRef
 
-from study_fetcher.ports import OnProgress, OnStarted, Pacs, StudyPresence, ViewerPurge
+from study_fetcher.ports import MoveControl, OnProgress, Pacs, StudyPresence, ViewerPurge
 
 __all__ = ["DicomPacs", "OrthancRest", "Pacs", "StudyPresence", "ViewerPurge", "ViewerStoreUnavailableError"]
 
@@ -43,17 +41,10 @@ class DicomPacs:
         records = await self._viewer.find_studies(study_query(study_instance_uid=study_instance_uid))
         return _presence(records, study_instance_uid)
 
-    async def move(
-        self,
-        study_instance_uid: str,
-        on_progress: OnProgress,
-        cancel: threading.Event | None = None,
-        on_started: OnStarted | None = None,
-    ) -> int:
-        """Moves the study MIRC -> viewer store; returns the completed sub-operations (raises otherwise).
-        Setting `cancel` cancels it (MoveCancelledError)."""
+    async def move(self, study_instance_uid: str, on_progress: OnProgress, control: MoveControl) -> int:
+        """Moves the study MIRC -> viewer store; returns the completed sub-operations (raises otherwise)."""
         result = await self._mirc.move_study(
-            study_instance_uid, self._destination, on_progress, cancel, on_started=on_started
+            study_instance_uid, self._destination, on_progress, control.cancel, on_started=control.on_started
         )
         return result.completed + result.warning
 

@@ -28,6 +28,15 @@ OnProgress = Callable[[MoveProgress], None]  # told each pending C-MOVE response
 OnStarted = Callable[[], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class MoveControl:
+    """How a move is steered: setting `cancel` cancels it (MoveCancelledError); `on_started` is awaited just before
+    the C-MOVE is sent (once a slot of MIRC's budget is held), never if it is not."""
+
+    cancel: threading.Event | None = None
+    on_started: OnStarted | None = None
+
+
 def job_key_of(enrolment_id: str, study_instance_uid: str) -> str:
     """A job's id (a BusinessId cannot contain `|`)."""
     return f"{enrolment_id}|{study_instance_uid}"
@@ -186,15 +195,8 @@ class Pacs(Protocol):
     async def studies_of(self, patient: PacsPatientRef) -> list[StudyRecord]: ...
     async def in_mirc(self, study_instance_uid: str) -> StudyPresence | None: ...
     async def in_viewer(self, study_instance_uid: str) -> StudyPresence | None: ...
-    async def move(
-        self,
-        study_instance_uid: str,
-        on_progress: OnProgress,
-        cancel: threading.Event | None = None,
-        on_started: OnStarted | None = None,
-    ) -> int:
-        """The completed sub-operations of a complete move; raises the DICOM errors otherwise. `on_started` is
-        awaited just before the C-MOVE is sent (once a slot of MIRC's budget is held), never if it is not."""
+    async def move(self, study_instance_uid: str, on_progress: OnProgress, control: MoveControl) -> int:
+        """The completed sub-operations of a complete move; raises the DICOM errors otherwise."""
         ...
 
 

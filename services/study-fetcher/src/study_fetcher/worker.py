@@ -52,7 +52,16 @@ from proxymage_shared.reasons import Reason
 
 from study_fetcher import domain
 from study_fetcher.cleanup import ViewerCleaner
-from study_fetcher.ports import Clock, JobRepository, Pacs, StoredJob, StudyPresence, Transfer, TransferRepository
+from study_fetcher.ports import (
+    Clock,
+    JobRepository,
+    MoveControl,
+    Pacs,
+    StoredJob,
+    StudyPresence,
+    Transfer,
+    TransferRepository,
+)
 from study_fetcher.updater import JobUpdater
 from study_fetcher.wakeups import WakeUps
 
@@ -278,7 +287,7 @@ class Retriever:
         progress = _ProgressRelay(self._updater, latest, self._options.progress_interval_seconds, self._owner)
         relay = asyncio.create_task(progress.run())
         try:
-            completed = await self._pacs.move(study_instance_uid, progress.report, cancel, on_started=started)
+            completed = await self._pacs.move(study_instance_uid, progress.report, MoveControl(cancel, started))
         except MoveCancelledError:
             MOVES.labels("cancelled").inc()
             return domain.Retry(self._now(), Reason.of("move_failed", "transfert annulé"))  # applies to no job

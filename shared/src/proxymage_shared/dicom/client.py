@@ -41,16 +41,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from proxymage_shared import metrics
-from proxymage_shared.dicom import queries
+from proxymage_shared.dicom import errors, queries
 from proxymage_shared.dicom.budget import AssociationBudget, AssociationBudgetBusyError
-from proxymage_shared.dicom.errors import (
-    DicomPermanentError,
-    DicomTransientError,
-    DicomUnavailableError,
-    IncompleteMoveError,
-    MalformedAnswerError,
-    MoveCancelledError,
-)
 from proxymage_shared.dicom.results import MoveProgress, MoveResult, PatientRecord, StudyRecord
 from proxymage_shared.dicom.status import Outcome, classify
 from proxymage_shared.errors import describe
@@ -155,7 +147,7 @@ class DicomClient:
             )
             if not assoc.is_established:
                 what = "rejected" if assoc.is_rejected else "could not be established"
-                raise DicomUnavailableError(
+                raise errors.DicomUnavailableError(
                     f"{operation}: association with {self.peer.ae_title} at {self.peer.host}:{self.peer.port} {what}"
                 )
             try:
@@ -210,15 +202,15 @@ class DicomClient:
         try:
             result = await loop.run_in_executor(self._pool, work)
         except (
-            DicomUnavailableError,
-            DicomTransientError,
-            MalformedAnswerError,
-            IncompleteMoveError,
-            MoveCancelledError,
+            errors.DicomUnavailableError,
+            errors.DicomTransientError,
+            errors.MalformedAnswerError,
+            errors.IncompleteMoveError,
+            errors.MoveCancelledError,
         ):
             outcome = "transient"
             raise
-        except DicomPermanentError:
+        except errors.DicomPermanentError:
             outcome = "permanent"
             raise
         else:
@@ -232,8 +224,8 @@ class DicomClient:
         outcome, meaning = classify(status)
         message = f"{operation} on {self.peer.ae_title}: {meaning} (status 0x{status:04X})"
         if outcome is Outcome.PERMANENT:
-            raise DicomPermanentError(message, status=status)
-        raise DicomTransientError(message, status=status)
+            raise errors.DicomPermanentError(message, status=status)
+        raise errors.DicomTransientError(message, status=status)
 
     # --- one small method per DIMSE service ---------------------------------------------------------
 
@@ -245,7 +237,7 @@ class DicomClient:
             with self._association("C-ECHO") as assoc:
                 status = assoc.send_c_echo()
                 if "Status" not in status:
-                    raise DicomUnavailableError(f"C-ECHO: no answer from {self.peer.ae_title}")
+                    raise errors.DicomUnavailableError(f"C-ECHO: no answer from {self.peer.ae_title}")
                 if status.Status != 0x0000:
                     self._raise_for("C-ECHO", int(status.Status))
 
@@ -256,11 +248,11 @@ class DicomClient:
         with self._association("C-FIND") as assoc:
             for status, found in assoc.send_c_find(identifier, model):
                 if "Status" not in status:
-                    raise DicomUnavailableError(f"C-FIND: {self.peer.ae_title} stopped answering")
+                    raise errors.DicomUnavailableError(f"C-FIND: {self.peer.ae_title} stopped answering")
                 outcome, _ = classify(int(status.Status))
                 if outcome is Outcome.PENDING:
                     if found is None:
-                        raise MalformedAnswerError(
+                        raise errors.MalformedAnswerError(
                             f"C-FIND: pending response without identifier from {self.peer.ae_title}"
                         )
                     answers.append(found)
@@ -268,7 +260,7 @@ class DicomClient:
                     return answers
                 else:
                     self._raise_for("C-FIND", int(status.Status))
-        raise DicomUnavailableError(f"C-FIND: {self.peer.ae_title} ended without a final status")
+        raise errors.DicomUnavailableError(f"C-FIND: {self.peer.ae_title} ended without a final status")
 
     async def find_patients(self, identifier: Dataset) -> list[PatientRecord]:
         """Patient-level C-FIND (Patient Root); build `identifier` with `queries.patient_query`."""
@@ -299,10 +291,10 @@ class DicomClient:
         """Study-level C-MOVE to `destination_ae_title`; the data flows from the peer to the destination.
 
         `on_progress` is called on the event loop with each pending response's sub-operation counts.
-        Returns only a complete move; raises `IncompleteMoveError` when any sub-operation failed (even under a
-        "success" status: never treat a partial study as complete) and `DicomPermanentError` when the peer
+        Returns only a complete move; raises `errors.IncompleteMoveError` when any sub-operation failed (even under a
+        "success" status: never treat a partial study as complete) and `errors.DicomPermanentError` when the peer
         refuses the move (e.g. unknown destination). Setting `cancel` cancels the move: C-CANCEL, then an
-        abort if the peer keeps going; it then raises `MoveCancelledError`. `on_started` is awaited when the
+        abort if the peer keeps going; it then raises `errors.MoveCancelledError`. `on_started` is awaited when the
         move is about to be sent (a slot of the budget held), not when the budget stayed full.
         """
         loop = asyncio.get_running_loop()
@@ -326,30 +318,30 @@ class DicomClient:
                             cancel_sent_at = time.monotonic()
                         elif time.monotonic() - cancel_sent_at > CANCEL_GRACE_SECONDS:
                             # The peer ignores C-CANCEL (Orthanc 1.10 does): leaving aborts the association.
-                            raise MoveCancelledError(f"C-MOVE from {self.peer.ae_title}: cancelled (aborted)")
+                            raise errors.MoveCancelledError(f"C-MOVE from {self.peer.ae_title}: cancelled (aborted)")
                     if "Status" not in status:
                         if cancel_sent_at is not None:
-                            raise MoveCancelledError(f"C-MOVE from {self.peer.ae_title}: cancelled")
-                        raise DicomUnavailableError(f"C-MOVE: {self.peer.ae_title} stopped answering")
+                            raise errors.MoveCancelledError(f"C-MOVE from {self.peer.ae_title}: cancelled")
+                        raise errors.DicomUnavailableError(f"C-MOVE: {self.peer.ae_title} stopped answering")
                     code = int(status.Status)
                     counts = _sub_operations(status)
                     outcome, meaning = classify(code)
                     if cancel_sent_at is not None and outcome is not Outcome.PENDING:
-                        raise MoveCancelledError(f"C-MOVE from {self.peer.ae_title}: cancelled ({meaning})")
+                        raise errors.MoveCancelledError(f"C-MOVE from {self.peer.ae_title}: cancelled ({meaning})")
                     if outcome is Outcome.PENDING:
                         report(counts)
                         continue
                     if outcome in (Outcome.SUCCESS, Outcome.WARNING):
                         result = MoveResult(code, counts.completed, counts.failed, counts.warning)
                         if not result.complete:
-                            raise IncompleteMoveError(
+                            raise errors.IncompleteMoveError(
                                 f"C-MOVE from {self.peer.ae_title}: {meaning}; "
                                 f"{counts.completed} completed, {counts.failed} failed",
                                 result=result,
                             )
                         return result
                     self._raise_for("C-MOVE", code)
-            raise DicomUnavailableError(f"C-MOVE: {self.peer.ae_title} ended without a final status")
+            raise errors.DicomUnavailableError(f"C-MOVE: {self.peer.ae_title} ended without a final status")
 
         return await self._run("C-MOVE", work, on_started=on_started)
 
