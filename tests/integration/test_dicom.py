@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -19,6 +20,7 @@ from proxymage_shared.dicom import (
     patient_query,
     study_query,
 )
+from proxymage_shared.dicom.budget import AssociationBudget, AssociationBudgetBusyError, BudgetOptions, MemorySlots
 from proxymage_shared.errors import ProxymageError
 from proxymage_shared.settings import DicomPeer
 from pynetdicom.association import Association
@@ -143,9 +145,9 @@ async def test_unknown_calling_ae_is_refused(mirc: DicomPeer) -> None:
     client.close()
 
 
-async def test_an_answer_is_returned_before_its_association_is_released_and_the_cap_holds_until_then(
-    viewer: DicomPeer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def held_release(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Association releases wait for the test: (`releasing`, set when one starts; `go_on`, set to let it end)."""
     releasing, go_on = threading.Event(), threading.Event()
     release = Association.release
 
@@ -155,6 +157,14 @@ async def test_an_answer_is_returned_before_its_association_is_released_and_the_
         release(assoc)
 
     monkeypatch.setattr(Association, "release", slow_release)
+    yield releasing, go_on
+    go_on.set()
+
+
+async def test_an_answer_is_returned_before_its_association_is_released_and_the_cap_holds_until_then(
+    viewer: DicomPeer, held_release: tuple[threading.Event, threading.Event]
+) -> None:
+    releasing, go_on = held_release
     client = DicomClient("PM_DEV", viewer, max_associations=1)
     try:
         await asyncio.wait_for(client.echo(), 5)  # answered while its release waits
@@ -168,3 +178,27 @@ async def test_an_answer_is_returned_before_its_association_is_released_and_the_
     finally:
         go_on.set()
         await asyncio.to_thread(client.close)
+
+
+async def test_with_a_budget_the_answer_comes_first_and_the_slot_is_given_back_once_released(
+    viewer: DicomPeer, held_release: tuple[threading.Event, threading.Event]
+) -> None:
+    """The caller does not wait for the release (a round trip), but the budget's slot stays held until the
+    association is over: the peer never sees more associations than the budget allows."""
+    releasing, go_on = held_release
+    slots = MemorySlots()
+    budget = AssociationBudget(slots, process="test", options=BudgetOptions(wait_seconds=0.3))
+    client = DicomClient("PM_DEV", viewer.model_copy(update={"max_associations": 1}), budget=budget)
+    try:
+        await asyncio.wait_for(client.echo(), 5)
+        assert releasing.is_set()
+        assert slots.held(dt.datetime.now(dt.UTC)) == ["VIEWER#0"]
+        with pytest.raises(AssociationBudgetBusyError):  # the only slot is still the releasing association's
+            await client.echo()
+        go_on.set()
+        await asyncio.wait_for(client.drain(), 5)
+        assert slots.held(dt.datetime.now(dt.UTC)) == []
+        await asyncio.wait_for(client.echo(), 5)
+    finally:
+        go_on.set()
+        await client.aclose()

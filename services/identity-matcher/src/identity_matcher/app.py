@@ -102,9 +102,6 @@ def build(settings: Settings, *, overrides: Overrides | None = None) -> Service:
     )
     subscribe(service.broker, settings, settings.topic(topics.IMAGING_REFRESH), ImagingRefresh, handlers.on_refresh)
 
-    async def close_mirc() -> None:
-        mirc.close()
-
-    service.on_stop.append(close_mirc)
+    service.on_stop.append(mirc.aclose)
     service.background.append(periodic("error_retry", handlers.retry_due, settings.error_retry_poll_seconds))
     return service

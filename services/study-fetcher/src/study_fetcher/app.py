@@ -186,8 +186,7 @@ def build(settings: Settings, *, instance_id: str | None = None, overrides: Over
             await job_store.ensure_indexes()
 
     async def close_clients() -> None:
-        mirc.close()
-        viewer.close()
+        await asyncio.gather(mirc.aclose(), viewer.aclose())
         await rest.close()
 
     service.on_start.append(ensure_indexes)

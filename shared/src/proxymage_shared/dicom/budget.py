@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -186,22 +187,25 @@ class AssociationBudget:
     async def slot(self, peer: str, size: int, *, wait_seconds: float | None = None) -> AsyncIterator[str]:
         """Holds one of `size` slots of `peer` for the body's duration (renewed while it runs); yields its id.
         Raises AssociationBudgetBusyError after `wait_seconds` (default: the options') without a free slot."""
-        held = await self._acquire(peer, size, self._options.wait_seconds if wait_seconds is None else wait_seconds)
-        heartbeat = asyncio.create_task(self._heartbeat(held), name=f"budget-{held.slot}")
-        abandoned = False
+        held = await self.hold(peer, size, wait_seconds=wait_seconds)
         try:
             yield held.slot
         except asyncio.CancelledError:
             # The caller was cancelled (a stop) but its association may go on in its thread: the slot is not freed
             # now, it lapses with its lease.
-            abandoned = True
+            await held.abandon()
             raise
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-            if not abandoned:
-                await self._release(peer, held)
+        except BaseException:
+            await held.give_back()
+            raise
+        await held.give_back()
+
+    async def hold(self, peer: str, size: int, *, wait_seconds: float | None = None) -> HeldSlot:
+        """One of `size` slots of `peer`, held (renewed) until `give_back` or `abandon`: for an association that
+        outlives the caller's wait (its release runs after the answer is handed over)."""
+        held = await self._acquire(peer, size, self._options.wait_seconds if wait_seconds is None else wait_seconds)
+        heartbeat = asyncio.create_task(self._heartbeat(held), name=f"budget-{held.slot}")
+        return HeldSlot(held.slot, heartbeat, functools.partial(self._release, peer, held))
 
     async def _acquire(self, peer: str, size: int, wait_seconds: float) -> _Held:
         loop = asyncio.get_running_loop()
@@ -249,3 +253,30 @@ class AssociationBudget:
         if released is not None:  # wakes this process's waiters now (set, then clear: wakes the current ones)
             released.set()
             released.clear()
+
+
+class HeldSlot:
+    """A slot taken by `AssociationBudget.hold`: renewed until given back (freed now) or abandoned (it lapses
+    with its lease, for an association that may still run in a thread nobody waits for)."""
+
+    def __init__(self, slot: str, heartbeat: asyncio.Task[None], release: Callable[[], Awaitable[None]]) -> None:
+        self.slot = slot
+        self._heartbeat = heartbeat
+        self._release = release
+        self._ended = False
+
+    async def _stop_renewing(self) -> bool:
+        if self._ended:
+            return False
+        self._ended = True
+        self._heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._heartbeat
+        return True
+
+    async def give_back(self) -> None:
+        if await self._stop_renewing():
+            await self._release()
+
+    async def abandon(self) -> None:
+        await self._stop_renewing()

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -42,7 +43,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from proxymage_shared import metrics
 from proxymage_shared.dicom import errors, queries
-from proxymage_shared.dicom.budget import AssociationBudget, AssociationBudgetBusyError
+from proxymage_shared.dicom.budget import AssociationBudget, AssociationBudgetBusyError, HeldSlot
 from proxymage_shared.dicom.results import MoveProgress, MoveResult, PatientRecord, StudyRecord
 from proxymage_shared.dicom.status import Outcome, classify
 from proxymage_shared.errors import describe
@@ -126,10 +127,17 @@ class DicomClient:
             max_workers=max_associations, thread_name_prefix=f"dicom-{peer.ae_title}-release"
         )
         self._associations = threading.BoundedSemaphore(max_associations)
+        self._local = threading.local()  # the background release of the association the thread just used
+        self._giving_back: set[asyncio.Task[None]] = set()  # budget slots held until their association's release
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._releases.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """`close` once the budget slots of associations still being released are given back (a service's stop)."""
+        await self.drain()
+        await asyncio.to_thread(self.close)
 
     # --- the association's life, in one place ---------------------------------------------------------
 
@@ -158,11 +166,10 @@ class DicomClient:
         except BaseException:
             self._associations.release()
             raise
-        if self._budget is not None:  # the slot is given back after this returns: the association must be over
-            self._release(assoc)
-            return
+        # The answer is complete: the caller has it now, the release (a round trip, up to ~12 ms with pynetdicom's
+        # timers) runs in the background. A budget slot is given back once that release is over (`_run`).
         try:
-            self._releases.submit(self._release, assoc)
+            self._local.released = self._releases.submit(self._release, assoc)
         except RuntimeError:  # closing: release it here
             self._release(assoc)
 
@@ -187,20 +194,50 @@ class DicomClient:
         if self._budget is None:
             if on_started is not None:
                 await on_started()
-            return await self._timed(operation, work)
+            result, _ = await self._timed(operation, work)
+            return result
         waited = time.perf_counter()
-        async with self._budget.slot(self.peer.ae_title, self.peer.max_associations, wait_seconds=slot_wait_seconds):
+        held = await self._budget.hold(self.peer.ae_title, self.peer.max_associations, wait_seconds=slot_wait_seconds)
+        try:
             metrics.DICOM_SLOT_WAIT_SECONDS.labels(self.peer.ae_title).observe(time.perf_counter() - waited)
             if on_started is not None:
                 await on_started()
-            return await self._timed(operation, work)
+            result, released = await self._timed(operation, work)
+        except asyncio.CancelledError:
+            # A stop: the association may go on in its thread, so the slot is not freed now; it lapses with its lease.
+            await held.abandon()
+            raise
+        except BaseException:
+            await held.give_back()  # the association was aborted (or never opened): it is over
+            raise
+        if released is None:  # released in this thread (closing)
+            await held.give_back()
+        else:
+            task = asyncio.create_task(self._give_back_after(released, held), name=f"give-back-{held.slot}")
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+        return result
 
-    async def _timed(self, operation: str, work: Callable[[], T]) -> T:
+    @staticmethod
+    async def _give_back_after(released: Future[None], held: HeldSlot) -> None:
+        """The slot stays held until the association is really over: the peer never sees more than the budget."""
+        try:
+            await asyncio.wrap_future(released)
+        finally:
+            await held.give_back()
+
+    async def drain(self) -> None:
+        """Waits for the budget slots still held by associations being released (a stop, before `close`)."""
+        if self._giving_back:
+            await asyncio.gather(*self._giving_back, return_exceptions=True)
+
+    async def _timed(self, operation: str, work: Callable[[], T]) -> tuple[T, Future[None] | None]:
+        """`work`'s result, and the background release of the association it used (None if none or released)."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await loop.run_in_executor(self._pool, work)
+            result = await loop.run_in_executor(self._pool, functools.partial(self._tracked, work))
         except (
             errors.DicomUnavailableError,
             errors.DicomTransientError,
@@ -219,6 +256,14 @@ class DicomClient:
         finally:
             metrics.DICOM_REQUESTS.labels(self.peer.ae_title, operation, outcome).inc()
             metrics.DICOM_SECONDS.labels(self.peer.ae_title, operation).observe(time.perf_counter() - started)
+
+    def _tracked(self, work: Callable[[], T]) -> tuple[T, Future[None] | None]:
+        """Runs `work` in a pool thread; with it, the release its association left running (see `_association`)."""
+        self._local.released = None
+        result = work()
+        released: Future[None] | None = self._local.released
+        self._local.released = None
+        return result, released
 
     def _raise_for(self, operation: str, status: int) -> None:
         outcome, meaning = classify(status)
