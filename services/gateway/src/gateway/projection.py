@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
@@ -220,16 +221,16 @@ def patches(event: Event) -> list[Patch]:
     return []
 
 
-def get_path(document: dict[str, Json] | None, path: str) -> dict[str, Json] | None:
-    node: Json = document
+def get_path(document: Mapping[str, object] | None, path: str) -> Mapping[str, object] | None:
+    node: object = document
     for part in path.split("."):
-        if not isinstance(node, dict):
+        if not isinstance(node, Mapping):
             return None
         node = node.get(part)
-    return node if isinstance(node, dict) else None
+    return node if isinstance(node, Mapping) else None
 
 
-def supersedes(patch: Patch, document: dict[str, Json] | None) -> bool:
+def supersedes(patch: Patch, document: Mapping[str, object] | None) -> bool:
     """True when `patch` is newer than what `document` holds at its path (or nothing is there)."""
     current = get_path(document, patch.path)
     return current is None or str(current.get(ORDER, "")) < patch.order

@@ -10,7 +10,8 @@ the local FerretDB this relies on its `_id` index being used whatever else the f
 (deploy/local/ferretdb/patches); on MongoDB it is an index lookup.
 
 The read methods return the typed documents of `gateway.read_model`, parsed here once; what is stored keeps the
-projection's shape.
+projection's shape. A document that does not have it is a `read_model.StoredDocumentError` (permanent: the event
+that wrote it goes to the dead-letter topic; a REST read answers 500 and logs the document and the fields, no values).
 
 Enrolment documents hold the DCC's patient identity (names, birth date) for the console's lists: this
 database is the gateway's own; the values never go to logs.
@@ -25,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from prometheus_client import Counter
-from proxymage_shared.mongo import Document
+from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -41,18 +42,20 @@ from gateway.projection import (
     Collection,
     Json,
     Patch,
-    get_path,
     member_key,
     supersedes,
 )
 from gateway.read_model import (
     EnrolmentRecord,
+    MeetingOfEnrolment,
     MeetingRecord,
+    MembersOfMeeting,
     RcpRecord,
     Record,
     StoredDocument,
     enrolment_record,
     meeting_record,
+    parse,
     parse_document,
     rcp_record,
 )
@@ -63,6 +66,7 @@ MAX_RACES: Final = 10
 MEMBER_READS_AT_ONCE: Final = 32
 SWEEP_CHUNK: Final = 500
 MEMBERS_MIGRATION: Final = "meeting-members"
+_AUDIT_RECORD: Final = TypeAdapter(AuditRecord)
 
 
 def _is_duplicate_key(error: OperationFailure) -> bool:
@@ -91,14 +95,14 @@ def _overlap(one: str, other: str) -> bool:
 
 
 class ReadModelStore:
-    def __init__(self, database: AsyncDatabase[Document], write_linger_seconds: float = 0.0) -> None:
-        self._collections: dict[Collection, AsyncCollection[Document]] = {
+    def __init__(self, database: AsyncDatabase[StoredDocument], write_linger_seconds: float = 0.0) -> None:
+        self._collections: dict[Collection, AsyncCollection[StoredDocument]] = {
             name: database[name] for name in (ENROLMENTS, MEETINGS, RCPS)
         }
         self._coalescer: Coalescer[tuple[Collection, str], Written, StoredDocument | None] = Coalescer(
             self._write, write_linger_seconds
         )
-        self.audit: AsyncCollection[Document] = database["audit"]
+        self.audit: AsyncCollection[StoredDocument] = database["audit"]
 
     async def ensure_indexes(self) -> None:
         await self._collections[ENROLMENTS].create_index([("enrolment.meeting_id", ASCENDING)])
@@ -118,17 +122,18 @@ class ReadModelStore:
         # Only the enrolments their meeting does not list yet are written (one read of the meetings first): a read
         # model whose lists are already filled (projected since they exist) costs no write per enrolment at start.
         listed: set[tuple[str, str]] = set()
-        async for meeting in self._collections[MEETINGS].find({}, {"members": 1}):
-            members = meeting.get("members")
-            if isinstance(members, dict):
-                listed.update((str(meeting["_id"]), field) for field in members)
-        cursor = self._collections[ENROLMENTS].find({}, {"enrolment.meeting_id": 1})
-        async for document in cursor:
-            meeting_id = (get_path(document, "enrolment") or {}).get("meeting_id")
-            if isinstance(meeting_id, str) and (meeting_id, member_key(str(document["_id"]))) not in listed:
-                key = f"members.{member_key(str(document['_id']))}"
+        async for document in self._collections[MEETINGS].find({}, {"members": 1}):
+            meeting = parse(MembersOfMeeting, MEETINGS, document)
+            listed.update((meeting.meeting_id, field) for field in meeting.members or {})
+        async for document in self._collections[ENROLMENTS].find({}, {"enrolment.meeting_id": 1}):
+            found = parse(MeetingOfEnrolment, ENROLMENTS, document)
+            if found.enrolment is None:
+                continue
+            meeting_id, field = found.enrolment.meeting_id, member_key(found.enrolment_id)
+            if (meeting_id, field) not in listed:
+                member = {"enrolment_id": found.enrolment_id}
                 await self._collections[MEETINGS].update_one(
-                    {"_id": meeting_id}, {"$set": {key: {"enrolment_id": str(document["_id"])}}}, upsert=True
+                    {"_id": meeting_id}, {"$set": {f"members.{field}": member}}, upsert=True
                 )
         await migrations.update_one({"_id": MEMBERS_MIGRATION}, {"$set": {"done": True}}, upsert=True)
 
@@ -190,6 +195,7 @@ class ReadModelStore:
         values = {patch.path: patch.stored_value()}
         if member is not None:
             values[member.path] = member.stored_value()
+
         for _ in range(MAX_RACES):
             try:
                 return await collection.find_one_and_update(
@@ -311,8 +317,9 @@ class ReadModelStore:
 
     async def record_audit(self, records: list[AuditRecord]) -> None:
         if records:
-            await self.audit.insert_many(records, ordered=False)
+            documents: list[StoredDocument] = [dict(record) for record in records]
+            await self.audit.insert_many(documents, ordered=False)
 
     async def audit_of(self, enrolment_id: str, limit: int) -> list[AuditRecord]:
         cursor = self.audit.find({"enrolment_id": enrolment_id}, {"_id": 0}).sort("at", DESCENDING).limit(limit)
-        return [dict(document) async for document in cursor]
+        return [_AUDIT_RECORD.validate_python(document) async for document in cursor]
