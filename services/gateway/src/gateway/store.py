@@ -2,11 +2,11 @@
 
 Each patch of `gateway.projection` is applied as a compare-and-set on one document: an upsert by `_id` whose
 filter also says "the part's `order` is lower than the patch's, or absent", returning the document after the
-write. A stale or replayed patch does not match; the upsert then fails on the duplicate `_id` (code 11000, or
-code 1 from FerretDB) and a read confirms it is stale (or, if the document did not exist yet, that another
-consumer inserted it first: try again). One round trip per event in the usual case, no multi-document
-transaction; patches of one document that arrive together share one guarded write (`gateway.coalesce`). On
-the local FerretDB this relies on its `_id` index being used whatever else the filter says
+write. A stale or replayed patch does not match; the upsert then fails on the duplicate `_id`
+(`idempotency.is_duplicate_key`) and a read confirms it is stale (or, if the document did not exist yet, that
+another consumer inserted it first: try again, `idempotency.until_written`). One round trip per event in the usual
+case, no multi-document transaction; patches of one document that arrive together share one guarded write
+(`gateway.coalesce`). On the local FerretDB this relies on its `_id` index being used whatever else the filter says
 (deploy/local/ferretdb/patches); on MongoDB it is an index lookup.
 
 The read methods return the typed documents of `gateway.read_model`, parsed here once; what is stored keeps the
@@ -26,11 +26,12 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from prometheus_client import Counter
+from proxymage_shared.idempotency import LOST_RACE, LostRace, is_duplicate_key, until_written
 from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import OperationFailure
 
 from gateway.audit import AuditRecord
 from gateway.coalesce import Coalescer
@@ -60,19 +61,10 @@ from gateway.read_model import (
     rcp_record,
 )
 
-DUPLICATE_KEY: Final = 11000
-FERRETDB_INTERNAL: Final = 1
-MAX_RACES: Final = 10
 MEMBER_READS_AT_ONCE: Final = 32
 SWEEP_CHUNK: Final = 500
 MEMBERS_MIGRATION: Final = "meeting-members"
 _AUDIT_RECORD: Final = TypeAdapter(AuditRecord)
-
-
-def _is_duplicate_key(error: OperationFailure) -> bool:
-    if isinstance(error, DuplicateKeyError) or error.code == DUPLICATE_KEY:
-        return True
-    return error.code == FERRETDB_INTERNAL and "duplicate key" in str(error).lower()
 
 
 # A patch and the `member` patch written with it.
@@ -178,7 +170,7 @@ class ReadModelStore:
                 guard, {"$set": values}, upsert=True, return_document=ReturnDocument.AFTER
             )
         except OperationFailure as error:
-            if not _is_duplicate_key(error):
+            if not is_duplicate_key(error):
                 raise
             return None
 
@@ -188,7 +180,7 @@ class ReadModelStore:
         One round trip in the usual case: an upsert whose filter says "this part's order is lower, or absent".
         When the document exists and the filter does not match, the upsert tries to insert it again and fails
         on the duplicate `_id`: a read then tells a stale patch (None) from two first writes racing to insert
-        the document (try again).
+        the document (try again, `idempotency.until_written`).
         """
         collection = self._collections[patch.collection]
         at = f"{patch.path}.{ORDER}"
@@ -196,7 +188,7 @@ class ReadModelStore:
         if member is not None:
             values[member.path] = member.stored_value()
 
-        for _ in range(MAX_RACES):
+        async def attempt() -> StoredDocument | LostRace | None:
             try:
                 return await collection.find_one_and_update(
                     {"_id": patch.key, at: {"$not": {"$gte": patch.order}}},
@@ -205,11 +197,11 @@ class ReadModelStore:
                     return_document=ReturnDocument.AFTER,
                 )
             except OperationFailure as error:
-                if not _is_duplicate_key(error):
+                if not is_duplicate_key(error):
                     raise
-            if not supersedes(patch, await collection.find_one({"_id": patch.key})):
-                return None
-        raise RuntimeError(f"{patch.collection}/{patch.path}: lost {MAX_RACES} races in a row")
+            return LOST_RACE if supersedes(patch, await collection.find_one({"_id": patch.key})) else None
+
+        return await until_written(attempt, what=f"{patch.collection} document {patch.key!r} ({patch.path})")
 
     async def add_member(self, patch: Patch) -> None:
         """Adds an enrolment to its meeting's list (a `member` patch): a plain idempotent `$set`, no order to
