@@ -2,9 +2,10 @@
 
 Rules beyond CONTRACT.md's wording:
 - The enrolment's lifecycle is decided by its two DCC parts, `enrolment` and `withdrawal`: the newer one
-  (order key: `occurred_at`, then `event_id`) wins. A withdrawal newer than the enrolled event makes
-  `identity.status` `withdrawn` at once, without waiting for the identity-matcher; a newer enrolled event
-  re-opens the enrolment (`pending` until its own outcome).
+  (order key: the event's `EventStamp`, `occurred_at` to the millisecond, then `event_id`, as the
+  identity-matcher orders them) wins. A withdrawal newer than the enrolled event makes `identity.status`
+  `withdrawn` at once, without waiting for the identity-matcher; a newer enrolled event re-opens the enrolment
+  (`pending` until its own outcome).
 - `identity.status` is `pending` until the outcome of the enrolment's *current* DCC event arrives (a
   corrected identity makes the previous outcome obsolete). An outcome `withdrawn` answering a withdrawal the
   gateway has not consumed yet (its `source_occurred_at` is newer than the enrolled event) is current too.
