@@ -347,8 +347,8 @@ async def bench_gateway(
     documents: dict[str, dict[str, Document]] = {ENROLMENTS: {}, MEETINGS: {}, RCPS: {}}
     for event in meeting_events(enrolments) + [e for enrolment in enrolments for e in gateway_events(enrolment)]:
         for patch in patches(event):
-            store = documents[patch.collection]
-            store[patch.key] = apply_patch(store.get(patch.key), patch)
+            stored = documents[patch.collection]
+            stored[patch.key] = apply_patch(stored.get(patch.key), patch)
     for name, by_key in documents.items():
         await insert_all(database, name, list(by_key.values()))
     store = ReadModelStore(database)

@@ -18,10 +18,13 @@ from gateway.audit import Auditor, AuditRecord
 from gateway.auth import TokenVerifier, token_hash
 from gateway.hub import Hub
 from gateway.projection import ENROLMENTS, MEETINGS, RCPS, Collection, Json, Patch, apply_patch, supersedes
-from gateway.read_model import EnrolmentRecord, MeetingRecord, RcpRecord, Record, StoredDocument
+from gateway.read_model import EnrolmentRecord, MeetingRecord, RcpRecord, Record
 from gateway.settings import ApiToken
 from gateway.viewer import ViewerLinks
 from proxymage_shared.events import Event
+
+# A document as the projection writes it (JSON values only).
+StoredDocument = dict[str, Json]
 
 
 def _set(document: StoredDocument | None, patch: Patch) -> StoredDocument:
@@ -161,6 +164,41 @@ class CommandRecorder:
 
     async def meetings(self, limit: int) -> list[MeetingRecord]:
         return self.stored_meetings[:limit]
+
+
+class RecordingAuditor:
+    """Keeps what the routes audit (the real `Auditor` queues it for MongoDB)."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+
+    def record(self, **fields: Any) -> None:
+        self.records.append(fields)
+
+
+READER_TOKEN = "jeton-essai-lecture"
+
+
+@contextlib.asynccontextmanager
+async def reading_client(
+    store: FakeReadModel, *, today: dt.date, now: dt.datetime
+) -> AsyncIterator[tuple[httpx.AsyncClient, list[dict[str, Any]]]]:
+    """An HTTP client of the API over `store`, signed in with a `viewer` token, and what the routes audit."""
+    audited: list[dict[str, Any]] = []
+    context = ApiContext(
+        store=store,
+        hub=Hub(),
+        verifier=TokenVerifier([ApiToken(name="lecture-essai", role="viewer", sha256=token_hash(READER_TOKEN))]),
+        auditor=RecordingAuditor(audited),  # type: ignore[arg-type]
+        links=ViewerLinks(""),
+        publish=None,  # type: ignore[arg-type]  # reads only
+        today=lambda: today,
+        now=lambda: now,
+    )
+    transport = httpx.ASGITransport(app=create_api(context))
+    headers = {"Authorization": f"Bearer {READER_TOKEN}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", headers=headers) as http:
+        yield http, audited
 
 
 @contextlib.asynccontextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import uuid
 from typing import Any
 
 import httpx
@@ -12,10 +13,18 @@ from fastapi import FastAPI
 from gateway.audit import Auditor
 from gateway.auth import COOKIE_NAME, TokenVerifier
 from gateway.dicomweb import MAX_STUDIES_PER_QUERY, PREFIX, DicomWebProxy, StoreAccount, parse, study_query
+from gateway.projection import Json, apply_patch, patches
 from gateway.read_model import EnrolmentRecord, enrolment_record
 from gateway.settings import ApiToken
 from gateway.study_access import Grant, StudyAccess
-from proxymage_shared.mongo import Document
+from proxymage_shared.events import (
+    EnrolmentWithdrawn,
+    Event,
+    IdentityResolved,
+    ImagingCatalogued,
+    StudiesSelected,
+    StudyStatusChanged,
+)
 
 S = "1.2.826.0.1.3680043.10.1338.1"
 SE = "1.2.826.0.1.3680043.10.1338.2"
@@ -119,24 +128,49 @@ def test_a_study_query_must_name_studies_or_one_exact_patient() -> None:
     assert small.query.endswith("limit=3")
 
 
-def _enrolment(uid: str, patient_id: str, status: str) -> Document:
-    """An enrolment of the read model with `uid` selected and catalogued under `patient_id`."""
-    key = uid.replace(".", "_")
-    return {
-        "_id": "e-1",
-        "catalogue": {
-            "order": "1",
-            "status": "listed",
-            "studies": [{"study_instance_uid": uid, "pacs_patient": {"patient_id": patient_id, "issuer": "X"}}],
-        },
-        "identity": {"order": "1", "status": "matched", "pacs_patients": [{"patient_id": patient_id, "issuer": "X"}]},
-        "selection": {"order": "2", "occurred_at": "2026-01-01T00:00:00", "study_instance_uids": [uid]},
-        "retrieval": {key: {"order": "3", "status": status, "occurred_at": "2026-01-01T00:00:01"}},
-    }
+def _enrolment(
+    uid: str, patient_id: str, status: str, *, selected: str | None = None, withdrawn: bool = False
+) -> dict[str, Json]:
+    """An enrolment of the read model, as the projection writes it, with `uid` catalogued under `patient_id` and its
+    job in `status`; `selected` (`uid` unless said) selected; withdrawn last if `withdrawn`."""
+
+    def stamp(second: int) -> dict[str, Any]:
+        return {"event_id": str(uuid.UUID(int=second)), "occurred_at": f"2026-01-01T00:00:0{second}+00:00"}
+
+    ref = {"patient_id": patient_id, "issuer": "X"}
+    study = {"study_instance_uid": uid, "description": None, "pacs": None, "date": None, "modalities": ["CT"]}
+    events: list[Event] = [
+        IdentityResolved.model_validate(
+            {**stamp(1), "enrolment_id": "e-1", "source_event_id": str(uuid.UUID(int=99)), "status": "matched"}
+            | {"pacs_patients": [ref]},
+            strict=False,
+        ),
+        ImagingCatalogued.model_validate(
+            {**stamp(2), "enrolment_id": "e-1", "status": "listed"}
+            | {"studies": [{**study, "images": 1, "series": 1, "pacs_patient": ref}]},
+            strict=False,
+        ),
+        StudiesSelected.model_validate(
+            {**stamp(3), "enrolment_id": "e-1", "study_instance_uids": [selected or uid], "expertise_requested": False},
+            strict=False,
+        ),
+        StudyStatusChanged.model_validate(
+            {**stamp(4), "enrolment_id": "e-1", "study_instance_uid": uid, "status": status}
+            | {"version": 1, "attempts": 0},
+            strict=False,
+        ),
+    ]
+    if withdrawn:
+        events.append(EnrolmentWithdrawn.model_validate({**stamp(5), "enrolment_id": "e-1"}, strict=False))
+    document: dict[str, Json] | None = None
+    for patch in (patch for event in events for patch in patches(event)):
+        document = apply_patch(document, patch)
+    assert document is not None
+    return document
 
 
 class Lookups:
-    def __init__(self, documents: list[Document]) -> None:
+    def __init__(self, documents: list[dict[str, Json]]) -> None:
         self.documents = documents
         self.calls = 0
         self.gate = asyncio.Event()
@@ -168,14 +202,12 @@ async def test_a_study_not_selected_or_not_complete_is_not_viewable() -> None:
     for status in ("queued", "retrieving", "not_yet_available", "failed", "removed"):
         access = StudyAccess(Lookups([_enrolment(S, "P-1", status)]))
         assert await access.grants(S) == frozenset(), status
-    unselected = _enrolment(S, "P-1", "available")
-    unselected["selection"]["study_instance_uids"] = [SE]
+    unselected = _enrolment(S, "P-1", "available", selected=SE)
     assert await StudyAccess(Lookups([unselected])).grants(S) == frozenset()
 
 
 async def test_a_withdrawn_enrolment_closes_its_studies() -> None:
-    withdrawn = _enrolment(S, "P-1", "available")
-    withdrawn["withdrawal"] = {"order": "4", "occurred_at": "2026-01-01T00:00:02"}
+    withdrawn = _enrolment(S, "P-1", "available", withdrawn=True)
     assert await StudyAccess(Lookups([withdrawn])).grants(S) == frozenset()
 
 

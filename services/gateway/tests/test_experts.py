@@ -151,6 +151,10 @@ async def test_the_experts_route_lists_the_known_meetings_experts(
             {
                 "_id": "m-essai",
                 "experts": {
+                    "order": "1",
+                    "event_id": "e-1",
+                    "occurred_at": "2026-12-01T08:00:00.000000Z",
+                    "meeting_id": "m-essai",
                     "rcp_id": "rcp-fictif",
                     "title": "RCP FICTIVE",
                     "date": "2026-12-09",

@@ -11,30 +11,12 @@ from typing import Any
 import httpx
 import pypdf
 import pytest
-from gateway.api import ApiContext, create_api
-from gateway.auth import TokenVerifier, token_hash
-from gateway.hub import Hub
-from gateway.settings import ApiToken
-from gateway.viewer import ViewerLinks
 
-from .fakes import FakeReadModel
+from .fakes import FakeReadModel, reading_client
 from .test_meeting_day import half_available
 from .test_projection import UIDS, fold
 
-TOKEN = "jeton-essai-reunion"
 AuditRecord = dict[str, Any]
-
-
-class RecordingAuditor:
-    """Keeps what the routes audit (the real `Auditor` queues it for MongoDB)."""
-
-    def __init__(self, records: list[AuditRecord]) -> None:
-        self.records = records
-
-    def record(self, **fields: Any) -> None:
-        self.records.append(fields)
-
-
 MEETING_DAY = dt.date(2023, 3, 22)  # the meeting date of test_projection's events
 
 
@@ -43,22 +25,9 @@ async def client() -> AsyncIterator[tuple[httpx.AsyncClient, list[AuditRecord]]]
     _, events = half_available("Hélène", "00000000-0000-0000-0000-0000000000ac", expertise_requested=False)
     store = FakeReadModel()
     store.documents.update(fold(events))  # type: ignore[arg-type]
-    audited: list[AuditRecord] = []
-    context = ApiContext(
-        store=store,
-        hub=Hub(),
-        verifier=TokenVerifier([ApiToken(name="lecture-essai", role="viewer", sha256=token_hash(TOKEN))]),
-        auditor=RecordingAuditor(audited),  # type: ignore[arg-type]
-        links=ViewerLinks(""),
-        publish=None,  # type: ignore[arg-type]
-        today=lambda: MEETING_DAY - dt.timedelta(days=1),
-        now=lambda: dt.datetime(2023, 3, 21, 13, 0, tzinfo=dt.UTC),
-    )
-    app = create_api(context)
-    transport = httpx.ASGITransport(app=app)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", headers=headers) as http:
-        yield http, audited
+    now = dt.datetime(2023, 3, 21, 13, 0, tzinfo=dt.UTC)
+    async with reading_client(store, today=MEETING_DAY - dt.timedelta(days=1), now=now) as reading:
+        yield reading
 
 
 async def _audited(audited: list[AuditRecord], action: str) -> dict[str, Any]:

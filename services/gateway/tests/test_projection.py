@@ -7,15 +7,17 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import pytest
 from gateway import filters as flt
 from gateway import views
-from gateway.projection import ORDER, Patch, apply_patch, patches
+from gateway.projection import ORDER, Patch, apply_patch, order_key, patches
 from gateway.read_model import EnrolmentRecord, enrolment_record, rcp_record
 from gateway.viewer import ViewerLinks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from proxymage_shared import events as ev
 from proxymage_shared.events import Event
+from proxymage_shared.idempotency import EventStamp
 
 ENROLMENT = "enr-1"
 UIDS = ("1.2.3.1", "1.2.3.2", "1.2.3.3")
@@ -275,3 +277,56 @@ def test_unprojected_events_make_no_patch() -> None:
     refresh = ImagingRefresh.model_validate({**_base(1), "enrolment_id": ENROLMENT}, strict=False)
     assert patches(refresh) == []
     assert isinstance(patches(first)[0], Patch)
+
+
+@given(
+    st.datetimes(timezones=st.just(dt.UTC)),
+    st.datetimes(timezones=st.just(dt.UTC)),
+    st.uuids(),
+    st.uuids(),
+)
+def test_order_keys_order_events_as_their_event_stamps(
+    one_at: dt.datetime, other_at: dt.datetime, one_id: uuid.UUID, other_id: uuid.UUID
+) -> None:
+    one, other = order_key(one_at, one_id), order_key(other_at, other_id)
+    one_stamp, other_stamp = EventStamp.of(one_at, one_id), EventStamp.of(other_at, other_id)
+    assert (one < other, one == other) == (one_stamp < other_stamp, one_stamp == other_stamp)
+
+
+def _stamped(event: Event, at: dt.datetime, event_id: str) -> Event:
+    return event.model_copy(update={"occurred_at": at, "event_id": uuid.UUID(event_id)})
+
+
+# Two DCC events of the same millisecond: by the microsecond the withdrawal is the later, by `EventStamp` (the
+# millisecond, then event_id: the identity-matcher's rule) the enrolled event is.
+SAME_MS = dt.datetime(2023, 3, 1, 8, 0, 0, 123_000, tzinfo=dt.UTC)
+ENROLLED_SAME_MS = _stamped(
+    enrolled(1, "A"), SAME_MS.replace(microsecond=123_100), "ffffffff-0000-4000-8000-000000000000"
+)
+WITHDRAWN_SAME_MS = _stamped(withdrawn(2), SAME_MS.replace(microsecond=123_900), "00000000-0000-4000-8000-000000000000")
+
+
+def _event_stamp(event: Event) -> EventStamp:
+    return EventStamp.of(event.occurred_at, event.event_id)
+
+
+@pytest.mark.parametrize("newer_first", [True, False])
+def test_two_events_of_the_same_millisecond_are_ordered_by_event_id_as_every_service_orders_them(
+    newer_first: bool,
+) -> None:
+    assert _event_stamp(ENROLLED_SAME_MS).is_newer_than(_event_stamp(WITHDRAWN_SAME_MS))
+    events = [ENROLLED_SAME_MS, WITHDRAWN_SAME_MS]
+    record = fold(events if newer_first else events[::-1]).enrolment()
+    assert views.withdrawal_in_force(record) is None  # re-opened by the enrolled event, the newer of the two
+    assert views.withdrawn_since(record) is None
+
+
+def test_an_outcome_answering_a_withdrawal_of_the_same_millisecond_is_current_only_if_its_stamp_is_newer() -> None:
+    # The gateway has not consumed the withdrawal yet: the identity-matcher's outcome says when it occurred.
+    answer_to_older = identity(3, WITHDRAWN_SAME_MS, "withdrawn")  # type: ignore[arg-type]
+    record = fold([ENROLLED_SAME_MS, answer_to_older]).enrolment()
+    assert views.identity_view(record).status == "pending"  # it answers an event older than the enrolled one
+    newer = _stamped(WITHDRAWN_SAME_MS, WITHDRAWN_SAME_MS.occurred_at, "ffffffff-ffff-4fff-8fff-ffffffffffff")
+    assert _event_stamp(newer).is_newer_than(_event_stamp(ENROLLED_SAME_MS))
+    record = fold([ENROLLED_SAME_MS, identity(3, newer, "withdrawn")]).enrolment()  # type: ignore[arg-type]
+    assert views.identity_view(record).status == "withdrawn"

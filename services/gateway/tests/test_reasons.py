@@ -16,7 +16,8 @@ from .test_projection import ENROLMENT, UIDS, _base, enrolled, fold, identity, s
 
 def tell(fields: dict[str, str | None]) -> reasons.ToldReason:
     """The reason of a stored part holding `fields`."""
-    return reasons.told(ReasonedPart.model_validate(fields))
+    stamp = {"order": "1", "event_id": "e-1", "occurred_at": "2023-03-01T08:00:00.000000Z"}
+    return reasons.told(ReasonedPart.model_validate({**stamp, "reason": None, "reason_code": None, **fields}))
 
 
 def test_a_coded_reason_is_code_and_text() -> None:

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from gateway.projection import member_key
+from gateway.projection import ENROLMENTS, Json, apply_patch, member_key, patches
 from gateway.store import ReadModelStore
 from proxymage_dev.testing import eventually
 from proxymage_shared import topics
+from proxymage_shared.events import PatientEnrolled
 from proxymage_shared.mongo import create_mongo_client
 
 from .harness import RunningGateway, base, running_gateway
@@ -144,6 +145,12 @@ async def test_a_meeting_lists_its_enrolments_and_not_one_moved_to_another_meeti
     await eventually(listed, 20, "each meeting to list its own enrolments")
 
 
+def enrolment_document(enrolment_id: str, meeting_id: str) -> dict[str, Json]:
+    """An `enrolments` document as the projection writes it (enrolled for a meeting in 2030)."""
+    event = PatientEnrolled.model_validate(enrolled(enrolment_id, meeting_id, dt.date(2030, 1, 1)), strict=False)
+    return apply_patch(None, next(patch for patch in patches(event) if patch.collection == ENROLMENTS))
+
+
 async def test_a_read_model_from_before_member_lists_keeps_its_meetings_enrolments(
     stack_env: dict[str, str], unique: str
 ) -> None:
@@ -152,18 +159,18 @@ async def test_a_read_model_from_before_member_lists_keeps_its_meetings_enrolmen
     try:
         # Two enrolments projected by an older gateway: their meeting has no member list.
         for key in ("enr-old-1", "enr-old-2"):
-            await database["enrolments"].insert_one({"_id": key, "enrolment": {"meeting_id": "m-old", "order": "1"}})
-        await database["meetings"].insert_one({"_id": "m-old", "enrolment_details": {"date": "2030-01-01"}})
+            await database["enrolments"].insert_one(enrolment_document(key, "m-old"))
+        await database["meetings"].insert_one({"_id": "m-old"})
         # A meeting that lists one of its two enrolments already: only the other one is added.
         for key in ("enr-part-1", "enr-part-2"):
-            await database["enrolments"].insert_one({"_id": key, "enrolment": {"meeting_id": "m-part", "order": "1"}})
+            await database["enrolments"].insert_one(enrolment_document(key, "m-part"))
         listed_before = {"enrolment_id": "enr-part-1", "order": "1"}
         await database["meetings"].insert_one({"_id": "m-part", "members": {member_key("enr-part-1"): listed_before}})
         store = ReadModelStore(database)
         await store.ensure_indexes()  # at start: the lists are filled once
         await store.ensure_indexes()
         # A new enrolment gives the meeting a member the new way; the older ones are still listed.
-        await database["enrolments"].insert_one({"_id": "enr-new", "enrolment": {"meeting_id": "m-old", "order": "2"}})
+        await database["enrolments"].insert_one(enrolment_document("enr-new", "m-old"))
         await database["meetings"].update_one(
             {"_id": "m-old"}, {"$set": {f"members.{member_key('enr-new')}": {"enrolment_id": "enr-new"}}}
         )

@@ -1,5 +1,6 @@
 """The read model's writes on the real local store (FerretDB): patches of one document that arrive together are
-written in one guarded write, and a stale patch among them is still refused alone."""
+written in one guarded write, and a stale patch among them is still refused alone; a stored document that lost a
+field is an error when read."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from gateway.projection import ENROLMENTS, MEETINGS, Patch, patches
+from gateway.read_model import StoredDocumentError
 from gateway.settings import Settings
 from gateway.store import BATCHED_WRITES, ReadModelStore, distinct_parts
 from proxymage_shared.mongo import create_mongo_client
@@ -115,3 +117,16 @@ def test_parts_that_overlap_are_never_written_together() -> None:
     assert not distinct_parts([(retrieval, None), (whole, None)])  # one part inside another
     similar = Patch(ENROLMENTS, ENROLMENT, f"{retrieval.path}9", "9", {}, "study-status")
     assert distinct_parts([(retrieval, None), (similar, None)])  # a shared prefix is not a part inside another
+
+
+async def test_a_stored_document_missing_a_field_is_an_error_when_read_or_written(store: ReadModelStore) -> None:
+    first = enrolled(1, "ANNA")
+    assert await store.apply(enrolment_patch(patches(first))) is not None
+    enrolments = store._collections[ENROLMENTS]
+    await enrolments.update_one({"_id": ENROLMENT}, {"$unset": {"enrolment.consent": ""}})  # as if renamed
+    with pytest.raises(StoredDocumentError, match=r"enrolment\.consent: Field required") as refused:
+        await store.enrolment(ENROLMENT)
+    assert "ANNA" not in str(refused.value)
+    # The Kafka handler's write applies, then the document read back is refused: permanent (dead-lettered).
+    with pytest.raises(StoredDocumentError):
+        await store.apply(enrolment_patch(patches(identity(2, first, "matched"))))

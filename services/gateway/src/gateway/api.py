@@ -6,9 +6,10 @@
   select, `lecture` only reads; 403 otherwise). People signed in through OpenID Connect come with the signed
   session in the same cookie.
 - Errors are JSON `{"detail": ...}`: 401, 403, 404 unknown ids, 422 invalid input (the input is not echoed
-  back: `gateway.validation_errors`), 503 when Kafka or MongoDB cannot be reached; an unexpected exception is
-  logged and answered with a JSON 500 (last resort). The body limit (413) and the Origin check of cookie-
-  authenticated commands (403) are the gateway's, in front of every route (`gateway.hardening`).
+  back: `gateway.validation_errors`), 503 when Kafka or MongoDB cannot be reached; a stored document the read
+  model cannot read (`read_model.StoredDocumentError`) or an unexpected exception is logged and answered with a
+  JSON 500 (last resort). The body limit (413) and the Origin check of cookie-authenticated commands (403) are
+  the gateway's, in front of every route (`gateway.hardening`).
 - Reads of an enrolment or a meeting and every command are audited (ids only).
 - Commands publish the inbound event on its topic and answer 202 `{"event_id": ...}` once Kafka has it.
 
@@ -23,6 +24,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyCookie, HTTPBearer
+from proxymage_shared.errors import describe
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,6 +38,7 @@ from gateway.api_live import add_live_routes
 from gateway.api_meeting_day import add_meeting_day_routes
 from gateway.api_reads import add_read_routes
 from gateway.auth import COOKIE_NAME, TokenVerifier, presented_token, scope_headers
+from gateway.read_model import StoredDocumentError
 from gateway.validation_errors import single_valued_query, validation_error
 
 __all__ = ["API_PREFIX", "ApiAuthMiddleware", "ApiContext", "Publish", "create_api"]
@@ -108,6 +111,12 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(UnavailableError)
     async def unavailable(_: Request, error: UnavailableError) -> JSONResponse:
         return json_error(503, str(error) or "a dependency is unavailable; try again")
+
+    @app.exception_handler(StoredDocumentError)
+    async def unreadable(request: Request, error: StoredDocumentError) -> JSONResponse:
+        # The document's collection, id and failing fields, never its values (`read_model.parse`).
+        log.error("read_model_unreadable", path=request.url.path, error=describe(error))
+        return json_error(500, "internal error")
 
     @app.exception_handler(flt.InvalidFilterError)
     async def invalid_filter(_: Request, error: flt.InvalidFilterError) -> JSONResponse:

@@ -19,6 +19,7 @@ from gateway.audit import Auditor
 from gateway.auth import Principal, Right, TokenVerifier
 from gateway.hub import Hub
 from gateway.ports import ReadModelReader
+from gateway.read_model import StoredDocumentError
 from gateway.viewer import ViewerLinks
 
 log = get_logger("gateway.api")
@@ -123,9 +124,12 @@ class UnavailableError(Exception):
 
 
 async def guarded(call: Awaitable[T]) -> T:
-    """The answer of a read of the read model; a failure is a 503."""
+    """The answer of a read of the read model; a failure is a 503, but for a stored document the read model cannot
+    read (no use trying again: `api` answers 500 and logs it)."""
     try:
         return await call
+    except StoredDocumentError:
+        raise
     except Exception as error:
         log.warning("dependency_failed", error=type(error).__name__)
         raise UnavailableError("the read model cannot be reached; try again") from error

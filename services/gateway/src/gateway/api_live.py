@@ -15,7 +15,7 @@ from gateway.api_common import ERRORS, ApiContext, EnrolmentId, MeetingId, Reade
 from gateway.hub import RESYNC, Hub, Message
 from gateway.live import enrolment_stream, meeting_stream
 
-Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+Endpoint = TypeVar("Endpoint", bound=Callable[..., object])
 SSE_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     **ERRORS,
     200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "Server-sent events."},

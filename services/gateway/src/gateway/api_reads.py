@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query
 
@@ -15,8 +15,7 @@ from gateway.api_common import ERRORS, READ_ERRORS, ApiContext, EnrolmentId, Mee
 from gateway.api_models import Enrolment, Meeting, MeetingEnrolments, RcpOut
 from gateway.auth import Principal
 
-Responses = dict[int | str, dict[str, Any]]
-Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+Endpoint = TypeVar("Endpoint", bound=Callable[..., object])
 Modalities = Annotated[
     str | None,
     Query(
@@ -117,9 +116,10 @@ async def read_rcp(context: ApiContext, rcp_id: str) -> RcpOut:
 
 
 def _get(
-    router: APIRouter, path: str, model: Any, summary: str, responses: Responses = READ_ERRORS
+    router: APIRouter, path: str, model: object, summary: str, *, by_id: bool = True
 ) -> Callable[[Endpoint], Endpoint]:
-    """A read route's decorator (tag `read`)."""
+    """A read route's decorator (tag `read`); `by_id`: the path names an id (404 when unknown)."""
+    responses = READ_ERRORS if by_id else ERRORS
     return router.get(path, response_model=model, responses=responses, summary=summary, tags=["read"])
 
 
@@ -157,12 +157,16 @@ def add_read_routes(router: APIRouter, context: ApiContext) -> None:
         return await read_meeting(context, meeting_id)
 
     @_get(
-        router, "/meetings", list[Meeting], "Extension: the meetings known to the gateway (most recent first)", ERRORS
+        router,
+        "/meetings",
+        list[Meeting],
+        "Extension: the meetings known to the gateway (most recent first)",
+        by_id=False,
     )
     async def list_meetings(who: Reader) -> list[Meeting]:
         return await read_meetings(context)
 
-    @_get(router, "/rcps", list[RcpOut], "Extension: the RCPs and their default imaging filters", ERRORS)
+    @_get(router, "/rcps", list[RcpOut], "Extension: the RCPs and their default imaging filters", by_id=False)
     async def list_rcps(who: Reader) -> list[RcpOut]:
         return await read_rcps(context)
 

@@ -5,10 +5,16 @@ with an `order` key, and applies only if the stored part's `order` is lower. Ord
 
 | part                                                        | order key                          |
 |-------------------------------------------------------------|------------------------------------|
-| enrolment, withdrawal, identity, catalogue, selection,      | `occurred_at`, then `event_id`     |
+| enrolment, withdrawal, identity, catalogue, selection,      | the event's `EventStamp`           |
 | removals.<study>                                            |                                    |
-| meeting details, RCP settings                               | `occurred_at`, then `event_id`     |
+| meeting details, RCP settings                               | the event's `EventStamp`           |
 | retrieval.<study>, notifications.<role>                     | the job's `version`, then the same |
+
+`EventStamp` (`proxymage_shared.idempotency`) is the order of events every service uses: `occurred_at` to the
+millisecond, then `event_id`; the key is its text, in the same order. Keys written before it (to the microsecond)
+need no migration: a new key and an old one of different milliseconds compare as their times, and of the same
+millisecond the new one is the higher, so a replay of an event already projected rewrites its part once, with
+the same values.
 
 So each part only moves forward, and the final document is the same whatever the order of delivery or the
 number of replays (the property tests check it). The store runs each patch as one conditional upsert; the
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
@@ -37,6 +44,7 @@ from proxymage_shared.events import (
     StudyRemoved,
     StudyStatusChanged,
 )
+from proxymage_shared.idempotency import EventStamp
 
 # A JSON value, as stored in MongoDB.
 Json: TypeAlias = "str | int | float | bool | list[Json] | dict[str, Json] | None"
@@ -93,8 +101,10 @@ def _utc_text(moment: dt.datetime) -> str:
 
 
 def order_key(occurred_at: dt.datetime, event_id: object) -> str:
-    """The order key of the event `event_id` that occurred at `occurred_at` (see the table above)."""
-    return f"{_utc_text(occurred_at)}|{event_id}"
+    """The order key of the event `event_id` that occurred at `occurred_at`: the text of its `EventStamp`, whose
+    order is the stamp's (the time's text has a fixed width, to the millisecond, UTC; event ids are ASCII)."""
+    stamp = EventStamp.of(occurred_at, event_id)  # in UTC
+    return f"{stamp.occurred_at.replace(tzinfo=None).isoformat(timespec='milliseconds')}Z|{stamp.event_id}"
 
 
 def event_order(event: Event) -> str:
@@ -220,16 +230,16 @@ def patches(event: Event) -> list[Patch]:
     return []
 
 
-def get_path(document: dict[str, Json] | None, path: str) -> dict[str, Json] | None:
-    node: Json = document
+def get_path(document: Mapping[str, object] | None, path: str) -> Mapping[str, object] | None:
+    node: object = document
     for part in path.split("."):
-        if not isinstance(node, dict):
+        if not isinstance(node, Mapping):
             return None
         node = node.get(part)
-    return node if isinstance(node, dict) else None
+    return node if isinstance(node, Mapping) else None
 
 
-def supersedes(patch: Patch, document: dict[str, Json] | None) -> bool:
+def supersedes(patch: Patch, document: Mapping[str, object] | None) -> bool:
     """True when `patch` is newer than what `document` holds at its path (or nothing is there)."""
     current = get_path(document, patch.path)
     return current is None or str(current.get(ORDER, "")) < patch.order

@@ -2,48 +2,50 @@
 read by the views and the live updates (`gateway.views`, `gateway.handlers`).
 
 The stored shape is `gateway.projection`'s (one part per patch path, each with its `order` key); field names here
-are the stored ones, so a document written by any earlier version reads the same. What the projection stores
-comes from validated events, so a field the views always needed is required here too; the rest defaults to what
-the views assumed when it is absent.
+are the stored ones. Every field the projection writes whenever it writes the part is required (a value may be
+null, the key may not be missing), so a field renamed on one side, or missing from a stored part, is a
+`StoredDocumentError` when the document is read, never a silent None (test_read_model checks that the parts
+declare exactly the keys the projection stores). Only a whole part may be absent from a document. Unknown keys
+are ignored: a gateway may read a document that a newer instance wrote during a rolling update.
+
+These types are the read model's own: the REST models (`gateway.api_models`) are built from them by the views.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeAlias
+import datetime as dt
+from collections.abc import Mapping
+from typing import Annotated, TypeAlias, TypeVar
 
+from proxymage_shared.errors import PermanentError, describe
 from proxymage_shared.events import (
     CatalogueStatus,
+    ExpertRole,
     IdentityStatus,
     ImagingFilters,
     NearMiss,
     NotificationStatus,
     Progress,
     RetrievalStatus,
+    Sex,
 )
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from gateway.api_models import ExpertOut, PatientOut
-from gateway.projection import ENROLMENTS, MEETINGS, RCPS, Collection, Json
+from gateway.projection import ENROLMENTS, MEETINGS, RCPS, Collection
 
-
-def _near_misses(value: Any) -> tuple[NearMiss, ...]:
-    return tuple(NearMiss.model_validate(item, strict=False) for item in value or ())
-
-
-def _progress(value: Any) -> Progress | None:
-    return Progress.model_validate(value, strict=False) if value else None
+# A document as MongoDB returns it: the read model's collections hold JSON values only (`gateway.projection`),
+# the audit's entries datetimes too.
+StoredDocument: TypeAlias = dict[str, object]
 
 
-def _imaging(value: Any) -> ImagingFilters:
+class StoredDocumentError(PermanentError):
+    """A stored document does not have the read model's shape (a field renamed or missing): a bug, or a document
+    written by a version whose parts differ. The message names the document and the fields, never their values."""
+
+
+def _imaging(value: object) -> ImagingFilters:
+    # The contract's model is strict (no text for a date, no list for a tuple); stored, they are JSON.
     return ImagingFilters.model_validate(value, strict=False)
-
-
-def _count(value: Any) -> Any:
-    return value or 0
-
-
-def _expert(value: Any) -> ExpertOut | None:
-    return ExpertOut.model_validate(value) if isinstance(value, dict) else None
 
 
 class _Value(BaseModel):
@@ -51,107 +53,124 @@ class _Value(BaseModel):
 
 
 class Part(_Value):
-    """What every stored part holds: its order key and the stamp of the event that wrote it."""
+    """What every part the projection writes holds: its order key and the stamp of the event that wrote it."""
 
-    order: str = ""
-    event_id: str | None = None
-    occurred_at: str | None = None
+    order: str
+    event_id: str
+    occurred_at: str
 
 
 class ReasonedPart(Part):
-    """A part that may carry a reason (`gateway.reasons.told`)."""
+    """A part that carries a reason (`gateway.reasons.told`)."""
 
-    reason: str | None = None
-    reason_code: str | None = None
+    reason: str | None
+    reason_code: str | None
 
 
 class PacsRef(_Value):
-    patient_id: str | None = None
-    issuer: str | None = None
+    patient_id: str
+    issuer: str | None
 
 
 class RequestedBy(_Value):
-    name: str | None = None
+    name: str
+
+
+class StoredPatient(_Value):
+    """The DCC's identity of the patient (never logged)."""
+
+    birth_name: str
+    used_name: str | None
+    first_name: str
+    birth_date: dt.date
+    sex: Sex
 
 
 class EnrolmentPart(Part):
     """`enrolment`: the DCC's enrolled event."""
 
-    meeting_id: str | None = None
-    rcp_id: str | None = None
-    meeting_title: str | None = None
-    meeting_date: str | None = None
-    centre: str | None = None
-    patient: PatientOut | None = None
-    consent: bool | None = None
-    requested_by: RequestedBy | None = None
+    enrolment_id: str
+    meeting_id: str
+    rcp_id: str
+    meeting_title: str
+    meeting_date: str
+    centre: str
+    patient: StoredPatient
+    consent: bool
+    requested_by: RequestedBy
 
 
 class WithdrawalPart(Part):
     """`withdrawal`: the DCC's withdrawal."""
 
-    reason: str | None = None
+    reason: str | None
 
 
 class IdentityPart(ReasonedPart):
     """`identity`: the identity-matcher's outcome."""
 
     status: IdentityStatus
-    source_event_id: str | None = None
-    source_occurred_at: str | None = None
-    meeting_id: str | None = None
-    pacs_patients: tuple[PacsRef, ...] = ()
-    near_misses: Annotated[tuple[NearMiss, ...], BeforeValidator(_near_misses)] = ()
+    source_event_id: str
+    source_occurred_at: str | None
+    meeting_id: str | None
+    meeting_date: str | None
+    pacs_patients: tuple[PacsRef, ...]
+    near_misses: tuple[NearMiss, ...]
 
 
 class CataloguedStudyPart(_Value):
     """One study of the catalogue."""
 
     study_instance_uid: str
-    description: str | None = None
-    pacs: str | None = None
-    date: str | None = None
-    modalities: tuple[str, ...] = ()
-    images: int | None = None
-    series: int | None = None
-    pacs_patient: PacsRef | None = None
+    description: str | None
+    pacs: str | None
+    date: str | None
+    time: str | None
+    modalities: tuple[str, ...]
+    images: int | None
+    series: int | None
+    accession_number: str | None
+    pacs_patient: PacsRef
 
 
 class CataloguePart(ReasonedPart):
     """`catalogue`: the fetcher's list of the linked patients' studies."""
 
     status: CatalogueStatus
-    studies: tuple[CataloguedStudyPart, ...] = ()
+    studies: tuple[CataloguedStudyPart, ...]
 
 
 class SelectionPart(Part):
     """`selection`: the DCC's latest selection."""
 
-    study_instance_uids: tuple[str, ...] = ()
-    expertise_requested: bool = False
+    study_instance_uids: tuple[str, ...]
+    expertise_requested: bool
 
 
 class RemovalPart(Part):
     """`removals.<study key>`: the DCC removed the study."""
 
-    study_instance_uid: str | None = None
+    study_instance_uid: str
 
 
 class RetrievalPart(ReasonedPart):
     """`retrieval.<study key>`: the fetcher's job state for the study."""
 
+    study_instance_uid: str
     status: RetrievalStatus
-    study_instance_uid: str | None = None
-    progress: Annotated[Progress | None, BeforeValidator(_progress)] = None
-    attempts: Annotated[int, BeforeValidator(_count)] = 0
-    next_attempt_at: str | None = None
+    version: int
+    progress: Progress | None
+    attempts: int
+    next_attempt_at: str | None
 
 
 class NotificationPart(ReasonedPart):
     """`notifications.<role>`: the notifier's state of one expertise request."""
 
-    role: str | None = None
+    meeting_id: str | None
+    role: ExpertRole | None
     status: NotificationStatus
+    version: int
 
 
 class EnrolmentRecord(_Value):
@@ -171,23 +190,33 @@ class EnrolmentRecord(_Value):
 class MeetingFacts(Part):
     """What is said about a meeting: by every enrolment (`enrolment_details`) or by the DCC's meeting event."""
 
-    rcp_id: str | None = None
-    title: str | None = None
-    date: str | None = None
-    centre: str | None = None
+    rcp_id: str
+    title: str
+    date: str
+    centre: str
+
+
+class StoredExpert(_Value):
+    name: str
+    email: str
 
 
 class ExpertsPart(MeetingFacts):
     """`experts`: the DCC's meeting event."""
 
-    on_call_radiologist: Annotated[ExpertOut | None, BeforeValidator(_expert)] = None
-    on_call_nuclear_physician: Annotated[ExpertOut | None, BeforeValidator(_expert)] = None
+    meeting_id: str
+    on_call_radiologist: StoredExpert | None
+    on_call_nuclear_physician: StoredExpert | None
 
 
 class MemberPart(_Value):
-    """`members.<member key>`: one enrolment of the meeting."""
+    """`members.<member key>`: one enrolment of the meeting. Without a stamp when the members migration listed it
+    (`store.ReadModelStore.ensure_indexes`): membership has no order to compare."""
 
     enrolment_id: str
+    order: str | None = None
+    event_id: str | None = None
+    occurred_at: str | None = None
 
 
 class MeetingRecord(_Value):
@@ -202,6 +231,7 @@ class MeetingRecord(_Value):
 class RcpSettingsPart(Part):
     """`settings`: the DCC's RCP settings."""
 
+    rcp_id: str
     title: str
     centre: str
     imaging: Annotated[ImagingFilters, BeforeValidator(_imaging)]
@@ -214,8 +244,25 @@ class RcpRecord(_Value):
     settings: RcpSettingsPart | None = None
 
 
+class MeetingOfEnrolment(_Value):
+    """`enrolment.meeting_id` of an `enrolments` document: all the members migration reads of one."""
+
+    class Enrolment(_Value):
+        meeting_id: str
+
+    enrolment_id: str = Field(alias="_id")
+    enrolment: Enrolment | None = None
+
+
+class MembersOfMeeting(_Value):
+    """`members` of a `meetings` document: all the members migration reads of one."""
+
+    meeting_id: str = Field(alias="_id")
+    members: dict[str, MemberPart] | None = None
+
+
 Record: TypeAlias = EnrolmentRecord | MeetingRecord | RcpRecord
-StoredDocument: TypeAlias = dict[str, Json]  # a document as MongoDB holds it
+Parsed = TypeVar("Parsed", bound=_Value)
 
 _RECORDS: dict[Collection, type[EnrolmentRecord] | type[MeetingRecord] | type[RcpRecord]] = {
     ENROLMENTS: EnrolmentRecord,
@@ -224,18 +271,29 @@ _RECORDS: dict[Collection, type[EnrolmentRecord] | type[MeetingRecord] | type[Rc
 }
 
 
-def enrolment_record(document: StoredDocument) -> EnrolmentRecord:
-    return EnrolmentRecord.model_validate(document)
+def parse(model: type[Parsed], collection: Collection, document: Mapping[str, object]) -> Parsed:
+    """The typed value of a document of `collection`; `StoredDocumentError` when it does not have the shape."""
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        # `from None`: the validation error's text quotes the stored values (patient identity); `describe` does not.
+        raise StoredDocumentError(
+            f"{collection} document {str(document.get('_id'))!r} does not match the read model: {describe(error)}"
+        ) from None
 
 
-def meeting_record(document: StoredDocument) -> MeetingRecord:
-    return MeetingRecord.model_validate(document)
+def enrolment_record(document: Mapping[str, object]) -> EnrolmentRecord:
+    return parse(EnrolmentRecord, ENROLMENTS, document)
 
 
-def rcp_record(document: StoredDocument) -> RcpRecord:
-    return RcpRecord.model_validate(document)
+def meeting_record(document: Mapping[str, object]) -> MeetingRecord:
+    return parse(MeetingRecord, MEETINGS, document)
 
 
-def parse_document(collection: Collection, document: StoredDocument) -> Record:
+def rcp_record(document: Mapping[str, object]) -> RcpRecord:
+    return parse(RcpRecord, RCPS, document)
+
+
+def parse_document(collection: Collection, document: Mapping[str, object]) -> Record:
     """The typed value of a document of `collection`."""
-    return _RECORDS[collection].model_validate(document)
+    return parse(_RECORDS[collection], collection, document)

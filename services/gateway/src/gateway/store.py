@@ -2,15 +2,16 @@
 
 Each patch of `gateway.projection` is applied as a compare-and-set on one document: an upsert by `_id` whose
 filter also says "the part's `order` is lower than the patch's, or absent", returning the document after the
-write. A stale or replayed patch does not match; the upsert then fails on the duplicate `_id` (code 11000, or
-code 1 from FerretDB) and a read confirms it is stale (or, if the document did not exist yet, that another
-consumer inserted it first: try again). One round trip per event in the usual case, no multi-document
-transaction; patches of one document that arrive together share one guarded write (`gateway.coalesce`). On
-the local FerretDB this relies on its `_id` index being used whatever else the filter says
+write. A stale or replayed patch does not match; the upsert then fails on the duplicate `_id`
+(`idempotency.is_duplicate_key`) and a read confirms it is stale (or, if the document did not exist yet, that
+another consumer inserted it first: try again, `idempotency.until_written`). One round trip per event in the usual
+case, no multi-document transaction; patches of one document that arrive together share one guarded write
+(`gateway.coalesce`). On the local FerretDB this relies on its `_id` index being used whatever else the filter says
 (deploy/local/ferretdb/patches); on MongoDB it is an index lookup.
 
 The read methods return the typed documents of `gateway.read_model`, parsed here once; what is stored keeps the
-projection's shape.
+projection's shape. A document that does not have it is a `read_model.StoredDocumentError` (permanent: the event
+that wrote it goes to the dead-letter topic; a REST read answers 500 and logs the document and the fields, no values).
 
 Enrolment documents hold the DCC's patient identity (names, birth date) for the console's lists: this
 database is the gateway's own; the values never go to logs.
@@ -25,11 +26,12 @@ from collections.abc import Mapping, Sequence
 from typing import Final
 
 from prometheus_client import Counter
-from proxymage_shared.mongo import Document
+from proxymage_shared.idempotency import LOST_RACE, LostRace, is_duplicate_key, until_written
+from pydantic import TypeAdapter
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import OperationFailure
 
 from gateway.audit import AuditRecord
 from gateway.coalesce import Coalescer
@@ -41,34 +43,28 @@ from gateway.projection import (
     Collection,
     Json,
     Patch,
-    get_path,
     member_key,
     supersedes,
 )
 from gateway.read_model import (
     EnrolmentRecord,
+    MeetingOfEnrolment,
     MeetingRecord,
+    MembersOfMeeting,
     RcpRecord,
     Record,
     StoredDocument,
     enrolment_record,
     meeting_record,
+    parse,
     parse_document,
     rcp_record,
 )
 
-DUPLICATE_KEY: Final = 11000
-FERRETDB_INTERNAL: Final = 1
-MAX_RACES: Final = 10
 MEMBER_READS_AT_ONCE: Final = 32
 SWEEP_CHUNK: Final = 500
 MEMBERS_MIGRATION: Final = "meeting-members"
-
-
-def _is_duplicate_key(error: OperationFailure) -> bool:
-    if isinstance(error, DuplicateKeyError) or error.code == DUPLICATE_KEY:
-        return True
-    return error.code == FERRETDB_INTERNAL and "duplicate key" in str(error).lower()
+_AUDIT_RECORD: Final = TypeAdapter(AuditRecord)
 
 
 # A patch and the `member` patch written with it.
@@ -91,14 +87,14 @@ def _overlap(one: str, other: str) -> bool:
 
 
 class ReadModelStore:
-    def __init__(self, database: AsyncDatabase[Document], write_linger_seconds: float = 0.0) -> None:
-        self._collections: dict[Collection, AsyncCollection[Document]] = {
+    def __init__(self, database: AsyncDatabase[StoredDocument], write_linger_seconds: float = 0.0) -> None:
+        self._collections: dict[Collection, AsyncCollection[StoredDocument]] = {
             name: database[name] for name in (ENROLMENTS, MEETINGS, RCPS)
         }
         self._coalescer: Coalescer[tuple[Collection, str], Written, StoredDocument | None] = Coalescer(
             self._write, write_linger_seconds
         )
-        self.audit: AsyncCollection[Document] = database["audit"]
+        self.audit: AsyncCollection[StoredDocument] = database["audit"]
 
     async def ensure_indexes(self) -> None:
         await self._collections[ENROLMENTS].create_index([("enrolment.meeting_id", ASCENDING)])
@@ -118,17 +114,18 @@ class ReadModelStore:
         # Only the enrolments their meeting does not list yet are written (one read of the meetings first): a read
         # model whose lists are already filled (projected since they exist) costs no write per enrolment at start.
         listed: set[tuple[str, str]] = set()
-        async for meeting in self._collections[MEETINGS].find({}, {"members": 1}):
-            members = meeting.get("members")
-            if isinstance(members, dict):
-                listed.update((str(meeting["_id"]), field) for field in members)
-        cursor = self._collections[ENROLMENTS].find({}, {"enrolment.meeting_id": 1})
-        async for document in cursor:
-            meeting_id = (get_path(document, "enrolment") or {}).get("meeting_id")
-            if isinstance(meeting_id, str) and (meeting_id, member_key(str(document["_id"]))) not in listed:
-                key = f"members.{member_key(str(document['_id']))}"
+        async for document in self._collections[MEETINGS].find({}, {"members": 1}):
+            meeting = parse(MembersOfMeeting, MEETINGS, document)
+            listed.update((meeting.meeting_id, field) for field in meeting.members or {})
+        async for document in self._collections[ENROLMENTS].find({}, {"enrolment.meeting_id": 1}):
+            found = parse(MeetingOfEnrolment, ENROLMENTS, document)
+            if found.enrolment is None:
+                continue
+            meeting_id, field = found.enrolment.meeting_id, member_key(found.enrolment_id)
+            if (meeting_id, field) not in listed:
+                member = {"enrolment_id": found.enrolment_id}
                 await self._collections[MEETINGS].update_one(
-                    {"_id": meeting_id}, {"$set": {key: {"enrolment_id": str(document["_id"])}}}, upsert=True
+                    {"_id": meeting_id}, {"$set": {f"members.{field}": member}}, upsert=True
                 )
         await migrations.update_one({"_id": MEMBERS_MIGRATION}, {"$set": {"done": True}}, upsert=True)
 
@@ -173,7 +170,7 @@ class ReadModelStore:
                 guard, {"$set": values}, upsert=True, return_document=ReturnDocument.AFTER
             )
         except OperationFailure as error:
-            if not _is_duplicate_key(error):
+            if not is_duplicate_key(error):
                 raise
             return None
 
@@ -183,14 +180,15 @@ class ReadModelStore:
         One round trip in the usual case: an upsert whose filter says "this part's order is lower, or absent".
         When the document exists and the filter does not match, the upsert tries to insert it again and fails
         on the duplicate `_id`: a read then tells a stale patch (None) from two first writes racing to insert
-        the document (try again).
+        the document (try again, `idempotency.until_written`).
         """
         collection = self._collections[patch.collection]
         at = f"{patch.path}.{ORDER}"
         values = {patch.path: patch.stored_value()}
         if member is not None:
             values[member.path] = member.stored_value()
-        for _ in range(MAX_RACES):
+
+        async def attempt() -> StoredDocument | LostRace | None:
             try:
                 return await collection.find_one_and_update(
                     {"_id": patch.key, at: {"$not": {"$gte": patch.order}}},
@@ -199,11 +197,11 @@ class ReadModelStore:
                     return_document=ReturnDocument.AFTER,
                 )
             except OperationFailure as error:
-                if not _is_duplicate_key(error):
+                if not is_duplicate_key(error):
                     raise
-            if not supersedes(patch, await collection.find_one({"_id": patch.key})):
-                return None
-        raise RuntimeError(f"{patch.collection}/{patch.path}: lost {MAX_RACES} races in a row")
+            return LOST_RACE if supersedes(patch, await collection.find_one({"_id": patch.key})) else None
+
+        return await until_written(attempt, what=f"{patch.collection} document {patch.key!r} ({patch.path})")
 
     async def add_member(self, patch: Patch) -> None:
         """Adds an enrolment to its meeting's list (a `member` patch): a plain idempotent `$set`, no order to
@@ -311,8 +309,9 @@ class ReadModelStore:
 
     async def record_audit(self, records: list[AuditRecord]) -> None:
         if records:
-            await self.audit.insert_many(records, ordered=False)
+            documents: list[StoredDocument] = [dict(record) for record in records]
+            await self.audit.insert_many(documents, ordered=False)
 
     async def audit_of(self, enrolment_id: str, limit: int) -> list[AuditRecord]:
         cursor = self.audit.find({"enrolment_id": enrolment_id}, {"_id": 0}).sort("at", DESCENDING).limit(limit)
-        return [dict(document) async for document in cursor]
+        return [_AUDIT_RECORD.validate_python(document) async for document in cursor]

@@ -2,9 +2,10 @@
 
 Rules beyond CONTRACT.md's wording:
 - The enrolment's lifecycle is decided by its two DCC parts, `enrolment` and `withdrawal`: the newer one
-  (order key: `occurred_at`, then `event_id`) wins. A withdrawal newer than the enrolled event makes
-  `identity.status` `withdrawn` at once, without waiting for the identity-matcher; a newer enrolled event
-  re-opens the enrolment (`pending` until its own outcome).
+  (order key: the event's `EventStamp`, `occurred_at` to the millisecond, then `event_id`, as the
+  identity-matcher orders them) wins. A withdrawal newer than the enrolled event makes `identity.status`
+  `withdrawn` at once, without waiting for the identity-matcher; a newer enrolled event re-opens the enrolment
+  (`pending` until its own outcome).
 - `identity.status` is `pending` until the outcome of the enrolment's *current* DCC event arrives (a
   corrected identity makes the previous outcome obsolete). An outcome `withdrawn` answering a withdrawal the
   gateway has not consumed yet (its `source_occurred_at` is newer than the enrolled event) is current too.
@@ -35,6 +36,7 @@ from gateway.api_models import (
     Enrolment,
     EnrolmentSummary,
     Expertise,
+    ExpertOut,
     Identity,
     IdentityView,
     Meeting,
@@ -58,6 +60,7 @@ from gateway.read_model import (
     Part,
     RcpRecord,
     RetrievalPart,
+    StoredExpert,
     WithdrawalPart,
 )
 from gateway.viewer import ViewerLinks
@@ -190,7 +193,7 @@ def _linked_rows(record: EnrolmentRecord) -> list[CataloguedRow]:
     rows = []
     for study in catalogue.studies:
         owner = study.pacs_patient
-        if ((owner.patient_id, owner.issuer) if owner else (None, None)) in linked:
+        if (owner.patient_id, owner.issuer) in linked:
             rows.append(
                 CataloguedRow(
                     study_instance_uid=study.study_instance_uid,
@@ -233,7 +236,7 @@ def _selected_state(record: EnrolmentRecord, job: RetrievalPart | None) -> Retri
     requested_again = (
         job is not None
         and job.status == "removed"
-        and (job.occurred_at or "") < ((selection.occurred_at or "") if selection is not None else "")
+        and job.occurred_at < (selection.occurred_at if selection is not None else "")
     )
     since = withdrawn_since(record)
     confirmed = job is not None and not requested_again and job.status in ("removed", "failed")
@@ -311,8 +314,7 @@ def _study(
 def study_patient_id(record: EnrolmentRecord, study_instance_uid: str) -> str | None:
     for row in _linked_rows(record):
         if row.study_instance_uid == study_instance_uid:
-            owner = row.study.pacs_patient
-            return owner.patient_id if owner else None
+            return row.study.pacs_patient.patient_id
     return None
 
 
@@ -332,7 +334,7 @@ def viewable_patient_id(record: EnrolmentRecord, study_instance_uid: str) -> str
 def expertise_view(record: EnrolmentRecord) -> Expertise:
     items = [
         Notification(
-            role=item.role,  # the stored role, validated by the model
+            role=item.role,
             status=item.status,
             at=item.occurred_at,  # the stored text, validated by the model
             **_reason_fields(reasons.told(item)),
@@ -344,7 +346,9 @@ def expertise_view(record: EnrolmentRecord) -> Expertise:
 
 
 def patient_view(record: EnrolmentRecord) -> PatientOut | None:
-    return record.enrolment.patient if record.enrolment is not None else None
+    if record.enrolment is None:
+        return None
+    return PatientOut(**record.enrolment.patient.model_dump())
 
 
 def catalogue_view(record: EnrolmentRecord) -> Catalogue:
@@ -388,7 +392,6 @@ def enrolment_view(
         for study_instance_uid in chosen
         if study_instance_uid not in known
     ]
-    requested_by = enrolment.requested_by if enrolment is not None else None
     return Enrolment(
         enrolment_id=record.enrolment_id,
         meeting_id=meeting_of(record),
@@ -399,7 +402,7 @@ def enrolment_view(
         expertise=expertise_view(record),
         consent=enrolment.consent if enrolment is not None else None,
         patient=patient_view(record),
-        requested_by=requested_by.name if requested_by is not None else None,
+        requested_by=enrolment.requested_by.name if enrolment is not None else None,
         meeting=_meeting_ref(enrolment),
         catalogue=catalogue_view(record),
         withdrawal=withdrawal_view(record),
@@ -415,9 +418,7 @@ def meeting_of(record: EnrolmentRecord) -> str | None:
 def study_states(record: EnrolmentRecord) -> StudyStates:
     chosen = selected_uids(record)
     statuses: Counter[str] = Counter()
-    study_instance_uids = set(chosen) | {
-        item.study_instance_uid for item in record.removals.values() if item.study_instance_uid is not None
-    }
+    study_instance_uids = set(chosen) | {item.study_instance_uid for item in record.removals.values()}
     for study_instance_uid in sorted(study_instance_uids):
         view = retrieval_view(
             record, study_instance_uid, selected=study_instance_uid in chosen, patient_id=None, links=_NO_LINKS
@@ -433,16 +434,16 @@ _NO_LINKS = ViewerLinks("")
 def summary_view(record: EnrolmentRecord) -> EnrolmentSummary:
     identity: IdentityView = identity_view(record).status
     states = study_states(record)
-    requested_by = record.enrolment.requested_by if record.enrolment is not None else None
+    enrolment = record.enrolment
     return EnrolmentSummary(
         enrolment_id=record.enrolment_id,
         patient=patient_view(record),
-        consent=record.enrolment.consent if record.enrolment is not None else None,
+        consent=enrolment.consent if enrolment is not None else None,
         identity_status=identity,
         catalogued=len(_linked_rows(record)) if record.catalogue is not None else None,
         studies=states,
         expertise_requested=expertise_view(record).requested,
-        requested_by=requested_by.name if requested_by is not None else None,
+        requested_by=enrolment.requested_by.name if enrolment is not None else None,
         imaging_state=meeting_day.imaging_state(identity, states),
     )
 
@@ -457,9 +458,13 @@ def meeting_view(meeting_id: str, record: MeetingRecord | None) -> Meeting:
         title=details.title if details else None,
         date=_date(details.date) if details else None,
         centre=details.centre if details else None,
-        on_call_radiologist=experts.on_call_radiologist if experts else None,
-        on_call_nuclear_physician=experts.on_call_nuclear_physician if experts else None,
+        on_call_radiologist=_expert(experts.on_call_radiologist) if experts else None,
+        on_call_nuclear_physician=_expert(experts.on_call_nuclear_physician) if experts else None,
     )
+
+
+def _expert(expert: StoredExpert | None) -> ExpertOut | None:
+    return ExpertOut(name=expert.name, email=expert.email) if expert is not None else None
 
 
 def rcp_view(record: RcpRecord) -> RcpOut | None:
