@@ -35,17 +35,11 @@ import aiosmtplib
 from proxymage_shared.errors import describe
 
 from expert_notifier.domain import SendFailure
-from expert_notifier.ports import Proceed
+from expert_notifier.ports import Proceed, SmtpSendError
 from expert_notifier.settings import SmtpEndpoint
 
 MAX_REPLY: Final = 300
 CONFIGURATION_CODES: Final = frozenset({530, 538})  # "must issue STARTTLS first", "encryption required"
-
-
-class SmtpSendError(Exception):
-    def __init__(self, failure: SendFailure) -> None:
-        super().__init__(failure.detail)
-        self.failure = failure
 
 
 def _reply(code: int, message: str) -> str:

@@ -23,8 +23,7 @@ from proxymage_shared.errors import describe
 from proxymage_shared.logging import get_logger
 
 from study_fetcher import domain
-from study_fetcher.pacs import ViewerStoreUnavailableError
-from study_fetcher.ports import Clock, JobRepository, TransferRepository, ViewerPurge
+from study_fetcher.ports import Clock, JobRepository, TransferRepository, ViewerPurge, ViewerStoreUnavailableError
 
 log = get_logger(__name__)
 

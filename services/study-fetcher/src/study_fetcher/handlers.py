@@ -35,21 +35,21 @@ from proxymage_shared.retry import BackoffSchedule
 
 from study_fetcher import domain, lifecycle
 from study_fetcher.catalogue import build_listing
-from study_fetcher.cleanup import ViewerCleaner
 from study_fetcher.lifecycle import Lifecycle, LifecycleStatus
 from study_fetcher.ports import (
     Acceptance,
     Clock,
     EnrolmentRepository,
     IdentityOutcome,
+    JobChanges,
     JobRepository,
     ListedStudy,
     Pacs,
     PublishCatalogue,
+    ViewerCleanup,
     job_key_of,
     owner_of,
 )
-from study_fetcher.updater import JobUpdater
 
 log = get_logger(__name__)
 
@@ -200,9 +200,9 @@ class Handlers:
         *,
         enrolments: EnrolmentRepository,
         jobs: JobRepository,
-        updater: JobUpdater,
+        updater: JobChanges,
         catalogue: Catalogue,
-        cleaner: ViewerCleaner,
+        cleaner: ViewerCleanup,
         options: RetrievalOptions,
         wake: Callable[[], None],
         clock: Clock = utc_now,

@@ -20,7 +20,7 @@ Leases are short (`lease`, 15 s by default) and renewed by a heartbeat beside th
 each renewal conditional on the lease's owner: a worker that dies loses them within `lease` and another instance
 takes the jobs over (a new attempt, published with the reason "reprise après interruption"). A worker whose
 renewal finds that another took the study or its jobs over (it stalled past its lease) cancels its move and
-records nothing: its reports are fenced by the lease owner (`JobUpdater.apply(lease_owner=...)`). All job
+records nothing: its reports are fenced by the lease owner (`JobChanges.apply(lease_owner=...)`). All job
 writes are conditional (ports.JobRepository.save), so a removal during a move wins.
 """
 
@@ -51,9 +51,9 @@ from proxymage_shared.logging import OUTAGES, get_logger
 from proxymage_shared.reasons import Reason
 
 from study_fetcher import domain
-from study_fetcher.cleanup import ViewerCleaner
 from study_fetcher.ports import (
     Clock,
+    JobChanges,
     JobRepository,
     MoveControl,
     Pacs,
@@ -61,8 +61,8 @@ from study_fetcher.ports import (
     StudyPresence,
     Transfer,
     TransferRepository,
+    ViewerCleanup,
 )
-from study_fetcher.updater import JobUpdater
 from study_fetcher.wakeups import WakeUps
 
 log = get_logger(__name__)
@@ -107,11 +107,11 @@ class Retriever:
         *,
         jobs: JobRepository,
         transfers: TransferRepository,
-        updater: JobUpdater,
+        updater: JobChanges,
         pacs: Pacs,
         options: WorkerOptions,
         owner: str,
-        cleaner: ViewerCleaner | None = None,
+        cleaner: ViewerCleanup | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._jobs = jobs
@@ -366,7 +366,7 @@ class _ProgressRelay:
     """Turns the move's pending responses into `retrieving` versions with progress, at most one per interval."""
 
     def __init__(
-        self, updater: JobUpdater, latest: dict[str, StoredJob], interval_seconds: float, lease_owner: str
+        self, updater: JobChanges, latest: dict[str, StoredJob], interval_seconds: float, lease_owner: str
     ) -> None:
         self._updater = updater
         self._latest = latest
