@@ -30,7 +30,7 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from pydantic import ValidationError
 
 from proxymage_shared import metrics
-from proxymage_shared.errors import PermanentError, describe
+from proxymage_shared.errors import PermanentError, describe, validation_details
 from proxymage_shared.events import Event
 from proxymage_shared.logging import OUTAGES, get_logger
 from proxymage_shared.retry import RetryPolicy, retry_in_place
@@ -126,12 +126,8 @@ def create_broker(settings: ServiceSettings, **overrides: Any) -> KafkaBroker:
 
 
 def validation_reason(error: ValidationError) -> str:
-    """A validation error in words, without the offending values (they may be patient data)."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False, include_context=False):
-        location = ".".join(str(part) for part in item["loc"]) or "(message)"
-        parts.append(f"{location}: {item['msg']}")
-    return "invalid event: " + "; ".join(parts)
+    """A dead-lettered event's validation error in words, without the offending values (errors.describe's rule)."""
+    return f"invalid event: {validation_details(error)}"
 
 
 async def dead_letter(
