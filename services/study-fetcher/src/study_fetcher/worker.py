@@ -191,7 +191,7 @@ class Retriever:
         if lost.is_set():
             # Another worker runs the study now: whatever this attempt saw is not for us to record.
             ATTEMPTS.labels("abandoned").inc()
-            log.warning("retrieval_abandoned", study_uid=study_instance_uid, jobs=len(latest))
+            log.warning("retrieval_abandoned", study_instance_uid=study_instance_uid, jobs=len(latest))
             return None, False
         for job_key, stored in list(latest.items()):
             latest[job_key], _ = await self._updater.apply(stored, outcome, lease_owner=self._owner)
@@ -200,7 +200,7 @@ class Retriever:
         ATTEMPT_SECONDS.labels(name).observe(time.perf_counter() - started)
         log.info(
             "retrieval_attempt",
-            study_uid=study_instance_uid,
+            study_instance_uid=study_instance_uid,
             jobs=len(latest),
             outcome=name,
             reason=outcome.reason.code if isinstance(outcome, domain.Retry | domain.Refused) else None,
@@ -331,11 +331,13 @@ class Retriever:
                 jobs_held = await self._jobs.renew(job_keys, self._owner, until)
                 transfer_held = await self._transfers.renew(study_instance_uid, self._owner, until)
             except Exception as error:  # the next beat tries again; the lease may lapse meanwhile
-                log.warning("lease_renewal_failed", study_uid=study_instance_uid, error=describe(error))
+                log.warning("lease_renewal_failed", study_instance_uid=study_instance_uid, error=describe(error))
                 continue
             if not transfer_held or jobs_held == 0:
                 LEASES_LOST.inc()
-                log.warning("lease_lost", study_uid=study_instance_uid, jobs_held=jobs_held, transfer=transfer_held)
+                log.warning(
+                    "lease_lost", study_instance_uid=study_instance_uid, jobs_held=jobs_held, transfer=transfer_held
+                )
                 lost.set()
                 cancel.set()
                 return
