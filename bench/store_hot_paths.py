@@ -509,7 +509,10 @@ async def bench_notifier(
                 study_instance_uids=enrolment.selected,
             ),
             studies=tuple(
-                sorted((StudyFact(uid, 3, status) for uid, status in enrolment.statuses.items()), key=lambda s: s.uid)
+                sorted(
+                    (StudyFact(uid, 3, status) for uid, status in enrolment.statuses.items()),
+                    key=lambda s: s.study_instance_uid,
+                )
             ),
         )
         facts_docs.append(

@@ -59,7 +59,7 @@ def test_patient_patterns_find_names_and_birth_dates_in_any_spelling() -> None:
 def test_patient_patterns_ignore_uids_placeholders_and_words_inside_words() -> None:
     patterns = phi.patient_patterns()
     clean = [
-        "study_uid=1.2.826.0.1.19560412.7",  # a date inside a UID is no birth date
+        "study_instance_uid=1.2.826.0.1.19560412.7",  # a date inside a UID is no birth date
         "Test CA generated",  # the benchmark patient's placeholder first name
         "PAULINE",  # a name inside another word
     ]

@@ -86,3 +86,25 @@ async def test_retry_in_place_retries_only_the_errors_named_and_raises_the_last(
     with pytest.raises(ValueError, match="not retried"):
         await retry_in_place(refused, policy, retry_on=(ConnectionError,), sleep=sleep)
     assert waits == []
+
+
+def test_an_uncapped_policy_doubles_its_waits_up_to_the_one_before_the_last_try() -> None:
+    # 4 tries, 3 waits: about 0.5 s, 1 s, 2 s, none cut short by the ceiling.
+    policy = RetryPolicy.uncapped(4, 0.5)
+    assert (policy.max_attempts, policy.base_seconds, policy.max_seconds) == (4, 0.5, 2.0)
+    assert [0.25 <= policy.delay(1) <= 0.5, 0.5 <= policy.delay(2) <= 1, 1 <= policy.delay(3) <= 2] == [True] * 3
+    assert RetryPolicy.uncapped(1, 0.5).max_seconds == 0.5  # one try, no wait: any valid ceiling
+
+
+async def test_retry_in_place_raises_the_errors_never_retried_at_once() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def refused() -> str:
+        raise PermissionError("permanent")
+
+    with pytest.raises(PermissionError):
+        await retry_in_place(refused, RetryPolicy(), retry_on=(Exception,), never_on=(PermissionError,), sleep=sleep)
+    assert waits == []

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 
 from expert_notifier.domain import ROLES, EnrolmentFacts, ExpertContact, MeetingFacts, RoleSlot, Stamp, slot_id
-from expert_notifier.ports import Proceed, SlotRecord
-from expert_notifier.smtp import SmtpSendError
+from expert_notifier.ports import Proceed, SlotRecord, SmtpSendError
 from proxymage_shared.events import Expert, ExpertRole, MeetingExperts
 from proxymage_shared.idempotency import to_ms
 

@@ -594,7 +594,7 @@ def _disconnected_by_tls() -> Exception:
         (aiosmtplib.SMTPTimeoutError("slow"), "transient"),
         (_disconnected_by_tls(), "configuration"),
         (ssl.SSLError(1, "TLSV1_ALERT_UNKNOWN_CA"), "configuration"),
-        (aiosmtplib.SMTPException("SMTP STARTTLS extension not supported by server."), "configuration"),
+        (aiosmtplib.SMTPNotSupported("extension not supported"), "configuration"),
     ],
 )
 def test_classify(error: Exception, kind: str) -> None:

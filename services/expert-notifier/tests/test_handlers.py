@@ -14,8 +14,7 @@ import pytest
 from expert_notifier.domain import FailureKind, SendFailure, Stamp
 from expert_notifier.handlers import Handlers, NotifierOptions
 from expert_notifier.message import MailSettings
-from expert_notifier.ports import SlotRecord
-from expert_notifier.smtp import SmtpSendError
+from expert_notifier.ports import SlotRecord, SmtpSendError
 from proxymage_shared.dependency_log import Outages
 from proxymage_shared.errors import WriteConflictError
 from proxymage_shared.events import (

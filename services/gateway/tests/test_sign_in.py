@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -43,6 +44,7 @@ from gateway.settings import ApiToken
 from gateway.viewer import ViewerLinks
 from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
+from proxymage_shared.errors import describe
 from proxymage_shared.events import Event
 
 from .fakes import FakeReadModel
@@ -188,6 +190,42 @@ def test_alg_none_is_refused() -> None:
     with pytest.raises(SignInError):
         validate(f"{unsigned_header}.{payload}.")
     assert header != unsigned_header
+
+
+def mocked_client(provider: Callable[[httpx.Request], httpx.Response]) -> OidcClient:
+    """The adapter with the provider's HTTP answers played by `provider` (httpx.MockTransport)."""
+    return OidcClient(
+        issuer=ISSUER,
+        client_id=CLIENT,
+        client_secret=None,
+        scopes="openid",
+        role_claim="proxymage_role",
+        http=httpx.AsyncClient(transport=httpx.MockTransport(provider)),
+    )
+
+
+async def test_sign_in_errors_say_why_in_our_words_without_quoting_the_provider() -> None:
+    """What the log shows (`errors.describe`) names the check that failed, never a value the provider sent."""
+    sent = "https://evil.test/Claire-FICTIVE"
+    document = {"issuer": sent, "authorization_endpoint": "a", "token_endpoint": "t", "jwks_uri": "j"}
+    with pytest.raises(SignInError) as discovery:
+        ProviderMetadata.from_discovery(document, ISSUER)
+    with pytest.raises(SignInError) as claim:
+        validate(signed(claims(iss=sent)))
+    assert describe(claim.value) == "SignInError: ID token claims refused: InvalidClaimError (iss)"
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/openid-configuration"):
+            return httpx.Response(200, json={**document, "issuer": ISSUER, "jwks_uri": sent})
+        return httpx.Response(500, text=sent)
+
+    client = mocked_client(provider)
+    with pytest.raises(SignInError) as jwks:
+        await client.validate(signed(claims()), NONCE)
+    await client.close()
+    assert describe(jwks.value) == "SignInError: the identity provider did not answer for its JWKS: HTTPStatusError"
+    for error in (discovery.value, claim.value, jwks.value):
+        assert "evil" not in describe(error)
 
 
 @pytest.mark.parametrize("role", [None, "admin", "dcc", "viewer", ""])
@@ -511,14 +549,7 @@ async def test_the_client_fetches_the_jwks_again_when_the_provider_rotated_its_k
             return httpx.Response(200, json={"keys": [key.as_dict(private=False) for key in served]})
         return httpx.Response(404)
 
-    client = OidcClient(
-        issuer=ISSUER,
-        client_id=CLIENT,
-        client_secret=None,
-        scopes="openid",
-        role_claim="proxymage_role",
-        http=httpx.AsyncClient(transport=httpx.MockTransport(provider)),
-    )
+    client = mocked_client(provider)
     now = time.time()
     fresh = claims(iat=int(now), exp=int(now) + 600)
     assert (await client.validate(signed(fresh), NONCE)).role == "3c"

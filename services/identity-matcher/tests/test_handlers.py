@@ -7,7 +7,7 @@ import uuid
 from zoneinfo import ZoneInfo
 
 import pytest
-from identity_matcher.handlers import OUTCOME_NAMESPACE, Handlers, ResolverOptions, pacs_retry_policy
+from identity_matcher.handlers import OUTCOME_NAMESPACE, Handlers, ResolverOptions
 from identity_matcher.lifecycle import Acceptance
 from identity_matcher.ports import Candidates
 from identity_matcher.query_plan import PatientKeys, QueryLevel
@@ -23,7 +23,7 @@ from proxymage_shared.events import (
     Person,
 )
 from proxymage_shared.kafka import Delivery
-from proxymage_shared.retry import BackoffSchedule
+from proxymage_shared.retry import BackoffSchedule, RetryPolicy
 
 from .fakes import FakeDirectory, FakeEnrolmentStore
 
@@ -97,7 +97,7 @@ class Harness:
             self.directory,
             self.publish,
             ResolverOptions(
-                pacs_retry=pacs_retry_policy(3, 0.0),
+                pacs_retry=RetryPolicy.uncapped(3, 0.0),
                 error_retries=BackoffSchedule((15, 60), jitter=0),
                 lease=LEASE,
                 timezone=ZoneInfo("Europe/Paris"),
@@ -221,7 +221,7 @@ async def test_an_outcome_superseded_while_resolving_is_not_published() -> None:
         harness.store,
         Overtaken(Candidates((record(),), "exact")),
         harness.publish,
-        ResolverOptions(pacs_retry=pacs_retry_policy(1, 0.0)),
+        ResolverOptions(pacs_retry=RetryPolicy.uncapped(1, 0.0)),
         clock=lambda: NOW,
     )
     await harness.handlers.on_enrolled(enrolled(), DELIVERY)
@@ -251,7 +251,7 @@ async def test_no_mirc_try_after_a_closure_handled_between_two_tries(closure: st
         harness.store,
         directory,
         harness.publish,
-        ResolverOptions(pacs_retry=pacs_retry_policy(3, 0.0)),
+        ResolverOptions(pacs_retry=RetryPolicy.uncapped(3, 0.0)),
         clock=lambda: NOW,
     )
     await harness.handlers.on_enrolled(enrolled(), DELIVERY)

@@ -32,17 +32,25 @@ def describe(error: BaseException) -> str:
     kind = type(error).__name__
     if isinstance(error, ProxymageError):
         return f"{kind}: {error}" if str(error) else kind
-    errors = getattr(error, "errors", None)
-    if callable(errors) and type(error).__name__ == "ValidationError":
-        try:
-            items = errors(include_input=False, include_url=False, include_context=False)
-        except TypeError:
-            return kind
-        parts = [f"{'.'.join(str(part) for part in item['loc']) or '(message)'}: {item['msg']}" for item in items]
-        return f"{kind}: " + "; ".join(parts)
+    details = validation_details(error)
+    if details is not None:
+        return f"{kind}: {details}" if details else kind
     if isinstance(error, OSError) and error.errno is not None:
         return f"{kind} (errno {error.errno}: {error.strerror})"
     code = getattr(error, "code", None)
     if isinstance(code, int) and not isinstance(code, bool):
         return f"{kind} (code {code})"
     return kind
+
+
+def validation_details(error: BaseException) -> str | None:
+    """A (pydantic) validation error's fields and rules, `loc: msg; ...`, without the values (they may be patient
+    data); "" if it cannot tell them, None for any other error."""
+    errors = getattr(error, "errors", None)
+    if not callable(errors) or type(error).__name__ != "ValidationError":
+        return None
+    try:
+        items = errors(include_input=False, include_url=False, include_context=False)
+    except TypeError:
+        return ""
+    return "; ".join(f"{'.'.join(str(part) for part in item['loc']) or '(message)'}: {item['msg']}" for item in items)

@@ -30,10 +30,10 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLS
 from pydantic import ValidationError
 
 from proxymage_shared import metrics
-from proxymage_shared.errors import PermanentError, describe
+from proxymage_shared.errors import PermanentError, describe, validation_details
 from proxymage_shared.events import Event
 from proxymage_shared.logging import OUTAGES, get_logger
-from proxymage_shared.retry import RetryPolicy
+from proxymage_shared.retry import RetryPolicy, retry_in_place
 from proxymage_shared.settings import KafkaSecurity, ServiceSettings
 from proxymage_shared.topics import TopicSpec, dead_letter_topic
 
@@ -126,12 +126,8 @@ def create_broker(settings: ServiceSettings, **overrides: Any) -> KafkaBroker:
 
 
 def validation_reason(error: ValidationError) -> str:
-    """A validation error in words, without the offending values (they may be patient data)."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False, include_context=False):
-        location = ".".join(str(part) for part in item["loc"]) or "(message)"
-        parts.append(f"{location}: {item['msg']}")
-    return "invalid event: " + "; ".join(parts)
+    """A dead-lettered event's validation error in words, without the offending values (errors.describe's rule)."""
+    return f"invalid event: {validation_details(error)}"
 
 
 async def dead_letter(
@@ -252,36 +248,32 @@ def subscribe(
             await park(validation_reason(error), "invalid_event")
             return
 
-        started = time.perf_counter()
-        attempt = 1
-        while True:
-            try:
-                await handler(event, delivery)
-            except PermanentError as error:
-                await park(describe(error), "permanent_error")
-                return
-            except Exception as error:
-                if policy.exhausted(attempt):
-                    await park(f"gave up after {attempt} attempts: {describe(error)}", "retries_exhausted")
-                    return
-                metrics.HANDLER_RETRIES.labels(topic).inc()
-                if kafka_unavailable(error):
-                    # Every event in flight fails alike while the brokers are away: one outage, not a line each.
-                    OUTAGES.down("kafka", describe(error))
-                else:
-                    log.warning(
-                        "handler_retry",
-                        topic=topic,
-                        event_id=str(event.event_id),
-                        attempt=attempt,
-                        error=describe(error),
-                    )
-                await asyncio.sleep(policy.delay(attempt))
-                attempt += 1
+        def note_retry(attempt: int, error: BaseException, delay: float) -> None:
+            metrics.HANDLER_RETRIES.labels(topic).inc()
+            if kafka_unavailable(error):
+                # Every event in flight fails alike while the brokers are away: one outage, not a line each.
+                OUTAGES.down("kafka", describe(error))
             else:
-                metrics.EVENTS_HANDLED.labels(topic, "ok").inc()
-                metrics.HANDLER_SECONDS.labels(topic).observe(time.perf_counter() - started)
-                return
+                log.warning(
+                    "handler_retry", topic=topic, event_id=str(event.event_id), attempt=attempt, error=describe(error)
+                )
+
+        started = time.perf_counter()
+        try:
+            await retry_in_place(
+                lambda: handler(event, delivery),
+                policy,
+                retry_on=(Exception,),
+                never_on=(PermanentError,),
+                on_retry=note_retry,
+            )
+        except PermanentError as error:
+            await park(describe(error), "permanent_error")
+        except Exception as error:
+            await park(f"gave up after {policy.max_attempts} attempts: {describe(error)}", "retries_exhausted")
+        else:
+            metrics.EVENTS_HANDLED.labels(topic, "ok").inc()
+            metrics.HANDLER_SECONDS.labels(topic).observe(time.perf_counter() - started)
 
     consume.__name__ = f"consume_{model.__name__}"
     broker.subscriber(

@@ -1,8 +1,9 @@
 """structlog JSON logging with patient data masked out.
 
-Logs carry ids (service, event_id, enrolment_id, study_uid) and outcomes, never a patient's name or birth
-date, nor an e-mail body. `mask_patient_data` enforces it whatever a call site passes: it walks the event
-dict (nested dicts, lists, pydantic models) and replaces the value of every sensitive key.
+Logs carry ids (service, event_id, enrolment_id, study_instance_uid: the contract's field names, see "Log keys"
+in docs/conventions.md) and outcomes, never a patient's name or birth date, nor an e-mail body.
+`mask_patient_data` enforces it whatever a call site passes: it walks the event dict (nested dicts, lists,
+pydantic models) and replaces the value of every sensitive key.
 """
 
 from __future__ import annotations

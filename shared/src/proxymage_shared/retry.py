@@ -32,6 +32,11 @@ T = TypeVar("T")
 # The durable schedule's default: after failed attempt 1, 2, ...; the last delay repeats.
 DEFAULT_DELAYS_SECONDS: Final[tuple[float, ...]] = (15, 60, 300, 900, 1800)
 DEFAULT_JITTER: Final = 0.2
+# The in-place policy's defaults (a Kafka handler's retries, `settings.ServiceSettings.handler_*`; a service's
+# start-up, without a limit): at most 5 tries, waits of about 0.5 s, 1 s, 2 s... up to 10 s.
+DEFAULT_MAX_ATTEMPTS: Final = 5
+DEFAULT_BASE_SECONDS: Final = 0.5
+DEFAULT_MAX_SECONDS: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +74,24 @@ class RetryPolicy:
     """In-place retries: at most `max_attempts` tries of one operation (0: no limit), capped exponential
     backoff with "equal jitter" (each delay drawn in [ceiling / 2, ceiling])."""
 
-    max_attempts: int = 5
-    base_seconds: float = 0.5
-    max_seconds: float = 10.0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    base_seconds: float = DEFAULT_BASE_SECONDS
+    max_seconds: float = DEFAULT_MAX_SECONDS
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 0 or self.base_seconds < 0 or self.max_seconds < self.base_seconds:
             raise ValueError("a retry policy needs max_attempts >= 0 and 0 <= base_seconds <= max_seconds")
 
+    @classmethod
+    def uncapped(cls, max_attempts: int, base_seconds: float) -> RetryPolicy:
+        """`max_attempts` tries waiting about `base_seconds`, then twice as long, ... between them: the ceiling
+        is the longest of those waits (the one before the last try), so none is cut short."""
+        return cls(max_attempts, base_seconds, _doubling(base_seconds, max_attempts - 1))
+
     def delay(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1-based)."""
-        ceiling = min(self.max_seconds, self.base_seconds * 2 ** min(max(attempt, 1) - 1, 62))
+        ceiling = min(self.max_seconds, _doubling(self.base_seconds, attempt))
         return self.rng.uniform(ceiling / 2, ceiling)
 
     def exhausted(self, attempt: int) -> bool:
@@ -88,20 +99,30 @@ class RetryPolicy:
         return self.max_attempts != 0 and attempt >= self.max_attempts
 
 
+def _doubling(base_seconds: float, retry: int) -> float:
+    """The uncapped ceiling of the wait before retry number `retry` (1-based): base, 2 base, 4 base..."""
+    return base_seconds * 2.0 ** min(max(retry, 1) - 1, 62)
+
+
 async def retry_in_place(
     operation: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
     *,
     retry_on: tuple[type[BaseException], ...],
+    never_on: tuple[type[BaseException], ...] = (),
     on_retry: Callable[[int, BaseException, float], None] | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> T:
     """Runs `operation`, retrying it in place on the errors `retry_on` until the policy is exhausted (then the
-    last error is raised). `on_retry(attempt, error, delay)` is told before each wait (to log it)."""
+    last error is raised). An error of `never_on` is raised at once, even if `retry_on` covers it (step 1: a
+    `PermanentError` among all errors). `on_retry(attempt, error, delay)` is told before each wait (to log it);
+    `sleep(delay)` waits (a caller that stops may return early: the operation is then tried once more)."""
     attempt = 1
     while True:
         try:
             return await operation()
+        except never_on:
+            raise
         except retry_on as error:
             if policy.exhausted(attempt):
                 raise

@@ -25,7 +25,7 @@ from proxymage_shared.errors import describe
 from proxymage_shared.health import CHECK_TIMEOUT_SECONDS, HealthServer, ReadinessCheck, create_health_app
 from proxymage_shared.kafka import GRACEFUL_SECONDS, create_broker, drain, ensure_topics
 from proxymage_shared.logging import OUTAGES, configure_logging, get_logger
-from proxymage_shared.retry import RetryPolicy
+from proxymage_shared.retry import RetryPolicy, retry_in_place
 from proxymage_shared.settings import ServiceSettings, load_settings
 from proxymage_shared.topics import topic_specs
 
@@ -34,7 +34,7 @@ S = TypeVar("S", bound=ServiceSettings)
 
 Hook = Callable[[], Awaitable[None]]
 # Until its dependencies answer, a service keeps trying to start (retry.py, step 2 without a limit).
-START_RETRY = RetryPolicy(max_attempts=0, base_seconds=0.5, max_seconds=10.0)
+START_RETRY = RetryPolicy(max_attempts=0)
 # How often a dependency that is down is checked again, to log its return.
 OUTAGE_CHECK_SECONDS = 5.0
 
@@ -185,6 +185,38 @@ async def _check(check: ReadinessCheck) -> bool:
         return False
 
 
+async def _start_until_stopped(service: Service, stop: asyncio.Event, outages: Outages) -> float | None:
+    """Starts Kafka, MongoDB and the start hooks, retried in place without a limit (`START_RETRY`) until they
+    are up (the seconds the successful try took) or `stop` is set (None). A failed try leaves no half-started
+    broker."""
+
+    async def start() -> float | None:
+        if stop.is_set():
+            return None
+        began = time.monotonic()
+        try:
+            await _start_dependencies(service)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await service.broker.stop()
+            raise
+        return time.monotonic() - began
+
+    def note_retry(attempt: int, error: BaseException, delay: float) -> None:
+        if isinstance(error, _StartStepError):
+            dependency, cause = error.dependency, error.error
+        else:
+            dependency, cause = "start", error
+        outages.down(dependency, describe(cause))
+        log.debug("start_retry", dependency=dependency, error=describe(cause), retry_in=round(delay, 3))
+
+    async def until_stopped(delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+    return await retry_in_place(start, START_RETRY, retry_on=(Exception,), on_retry=note_retry, sleep=until_stopped)
+
+
 async def run_service(
     service: Service,
     stop: asyncio.Event | None = None,
@@ -217,32 +249,14 @@ async def run_service(
     started = False
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(_watch_outages(checks, outages, stop, outage_check_seconds))]
     try:
-        attempt = 1
-        while not stop.is_set():
-            began = time.monotonic()
-            try:
-                await _start_dependencies(service)
-            except Exception as error:
-                delay = START_RETRY.delay(attempt)
-                if isinstance(error, _StartStepError):
-                    dependency, cause = error.dependency, error.error
-                else:
-                    dependency, cause = "start", error
-                outages.down(dependency, describe(cause))
-                log.debug("start_retry", dependency=dependency, error=describe(cause), retry_in=round(delay, 3))
-                with contextlib.suppress(Exception):
-                    await service.broker.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                attempt += 1
-            else:
-                started = True
-                running.set()
-                for name in ("kafka", "mongo", "start"):
-                    outages.up(name)
-                tasks += [asyncio.create_task(loop_(stop)) for loop_ in service.background]
-                log.info("started", seconds=round(time.monotonic() - began, 3))
-                break
+        seconds = await _start_until_stopped(service, stop, outages)
+        if seconds is not None:
+            started = True
+            running.set()
+            for name in ("kafka", "mongo", "start"):
+                outages.up(name)
+            tasks += [asyncio.create_task(loop_(stop)) for loop_ in service.background]
+            log.info("started", seconds=round(seconds, 3))
         await stop.wait()
         log.info("stopping")
     finally:

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from proxymage_shared import retry
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -93,9 +95,9 @@ class ServiceSettings(BaseSettings):
     # Consumers per subscribed topic in one process (messages of different partitions handled concurrently).
     consumer_concurrency: int = Field(default=4, ge=1, le=64)
     # Bounded in-handler retries of transient failures before a message is dead-lettered.
-    handler_max_attempts: int = Field(default=5, ge=1)
-    handler_retry_base_seconds: float = Field(default=0.5, gt=0)
-    handler_retry_max_seconds: float = Field(default=10.0, gt=0)
+    handler_max_attempts: int = Field(default=retry.DEFAULT_MAX_ATTEMPTS, ge=1)
+    handler_retry_base_seconds: float = Field(default=retry.DEFAULT_BASE_SECONDS, gt=0)
+    handler_retry_max_seconds: float = Field(default=retry.DEFAULT_MAX_SECONDS, gt=0)
     # Retention (CONTRACT v1.1): everything held about an enrolment is deleted this many days after its meeting
     # date (a date in `retention_timezone`), by each service's periodic sweep (proxymage_shared.retention).
     retention_days: int = Field(default=30, ge=1, le=3650)

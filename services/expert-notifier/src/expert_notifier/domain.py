@@ -161,11 +161,6 @@ class StudyFact:
     version: int
     status: RetrievalStatus
 
-    @property
-    def uid(self) -> str:
-        """The former name of `study_instance_uid`, still read by bench/store_hot_paths.py."""
-        return self.study_instance_uid
-
 
 _IDENTITY_WAIT: Final[dict[str, str]] = {"unmatched": "patient_not_found", "error": "identity_error"}
 

@@ -78,8 +78,7 @@ from expert_notifier.domain import (
     slot_id,
 )
 from expert_notifier.message import MailSettings, MeetingText, PatientFacts, build_message, patient_facts, render
-from expert_notifier.ports import NotifierRepository, Sender, SlotRecord
-from expert_notifier.smtp import SmtpSendError
+from expert_notifier.ports import NotifierRepository, Sender, SlotRecord, SmtpSendError
 
 __all__ = ["Handlers", "LostClaimError", "NotifierOptions", "Sender"]
 

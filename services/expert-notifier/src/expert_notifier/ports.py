@@ -13,7 +13,7 @@ from typing import Protocol
 from proxymage_shared.events import ExpertRole, MeetingExperts
 from proxymage_shared.idempotency import to_ms
 
-from expert_notifier.domain import EnrolmentFacts, MeetingFacts, RoleSlot, View
+from expert_notifier.domain import EnrolmentFacts, MeetingFacts, RoleSlot, SendFailure, View
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +104,18 @@ class NotifierRepository(Protocol):
 Proceed = Callable[[], Awaitable[bool]]
 
 
+class SmtpSendError(Exception):
+    """A send failed, as `failure` classifies it (`smtp.classify`). Not a ProxymageError: the detail (the
+    message) may quote the relay's replies, so a log shows `errors.describe`, the type only."""
+
+    def __init__(self, failure: SendFailure) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
 class Sender(Protocol):
     """Sends one e-mail (`smtp.SmtpSender`): True once the relay accepted it, False when `proceed` said no
-    right before the mail transaction; `smtp.SmtpSendError` (classified) on failure."""
+    right before the mail transaction; `SmtpSendError` (classified) on failure."""
 
     async def send(
         self, message: EmailMessage, *, sender: str, recipient: str, proceed: Proceed | None = None

@@ -1,8 +1,8 @@
 """The secure-mail adapter: aiosmtplib with STARTTLS required, TLS 1.2+, a client certificate, a CA bundle.
 
-There is no fallback to clear text: `start_tls=True` makes aiosmtplib fail when the relay does not offer
-STARTTLS, and the message is only given after the TLS session is up. Every failure is classified once,
-here (after adit's split of DICOM errors):
+There is no fallback to clear text: `_connect_tls` fails when the relay does not offer STARTTLS, and the
+message is only given after the TLS session is up. Every failure is classified once, here (after adit's split
+of DICOM errors), by its type, code or cause, never by its words:
 
 | failure                                                          | kind            | what happens         |
 |------------------------------------------------------------------|-----------------|----------------------|
@@ -35,17 +35,14 @@ import aiosmtplib
 from proxymage_shared.errors import describe
 
 from expert_notifier.domain import SendFailure
-from expert_notifier.ports import Proceed
+from expert_notifier.ports import Proceed, SmtpSendError
 from expert_notifier.settings import SmtpEndpoint
 
 MAX_REPLY: Final = 300
 CONFIGURATION_CODES: Final = frozenset({530, 538})  # "must issue STARTTLS first", "encryption required"
-
-
-class SmtpSendError(Exception):
-    def __init__(self, failure: SendFailure) -> None:
-        super().__init__(failure.detail)
-        self.failure = failure
+STARTTLS_NOT_OFFERED: Final = SendFailure(
+    "configuration", "le relais de messagerie sécurisée ne propose pas STARTTLS : non envoyé"
+)
 
 
 def _reply(code: int, message: str) -> str:
@@ -99,15 +96,25 @@ def classify(error: BaseException) -> SendFailure:
     if isinstance(error, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected | ConnectionError):
         # `describe`, not the message: a library's message may quote anything (errors.describe).
         return SendFailure("transient", f"relais de messagerie sécurisée injoignable ({describe(error)})")
-    if isinstance(error, aiosmtplib.SMTPNotSupported) or (
-        isinstance(error, aiosmtplib.SMTPException) and "STARTTLS" in str(error).upper()
-    ):
-        return SendFailure("configuration", "le relais de messagerie sécurisée ne propose pas STARTTLS : non envoyé")
+    if isinstance(error, aiosmtplib.SMTPNotSupported):
+        return STARTTLS_NOT_OFFERED
     if isinstance(error, OSError):
         return SendFailure(
             "transient", f"erreur réseau avec le relais de messagerie sécurisée ({type(error).__name__})"
         )
     return SendFailure("transient", f"erreur inattendue pendant l'envoi ({type(error).__name__})")
+
+
+async def _connect_tls(client: aiosmtplib.SMTP) -> None:
+    """Connects and upgrades to TLS, as aiosmtplib's `start_tls=True` would, but tells a relay that does not offer
+    STARTTLS by what its EHLO answered (aiosmtplib reports it by a bare SMTPException and a sentence)."""
+    await client.connect()
+    try:
+        await client.starttls()
+    except aiosmtplib.SMTPException:
+        if client.is_connected and not client.is_ehlo_or_helo_needed and not client.supports_extension("starttls"):
+            raise SmtpSendError(STARTTLS_NOT_OFFERED) from None
+        raise
 
 
 def tls_context(endpoint: SmtpEndpoint) -> ssl.SSLContext:
@@ -140,7 +147,7 @@ class SmtpSender:
         return aiosmtplib.SMTP(
             hostname=self._endpoint.host,
             port=self._endpoint.port,
-            start_tls=True,
+            start_tls=False,  # `_connect_tls`: required, never optional
             tls_context=context,
             timeout=self._endpoint.command_timeout_seconds,
             # Not aiosmtplib's default (socket.getfqdn(): a DNS lookup on every connection).
@@ -160,7 +167,7 @@ class SmtpSender:
             try:
                 async with asyncio.timeout(self._endpoint.message_timeout_seconds):
                     try:
-                        await client.connect()
+                        await _connect_tls(client)
                         # The first command after STARTTLS is where a TLS 1.3 relay reports a refused client
                         # certificate: sent now, the failure is classified as TLS, not as a lost connection
                         # after `proceed` took its time.
@@ -192,7 +199,7 @@ class SmtpSender:
         the certificate on), QUIT."""
         client = self._client()
         try:
-            await client.connect()
+            await _connect_tls(client)
             await client.noop()
             with contextlib.suppress(aiosmtplib.SMTPException):
                 await client.quit()

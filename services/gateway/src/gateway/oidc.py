@@ -23,6 +23,7 @@ import httpx
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
+from proxymage_shared.errors import ProxymageError
 
 from gateway.auth import PERSON_ROLES
 
@@ -31,10 +32,14 @@ ID_TOKEN_ALGORITHMS: Final = ("RS256", "PS256", "ES256", "EdDSA")
 CLOCK_LEEWAY_SECONDS: Final = 60
 _DISCOVERY_TTL_SECONDS: Final = 3600
 _HTTP_TIMEOUT_SECONDS: Final = 10.0
+# The claims an ID token is checked for (`validate_id_token`): a refusal may name them, they are our words.
+_CHECKED_CLAIMS: Final = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "nonce"})
 
 
-class SignInError(Exception):
-    """The sign-in failed; the message says why (for the log; the user gets a French sentence)."""
+class SignInError(ProxymageError):
+    """The sign-in failed; the message says why for the log (`errors.describe`), in our words only: never the
+    provider's text nor a value it sent (a URL, an issuer, a library's description). The user gets a French
+    sentence."""
 
 
 class NoRoleError(SignInError):
@@ -60,7 +65,7 @@ class ProviderMetadata:
     def from_discovery(cls, document: Mapping[str, Any], expected_issuer: str) -> ProviderMetadata:
         issuer = document.get("issuer")
         if issuer != expected_issuer:  # OpenID Connect Discovery §4.3: must be exactly the configured issuer
-            raise SignInError(f"the discovery document names issuer {issuer!r}, not {expected_issuer!r}")
+            raise SignInError(f"the discovery document names another issuer than {expected_issuer!r}")
         try:
             return cls(
                 issuer=issuer,
@@ -157,7 +162,7 @@ def validate_id_token(
     try:
         registry.validate(claims)
     except JoseError as error:
-        raise SignInError(f"ID token claims refused: {type(error).__name__} {error.description or ''}") from error
+        raise SignInError(f"ID token claims refused: {type(error).__name__}{_claims_named(error)}") from error
     audience = claims.get("aud")
     audiences = [audience] if isinstance(audience, str) else audience
     if not isinstance(audiences, list) or client_id not in audiences:
@@ -200,18 +205,21 @@ class OidcClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _get_json(self, url: str) -> Any:
+    async def _get_json(self, url: str, what: str) -> Any:
+        """The JSON document at `url` (named `what` in errors: the URL may come from the provider)."""
         try:
             answer = await self._http.get(url, headers={"Accept": "application/json"})
             answer.raise_for_status()
             return answer.json()
         except (httpx.HTTPError, ValueError) as error:
-            raise SignInError(f"the identity provider did not answer {url}: {type(error).__name__}") from error
+            raise SignInError(f"the identity provider did not answer for its {what}: {type(error).__name__}") from error
 
     async def metadata(self) -> ProviderMetadata:
         if self._metadata is not None and self._clock() - self._metadata[0] < _DISCOVERY_TTL_SECONDS:
             return self._metadata[1]
-        document = await self._get_json(self.issuer.rstrip("/") + "/.well-known/openid-configuration")
+        document = await self._get_json(
+            self.issuer.rstrip("/") + "/.well-known/openid-configuration", "discovery document"
+        )
         if not isinstance(document, dict):
             raise SignInError("the discovery document is not a JSON object")
         metadata = ProviderMetadata.from_discovery(document, self.issuer)
@@ -220,7 +228,7 @@ class OidcClient:
 
     async def _key_set(self, refresh: bool) -> KeySet:
         if self._keys is None or refresh:
-            document = await self._get_json((await self.metadata()).jwks_uri)
+            document = await self._get_json((await self.metadata()).jwks_uri, "JWKS")
             try:
                 self._keys = KeySet.import_key_set(document)
             except (JoseError, ValueError, TypeError, KeyError) as error:
@@ -272,6 +280,12 @@ class OidcClient:
                 if refresh or not isinstance(error.__cause__, JoseError) or not _unknown_key(error.__cause__):
                     raise
         raise AssertionError("unreachable")
+
+
+def _claims_named(error: JoseError) -> str:
+    """` (claim)` when joserfc names claims we check (`MissingClaimError` joins them with commas), else ""."""
+    claims = str(getattr(error, "claim", "") or "").split(",")
+    return f" ({', '.join(claims)})" if claims != [""] and set(claims) <= _CHECKED_CLAIMS else ""
 
 
 def _unknown_key(error: JoseError) -> bool:

@@ -24,11 +24,11 @@ from proxymage_shared.events import (
 )
 from proxymage_shared.kafka import publish_event, subscribe
 from proxymage_shared.retention import sweeper
-from proxymage_shared.retry import BackoffSchedule
+from proxymage_shared.retry import BackoffSchedule, RetryPolicy
 from proxymage_shared.service import Service, build_service, periodic
 
 from identity_matcher.directory import MircDirectory
-from identity_matcher.handlers import Handlers, ResolverOptions, pacs_retry_policy
+from identity_matcher.handlers import Handlers, ResolverOptions
 from identity_matcher.ports import EnrolmentRepository, PatientDirectory
 from identity_matcher.settings import Settings
 from identity_matcher.store import EnrolmentStore
@@ -47,7 +47,7 @@ class Overrides:
 def options(settings: Settings) -> ResolverOptions:
     return ResolverOptions(
         family_is_used_name=settings.mirc_family_is_used_name,
-        pacs_retry=pacs_retry_policy(settings.pacs_attempts, settings.pacs_retry_base_seconds),
+        pacs_retry=RetryPolicy.uncapped(settings.pacs_attempts, settings.pacs_retry_base_seconds),
         error_retries=BackoffSchedule(settings.error_retry_delays_seconds),
         lease=dt.timedelta(seconds=settings.retry_lease_seconds),
         timezone=settings.timezone(),

@@ -62,18 +62,12 @@ OUTCOME_NAMESPACE: Final = uuid.UUID("9d5c3a0e-6f1b-4f5e-9a57-3c1d2b7e8f10")
 Publish = Callable[[IdentityResolved], Awaitable[None]]
 
 
-def pacs_retry_policy(attempts: int, base_seconds: float) -> RetryPolicy:
-    """The in-place tries of one resolution's MIRC queries (retry.py, step 2): `attempts` tries, waiting about
-    `base_seconds`, then twice as long, ... between them (the ceiling is the longest of those waits)."""
-    return RetryPolicy(
-        max_attempts=attempts, base_seconds=base_seconds, max_seconds=base_seconds * 2 ** max(attempts - 2, 0)
-    )
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ResolverOptions:
+    # The in-place tries of one resolution's MIRC queries (retry.py, step 2), from the settings
+    # (`RetryPolicy.uncapped(settings.pacs_attempts, settings.pacs_retry_base_seconds)`, app.options).
+    pacs_retry: RetryPolicy
     family_is_used_name: bool = False
-    pacs_retry: RetryPolicy = field(default_factory=lambda: pacs_retry_policy(3, 0.5))
     error_retries: BackoffSchedule = field(default_factory=BackoffSchedule)
     lease: dt.timedelta = dt.timedelta(minutes=2)
     # The zone in which reasons give times (the next automatic try) to the people reading them.

@@ -25,7 +25,7 @@ class Settings(DicomServiceSettings):
     # An answer this large is treated as capped by the PACS: the query is narrowed and sent again.
     mirc_max_answers: int = Field(default=500, ge=1)
     # In-handler tries of one resolution before it is reported as `error` and retried later, waiting about
-    # `pacs_retry_base_seconds`, then twice as long, ... between them (jittered: handlers.pacs_retry_policy).
+    # `pacs_retry_base_seconds`, then twice as long, ... between them (jittered: retry.RetryPolicy.uncapped).
     pacs_attempts: int = Field(default=3, ge=1)
     pacs_retry_base_seconds: float = Field(default=0.5, ge=0)
     # Later retries of an `error` outcome, without anyone acting (the last delay repeats).

@@ -23,8 +23,7 @@ from proxymage_shared.errors import describe
 from proxymage_shared.logging import get_logger
 
 from study_fetcher import domain
-from study_fetcher.pacs import ViewerStoreUnavailableError
-from study_fetcher.ports import Clock, JobRepository, TransferRepository, ViewerPurge
+from study_fetcher.ports import Clock, JobRepository, TransferRepository, ViewerPurge, ViewerStoreUnavailableError
 
 log = get_logger(__name__)
 
@@ -72,12 +71,12 @@ class ViewerCleaner:
                 deleted = await asyncio.wait_for(self._purge.delete_study(study_instance_uid), PURGE_TIMEOUT_SECONDS)
             except (ViewerStoreUnavailableError, TimeoutError) as error:
                 PURGES.labels("error").inc()
-                log.warning("purge_failed", study_uid=study_instance_uid, error=describe(error))
+                log.warning("purge_failed", study_instance_uid=study_instance_uid, error=describe(error))
                 return  # still owed: housekeeping tries again
             await self._transfers.forget_verification(study_instance_uid, self._owner)
             await self._transfers.purge_settled(study_instance_uid, self._owner)
             PURGES.labels("deleted").inc()
-            log.info("study_purged", study_uid=study_instance_uid, deleted=deleted)
+            log.info("study_purged", study_instance_uid=study_instance_uid, deleted=deleted)
             if not await self._jobs.any_of_study(study_instance_uid):
                 # No enrolment refers to the study any more (retention deleted their jobs): nothing to keep.
                 await self._transfers.forget(study_instance_uid, self._owner)

@@ -35,21 +35,21 @@ from proxymage_shared.retry import BackoffSchedule
 
 from study_fetcher import domain, lifecycle
 from study_fetcher.catalogue import build_listing
-from study_fetcher.cleanup import ViewerCleaner
 from study_fetcher.lifecycle import Lifecycle, LifecycleStatus
 from study_fetcher.ports import (
     Acceptance,
     Clock,
     EnrolmentRepository,
     IdentityOutcome,
+    JobChanges,
     JobRepository,
     ListedStudy,
     Pacs,
     PublishCatalogue,
+    ViewerCleanup,
     job_key_of,
     owner_of,
 )
-from study_fetcher.updater import JobUpdater
 
 log = get_logger(__name__)
 
@@ -200,9 +200,9 @@ class Handlers:
         *,
         enrolments: EnrolmentRepository,
         jobs: JobRepository,
-        updater: JobUpdater,
+        updater: JobChanges,
         catalogue: Catalogue,
-        cleaner: ViewerCleaner,
+        cleaner: ViewerCleanup,
         options: RetrievalOptions,
         wake: Callable[[], None],
         clock: Clock = utc_now,
@@ -400,13 +400,20 @@ class Handlers:
             # Never selected (yet): remember the removal so that an older selection arriving late is ignored.
             tombstone = domain.removed_tombstone(at)
             created = await self._jobs.insert(event.enrolment_id, study_instance_uid, tombstone, to_ms(self._clock()))
-            log.info("removal_received", enrolment_id=event.enrolment_id, study_uid=study_instance_uid, applied=False)
+            log.info(
+                "removal_received",
+                enrolment_id=event.enrolment_id,
+                study_instance_uid=study_instance_uid,
+                applied=False,
+            )
             if created is not None:
                 return
             stored = await self._jobs.get(job_key)
             if stored is None:  # pragma: no cover - jobs are never deleted but by retention
                 raise WriteConflictError("job vanished")
         _, removed = await self._updater.apply(stored, domain.Remove(at))
-        log.info("removal_received", enrolment_id=event.enrolment_id, study_uid=study_instance_uid, applied=removed)
+        log.info(
+            "removal_received", enrolment_id=event.enrolment_id, study_instance_uid=study_instance_uid, applied=removed
+        )
         if removed and self._options.purge_removed:
             await self._cleaner.request(study_instance_uid)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import httpx
 from proxymage_shared.dicom import DicomClient, StudyRecord, study_query
-from proxymage_shared.errors import TransientError
 from proxymage_shared.events import PacsPatientRef
 
-from study_fetcher.ports import MoveControl, OnProgress, Pacs, StudyPresence, ViewerPurge
+from study_fetcher.ports import MoveControl, OnProgress, Pacs, StudyPresence, ViewerPurge, ViewerStoreUnavailableError
 
 __all__ = ["DicomPacs", "OrthancRest", "Pacs", "StudyPresence", "ViewerPurge", "ViewerStoreUnavailableError"]
 
@@ -47,10 +46,6 @@ class DicomPacs:
             study_instance_uid, self._destination, on_progress, control.cancel, on_started=control.on_started
         )
         return result.completed + result.warning
-
-
-class ViewerStoreUnavailableError(TransientError):
-    """The viewer store's REST API did not answer as expected."""
 
 
 class OrthancRest:

@@ -1,6 +1,7 @@
-"""What the fetcher's use cases (`handlers.py`, `worker.py`, `cleanup.py`, `retention.py`) need of the world, as
-protocols, and the typed values the adapters return: the three stores (`store.py`; in-memory fakes in the
-tests), the two DICOM peers (`pacs.DicomPacs`) and the viewer store's REST API (`pacs.OrthancRest`).
+"""What the fetcher's use cases (`handlers.py`, `worker.py`, `cleanup.py`, `retention.py`, `recovery.py`) need of
+the world and of each other, as protocols, and the typed values and errors the adapters return: the three stores
+(`store.py`; in-memory fakes in the tests), the two DICOM peers (`pacs.DicomPacs`), the viewer store's REST API
+(`pacs.OrthancRest`), and the job updater and viewer cleaner the composition root (`app.py`) passes around.
 
 A StudyInstanceUID is `study_instance_uid` in every name here; a job's id, "<enrolment_id>|<study_instance_uid>",
 is its `job_key` (`job_key_of`).
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from proxymage_shared.dicom import MoveProgress, StudyRecord
+from proxymage_shared.errors import TransientError
 from proxymage_shared.events import ImagingCatalogued, PacsPatientRef, StudyStatusChanged
 
-from study_fetcher.domain import Job, Owner
+from study_fetcher.domain import Input, Job, Owner
 from study_fetcher.lifecycle import Lifecycle, LifecycleStatus
 
 Clock = Callable[[], dt.datetime]
@@ -200,5 +202,33 @@ class Pacs(Protocol):
         ...
 
 
+class ViewerStoreUnavailableError(TransientError):
+    """The viewer store's REST API did not answer as expected."""
+
+
 class ViewerPurge(Protocol):
-    async def delete_study(self, study_instance_uid: str) -> int: ...
+    async def delete_study(self, study_instance_uid: str) -> int:
+        """Deletes the study from the viewer store; returns how many copies; `ViewerStoreUnavailableError`."""
+        ...
+
+
+class JobChanges(Protocol):
+    """The one way a job changes (`updater.JobUpdater`): an input applied to the stored job, re-read on
+    concurrent writes, and every new version published."""
+
+    async def apply(
+        self, stored: StoredJob, event: Input, *, lease_owner: str | None = None
+    ) -> tuple[StoredJob, bool]: ...
+    async def publish(self, stored: StoredJob, *, published: Callable[[], None] | None = None) -> None: ...
+
+
+class ViewerCleanup(Protocol):
+    """Purges owed of removed studies from the viewer store (`cleanup.ViewerCleaner`)."""
+
+    async def request(self, study_instance_uid: str) -> None:
+        """Owes a purge of the study and tries it at once."""
+        ...
+
+    async def settle(self, study_instance_uid: str) -> None:
+        """Runs an owed purge if the study is free and unused; leaves it owed otherwise."""
+        ...

@@ -26,8 +26,7 @@ from proxymage_shared.idempotency import to_ms
 from proxymage_shared.logging import get_logger
 
 from study_fetcher import domain
-from study_fetcher.ports import Clock, JobRepository
-from study_fetcher.updater import JobUpdater
+from study_fetcher.ports import Clock, JobChanges, JobRepository
 
 log = get_logger(__name__)
 
@@ -78,7 +77,7 @@ class PeerRecovery:
         self,
         *,
         jobs: JobRepository,
-        updater: JobUpdater,
+        updater: JobChanges,
         spread_seconds: float,
         clock: Clock,
         rng: random.Random,

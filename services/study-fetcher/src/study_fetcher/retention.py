@@ -6,7 +6,7 @@ the cutoff, in this order, each step safe to repeat:
 2. a purge of each of their studies is owed, durably (`transfers.purge_pending`), before the jobs that say
    the study was moved are deleted: a crash in between leaves an owed purge that housekeeping runs;
 3. the jobs are deleted by `_id`;
-4. each owed purge is tried (ViewerCleaner.settle, the withdrawal's rule): the study leaves the viewer store
+4. each owed purge is tried (`ViewerCleanup.settle`, the withdrawal's rule): the study leaves the viewer store
    unless a live job of another enrolment (not retired, not removed or failed) still uses it; once purged
    and referred to by no job, its transfer document is deleted too; a purge that cannot run now (viewer
    store down, a move holding the study) stays owed for housekeeping;
@@ -23,8 +23,7 @@ import datetime as dt
 
 from proxymage_shared.logging import get_logger
 
-from study_fetcher.cleanup import ViewerCleaner
-from study_fetcher.ports import Clock, EnrolmentRepository, JobRepository, TransferRepository
+from study_fetcher.ports import Clock, EnrolmentRepository, JobRepository, TransferRepository, ViewerCleanup
 
 log = get_logger(__name__)
 
@@ -36,7 +35,7 @@ class RetentionSweep:
         enrolments: EnrolmentRepository,
         jobs: JobRepository,
         transfers: TransferRepository,
-        cleaner: ViewerCleaner,
+        cleaner: ViewerCleanup,
         clock: Clock,
     ) -> None:
         self._enrolments = enrolments

@@ -104,7 +104,7 @@ class JobUpdater:
         log.info(
             "study_status",
             enrolment_id=stored.enrolment_id,
-            study_uid=stored.study_instance_uid,
+            study_instance_uid=stored.study_instance_uid,
             status=stored.job.state,
             version=stored.job.version,
             attempts=stored.job.attempts,

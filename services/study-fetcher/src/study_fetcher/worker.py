@@ -20,7 +20,7 @@ Leases are short (`lease`, 15 s by default) and renewed by a heartbeat beside th
 each renewal conditional on the lease's owner: a worker that dies loses them within `lease` and another instance
 takes the jobs over (a new attempt, published with the reason "reprise après interruption"). A worker whose
 renewal finds that another took the study or its jobs over (it stalled past its lease) cancels its move and
-records nothing: its reports are fenced by the lease owner (`JobUpdater.apply(lease_owner=...)`). All job
+records nothing: its reports are fenced by the lease owner (`JobChanges.apply(lease_owner=...)`). All job
 writes are conditional (ports.JobRepository.save), so a removal during a move wins.
 """
 
@@ -51,9 +51,9 @@ from proxymage_shared.logging import OUTAGES, get_logger
 from proxymage_shared.reasons import Reason
 
 from study_fetcher import domain
-from study_fetcher.cleanup import ViewerCleaner
 from study_fetcher.ports import (
     Clock,
+    JobChanges,
     JobRepository,
     MoveControl,
     Pacs,
@@ -61,8 +61,8 @@ from study_fetcher.ports import (
     StudyPresence,
     Transfer,
     TransferRepository,
+    ViewerCleanup,
 )
-from study_fetcher.updater import JobUpdater
 from study_fetcher.wakeups import WakeUps
 
 log = get_logger(__name__)
@@ -107,11 +107,11 @@ class Retriever:
         *,
         jobs: JobRepository,
         transfers: TransferRepository,
-        updater: JobUpdater,
+        updater: JobChanges,
         pacs: Pacs,
         options: WorkerOptions,
         owner: str,
-        cleaner: ViewerCleaner | None = None,
+        cleaner: ViewerCleanup | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._jobs = jobs
@@ -191,7 +191,7 @@ class Retriever:
         if lost.is_set():
             # Another worker runs the study now: whatever this attempt saw is not for us to record.
             ATTEMPTS.labels("abandoned").inc()
-            log.warning("retrieval_abandoned", study_uid=study_instance_uid, jobs=len(latest))
+            log.warning("retrieval_abandoned", study_instance_uid=study_instance_uid, jobs=len(latest))
             return None, False
         for job_key, stored in list(latest.items()):
             latest[job_key], _ = await self._updater.apply(stored, outcome, lease_owner=self._owner)
@@ -200,7 +200,7 @@ class Retriever:
         ATTEMPT_SECONDS.labels(name).observe(time.perf_counter() - started)
         log.info(
             "retrieval_attempt",
-            study_uid=study_instance_uid,
+            study_instance_uid=study_instance_uid,
             jobs=len(latest),
             outcome=name,
             reason=outcome.reason.code if isinstance(outcome, domain.Retry | domain.Refused) else None,
@@ -331,11 +331,13 @@ class Retriever:
                 jobs_held = await self._jobs.renew(job_keys, self._owner, until)
                 transfer_held = await self._transfers.renew(study_instance_uid, self._owner, until)
             except Exception as error:  # the next beat tries again; the lease may lapse meanwhile
-                log.warning("lease_renewal_failed", study_uid=study_instance_uid, error=describe(error))
+                log.warning("lease_renewal_failed", study_instance_uid=study_instance_uid, error=describe(error))
                 continue
             if not transfer_held or jobs_held == 0:
                 LEASES_LOST.inc()
-                log.warning("lease_lost", study_uid=study_instance_uid, jobs_held=jobs_held, transfer=transfer_held)
+                log.warning(
+                    "lease_lost", study_instance_uid=study_instance_uid, jobs_held=jobs_held, transfer=transfer_held
+                )
                 lost.set()
                 cancel.set()
                 return
@@ -366,7 +368,7 @@ class _ProgressRelay:
     """Turns the move's pending responses into `retrieving` versions with progress, at most one per interval."""
 
     def __init__(
-        self, updater: JobUpdater, latest: dict[str, StoredJob], interval_seconds: float, lease_owner: str
+        self, updater: JobChanges, latest: dict[str, StoredJob], interval_seconds: float, lease_owner: str
     ) -> None:
         self._updater = updater
         self._latest = latest

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from proxymage_shared.errors import describe
 from proxymage_shared.logging import get_logger
 
 from gateway.auth import COOKIE_NAME
@@ -92,7 +93,7 @@ def _routes(router: APIRouter, sign_in: SignIn) -> None:
         try:
             metadata = await sign_in.client.metadata()
         except SignInError as error:
-            log.warning("sign_in_unavailable", error=str(error))
+            log.warning("sign_in_unavailable", error=describe(error))
             return _to_login("unavailable")
         transaction = Transaction.new(safe_next(request.query_params.get("next")))
         target = authorization_url(
@@ -133,10 +134,10 @@ def _routes(router: APIRouter, sign_in: SignIn) -> None:
         try:
             person = await sign_in.client.exchange(code, transaction, sign_in.redirect_uri)
         except NoRoleError as error:
-            log.warning("sign_in_without_role", error=str(error))
+            log.warning("sign_in_without_role", error=describe(error))
             return _to_login("no_role")
         except SignInError as error:
-            log.warning("sign_in_failed", error=str(error))
+            log.warning("sign_in_failed", error=describe(error))
             return _to_login("refused")
         log.info("signed_in", role=person.role)
         response = RedirectResponse(transaction.next, status_code=303)
