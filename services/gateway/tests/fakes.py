@@ -13,10 +13,11 @@ from typing import Any
 
 import httpx
 from gateway import read_model
-from gateway.api import ApiContext, create_api
+from gateway.api import ApiContext, Publish, create_api
 from gateway.audit import Auditor, AuditRecord
 from gateway.auth import TokenVerifier, token_hash
 from gateway.hub import Hub
+from gateway.ports import ReadModelReader
 from gateway.projection import ENROLMENTS, MEETINGS, RCPS, Collection, Json, Patch, apply_patch, supersedes
 from gateway.read_model import EnrolmentRecord, MeetingRecord, RcpRecord, Record, StoredDocument
 from gateway.settings import ApiToken
@@ -163,6 +164,41 @@ class CommandRecorder:
         return self.stored_meetings[:limit]
 
 
+def api_context(
+    store: ReadModelReader,
+    auditor: Auditor,
+    publish: Publish,
+    now: dt.datetime,
+    tokens: Mapping[str, tuple[str, str]],
+    **context: Any,
+) -> ApiContext:
+    """The API's context over `store`, at the fixed time `now`; `tokens` maps each bearer to its (name, role);
+    `context` sets the other fields (hub, heartbeat_seconds...)."""
+    context.setdefault("hub", Hub())
+    context.setdefault("links", ViewerLinks(""))
+    return ApiContext(
+        store=store,
+        verifier=TokenVerifier(
+            [ApiToken(name=name, role=role, sha256=token_hash(token)) for token, (name, role) in tokens.items()]
+        ),
+        auditor=auditor,
+        publish=publish,
+        today=lambda: now.date(),
+        now=lambda: now,
+        **context,
+    )
+
+
+@contextlib.asynccontextmanager
+async def api_client(api: ApiContext, bearer: str = "dcc-token") -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the API of `api` (in-process, no server), signed in with `bearer`."""
+    transport = httpx.ASGITransport(app=create_api(api))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway.test", headers={"Authorization": f"Bearer {bearer}"}
+    ) as http:
+        yield http
+
+
 @contextlib.asynccontextmanager
 async def command_client(
     recorder: CommandRecorder, now: dt.datetime, tokens: Mapping[str, tuple[str, str]], **context: Any
@@ -170,23 +206,8 @@ async def command_client(
     """An HTTP client of the API built on `recorder`, signed in with the `dcc-token` bearer; `tokens` maps each
     bearer to its (name, role)."""
     auditor = Auditor(recorder.write)
-    api = ApiContext(
-        store=recorder,  # type: ignore[arg-type]  # commands read only the meetings
-        hub=Hub(),
-        verifier=TokenVerifier(
-            [ApiToken(name=name, role=role, sha256=token_hash(token)) for token, (name, role) in tokens.items()]
-        ),
-        auditor=auditor,
-        links=ViewerLinks(""),
-        publish=recorder.publish,
-        today=lambda: now.date(),
-        now=lambda: now,
-        **context,
-    )
-    transport = httpx.ASGITransport(app=create_api(api))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://gateway.test", headers={"Authorization": "Bearer dcc-token"}
-    ) as http:
+    store: Any = recorder  # commands read only the meetings
+    async with api_client(api_context(store, auditor, recorder.publish, now, tokens, **context)) as http:
         yield http
     await auditor.flush()
 
