@@ -76,3 +76,12 @@ async def test_a_purged_study_another_job_still_refers_to_keeps_its_transfer_wit
     assert world.purge.deleted == [STUDY]
     transfer = world.transfers.transfers[STUDY]
     assert (transfer.purge_pending, transfer.verified_instances) == (False, None)  # a later move starts afresh
+
+
+async def test_a_settle_finding_no_purge_owed_deletes_nothing_and_gives_the_study_back() -> None:
+    world = World()
+    moved_once(world)  # no purge owed (or another instance settled it meanwhile)
+    await world.cleaner.settle(STUDY)
+    assert world.purge.deleted == []
+    transfer = world.transfers.transfers[STUDY]
+    assert (transfer.purge_pending, transfer.lease_owner, transfer.verified_instances) == (False, None, 10)
