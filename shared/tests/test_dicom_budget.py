@@ -11,6 +11,7 @@ import socket
 import pytest
 from proxymage_dev.testing import peak_inside
 from proxymage_shared.dicom import DicomClient, DicomTimeouts, DicomUnavailableError, echo_check, study_query
+from proxymage_shared.dicom import client as dicom_client
 from proxymage_shared.dicom.budget import (
     AssociationBudget,
     AssociationBudgetBusyError,
@@ -200,7 +201,9 @@ async def test_the_dicom_client_frees_its_slot_when_the_association_fails() -> N
         client.close()
 
 
-async def test_a_probe_finding_the_budget_full_reports_the_peer_busy_not_down() -> None:
+async def test_a_probe_finding_the_budget_full_reports_the_peer_busy_not_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The probe's bounded wait for a slot (1 s, twice here) made short: the budget stays full either way.
+    monkeypatch.setattr(dicom_client, "PROBE_SLOT_WAIT_SECONDS", 0.05)
     store = MemorySlots()
     now = dt.datetime.now(dt.UTC)
     await store.take("MIRC", 1, "a move", "another process", now, now + LEASE)

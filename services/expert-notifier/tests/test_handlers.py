@@ -89,7 +89,7 @@ def withdrawn(minutes: float = 5) -> EnrolmentWithdrawn:
 
 
 class Harness:
-    def __init__(self, store: FakeNotifierStore | None = None) -> None:
+    def __init__(self, store: FakeNotifierStore | None = None, handlers: type[Handlers] = Handlers) -> None:
         self.store = store or FakeNotifierStore()
         self.sender = FakeSender()
         self.published: list[ExpertiseNotification] = []
@@ -101,7 +101,7 @@ class Harness:
             zone=PARIS,
             retries=BackoffSchedule((60,), jitter=0),
         )
-        self.handlers = Handlers(self.store, self.sender, self.publish, options, clock=lambda: self.now)
+        self.handlers = handlers(self.store, self.sender, self.publish, options, clock=lambda: self.now)
         self.enrolled = enrolled()
 
     async def publish(self, outcome: ExpertiseNotification) -> None:

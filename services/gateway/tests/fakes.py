@@ -13,10 +13,11 @@ from typing import Any
 
 import httpx
 from gateway import read_model
-from gateway.api import ApiContext, create_api
+from gateway.api import ApiContext, Publish, create_api
 from gateway.audit import Auditor, AuditRecord
 from gateway.auth import TokenVerifier, token_hash
 from gateway.hub import Hub
+from gateway.ports import ReadModelReader
 from gateway.projection import ENROLMENTS, MEETINGS, RCPS, Collection, Json, Patch, apply_patch, supersedes
 from gateway.read_model import EnrolmentRecord, MeetingRecord, RcpRecord, Record
 from gateway.settings import ApiToken
@@ -166,6 +167,41 @@ class CommandRecorder:
         return self.stored_meetings[:limit]
 
 
+def api_context(
+    store: ReadModelReader,
+    auditor: Auditor,
+    publish: Publish,
+    now: dt.datetime,
+    tokens: Mapping[str, tuple[str, str]],
+    **context: Any,
+) -> ApiContext:
+    """The API's context over `store`, at the fixed time `now`; `tokens` maps each bearer to its (name, role);
+    `context` sets the other fields (hub, heartbeat_seconds...)."""
+    context.setdefault("hub", Hub())
+    context.setdefault("links", ViewerLinks(""))
+    context.setdefault("today", lambda: now.date())
+    return ApiContext(
+        store=store,
+        verifier=TokenVerifier(
+            [ApiToken(name=name, role=role, sha256=token_hash(token)) for token, (name, role) in tokens.items()]
+        ),
+        auditor=auditor,
+        publish=publish,
+        now=lambda: now,
+        **context,
+    )
+
+
+@contextlib.asynccontextmanager
+async def api_client(api: ApiContext, bearer: str = "dcc-token") -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the API of `api` (in-process, no server), signed in with `bearer`."""
+    transport = httpx.ASGITransport(app=create_api(api))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway.test", headers={"Authorization": f"Bearer {bearer}"}
+    ) as http:
+        yield http
+
+
 class RecordingAuditor:
     """Keeps what the routes audit (the real `Auditor` queues it for MongoDB)."""
 
@@ -185,19 +221,10 @@ async def reading_client(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, list[dict[str, Any]]]]:
     """An HTTP client of the API over `store`, signed in with a `viewer` token, and what the routes audit."""
     audited: list[dict[str, Any]] = []
-    context = ApiContext(
-        store=store,
-        hub=Hub(),
-        verifier=TokenVerifier([ApiToken(name="lecture-essai", role="viewer", sha256=token_hash(READER_TOKEN))]),
-        auditor=RecordingAuditor(audited),  # type: ignore[arg-type]
-        links=ViewerLinks(""),
-        publish=None,  # type: ignore[arg-type]  # reads only
-        today=lambda: today,
-        now=lambda: now,
-    )
-    transport = httpx.ASGITransport(app=create_api(context))
-    headers = {"Authorization": f"Bearer {READER_TOKEN}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test", headers=headers) as http:
+    auditor: Any = RecordingAuditor(audited)
+    publish: Any = None  # reads only
+    api = api_context(store, auditor, publish, now, {READER_TOKEN: ("lecture-essai", "viewer")}, today=lambda: today)
+    async with api_client(api, READER_TOKEN) as http:
         yield http, audited
 
 
@@ -208,23 +235,8 @@ async def command_client(
     """An HTTP client of the API built on `recorder`, signed in with the `dcc-token` bearer; `tokens` maps each
     bearer to its (name, role)."""
     auditor = Auditor(recorder.write)
-    api = ApiContext(
-        store=recorder,  # type: ignore[arg-type]  # commands read only the meetings
-        hub=Hub(),
-        verifier=TokenVerifier(
-            [ApiToken(name=name, role=role, sha256=token_hash(token)) for token, (name, role) in tokens.items()]
-        ),
-        auditor=auditor,
-        links=ViewerLinks(""),
-        publish=recorder.publish,
-        today=lambda: now.date(),
-        now=lambda: now,
-        **context,
-    )
-    transport = httpx.ASGITransport(app=create_api(api))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://gateway.test", headers={"Authorization": "Bearer dcc-token"}
-    ) as http:
+    store: Any = recorder  # commands read only the meetings
+    async with api_client(api_context(store, auditor, recorder.publish, now, tokens, **context)) as http:
         yield http
     await auditor.flush()
 

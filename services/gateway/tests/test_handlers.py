@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from gateway import handlers as gateway_handlers
 from gateway.handlers import MEETING_CACHE_SIZE, Handlers
 from gateway.projection import ENROLMENTS, MEETINGS, RCPS, member_key
 from gateway.viewer import ViewerLinks
@@ -128,10 +129,14 @@ async def test_stale_meeting_details_still_add_the_member() -> None:
     assert member_key("enr-2") in meeting["members"]  # type: ignore[operator]
 
 
-async def test_the_details_cache_is_bounded() -> None:
+async def test_the_details_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A small bound stands for the real one (10,000 meetings: 2 s of projection for the same branch).
+    size = 3
+    assert size < MEETING_CACHE_SIZE
+    monkeypatch.setattr(gateway_handlers, "MEETING_CACHE_SIZE", size)
     world = World()
     handlers = world.handlers()
-    for index in range(MEETING_CACHE_SIZE + 1):
+    for index in range(size + 1):
         event = enrolled(1, "A").model_copy(update={"meeting_id": f"m-{index}", "enrolment_id": f"e-{index}"})
         await handlers.handle(event)
     assert len(handlers._meeting_details) == 1  # cleared when full, then the newest kept

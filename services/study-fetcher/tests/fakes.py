@@ -47,6 +47,9 @@ class FakeJobStore:
         self.before_save: Callable[[StoredJob], None] | None = None
         self.fail_claim: Exception | None = None
         self.fail_waiting: Exception | None = None  # raised once by `waiting_for_peer`
+        self.fail_get: Exception | None = None  # raised once by `get`
+        self.fail_delete: Exception | None = None  # raised by every `delete` while set
+        self.reads = 0  # calls of `get`
 
     def bump(self, job_key: str) -> None:
         """A concurrent writer changed the job (a new revision)."""
@@ -57,6 +60,10 @@ class FakeJobStore:
         return self.rows[job_key].stored.job
 
     async def get(self, job_key: str) -> StoredJob | None:
+        self.reads += 1
+        if self.fail_get is not None:
+            error, self.fail_get = self.fail_get, None
+            raise error
         row = self.rows.get(job_key)
         return row.stored if row else None
 
@@ -93,6 +100,8 @@ class FakeJobStore:
                 row.retired, row.due_at = True, None
 
     async def delete(self, job_key: str) -> None:
+        if self.fail_delete is not None:
+            raise self.fail_delete
         self.rows.pop(job_key, None)
 
     async def insert(self, enrolment_id: str, study_instance_uid: str, job: Job, now: dt.datetime) -> StoredJob | None:
