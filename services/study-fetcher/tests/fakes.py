@@ -17,6 +17,7 @@ from study_fetcher import domain
 from study_fetcher.domain import Job
 from study_fetcher.ports import (
     Acceptance,
+    AfterSave,
     Enrolment,
     IdentityOutcome,
     ListedStudy,
@@ -112,7 +113,9 @@ class FakeJobStore:
         self.rows[job_key] = JobRow(stored, domain.due_at(job, now, FREE), unpublished=job.version > 0)
         return stored
 
-    async def save(self, stored: StoredJob, job: Job, now: dt.datetime) -> StoredJob | None:
+    async def save(
+        self, stored: StoredJob, job: Job, now: dt.datetime, *, then: AfterSave | None = None
+    ) -> StoredJob | None:
         if self.before_save is not None:
             self.before_save(stored)
         row = self.rows.get(stored.job_key)
@@ -122,6 +125,8 @@ class FakeJobStore:
         row.due_at = domain.due_at(job, now, stored.lease_until)
         if job.version != stored.job.version:
             row.unpublished = True
+        if then is not None:
+            await then(row.stored)
         return row.stored
 
     async def set_deadline(self, enrolment_id: str, deadline: dt.datetime) -> None:

@@ -13,7 +13,7 @@ from proxymage_shared.idempotency import to_ms
 from proxymage_shared.mongo import Document, create_mongo_client
 from pymongo.asynchronous.database import AsyncDatabase
 from study_fetcher.domain import Job, Progress
-from study_fetcher.ports import job_key_of
+from study_fetcher.ports import StoredJob, job_key_of
 from study_fetcher.store import FREE, JobStore, _due_at, _job_fields
 
 LEASE = dt.timedelta(minutes=5)
@@ -81,9 +81,16 @@ async def test_existing_jobs_are_scheduled_at_start_and_claimed_once(database: A
     again = await jobs.claim_due("w2", now, LEASE)
     assert again is not None
     assert again.job_key == claimed.job_key
-    # Finished: never claimable again, its entry goes.
-    saved = await jobs.save(again, dataclasses.replace(again.job, state="available", version=2), now)
+    # Finished: never claimable again, its entry goes, after `then` (the publication) ran on the written job.
+    seen_by_then: list[tuple[str, bool]] = []
+
+    async def then(written: StoredJob) -> None:
+        entry = await database["schedule"].find_one({"_id": claimed.job_key})
+        seen_by_then.append((written.job.state, entry is not None))
+
+    saved = await jobs.save(again, dataclasses.replace(again.job, state="available", version=2), now, then=then)
     assert saved is not None
+    assert seen_by_then == [("available", True)]  # written, its (now early) entry not yet settled
     assert await database["schedule"].find_one({"_id": claimed.job_key}) is None
     assert await jobs.claim_due("w3", now + 2 * LEASE, LEASE) is None
 

@@ -17,7 +17,7 @@ from proxymage_shared.dicom.budget import AssociationBudgetBusyError
 from proxymage_shared.errors import TransientError
 from proxymage_shared.reasons import Reason
 from study_fetcher import domain
-from study_fetcher.ports import StoredJob, StudyPresence, Transfer, job_key_of
+from study_fetcher.ports import AfterSave, StoredJob, StudyPresence, Transfer, job_key_of
 from study_fetcher.worker import LEASES_LOST, Retriever, WorkerOptions
 
 from .fakes import FakePacs
@@ -158,11 +158,13 @@ async def test_mirc_is_asked_while_the_jobs_are_started() -> None:
     world.pacs = GatedPacs(world, mirc_waits_for=started, asked=asked)
     save = world.jobs.save
 
-    async def start_once_mirc_is_asked(stored: StoredJob, job: domain.Job, now: dt.datetime) -> StoredJob | None:
+    async def start_once_mirc_is_asked(
+        stored: StoredJob, job: domain.Job, now: dt.datetime, *, then: AfterSave | None = None
+    ) -> StoredJob | None:
         if job.state == "retrieving" and stored.job.state == "queued":
             await asyncio.wait_for(asked.wait(), 2)  # times out if MIRC is only asked after the start
             started.set()
-        return await save(stored, job, now)
+        return await save(stored, job, now, then=then)
 
     world.jobs.save = start_once_mirc_is_asked  # type: ignore[method-assign]
     await asyncio.wait_for(run(world), 5)

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from identity_matcher.app import build
 from identity_matcher.rules import DccIdentity, candidate_from_record, decide_prepared, prepare_candidate, prepare_dcc
 from identity_matcher.settings import Settings
+from proxymage_dev.bench.gateway import delete_topics
 from proxymage_dev.seed_pacs import store_studies
 from proxymage_dev.synthetic import PATIENTS, synthetic_studies
 from proxymage_shared import topics
@@ -151,6 +152,7 @@ async def latency(rate: float, count: int) -> list[float]:
         await producer.stop()
         stop.set()
         await running
+        await delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
     return latencies
 
 

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from proxymage_dev.bench.gateway import delete_topics
 from proxymage_dev.bench.study_fetcher import (
     _delete_from_viewer,
     _env_file,
@@ -240,6 +241,7 @@ async def _round(
         await mongo.drop_database(settings.database_name())
         await mongo.drop_database(f"bench_scale_budget_{run_id}")
         await mongo.close()
+        await delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
 
 
 async def _bench(counts: list[int], instances: int, budget: int) -> None:

@@ -29,6 +29,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from dotenv import dotenv_values
 from prometheus_client import REGISTRY
+from proxymage_dev.bench.gateway import delete_topics
 from proxymage_dev.seed_pacs import store_studies
 from proxymage_dev.synthetic import BENCH_PATIENT, large_study
 from proxymage_shared import topics
@@ -74,6 +75,14 @@ def _delete_from_viewer(rest: httpx.Client, study_uid: str) -> None:
             rest.delete(f"/studies/{item['ID']}").raise_for_status()
 
 
+def _clean_slate(rest: httpx.Client, study_uid: str) -> None:
+    """The study out of the viewer store and the disk's dirty pages written, before each timed move: the
+    previous run's 157 MB are otherwise flushed during the next one, whichever tool it measures (the runs
+    alternate, but one flush landing in one run's median skews the ratio by several points)."""
+    _delete_from_viewer(rest, study_uid)
+    os.sync()
+
+
 def _viewer_count(rest: httpx.Client, study_uid: str) -> int:
     found = rest.post("/tools/lookup", content=study_uid.encode()).json()
     ids = [item["ID"] for item in found if item.get("Type") == "Study"]
@@ -105,7 +114,6 @@ async def _bench(runs: int, instances: int) -> None:
         topic_prefix=f"bench-{run_id}.",
         mongo_database=f"bench_fetcher_{run_id}",
         health_port=0,
-        poll_seconds=0.5,
     )
     study = large_study(BENCH_SEED, instances)
     uid = study.study_instance_uid
@@ -139,10 +147,10 @@ async def _bench(runs: int, instances: int) -> None:
         await _matched(settings, producer, mongo, "bench-warmup")
         await _through_fetcher(settings, producer, consumer, rest, uid, "bench-warmup")
         for run in range(1, runs + 1):
-            _delete_from_viewer(rest, uid)
+            _clean_slate(rest, uid)
             movescu_times.append(await asyncio.to_thread(_movescu, settings, uid))
             assert _viewer_count(rest, uid) == instances, "movescu did not move the whole study"
-            _delete_from_viewer(rest, uid)
+            _clean_slate(rest, uid)
             # The enrolment is matched and its catalogue listed before the clock starts, as in real use (the
             # DCC selects from the listed studies): the budget is selection -> available.
             await _matched(settings, producer, mongo, f"bench-{run_id}-{run}")
@@ -164,6 +172,7 @@ async def _bench(runs: int, instances: int) -> None:
         await service
         await mongo.drop_database(settings.database_name())
         await mongo.close()
+        await delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
 
     movescu_s = statistics.median(movescu_times)
     fetcher_s = statistics.median(fetcher_times)

@@ -28,6 +28,8 @@ PublishStatus = Callable[[StudyStatusChanged], Awaitable[None]]
 PublishCatalogue = Callable[[ImagingCatalogued], Awaitable[None]]
 OnProgress = Callable[[MoveProgress], None]  # told each pending C-MOVE response's counts, on the event loop
 OnStarted = Callable[[], Awaitable[None]]
+# Run by `JobRepository.save` once the job is written, before its bookkeeping (the work schedule's entries).
+AfterSave = Callable[["StoredJob"], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,9 @@ class JobRepository(Protocol):
     async def insert(
         self, enrolment_id: str, study_instance_uid: str, job: Job, now: dt.datetime
     ) -> StoredJob | None: ...
-    async def save(self, stored: StoredJob, job: Job, now: dt.datetime) -> StoredJob | None: ...
+    async def save(
+        self, stored: StoredJob, job: Job, now: dt.datetime, *, then: AfterSave | None = None
+    ) -> StoredJob | None: ...
     async def set_deadline(self, enrolment_id: str, deadline: dt.datetime) -> None: ...
     async def claim_due(self, owner: str, now: dt.datetime, lease: dt.timedelta) -> StoredJob | None: ...
     async def claim_companions(

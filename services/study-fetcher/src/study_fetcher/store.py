@@ -48,6 +48,7 @@ from study_fetcher.domain import due_at as _due_at
 from study_fetcher.lifecycle import Lifecycle, LifecycleStatus, advance
 from study_fetcher.ports import (
     Acceptance,
+    AfterSave,
     Enrolment,
     IdentityOutcome,
     ListedStudy,
@@ -439,8 +440,12 @@ class JobStore:
         await self._schedule.settle(doc["_id"], doc, read=False)
         return _stored(doc)
 
-    async def save(self, stored: StoredJob, job: Job, now: dt.datetime) -> StoredJob | None:
-        """Writes `job` if nobody changed the document since `stored` was read; None otherwise (re-read)."""
+    async def save(
+        self, stored: StoredJob, job: Job, now: dt.datetime, *, then: AfterSave | None = None
+    ) -> StoredJob | None:
+        """Writes `job` if nobody changed the document since `stored` was read; None otherwise (re-read). `then`
+        runs once it is written, before the schedule's entries are settled: publishing the new version need not
+        wait for them (a crash in between leaves an entry early, which is harmless, see `Schedule`)."""
         fields = {
             **_job_fields(job),
             "revision": stored.revision + 1,
@@ -468,9 +473,12 @@ class JobStore:
             if lower:
                 await self._schedule.settle(stored.job_key)  # our early entry, if we made one, is set right
             return None
+        saved = _stored(doc)
+        if then is not None:
+            await then(saved)
         if settle and (fields["due_at"] is not None or _due_at(stored.job, now, stored.lease_until) is not None):
             await self._schedule.settle(stored.job_key, doc, read=False)
-        return _stored(doc)
+        return saved
 
     async def set_deadline(self, enrolment_id: str, deadline: dt.datetime) -> None:
         await self._jobs.update_many(

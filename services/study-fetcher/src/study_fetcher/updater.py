@@ -79,10 +79,10 @@ class JobUpdater:
             new = domain.transition(current.job, event, self._policy)
             if new is None:
                 return current, False
-            saved = await self._jobs.save(current, new, to_ms(self._clock()))
+            # A new version is published as soon as it is written (before the work schedule's bookkeeping).
+            then = self.publish if new.version != current.job.version else None
+            saved = await self._jobs.save(current, new, to_ms(self._clock()), then=then)
             if saved is not None:
-                if new.version != current.job.version:
-                    await self.publish(saved)
                 return saved, True
             reread = await self._jobs.get(current.job_key)
             if reread is None:  # pragma: no cover - jobs are never deleted but by retention
