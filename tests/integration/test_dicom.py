@@ -168,7 +168,7 @@ async def test_an_answer_is_returned_before_its_association_is_released_and_the_
     client = DicomClient("PM_DEV", viewer, max_associations=1)
     try:
         await asyncio.wait_for(client.echo(), 5)  # answered while its release waits
-        assert releasing.is_set()
+        assert await asyncio.to_thread(releasing.wait, 5)
         # The only association slot is still held by that release: a second request waits for it.
         second = asyncio.ensure_future(client.echo())
         await asyncio.sleep(0.3)
@@ -191,10 +191,10 @@ async def test_with_a_budget_the_answer_comes_first_and_the_slot_is_given_back_o
     client = DicomClient("PM_DEV", viewer.model_copy(update={"max_associations": 1}), budget=budget)
     try:
         await asyncio.wait_for(client.echo(), 5)
-        assert releasing.is_set()
+        assert await asyncio.to_thread(releasing.wait, 5)
         assert slots.held(dt.datetime.now(dt.UTC)) == ["VIEWER#0"]
         with pytest.raises(AssociationBudgetBusyError):  # the only slot is still the releasing association's
-            await client.echo()
+            await client.find_studies(study_query(study_instance_uid="1.2.3"))  # waits the budget's 0.3 s
         go_on.set()
         await asyncio.wait_for(client.drain(), 5)
         assert slots.held(dt.datetime.now(dt.UTC)) == []

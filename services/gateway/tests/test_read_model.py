@@ -122,8 +122,8 @@ def _without(document: dict[str, Any], path: str) -> dict[str, Any]:
         (ENROLMENTS, ENROLMENT, "enrolment.consent"),
         (ENROLMENTS, ENROLMENT, "enrolment.patient.birth_name"),
         (ENROLMENTS, ENROLMENT, "withdrawal.reason"),
-        (ENROLMENTS, ENROLMENT, "identity.source_occurred_at"),
-        (ENROLMENTS, ENROLMENT, "catalogue.reason_code"),
+        (ENROLMENTS, ENROLMENT, "identity.source_event_id"),
+        (ENROLMENTS, ENROLMENT, "catalogue.reason"),
         (ENROLMENTS, ENROLMENT, "removals.1_2_3_2.study_instance_uid"),
         (ENROLMENTS, ENROLMENT, "retrieval.1_2_3_1.study_instance_uid"),
         (ENROLMENTS, ENROLMENT, "retrieval.1_2_3_1.order"),
@@ -142,6 +142,14 @@ def test_a_stored_part_missing_a_required_field_is_refused(collection: Collectio
     assert f"{collection} document {key!r}" in message
     assert f"{path}: Field required" in message
     assert "CATHY" not in message  # the patient's first name: no stored value in the message
+
+
+@pytest.mark.parametrize("path", ["identity.source_occurred_at", "catalogue.reason_code"])
+def test_a_part_stored_before_contract_1_1_still_reads(path: str) -> None:
+    """The two fields CONTRACT v1.1 added to parts already written by then: absent, they read as none."""
+    record = read_model.parse_document(ENROLMENTS, _without(CANONICAL[(ENROLMENTS, ENROLMENT)], path))
+    part, field = path.split(".")
+    assert getattr(getattr(record, part), field) is None
 
 
 def test_a_renamed_field_is_refused_not_read_as_none() -> None:

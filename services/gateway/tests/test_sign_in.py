@@ -118,8 +118,12 @@ def test_logout_url_when_the_provider_has_an_end_session_endpoint() -> None:
 def test_discovery_must_name_the_configured_issuer() -> None:
     document = {"issuer": ISSUER, "authorization_endpoint": "a", "token_endpoint": "t", "jwks_uri": "j"}
     assert ProviderMetadata.from_discovery(document, ISSUER).end_session_endpoint is None
-    with pytest.raises(SignInError, match="issuer"):
+    with pytest.raises(SignInError, match="issuer") as other:
         ProviderMetadata.from_discovery({**document, "issuer": "https://evil.test"}, ISSUER)
+    assert "evil" not in str(other.value)  # the provider's text is not quoted
+    assert "slash" not in str(other.value)
+    with pytest.raises(SignInError, match="differs only by a trailing slash"):
+        ProviderMetadata.from_discovery({**document, "issuer": f"{ISSUER}/"}, ISSUER)
     with pytest.raises(SignInError, match="jwks_uri"):
         ProviderMetadata.from_discovery({k: v for k, v in document.items() if k != "jwks_uri"}, ISSUER)
 

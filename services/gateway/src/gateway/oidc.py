@@ -65,7 +65,10 @@ class ProviderMetadata:
     def from_discovery(cls, document: Mapping[str, Any], expected_issuer: str) -> ProviderMetadata:
         issuer = document.get("issuer")
         if issuer != expected_issuer:  # OpenID Connect Discovery §4.3: must be exactly the configured issuer
-            raise SignInError(f"the discovery document names another issuer than {expected_issuer!r}")
+            # The provider's text is not quoted; the usual misconfiguration, a trailing slash, is named.
+            slash = isinstance(issuer, str) and issuer.rstrip("/") == expected_issuer.rstrip("/")
+            hint = " (it differs only by a trailing slash)" if slash else ""
+            raise SignInError(f"the discovery document names another issuer than {expected_issuer!r}{hint}")
         try:
             return cls(
                 issuer=issuer,

@@ -64,7 +64,8 @@ class ReasonedPart(Part):
     """A part that carries a reason (`gateway.reasons.told`)."""
 
     reason: str | None
-    reason_code: str | None
+    # Written since CONTRACT v1.1 (29 November): a part stored before it has no code, read as none.
+    reason_code: str | None = None
 
 
 class PacsRef(_Value):
@@ -111,7 +112,8 @@ class IdentityPart(ReasonedPart):
 
     status: IdentityStatus
     source_event_id: str
-    source_occurred_at: str | None
+    # Written since CONTRACT v1.1 (29 November): an outcome stored before it is read as not answering any event.
+    source_occurred_at: str | None = None
     meeting_id: str | None
     meeting_date: str | None
     pacs_patients: tuple[PacsRef, ...]

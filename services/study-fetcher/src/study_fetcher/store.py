@@ -477,7 +477,13 @@ class JobStore:
         if then is not None:
             await then(saved)
         if settle and (fields["due_at"] is not None or _due_at(stored.job, now, stored.lease_until) is not None):
-            await self._schedule.settle(stored.job_key, doc, read=False)
+            # Settling reads the entries, then works from the job as read after them. Right after the write, the
+            # written job is that read; once `then` ran (a publication, maybe slow), another writer may have
+            # changed the job meanwhile: it is read again after the entries, as the guards require.
+            if then is None:
+                await self._schedule.settle(stored.job_key, doc, read=False)
+            else:
+                await self._schedule.settle(stored.job_key)
         return saved
 
     async def set_deadline(self, enrolment_id: str, deadline: dt.datetime) -> None:

@@ -222,9 +222,14 @@ class DicomClient:
     async def _give_back_after(released: Future[None], held: HeldSlot) -> None:
         """The slot stays held until the association is really over: the peer never sees more than the budget."""
         try:
-            await asyncio.wrap_future(released)
-        finally:
-            await held.give_back()
+            # Shielded: cancelling this wait (a stop tearing tasks down) must not cancel the release itself.
+            await asyncio.shield(asyncio.wrap_future(released))
+        except asyncio.CancelledError:
+            await held.abandon()  # the association may not be over: its slot lapses with its lease
+            raise
+        except Exception:  # noqa: S110 - `_release` logs its own failures; the association is over either way
+            pass
+        await held.give_back()
 
     async def drain(self) -> None:
         """Waits for the budget slots still held by associations being released (a stop, before `close`)."""
@@ -260,7 +265,17 @@ class DicomClient:
     def _tracked(self, work: Callable[[], T]) -> tuple[T, Future[None] | None]:
         """Runs `work` in a pool thread; with it, the release its association left running (see `_association`)."""
         self._local.released = None
-        result = work()
+        try:
+            result = work()
+        except BaseException:
+            # `work` failed after its association was answered (e.g. an answer that does not parse): the caller
+            # gives the budget's slot back on the error, so the release must be over first.
+            pending: Future[None] | None = self._local.released
+            self._local.released = None
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    pending.result()
+            raise
         released: Future[None] | None = self._local.released
         self._local.released = None
         return result, released
