@@ -202,14 +202,19 @@ async def api_client(api: ApiContext, bearer: str = "dcc-token") -> AsyncIterato
         yield http
 
 
-class RecordingAuditor:
-    """Keeps what the routes audit (the real `Auditor` queues it for MongoDB)."""
+class RecordingAuditor(Auditor):
+    """Keeps what the routes audit in `records` (the real `Auditor` queues it for MongoDB; nothing is written)."""
 
-    def __init__(self, records: list[dict[str, Any]]) -> None:
-        self.records = records
+    def __init__(self) -> None:
+        super().__init__(self._never)
+        self.records: list[dict[str, Any]] = []
 
-    def record(self, **fields: Any) -> None:
-        self.records.append(fields)
+    @staticmethod
+    async def _never(records: list[dict[str, Any]]) -> None:
+        raise AssertionError("a recording auditor writes nothing")
+
+    def record(self, **entry: Any) -> None:
+        self.records.append(entry)
 
 
 READER_TOKEN = "jeton-essai-lecture"
@@ -220,12 +225,11 @@ async def reading_client(
     store: FakeReadModel, *, today: dt.date, now: dt.datetime
 ) -> AsyncIterator[tuple[httpx.AsyncClient, list[dict[str, Any]]]]:
     """An HTTP client of the API over `store`, signed in with a `viewer` token, and what the routes audit."""
-    audited: list[dict[str, Any]] = []
-    auditor: Any = RecordingAuditor(audited)
+    auditor = RecordingAuditor()
     publish: Any = None  # reads only
     api = api_context(store, auditor, publish, now, {READER_TOKEN: ("lecture-essai", "viewer")}, today=lambda: today)
     async with api_client(api, READER_TOKEN) as http:
-        yield http, audited
+        yield http, auditor.records
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from gateway.audit import Auditor
 from gateway.auth import COOKIE_NAME, TokenVerifier
 from gateway.dicomweb import MAX_STUDIES_PER_QUERY, PREFIX, DicomWebProxy, StoreAccount, parse, study_query
 from gateway.projection import Json, apply_patch, patches
@@ -25,6 +24,8 @@ from proxymage_shared.events import (
     StudiesSelected,
     StudyStatusChanged,
 )
+
+from .fakes import RecordingAuditor
 
 S = "1.2.826.0.1.3680043.10.1338.1"
 SE = "1.2.826.0.1.3680043.10.1338.2"
@@ -231,19 +232,6 @@ async def test_concurrent_requests_share_one_lookup_and_a_change_meanwhile_is_no
 
 TOKEN = "jeton-dicomweb-essai"
 OTHER = "1.2.826.0.1.3680043.10.1338.9"
-
-
-class RecordingAuditor(Auditor):
-    def __init__(self) -> None:
-        super().__init__(self._never)
-        self.records: list[dict[str, Any]] = []
-
-    @staticmethod
-    async def _never(records: list[dict[str, Any]]) -> None:
-        raise AssertionError("not written in these tests")
-
-    def record(self, **entry: Any) -> None:  # type: ignore[override]
-        self.records.append(entry)
 
 
 def _study_item(uid: str, patient_id: str) -> dict[str, Any]:

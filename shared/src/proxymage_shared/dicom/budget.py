@@ -158,7 +158,8 @@ class _Held:
 
 
 class AssociationBudget:
-    """`async with budget.slot(peer, size):` around each association to `peer`."""
+    """`async with budget.slot(peer, size):` around each association to `peer`; `hold` for one whose release
+    outlives the caller's wait (the DICOM client's)."""
 
     def __init__(
         self,
@@ -190,13 +191,8 @@ class AssociationBudget:
         held = await self.hold(peer, size, wait_seconds=wait_seconds)
         try:
             yield held.slot
-        except asyncio.CancelledError:
-            # The caller was cancelled (a stop) but its association may go on in its thread: the slot is not freed
-            # now, it lapses with its lease.
-            await held.abandon()
-            raise
-        except BaseException:
-            await held.give_back()
+        except BaseException as error:
+            await held.end_on(error)
             raise
         await held.give_back()
 
@@ -280,3 +276,12 @@ class HeldSlot:
 
     async def abandon(self) -> None:
         await self._stop_renewing()
+
+    async def end_on(self, error: BaseException) -> None:
+        """Ends the hold after its association failed with `error`. A cancellation (a stop) abandons the slot: the
+        association may go on in its thread, so the slot lapses with its lease. Any other error means the
+        association was aborted or never opened: it is over, and the slot is given back."""
+        if isinstance(error, asyncio.CancelledError):
+            await self.abandon()
+        else:
+            await self.give_back()

@@ -203,12 +203,8 @@ class DicomClient:
             if on_started is not None:
                 await on_started()
             result, released = await self._timed(operation, work)
-        except asyncio.CancelledError:
-            # A stop: the association may go on in its thread, so the slot is not freed now; it lapses with its lease.
-            await held.abandon()
-            raise
-        except BaseException:
-            await held.give_back()  # the association was aborted (or never opened): it is over
+        except BaseException as error:
+            await held.end_on(error)
             raise
         if released is None:  # released in this thread (closing)
             await held.give_back()
@@ -266,19 +262,17 @@ class DicomClient:
         """Runs `work` in a pool thread; with it, the release its association left running (see `_association`)."""
         self._local.released = None
         try:
-            result = work()
+            return work(), self._local.released
         except BaseException:
             # `work` failed after its association was answered (e.g. an answer that does not parse): the caller
             # gives the budget's slot back on the error, so the release must be over first.
             pending: Future[None] | None = self._local.released
-            self._local.released = None
             if pending is not None:
                 with contextlib.suppress(Exception):
                     pending.result()
             raise
-        released: Future[None] | None = self._local.released
-        self._local.released = None
-        return result, released
+        finally:
+            self._local.released = None
 
     def _raise_for(self, operation: str, status: int) -> None:
         outcome, meaning = classify(status)
